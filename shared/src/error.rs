@@ -1,0 +1,141 @@
+//! The shared crate's error type: variants a caller can act on, each naming the unit, path or URL
+//! it concerns. Jobs map them to exit codes (`Error::exit_code`).
+
+use std::time::Duration;
+
+/// Exit codes every job uses (architecture.md, style.md §4).
+pub mod exit {
+    /// Every unit done, skipped as up to date, or missing upstream.
+    pub const OK: i32 = 0;
+    /// Some units failed; the report names them.
+    pub const FAILED_UNITS: i32 = 1;
+    /// Bad arguments or configuration; nothing was done.
+    pub const USAGE: i32 = 2;
+    /// Stopped by SIGINT.
+    pub const INTERRUPTED: i32 = 130;
+    /// Stopped by SIGTERM.
+    pub const TERMINATED: i32 = 143;
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments or configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A name or string that does not parse.
+    #[error("{0}")]
+    Parse(String),
+
+    /// The store could not be opened from its URL.
+    #[error("cannot open store `{url}`: {reason}")]
+    StoreUrl { url: String, reason: String },
+
+    /// A store operation failed.
+    #[error("store error at `{path}`: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// The archive answered 404: the file does not exist upstream (yet, or at all).
+    #[error("missing upstream: {url}")]
+    MissingUpstream { url: String },
+
+    /// An HTTP failure worth retrying (5xx, 403, 429, reset, truncated body, timeout).
+    #[error("transient HTTP failure for {url}: {reason}")]
+    Transient {
+        url: String,
+        reason: String,
+        /// What the server asked for (`Retry-After`), if anything.
+        retry_after: Option<Duration>,
+    },
+
+    /// An HTTP failure not worth retrying (other 4xx, bad body).
+    #[error("HTTP failure for {url}: {reason}")]
+    Http { url: String, reason: String },
+
+    /// The downloaded bytes do not hash to the published CHECKSUM.
+    #[error("checksum mismatch for {path}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A `.CHECKSUM` file that does not have the `<64 hex>  <name>` form.
+    #[error("bad CHECKSUM file {path}: {reason}")]
+    BadChecksumFile { path: String, reason: String },
+
+    /// Bytes that should be a zip but are not (an error page, a truncated file).
+    #[error("not a zip archive: {path}")]
+    NotZip { path: String },
+
+    /// A manifest object that does not parse.
+    #[error("corrupt manifest object `{path}`: {reason}")]
+    Manifest { path: String, reason: String },
+
+    /// The S3 listing could not be read.
+    #[error("bad bucket listing from {url}: {reason}")]
+    Listing { url: String, reason: String },
+
+    /// The run was interrupted by a signal.
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+
+    pub fn parse(msg: impl Into<String>) -> Self {
+        Error::Parse(msg.into())
+    }
+
+    pub fn store(path: impl Into<String>, source: object_store::Error) -> Self {
+        Error::Store {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Worth retrying with backoff.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transient { .. } => true,
+            // The store may be S3: its own client retries, but a timeout can still surface.
+            Error::Store { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            _ => false,
+        }
+    }
+
+    /// The exit code a job maps this error to when it ends the run.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::StoreUrl { .. } | Error::Parse(_) => exit::USAGE,
+            Error::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILED_UNITS,
+        }
+    }
+}
