@@ -1,7 +1,20 @@
 //! The library every job uses: store access, manifests, archive paths and planning, the bucket
-//! listing, checksums, the common CLI, run reports and logging. No job logic lives here.
+//! listing, checksums, HTTP retries, the common CLI, run reports, logging and the run context.
+//! No job logic lives here.
 
+pub mod checksum;
+pub mod cli;
+pub mod context;
 pub mod error;
+pub mod http;
+pub mod listing;
+pub mod logging;
+pub mod manifest;
 pub mod paths;
+pub mod plan;
+pub mod report;
+pub mod store;
 
+pub use context::{Clock, Context};
 pub use error::{Error, Result};
+pub use store::Store;

@@ -1,0 +1,314 @@
+//! The common command-line arguments of every job (architecture.md, "The job contract") and
+//! their validation into a [`CommonSpec`] that job libraries take — clap stays at this edge.
+
+use chrono::NaiveDate;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::paths::{DataType, Dataset, Interval, Market};
+use crate::plan::{DateRange, resolve_date, shard_symbols};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Arguments every job takes. Flatten into a job's clap struct with `#[command(flatten)]`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Where outputs, manifests and reports live: a path, file://, s3://bucket/prefix or memory://.
+    #[arg(long, env = "PIPELINE_STORE", default_value = "./data")]
+    pub store: String,
+
+    /// Market: spot, um (USD-M futures), cm (COIN-M futures) or option.
+    #[arg(long, default_value = "um")]
+    pub market: String,
+
+    /// Data types, comma-separated, as the archive names them: klines, aggTrades, trades,
+    /// fundingRate, metrics, bookTicker, bookDepth, markPriceKlines, indexPriceKlines,
+    /// premiumIndexKlines, liquidationSnapshot, BVOLIndex, EOHSummary.
+    #[arg(long = "data-type", default_value = "klines", value_delimiter = ',')]
+    pub data_types: Vec<String>,
+
+    /// Kline interval for the kline-shaped types (1s … 1d, 3d, 1w, 1mo); others ignore it.
+    #[arg(long, default_value = "1m")]
+    pub interval: String,
+
+    /// Symbols, comma-separated, or `all` (every symbol in the archive listing, delisted included).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub symbols: Vec<String>,
+
+    /// First day, inclusive: YYYY-MM-DD, or relative: today, yesterday, -7d, month-start.
+    #[arg(long, allow_hyphen_values = true)]
+    pub start: String,
+
+    /// Last day, inclusive (same forms as --start).
+    #[arg(long, allow_hyphen_values = true)]
+    pub end: String,
+
+    /// Run only shard I of N (0-based), splitting the symbols: `--shard 0/4`.
+    #[arg(long, default_value = "0/1")]
+    pub shard: String,
+
+    /// Units processed at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Redo units even if the manifest has them as done.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the plan and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Log format on stderr: pretty (humans) or json (Kubernetes).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "pretty",
+        env = "PIPELINE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Run id for reports (the runner passes its own so it can find them); generated if absent.
+    #[arg(long, env = "PIPELINE_RUN_ID")]
+    pub run_id: Option<String>,
+
+    /// Pretend today is this date when resolving relative dates (for reproducible runs).
+    #[arg(long, env = "PIPELINE_TODAY")]
+    pub today: Option<String>,
+}
+
+/// Which symbols a run covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SymbolSelection {
+    /// Every symbol the listing has, delisted included.
+    All,
+    List(Vec<String>),
+}
+
+/// The validated common arguments.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommonSpec {
+    pub store: String,
+    pub market: Market,
+    pub datasets: Vec<Dataset>,
+    pub symbols: SymbolSelection,
+    pub range: DateRange,
+    pub shard: (usize, usize),
+    pub concurrency: usize,
+    pub force: bool,
+    pub dry_run: bool,
+    pub log_format: LogFormat,
+    pub run_id: Option<String>,
+}
+
+impl CommonSpec {
+    /// Keep this shard's symbols of a resolved list.
+    pub fn shard_of(&self, symbols: &[String]) -> Vec<String> {
+        shard_symbols(symbols, self.shard.0, self.shard.1)
+    }
+}
+
+/// Parse `I/N`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::usage(format!("--shard `{s}`: expected I/N with 0 <= I < N"));
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// Validate a symbol name: the archive's symbols are upper-case letters, digits and `_`, but UM
+/// has listed non-ASCII names too, so only separators and control characters are refused.
+pub fn validate_symbol(s: &str) -> Result<String> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "/\\?#%&=*".contains(c))
+    {
+        return Err(Error::usage(format!("bad symbol `{s}`")));
+    }
+    Ok(s.to_uppercase())
+}
+
+impl CommonArgs {
+    /// Validate everything; `today` resolves relative dates unless `--today` overrides it.
+    pub fn into_spec(self, today: NaiveDate) -> Result<CommonSpec> {
+        let today = match &self.today {
+            Some(t) => crate::plan::parse_date(t)?,
+            None => today,
+        };
+        let market: Market = self.market.parse()?;
+        let interval: Interval = self.interval.parse()?;
+        let mut datasets = Vec::new();
+        for dt in &self.data_types {
+            let dt: DataType = dt.trim().parse()?;
+            let iv = dt.is_kline_family().then_some(interval);
+            let ds = Dataset::new(market, dt, iv)?;
+            if !datasets.contains(&ds) {
+                datasets.push(ds);
+            }
+        }
+        if datasets.is_empty() {
+            return Err(Error::usage("--data-type is empty"));
+        }
+        let symbols = if self.symbols.len() == 1 && self.symbols[0].eq_ignore_ascii_case("all") {
+            SymbolSelection::All
+        } else {
+            let mut v = self
+                .symbols
+                .iter()
+                .map(|s| validate_symbol(s))
+                .collect::<Result<Vec<_>>>()?;
+            v.sort();
+            v.dedup();
+            SymbolSelection::List(v)
+        };
+        let range = DateRange::new(
+            resolve_date(&self.start, today)?,
+            resolve_date(&self.end, today)?,
+        )?;
+        if self.concurrency == 0 {
+            return Err(Error::usage("--concurrency must be at least 1"));
+        }
+        Ok(CommonSpec {
+            store: self.store,
+            market,
+            datasets,
+            symbols,
+            range,
+            shard: parse_shard(&self.shard)?,
+            concurrency: self.concurrency,
+            force: self.force,
+            dry_run: self.dry_run,
+            log_format: self.log_format,
+            run_id: self.run_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn spec(args: &[&str]) -> Result<CommonSpec> {
+        let mut v = vec!["job"];
+        v.extend_from_slice(args);
+        let today = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap();
+        Cli::try_parse_from(v).unwrap().common.into_spec(today)
+    }
+
+    #[test]
+    fn parses_the_common_arguments() {
+        let s = spec(&[
+            "--market",
+            "spot",
+            "--data-type",
+            "klines,aggTrades",
+            "--interval",
+            "1h",
+            "--symbols",
+            "btcusdt,ETHUSDT,BTCUSDT",
+            "--start",
+            "-7d",
+            "--end",
+            "yesterday",
+            "--shard",
+            "1/3",
+        ])
+        .unwrap();
+        assert_eq!(s.market, Market::Spot);
+        assert_eq!(s.datasets.len(), 2);
+        assert_eq!(s.datasets[0].name(), "klines-1h");
+        assert_eq!(s.datasets[1].name(), "aggTrades");
+        assert_eq!(
+            s.symbols,
+            SymbolSelection::List(vec!["BTCUSDT".into(), "ETHUSDT".into()])
+        );
+        assert_eq!(s.range.start.to_string(), "2024-03-03");
+        assert_eq!(s.range.end.to_string(), "2024-03-09");
+        assert_eq!(s.shard, (1, 3));
+    }
+
+    #[test]
+    fn rejects_bad_arguments_as_usage_errors() {
+        let base = [
+            "--symbols",
+            "X",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-02",
+        ];
+        for extra in [
+            &["--market", "mars"][..],
+            &["--data-type", "candles"],
+            &["--market", "spot", "--data-type", "fundingRate"],
+            &["--interval", "7m"],
+            &["--shard", "3/3"],
+            &["--concurrency", "0"],
+        ] {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            let e = spec(&a).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{extra:?}: {e}");
+        }
+        assert!(
+            spec(&[
+                "--symbols",
+                "X",
+                "--start",
+                "2024-01-03",
+                "--end",
+                "2024-01-02"
+            ])
+            .is_err()
+        );
+        assert!(
+            spec(&[
+                "--symbols",
+                "A/B",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-02"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn all_symbols_and_today_override() {
+        let s = spec(&[
+            "--symbols",
+            "all",
+            "--start",
+            "yesterday",
+            "--end",
+            "yesterday",
+            "--today",
+            "2020-01-01",
+        ])
+        .unwrap();
+        assert_eq!(s.symbols, SymbolSelection::All);
+        assert_eq!(s.range.start.to_string(), "2019-12-31");
+    }
+}

@@ -1,0 +1,517 @@
+//! Manifests: what each job has done, per job, dataset and symbol, so reruns skip finished units
+//! and upstream changes recompute exactly what they affect.
+//!
+//! A manifest is a log of immutable objects under `_manifest/<job>/<scope>/<symbol>/`:
+//! - deltas `<version:020>.json`, each created with a conditional put (`PutMode::Create`); a
+//!   writer that loses the race for a version re-lists and takes the next one, so parallel writers
+//!   never overwrite each other — this works on every backend, the local folder included, which
+//!   has no compare-and-swap on existing objects;
+//! - checkpoints `<version:020>.checkpoint.json` holding the merged state and the exact list of
+//!   delta versions they cover, written every [`CHECKPOINT_EVERY`] deltas; deltas covered by the
+//!   previous checkpoint are then deleted, which keeps listings short without ever dropping a
+//!   delta that a checkpoint has not absorbed.
+//!
+//! Entries merge last-writer-wins per unit on `(recorded_at, version)`, which makes the merge
+//! independent of the order in which objects are read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex as StdMutex;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::paths::manifest_prefix;
+use crate::store::Store;
+
+/// Deltas between checkpoints.
+pub const CHECKPOINT_EVERY: usize = 64;
+
+/// What happened to a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitStatus {
+    /// Finished; its outputs are in place.
+    Done,
+    /// The input does not exist upstream (e.g. the archive answered 404).
+    Missing,
+    /// Failed; `detail` says why. A rerun tries again.
+    Failed,
+}
+
+/// One output object of a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// One manifest entry: a unit, what it was computed from, and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The unit key (an archive key, a symbol-day, …).
+    pub unit: String,
+    pub status: UnitStatus,
+    /// Input fingerprints by name (sha256 of upstream objects or CHECKSUMs).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    pub job_version: String,
+    pub params_hash: String,
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+    pub recorded_at: DateTime<Utc>,
+    pub run_id: String,
+    /// Why it failed or is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    /// Whether this entry says the unit is done with exactly these inputs, version and params.
+    pub fn is_done_with(
+        &self,
+        inputs: &BTreeMap<String, String>,
+        job_version: &str,
+        params_hash: &str,
+    ) -> bool {
+        self.status == UnitStatus::Done
+            && &self.inputs == inputs
+            && self.job_version == job_version
+            && self.params_hash == params_hash
+    }
+}
+
+/// Identifies one manifest log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ManifestKey {
+    pub job: String,
+    pub scope: String,
+    pub symbol: String,
+}
+
+impl ManifestKey {
+    pub fn new(
+        job: impl Into<String>,
+        scope: impl Into<String>,
+        symbol: impl Into<String>,
+    ) -> Self {
+        ManifestKey {
+            job: job.into(),
+            scope: scope.into(),
+            symbol: symbol.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> String {
+        manifest_prefix(&self.job, &self.scope, &self.symbol)
+    }
+}
+
+/// The merged state of a manifest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    entries: BTreeMap<String, (Entry, u64)>,
+}
+
+impl Manifest {
+    pub fn get(&self, unit: &str) -> Option<&Entry> {
+        self.entries.get(unit).map(|(e, _)| e)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().map(|(e, _)| e)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Merge one entry written at `version`: last writer wins on `(recorded_at, version)`.
+    fn merge(&mut self, e: Entry, version: u64) {
+        match self.entries.get(&e.unit) {
+            Some((old, v)) if (old.recorded_at, *v) > (e.recorded_at, version) => {}
+            _ => {
+                self.entries.insert(e.unit.clone(), (e, version));
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeltaDoc {
+    entries: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointDoc {
+    version: u64,
+    covers: Vec<u64>,
+    entries: Vec<(Entry, u64)>,
+}
+
+enum Obj {
+    Delta(u64),
+    Checkpoint(u64),
+}
+
+fn classify(prefix: &str, path: &str) -> Option<Obj> {
+    let name = path.strip_prefix(prefix)?;
+    if let Some(v) = name.strip_suffix(".checkpoint.json") {
+        return v.parse().ok().map(Obj::Checkpoint);
+    }
+    name.strip_suffix(".json")?.parse().ok().map(Obj::Delta)
+}
+
+fn delta_path(prefix: &str, v: u64) -> String {
+    format!("{prefix}{v:020}.json")
+}
+
+fn checkpoint_path(prefix: &str, v: u64) -> String {
+    format!("{prefix}{v:020}.checkpoint.json")
+}
+
+/// What a load saw: enough for a writer to continue the log.
+#[derive(Debug, Clone, Default)]
+struct LogView {
+    max_version: u64,
+    /// Latest checkpoint and its coverage.
+    checkpoint: Option<(u64, BTreeSet<u64>)>,
+    /// Deltas present and not covered by the latest checkpoint.
+    uncovered: BTreeSet<u64>,
+    /// Checkpoints older than the latest.
+    older_checkpoints: Vec<u64>,
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>> {
+    match store.get_opt(path).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Manifest {
+                path: path.to_string(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
+    let mut deltas = BTreeSet::new();
+    let mut checkpoints = BTreeSet::new();
+    for (path, _) in store.list(prefix).await? {
+        match classify(prefix, &path) {
+            Some(Obj::Delta(v)) => {
+                deltas.insert(v);
+            }
+            Some(Obj::Checkpoint(v)) => {
+                checkpoints.insert(v);
+            }
+            None => {}
+        }
+    }
+    let mut m = Manifest::default();
+    let mut view = LogView {
+        max_version: deltas
+            .iter()
+            .chain(checkpoints.iter())
+            .copied()
+            .max()
+            .unwrap_or(0),
+        ..Default::default()
+    };
+    // The newest readable checkpoint; an older one survives a concurrent cleanup race.
+    for &cv in checkpoints.iter().rev() {
+        let path = checkpoint_path(prefix, cv);
+        if let Some(doc) = read_json::<CheckpointDoc>(store, &path).await? {
+            for (e, v) in doc.entries {
+                m.merge(e, v);
+            }
+            view.checkpoint = Some((cv, doc.covers.into_iter().collect()));
+            break;
+        }
+    }
+    view.older_checkpoints = checkpoints
+        .iter()
+        .copied()
+        .filter(|c| Some(*c) != view.checkpoint.as_ref().map(|(v, _)| *v))
+        .collect();
+    let covered = view
+        .checkpoint
+        .as_ref()
+        .map(|(_, c)| c.clone())
+        .unwrap_or_default();
+    for v in deltas {
+        if covered.contains(&v) {
+            continue;
+        }
+        // A delta deleted between list and get was covered by a newer checkpoint: its entries
+        // are older than that checkpoint's, and a reload sees them there.
+        if let Some(doc) = read_json::<DeltaDoc>(store, &delta_path(prefix, v)).await? {
+            for e in doc.entries {
+                m.merge(e, v);
+            }
+            view.uncovered.insert(v);
+        }
+    }
+    Ok((m, view))
+}
+
+impl Manifest {
+    /// Load the merged state of one manifest.
+    pub async fn load(store: &Store, key: &ManifestKey) -> Result<Manifest> {
+        Ok(load_view(store, &key.prefix()).await?.0)
+    }
+}
+
+/// Appends entries to one manifest log. Safe to share between tasks: concurrent `record` calls
+/// are grouped into one delta object (group commit), and each call returns once its entry is
+/// durable in the store.
+pub struct ManifestWriter {
+    store: Store,
+    prefix: String,
+    pending: StdMutex<Vec<Entry>>,
+    log: Mutex<LogView>,
+}
+
+impl ManifestWriter {
+    /// Open a manifest for writing, returning its current state too.
+    pub async fn open(store: &Store, key: &ManifestKey) -> Result<(ManifestWriter, Manifest)> {
+        let prefix = key.prefix();
+        let (m, view) = load_view(store, &prefix).await?;
+        Ok((
+            ManifestWriter {
+                store: store.clone(),
+                prefix,
+                pending: StdMutex::new(Vec::new()),
+                log: Mutex::new(view),
+            },
+            m,
+        ))
+    }
+
+    /// Record one entry; returns when it (or a batch holding it) is in the store.
+    pub async fn record(&self, entry: Entry) -> Result<()> {
+        self.pending.lock().expect("not poisoned").push(entry);
+        let mut log = self.log.lock().await;
+        let batch = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
+        if batch.is_empty() {
+            return Ok(()); // an earlier holder of the lock flushed ours
+        }
+        self.write_delta(&mut log, batch).await
+    }
+
+    async fn write_delta(&self, log: &mut LogView, entries: Vec<Entry>) -> Result<()> {
+        let path_for = |v| delta_path(&self.prefix, v);
+        let body =
+            Bytes::from(
+                serde_json::to_vec(&DeltaDoc { entries }).map_err(|e| Error::Json {
+                    context: format!("serializing a delta of {}", self.prefix),
+                    source: e,
+                })?,
+            );
+        let mut v = log.max_version + 1;
+        loop {
+            if self.store.put_if_absent(&path_for(v), body.clone()).await? {
+                break;
+            }
+            // Another writer took this version: learn the log's end and try after it.
+            let (_, fresh) = load_view(&self.store, &self.prefix).await?;
+            *log = fresh;
+            v = log.max_version + 1;
+        }
+        log.max_version = v;
+        log.uncovered.insert(v);
+        if log.uncovered.len() >= CHECKPOINT_EVERY {
+            self.checkpoint(log).await?;
+        }
+        Ok(())
+    }
+
+    /// Write a checkpoint of everything present now, then delete what the previous one covered.
+    async fn checkpoint(&self, log: &mut LogView) -> Result<()> {
+        let (m, view) = load_view(&self.store, &self.prefix).await?;
+        let version = view.max_version;
+        let mut covers: BTreeSet<u64> = view.uncovered.clone();
+        if let Some((cv, _)) = &view.checkpoint {
+            covers.insert(*cv);
+        }
+        let doc = CheckpointDoc {
+            version,
+            covers: covers.iter().copied().collect(),
+            entries: m.entries.into_values().collect(),
+        };
+        let body = serde_json::to_vec(&doc).map_err(|e| Error::Json {
+            context: format!("serializing a checkpoint of {}", self.prefix),
+            source: e,
+        })?;
+        let path = checkpoint_path(&self.prefix, version);
+        // Losing this race means someone else checkpointed the same version: fine either way.
+        self.store.put_if_absent(&path, Bytes::from(body)).await?;
+        // Cleanup: deltas the previous checkpoint covered, and checkpoints before it.
+        if let Some((prev, prev_covers)) = &view.checkpoint {
+            for v in prev_covers {
+                self.store.delete(&delta_path(&self.prefix, *v)).await?;
+            }
+            for c in &view.older_checkpoints {
+                if c < prev {
+                    self.store
+                        .delete(&checkpoint_path(&self.prefix, *c))
+                        .await?;
+                }
+            }
+        }
+        *log = LogView {
+            max_version: version,
+            checkpoint: Some((version, covers)),
+            uncovered: BTreeSet::new(),
+            older_checkpoints: view.checkpoint.iter().map(|(v, _)| *v).collect(),
+        };
+        Ok(())
+    }
+}
+
+/// A short, stable hash of a job's parameters (anything `Serialize`), for `params_hash`.
+pub fn params_hash<T: Serialize>(params: &T) -> String {
+    let json = serde_json::to_vec(params).expect("parameters serialize");
+    crate::checksum::sha256_hex(&json)[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn entry(unit: &str, run: &str, at: i64) -> Entry {
+        Entry {
+            unit: unit.into(),
+            status: UnitStatus::Done,
+            inputs: [("checksum".to_string(), "ab".to_string())].into(),
+            job_version: "1".into(),
+            params_hash: "p".into(),
+            outputs: vec![Output {
+                path: format!("raw/{unit}"),
+                size: 1,
+                sha256: "ab".into(),
+                rows: None,
+            }],
+            recorded_at: DateTime::from_timestamp(at, 0).unwrap(),
+            run_id: run.into(),
+            detail: None,
+        }
+    }
+
+    fn key() -> ManifestKey {
+        ManifestKey::new("download", "futures-um/klines-1m", "BTCUSDT")
+    }
+
+    #[tokio::test]
+    async fn records_survive_reload_and_last_writer_wins() {
+        let store = Store::open("memory://").unwrap();
+        let (w, m) = ManifestWriter::open(&store, &key()).await.unwrap();
+        assert!(m.is_empty());
+        w.record(entry("a", "r1", 10)).await.unwrap();
+        w.record(entry("b", "r1", 10)).await.unwrap();
+        w.record(entry("a", "r2", 20)).await.unwrap();
+        let m = Manifest::load(&store, &key()).await.unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("a").unwrap().run_id, "r2");
+        assert!(m.get("a").unwrap().is_done_with(
+            &[("checksum".to_string(), "ab".to_string())].into(),
+            "1",
+            "p"
+        ));
+        assert!(!m.get("a").unwrap().is_done_with(&BTreeMap::new(), "1", "p"));
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_manifest_lose_nothing() {
+        // Two writers opened on the same (empty) state race for the same versions.
+        for url in ["memory://", "local"] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = if url == "local" {
+                Store::open(dir.path().to_str().unwrap()).unwrap()
+            } else {
+                Store::open(url).unwrap()
+            };
+            let (w1, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+            let (w2, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+            let (w1, w2) = (Arc::new(w1), Arc::new(w2));
+            // Each writer records sequentially, so the two race for every version.
+            let mut tasks = Vec::new();
+            for (k, w) in [w1, w2].into_iter().enumerate() {
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..75 {
+                        w.record(entry(&format!("w{k}-u{i}"), "r", 1))
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let m = Manifest::load(&store, &key()).await.unwrap();
+            assert_eq!(m.len(), 150, "{url}");
+            // Checkpoints happened and old deltas were cleaned up.
+            let objs = store.list(&key().prefix()).await.unwrap();
+            assert!(
+                objs.iter().any(|(p, _)| p.ends_with(".checkpoint.json")),
+                "{url}: {objs:?}"
+            );
+            assert!(objs.len() < 150, "{url}: {} objects", objs.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn checkpoints_compact_and_keep_every_entry() {
+        let store = Store::open("memory://").unwrap();
+        let (w, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+        for i in 0..(CHECKPOINT_EVERY * 3 + 5) {
+            w.record(entry(&format!("u{i}"), "r", i as i64))
+                .await
+                .unwrap();
+        }
+        let m = Manifest::load(&store, &key()).await.unwrap();
+        assert_eq!(m.len(), CHECKPOINT_EVERY * 3 + 5);
+        let objs = store.list(&key().prefix()).await.unwrap();
+        assert!(objs.len() <= 2 * CHECKPOINT_EVERY + 2, "{}", objs.len());
+        // A writer opened later continues the log.
+        let (w2, m2) = ManifestWriter::open(&store, &key()).await.unwrap();
+        assert_eq!(m2, m);
+        w2.record(entry("late", "r", 1)).await.unwrap();
+        assert_eq!(
+            Manifest::load(&store, &key()).await.unwrap().len(),
+            m.len() + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_object_is_named() {
+        let store = Store::open("memory://").unwrap();
+        let p = format!("{}{:020}.json", key().prefix(), 1);
+        store
+            .put(&p, Bytes::from_static(b"{not json"))
+            .await
+            .unwrap();
+        let e = Manifest::load(&store, &key()).await.unwrap_err();
+        assert!(e.to_string().contains(&p), "{e}");
+    }
+
+    #[test]
+    fn params_hash_is_stable() {
+        #[derive(Serialize)]
+        struct P {
+            a: u32,
+        }
+        assert_eq!(params_hash(&P { a: 1 }), params_hash(&P { a: 1 }));
+        assert_ne!(params_hash(&P { a: 1 }), params_hash(&P { a: 2 }));
+    }
+}

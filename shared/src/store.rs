@@ -1,0 +1,299 @@
+//! Opening a store from a URL, and the handful of operations jobs need on it. This is the only
+//! module that constructs `object_store` backends; everything else holds a [`Store`].
+//!
+//! URLs: a plain path (`./data`, `/mnt/x`) or `file:///abs/path` for a local folder;
+//! `s3://bucket/prefix` for S3 or any S3-compatible server, configured by the standard AWS
+//! environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL` for MinIO/moto, `AWS_WEB_IDENTITY_TOKEN_FILE` +
+//! `AWS_ROLE_ARN` for Kubernetes service accounts, `AWS_ALLOW_HTTP`); `memory://` for tests.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// A store: an object store plus the URL it was opened from (for messages and reports).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+/// What an S3 store is configured from; read from the environment by [`Store::open`].
+/// Kept as data so tests can build it without touching the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct S3Env {
+    pub vars: Vec<(String, String)>,
+}
+
+impl S3Env {
+    pub fn from_process() -> Self {
+        S3Env {
+            vars: std::env::vars()
+                .filter(|(k, _)| k.starts_with("AWS_"))
+                .collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Store {
+    /// Open a store from a URL, reading S3 settings from the process environment.
+    pub fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, &S3Env::from_process())
+    }
+
+    /// Open a store from a URL with explicit S3 settings.
+    pub fn open_with(url: &str, env: &S3Env) -> Result<Store> {
+        let fail = |reason: String| Error::StoreUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let inner: Arc<dyn ObjectStore> = if url == "memory://" || url.starts_with("memory://") {
+            Arc::new(InMemory::new())
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = match rest.split_once('/') {
+                Some((b, p)) => (b, p.trim_matches('/')),
+                None => (rest, ""),
+            };
+            if bucket.is_empty() {
+                return Err(fail("no bucket name".into()));
+            }
+            let mut b = AmazonS3Builder::new().with_bucket_name(bucket);
+            for (k, v) in &env.vars {
+                if let Ok(key) = k.to_ascii_lowercase().parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            // A plain-http endpoint (moto, MinIO on loopback) needs http allowed explicitly.
+            let endpoint = env
+                .get("AWS_ENDPOINT_URL")
+                .or_else(|| env.get("AWS_ENDPOINT"))
+                .or_else(|| env.get("AWS_ENDPOINT_URL_S3"));
+            if endpoint.is_some_and(|e| e.starts_with("http://")) {
+                b = b.with_allow_http(true);
+            }
+            if env.get("AWS_REGION").is_none() && env.get("AWS_DEFAULT_REGION").is_none() {
+                b = b.with_region("us-east-1");
+            }
+            let s3 = b.build().map_err(|e| fail(e.to_string()))?;
+            if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            }
+        } else {
+            let path = match url.strip_prefix("file://") {
+                Some(p) => p.to_string(),
+                None if url.contains("://") => {
+                    return Err(fail(
+                        "unsupported scheme (expected a path, file://, s3:// or memory://)".into(),
+                    ));
+                }
+                None => url.to_string(),
+            };
+            if path.is_empty() {
+                return Err(fail("empty path".into()));
+            }
+            std::fs::create_dir_all(&path).map_err(|e| fail(e.to_string()))?;
+            let abs = std::fs::canonicalize(&path).map_err(|e| fail(e.to_string()))?;
+            Arc::new(LocalFileSystem::new_with_prefix(abs).map_err(|e| fail(e.to_string()))?)
+        };
+        Ok(Store {
+            inner,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying object store, for I/O this module does not wrap (e.g. Polars readers).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// Whole-object read. `Ok(None)` when it does not exist.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.inner.get(&Path::from(path)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(path, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Size of an object, `None` when it does not exist.
+    pub async fn size_opt(&self, path: &str) -> Result<Option<u64>> {
+        match self.inner.head(&Path::from(path)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Atomic whole-object write: readers see the old object or the new one, never a part.
+    pub async fn put(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        self.inner
+            .put(&Path::from(path), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::store(path, e))
+    }
+
+    /// Create an object only if it does not exist. `Ok(false)` when it already exists.
+    pub async fn put_if_absent(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(path), bytes.into(), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Move an object (atomic on a local folder; copy-then-delete on S3, where the target still
+    /// appears whole).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.inner
+            .rename(&Path::from(from), &Path::from(to))
+            .await
+            .map_err(|e| Error::store(from, e))
+    }
+
+    /// Delete an object; a missing one is not an error.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
+    /// Every object under a prefix (recursive), as (path, size), sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = Path::from(prefix.trim_end_matches('/'));
+        let mut out: Vec<(String, u64)> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(prefix, e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Start a multipart upload to `path`; the object appears only on `complete`.
+    pub async fn upload(&self, path: &str) -> Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner
+            .put_multipart(&Path::from(path))
+            .await
+            .map_err(|e| Error::store(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exercise(store: &Store) {
+        assert_eq!(store.get_opt("a/b.json").await.unwrap(), None);
+        store
+            .put("a/b.json", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_opt("a/b.json").await.unwrap().unwrap().as_ref(),
+            b"1"
+        );
+        assert_eq!(store.size_opt("a/b.json").await.unwrap(), Some(1));
+        assert!(
+            store
+                .put_if_absent("a/c.json", Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("a/c.json", Bytes::from_static(b"y"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_opt("a/c.json").await.unwrap().unwrap().as_ref(),
+            b"x"
+        );
+        store.rename("a/c.json", "a/d.json").await.unwrap();
+        let listed: Vec<String> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(listed, vec!["a/b.json", "a/d.json"]);
+        store.delete("a/d.json").await.unwrap();
+        store.delete("a/d.json").await.unwrap();
+        assert_eq!(store.list("a").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_store() {
+        exercise(&Store::open("memory://").unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn local_store_plain_path_and_file_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        exercise(&Store::open(plain.to_str().unwrap()).unwrap()).await;
+        let url = format!("file://{}", dir.path().join("url").display());
+        exercise(&Store::open(&url).unwrap()).await;
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors() {
+        for url in ["gs://x", "s3://", ""] {
+            let e = Store::open_with(url, &S3Env::default()).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn s3_url_builds_from_env() {
+        let env = S3Env {
+            vars: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "k".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
+                ("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:9".into()),
+            ],
+        };
+        Store::open_with("s3://bucket/some/prefix", &env).unwrap();
+    }
+}
