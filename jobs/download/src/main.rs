@@ -1,1 +1,144 @@
-fn main() {}
+//! `download` binary: parses the CLI into a [`download::Spec`], builds the context, runs the job,
+//! prints the JSON report on stdout and a summary on stderr, and maps the outcome to an exit code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use shared::cli::{CommonArgs, LogFormat};
+use shared::error::exit;
+use shared::http::RetryPolicy;
+use shared::{Clock, Context, Store, logging};
+
+/// Download Binance archive files into the store, verified against their CHECKSUM files.
+#[derive(Parser, Debug)]
+#[command(name = "download", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Archive base URL (the synthetic archive in tests).
+    #[arg(long, env = "PIPELINE_SOURCE", default_value = download::DEFAULT_SOURCE)]
+    source: String,
+
+    /// S3 ListObjects endpoint of the archive bucket, used by `--symbols all`.
+    #[arg(long, env = "PIPELINE_LISTING_URL", default_value = download::DEFAULT_LISTING_URL)]
+    listing_url: String,
+
+    /// Re-read the CHECKSUM of every verified file and re-download those the archive republished.
+    #[arg(long)]
+    refresh: bool,
+
+    /// Ask again for files recorded as missing upstream, however old the record.
+    #[arg(long)]
+    retry_missing: bool,
+
+    /// Attempts per request for transient failures (5xx, 403, 429, resets, truncated bodies).
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+
+    /// First backoff delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, default_value_t = 500)]
+    retry_base_ms: u64,
+
+    /// Longest backoff delay in seconds (also caps a server's Retry-After).
+    #[arg(long, default_value_t = 60)]
+    retry_max_secs: u64,
+
+    /// Downloads of one file before a checksum mismatch is final (then it is quarantined).
+    #[arg(long, default_value_t = 3)]
+    checksum_attempts: u32,
+
+    /// Connect timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout_secs: u64,
+
+    /// Give up on a response that sends nothing for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    read_timeout_secs: u64,
+
+    /// Files up to this many MiB are verified in memory; larger ones stream to a staging object.
+    #[arg(long, default_value_t = 32)]
+    memory_limit_mib: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.common.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    let code = rt.block_on(async {
+        match real_main(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                let code = e
+                    .downcast_ref::<shared::Error>()
+                    .map(|e| e.exit_code())
+                    .unwrap_or(exit::FAILED_UNITS);
+                tracing::error!(error = format!("{e:#}"), "download stopped");
+                eprintln!("error: {e:#}");
+                code
+            }
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    let clock = Clock::System;
+    let today = clock.now().date_naive();
+    let pretty = cli.common.log_format == LogFormat::Pretty;
+    let common = cli.common.into_spec(today)?;
+    let store = Store::open(&common.store)?;
+    let ctx = Context::new(store, common.run_id.clone(), clock);
+    ctx.install_signal_handlers();
+    let http = shared::http::client(
+        Duration::from_secs(cli.connect_timeout_secs),
+        Duration::from_secs(cli.read_timeout_secs),
+    )?;
+    if cli.checksum_attempts == 0 || cli.retries == 0 {
+        return Err(
+            shared::Error::usage("--retries and --checksum-attempts must be at least 1").into(),
+        );
+    }
+    let spec = download::Spec {
+        common,
+        source: cli.source,
+        listing_url: cli.listing_url,
+        refresh: cli.refresh,
+        retry_missing: cli.retry_missing,
+        retry: RetryPolicy {
+            max_attempts: cli.retries,
+            base_delay: Duration::from_millis(cli.retry_base_ms),
+            max_delay: Duration::from_secs(cli.retry_max_secs),
+        },
+        checksum_attempts: cli.checksum_attempts,
+        memory_limit: cli.memory_limit_mib << 20,
+        progress: pretty && std::io::stderr().is_terminal(),
+    };
+    let dry_run = spec.common.dry_run;
+    let report = download::run(spec, &ctx, http).await?;
+    if !dry_run {
+        let path = report
+            .write(&ctx.store)
+            .await
+            .context("writing the run report")?;
+        tracing::info!(report = %path, "report written");
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    eprintln!("{}", report.human_summary());
+    Ok(match report.outcome {
+        shared::report::Outcome::Interrupted => ctx.interrupted_exit_code(),
+        _ => report.exit_code(),
+    })
+}

@@ -1,0 +1,388 @@
+//! Fetching one archive file: CHECKSUM first, then the zip streamed through sha256 into memory
+//! (small files) or a staging object (large ones), written under its final name only once the
+//! hash matches. Transient failures are retried with backoff; a mismatch re-fetches both the
+//! CHECKSUM and the zip a bounded number of times, then quarantines the bytes and fails.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use object_store::PutPayload;
+use shared::checksum::{Hasher, parse_checksum};
+use shared::http::{get_small, status_error, transport_error, with_retry};
+use shared::manifest::{Output, UnitStatus};
+use shared::paths::ArchiveFile;
+use shared::{Error, Result};
+
+use crate::plan::{Action, PlannedUnit};
+use crate::{Run, Stats, entry, record};
+
+/// How a unit ended (errors are failures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Downloaded, verified, written and recorded.
+    Verified { size: u64 },
+    /// Refresh found the CHECKSUM unchanged.
+    Unchanged,
+    /// The store already held verified bytes; recorded without downloading.
+    Adopted { size: u64 },
+    /// 404 upstream; recorded.
+    Missing,
+}
+
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// Process one unit.
+pub async fn process(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
+    let file = &unit.file;
+    let key = file.key();
+    let result = process_inner(run, unit).await;
+    match &result {
+        Ok(FetchOutcome::Missing) => {
+            let e = entry(
+                run,
+                &key,
+                UnitStatus::Missing,
+                None,
+                None,
+                Some("HTTP 404".into()),
+            );
+            record(&unit.writer, e).await?;
+        }
+        Err(Error::Interrupted) => {}
+        Err(err) => {
+            let e = entry(
+                run,
+                &key,
+                UnitStatus::Failed,
+                None,
+                None,
+                Some(err.to_string()),
+            );
+            record(&unit.writer, e).await?;
+        }
+        Ok(_) => {}
+    }
+    result
+}
+
+async fn process_inner(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
+    let file = &unit.file;
+    let spec = &run.spec;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let Some(expected) = fetch_checksum(run, file).await? else {
+            return Ok(FetchOutcome::Missing);
+        };
+        match unit.action {
+            Action::Refresh if attempts == 1 => {
+                Stats::add(&run.stats.refresh_checks, 1);
+                if unit.recorded_sha.as_deref() == Some(expected.as_str()) {
+                    return Ok(FetchOutcome::Unchanged);
+                }
+                tracing::info!(file = %file, "CHECKSUM changed upstream: the archive republished this file");
+                Stats::add(&run.stats.republished, 1);
+            }
+            Action::Adopt if attempts == 1 => {
+                if let Some(size) = adopt(run, unit, &expected).await? {
+                    return Ok(FetchOutcome::Adopted { size });
+                }
+            }
+            _ => {}
+        }
+        let body = match fetch_zip(run, file).await {
+            Ok(b) => b,
+            Err(Error::MissingUpstream { .. }) => return Ok(FetchOutcome::Missing),
+            Err(e) => return Err(e),
+        };
+        if body.sha256 == expected {
+            return store_verified(run, unit, body, &expected).await;
+        }
+        Stats::add(&run.stats.checksum_mismatches, 1);
+        let mismatch = Error::ChecksumMismatch {
+            path: file.key(),
+            expected: expected.clone(),
+            actual: body.sha256.clone(),
+        };
+        if attempts >= spec.checksum_attempts {
+            let q = file.quarantine_path();
+            body.move_to(run, &q).await?;
+            tracing::error!(file = %file, quarantine = %q, "checksum never matched: quarantined");
+            return Err(mismatch);
+        }
+        body.discard(run).await;
+        tracing::warn!(file = %file, attempt = attempts, error = %mismatch, "checksum mismatch: fetching CHECKSUM and zip again");
+    }
+}
+
+/// The published sha256, or `None` if the file is missing upstream.
+async fn fetch_checksum(run: &Run, file: &ArchiveFile) -> Result<Option<String>> {
+    let url = file.checksum_url(&run.spec.source);
+    Stats::add(&run.stats.requests, 1);
+    let on_retry = |n: u32, e: &Error, d: std::time::Duration| {
+        Stats::add(&run.stats.retries, 1);
+        Stats::add(&run.stats.requests, 1);
+        tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying");
+    };
+    match get_small(&run.http, &url, &run.spec.retry, &run.ctx.cancel, on_retry).await {
+        Ok(body) => Ok(Some(
+            parse_checksum(&file.checksum_key(), &body, Some(&file.file_name()))?.sha256,
+        )),
+        Err(Error::MissingUpstream { .. }) => {
+            // No CHECKSUM: either the zip is missing too, or it was published without one
+            // (binance-archive.md §1.6), which we cannot verify and so do not accept.
+            match fetch_zip_head(run, file).await? {
+                false => Ok(None),
+                true => Err(Error::BadChecksumFile {
+                    path: file.checksum_key(),
+                    reason: "the zip exists upstream but its CHECKSUM does not (HTTP 404); not accepted unverified".into(),
+                }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn fetch_zip_head(run: &Run, file: &ArchiveFile) -> Result<bool> {
+    let url = file.url(&run.spec.source);
+    let r = with_retry(
+        &run.spec.retry,
+        &run.ctx.cancel,
+        |_, _, _| Stats::add(&run.stats.retries, 1),
+        |_| async {
+            Stats::add(&run.stats.requests, 1);
+            let resp = run
+                .http
+                .head(&url)
+                .send()
+                .await
+                .map_err(|e| transport_error(&url, &e))?;
+            if resp.status().is_success() {
+                Ok(true)
+            } else {
+                Err(status_error(&url, resp.status(), resp.headers()))
+            }
+        },
+    )
+    .await;
+    match r {
+        Ok(v) => Ok(v),
+        Err(Error::MissingUpstream { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A downloaded body: in memory, or in a staging object of the store.
+struct Body {
+    sha256: String,
+    size: u64,
+    data: BodyData,
+}
+
+enum BodyData {
+    Memory(Bytes),
+    Staged(String),
+}
+
+impl Body {
+    fn starts_with_zip_magic(&self, head: &[u8]) -> bool {
+        head.starts_with(ZIP_MAGIC)
+    }
+
+    /// Put the bytes at `path` (atomically) and release the staging object.
+    async fn move_to(self, run: &Run, path: &str) -> Result<()> {
+        match self.data {
+            BodyData::Memory(b) => run.ctx.store.put(path, PutPayload::from_bytes(b)).await,
+            BodyData::Staged(s) => run.ctx.store.rename(&s, path).await,
+        }
+    }
+
+    async fn discard(self, run: &Run) {
+        if let BodyData::Staged(s) = self.data {
+            let _ = run.ctx.store.delete(&s).await;
+        }
+    }
+}
+
+/// Download the zip with retries, hashing while streaming.
+async fn fetch_zip(run: &Run, file: &ArchiveFile) -> Result<Body> {
+    let url = file.url(&run.spec.source);
+    let on_retry = |n: u32, e: &Error, d: std::time::Duration| {
+        Stats::add(&run.stats.retries, 1);
+        tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying");
+    };
+    with_retry(&run.spec.retry, &run.ctx.cancel, on_retry, |_| {
+        fetch_zip_once(run, file, &url)
+    })
+    .await
+}
+
+async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body> {
+    Stats::add(&run.stats.requests, 1);
+    let resp = tokio::select! {
+        r = run.http.get(url).send() => r.map_err(|e| transport_error(url, &e))?,
+        _ = run.ctx.cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    if !resp.status().is_success() {
+        return Err(status_error(url, resp.status(), resp.headers()));
+    }
+    let declared = resp.content_length();
+    let mut stream = resp.bytes_stream();
+    let mut hasher = Hasher::new();
+    let mut buf = BytesMut::with_capacity(
+        declared
+            .unwrap_or(64 * 1024)
+            .min(run.spec.memory_limit as u64) as usize,
+    );
+    let mut size: u64 = 0;
+    let mut staged: Option<(String, object_store::WriteMultipart)> = None;
+    loop {
+        let chunk = tokio::select! {
+            c = stream.next() => c,
+            _ = run.ctx.cancel.cancelled() => {
+                if let Some((_, w)) = staged.take() { let _ = w.abort().await; }
+                return Err(Error::Interrupted);
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some((_, w)) = staged.take() {
+                    let _ = w.abort().await;
+                }
+                return Err(transport_error(url, &e));
+            }
+        };
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        match &mut staged {
+            Some((_, w)) => {
+                w.wait_for_capacity(4)
+                    .await
+                    .map_err(|e| Error::store(file.key(), e))?;
+                w.put(chunk);
+            }
+            None => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() > run.spec.memory_limit {
+                    // Too big to hold: continue into a staging object of the store.
+                    let path = file.staging_path(&run.ctx.run_id);
+                    let upload = run.ctx.store.upload(&path).await?;
+                    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+                    w.put(buf.split().freeze());
+                    staged = Some((path, w));
+                }
+            }
+        }
+    }
+    if let Some(n) = declared
+        && n != size
+    {
+        if let Some((_, w)) = staged.take() {
+            let _ = w.abort().await;
+        }
+        return Err(Error::Transient {
+            url: url.to_string(),
+            reason: format!("truncated body: {size} of {n} bytes"),
+            retry_after: None,
+        });
+    }
+    Stats::add(&run.stats.bytes, size);
+    let data = match staged {
+        None => BodyData::Memory(buf.freeze()),
+        Some((path, w)) => {
+            w.finish().await.map_err(|e| Error::store(&path, e))?;
+            BodyData::Staged(path)
+        }
+    };
+    Ok(Body {
+        sha256: hasher.finish_hex(),
+        size,
+        data,
+    })
+}
+
+/// The hash matched: check it is a zip, put it under its final name, record it.
+async fn store_verified(
+    run: &Run,
+    unit: &PlannedUnit,
+    body: Body,
+    sha: &str,
+) -> Result<FetchOutcome> {
+    let file = &unit.file;
+    let head: Bytes = match &body.data {
+        BodyData::Memory(b) => b.slice(..b.len().min(4)),
+        BodyData::Staged(p) => run
+            .ctx
+            .store
+            .get_opt(p)
+            .await?
+            .map(|b| b.slice(..b.len().min(4)))
+            .unwrap_or_default(),
+    };
+    if !body.starts_with_zip_magic(&head) {
+        // The archive published these very bytes (the hash matches): not a transfer problem.
+        let q = file.quarantine_path();
+        body.move_to(run, &q).await?;
+        return Err(Error::NotZip { path: file.key() });
+    }
+    let size = body.size;
+    let raw = file.raw_path();
+    body.move_to(run, &raw).await?;
+    let out = Output {
+        path: raw,
+        size,
+        sha256: sha.to_string(),
+        rows: None,
+    };
+    record(
+        &unit.writer,
+        entry(
+            run,
+            &file.key(),
+            UnitStatus::Done,
+            Some(sha),
+            Some(out),
+            None,
+        ),
+    )
+    .await?;
+    tracing::debug!(file = %file, bytes = size, "verified");
+    Ok(FetchOutcome::Verified { size })
+}
+
+/// The store holds the file but the manifest does not: hash the stored bytes.
+async fn adopt(run: &Run, unit: &PlannedUnit, expected: &str) -> Result<Option<u64>> {
+    let file = &unit.file;
+    let raw = file.raw_path();
+    let Some(bytes) = run.ctx.store.get_opt(&raw).await? else {
+        return Ok(None);
+    };
+    let mut h = Hasher::new();
+    h.update(&bytes);
+    if h.finish_hex() != expected || !bytes.starts_with(ZIP_MAGIC) {
+        tracing::info!(file = %file, "stored copy does not match the CHECKSUM: downloading again");
+        return Ok(None);
+    }
+    let size = bytes.len() as u64;
+    let out = Output {
+        path: raw,
+        size,
+        sha256: expected.to_string(),
+        rows: None,
+    };
+    record(
+        &unit.writer,
+        entry(
+            run,
+            &file.key(),
+            UnitStatus::Done,
+            Some(expected),
+            Some(out),
+            None,
+        ),
+    )
+    .await?;
+    Stats::add(&run.stats.adopted, 1);
+    Ok(Some(size))
+}
