@@ -1,0 +1,518 @@
+//! The pure archive model, no HTTP: which keys exist, the zip and CHECKSUM bytes of each
+//! (built lazily from the generator, cached under a byte bound), their metadata (size, MD5
+//! ETag, Last-Modified), republishing, and the S3 ListObjects v1 page logic. Serving is `server`.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{self, Cursor, Write};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+use shared::paths::{ArchiveFile, Dataset, FileDate, Interval, Market, Period};
+
+use crate::config::SimConfig;
+use crate::generator::{Generator, cm_pair};
+
+/// One object's metadata, as the listing and the response headers show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Lowercase MD5 hex of the body (the ETag, unquoted).
+    pub md5_hex: String,
+    pub last_modified: NaiveDateTime,
+}
+
+/// One object with its body.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub meta: ObjectMeta,
+    pub body: Bytes,
+}
+
+/// A zip and its CHECKSUM, built together.
+#[derive(Debug)]
+struct Built {
+    zip: Bytes,
+    zip_md5: String,
+    checksum: Bytes,
+    checksum_md5: String,
+    last_modified: NaiveDateTime,
+}
+
+impl Built {
+    fn object(&self, key: &str, checksum: bool) -> Object {
+        let (body, md5) = if checksum {
+            (&self.checksum, &self.checksum_md5)
+        } else {
+            (&self.zip, &self.zip_md5)
+        };
+        Object {
+            meta: ObjectMeta {
+                key: key.to_string(),
+                size: body.len() as u64,
+                md5_hex: md5.clone(),
+                last_modified: self.last_modified
+                    + if checksum {
+                        Duration::seconds(1)
+                    } else {
+                        Duration::zero()
+                    },
+            },
+            body: body.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    map: HashMap<(String, u32), Arc<Built>>,
+    order: VecDeque<(String, u32)>,
+    bytes: usize,
+}
+
+/// A page of a ListObjects v1 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub contents: Vec<ObjectMeta>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    /// The last key or common prefix of a truncated page (S3 sends it only with a delimiter).
+    pub next_marker: Option<String>,
+}
+
+/// The simulated bucket.
+#[derive(Debug)]
+pub struct Archive {
+    generator: Generator,
+    keys: BTreeSet<String>,
+    versions: Mutex<HashMap<String, u32>>,
+    cache: Mutex<Cache>,
+    /// Metadata of every object built so far (kept when bodies are evicted).
+    meta: Mutex<HashMap<(String, u32), (ObjectMeta, ObjectMeta)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    hex::encode(Md5::digest(b))
+}
+
+/// Build a deterministic zip holding one deflated entry with a fixed mtime.
+pub fn build_zip(entry_name: &str, content: &[u8]) -> io::Result<Vec<u8>> {
+    use zip::write::SimpleFileOptions;
+    let mtime = zip::DateTime::from_date_and_time(2020, 1, 1, 0, 0, 0)
+        .map_err(|e| io::Error::other(format!("zip mtime: {e}")))?;
+    let opts = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
+        .last_modified_time(mtime)
+        .unix_permissions(0o644)
+        .large_file(content.len() as u64 >= u32::MAX as u64);
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(content.len() / 3 + 256)));
+    w.start_file(entry_name, opts).map_err(io::Error::other)?;
+    w.write_all(content)?;
+    let cur = w.finish().map_err(io::Error::other)?;
+    Ok(cur.into_inner())
+}
+
+impl Archive {
+    pub fn new(config: SimConfig) -> Self {
+        let keys = universe(&config);
+        Archive {
+            generator: Generator::new(config),
+            keys,
+            versions: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
+            meta: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        self.generator.config()
+    }
+
+    pub fn generator(&self) -> &Generator {
+        &self.generator
+    }
+
+    /// Whether a key (zip or CHECKSUM, decoded) exists.
+    pub fn exists(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Every key, in lexical order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(String::as_str)
+    }
+
+    /// Every archive file (zip keys parsed).
+    pub fn files(&self) -> Vec<ArchiveFile> {
+        self.keys
+            .iter()
+            .filter(|k| k.ends_with(".zip"))
+            .filter_map(|k| ArchiveFile::parse_key(k).ok())
+            .collect()
+    }
+
+    /// The republish version of a file (0 until [`Archive::republish`]).
+    pub fn version(&self, key: &str) -> u32 {
+        let zip_key = key.strip_suffix(".CHECKSUM").unwrap_or(key);
+        lock(&self.versions).get(zip_key).copied().unwrap_or(0)
+    }
+
+    /// Republish a file (zip or CHECKSUM key): its content changes deterministically (one row's
+    /// value), its CHECKSUM, ETag and Last-Modified follow. Returns the new version, or `None`
+    /// for an unknown key.
+    pub fn republish(&self, key: &str) -> Option<u32> {
+        let zip_key = key.strip_suffix(".CHECKSUM").unwrap_or(key);
+        if !self.exists(zip_key) {
+            return None;
+        }
+        let mut v = lock(&self.versions);
+        let e = v.entry(zip_key.to_string()).or_insert(0);
+        *e += 1;
+        Some(*e)
+    }
+
+    /// The CSV inside a zip, at its current version.
+    pub fn csv(&self, zip_key: &str) -> Option<String> {
+        if !self.exists(zip_key) {
+            return None;
+        }
+        let file = ArchiveFile::parse_key(zip_key).ok()?;
+        self.generator.csv(&file, self.version(zip_key))
+    }
+
+    fn last_modified(file: &ArchiveFile, zip_key: &str, version: u32) -> NaiveDateTime {
+        let publish_day = match file.date {
+            FileDate::Day(d) => d + Duration::days(1),
+            FileDate::Month { .. } => file.date.last_day() + Duration::days(3),
+        };
+        let jitter = (md5::Md5::digest(zip_key.as_bytes())[0] as i64) * 13;
+        publish_day.and_time(NaiveTime::MIN)
+            + Duration::hours(7)
+            + Duration::minutes(40)
+            + Duration::seconds(jitter)
+            + Duration::hours(6 * version as i64)
+    }
+
+    fn build(&self, zip_key: &str, version: u32) -> io::Result<Arc<Built>> {
+        let cache_key = (zip_key.to_string(), version);
+        if let Some(b) = lock(&self.cache).map.get(&cache_key) {
+            return Ok(b.clone());
+        }
+        let file = ArchiveFile::parse_key(zip_key)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let csv = self.generator.csv(&file, version).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no generator for {zip_key}"))
+        })?;
+        let zip_name = file.file_name();
+        let csv_name = format!("{}.csv", zip_name.strip_suffix(".zip").unwrap_or(&zip_name));
+        let zip = build_zip(&csv_name, csv.as_bytes())?;
+        drop(csv);
+        let sha = hex::encode(Sha256::digest(&zip));
+        let nl = if file.dataset.market == Market::Spot {
+            ""
+        } else {
+            "\n"
+        };
+        let checksum = format!("{sha}  {zip_name}{nl}").into_bytes();
+        let built = Arc::new(Built {
+            zip_md5: md5_hex(&zip),
+            checksum_md5: md5_hex(&checksum),
+            zip: Bytes::from(zip),
+            checksum: Bytes::from(checksum),
+            last_modified: Self::last_modified(&file, zip_key, version),
+        });
+        let zm = built.object(zip_key, false).meta;
+        let cm = built.object(&format!("{zip_key}.CHECKSUM"), true).meta;
+        lock(&self.meta).insert(cache_key.clone(), (zm, cm));
+        let size = built.zip.len() + built.checksum.len();
+        let cap = self.config().cache_bytes;
+        let mut c = lock(&self.cache);
+        if !c.map.contains_key(&cache_key) {
+            c.map.insert(cache_key.clone(), built.clone());
+            c.order.push_back(cache_key);
+            c.bytes += size;
+            while c.bytes > cap && c.order.len() > 1 {
+                if let Some(old) = c.order.pop_front()
+                    && let Some(b) = c.map.remove(&old)
+                {
+                    c.bytes -= b.zip.len() + b.checksum.len();
+                }
+            }
+        }
+        Ok(built)
+    }
+
+    /// The object at a key (zip or CHECKSUM), built if needed; `Ok(None)` if it does not exist.
+    pub fn object(&self, key: &str) -> io::Result<Option<Object>> {
+        if !self.exists(key) {
+            return Ok(None);
+        }
+        let (zip_key, checksum) = match key.strip_suffix(".CHECKSUM") {
+            Some(z) => (z, true),
+            None => (key, false),
+        };
+        let b = self.build(zip_key, self.version(key))?;
+        Ok(Some(b.object(key, checksum)))
+    }
+
+    /// A cached object, without building; `None` if absent or not cached.
+    pub fn cached_object(&self, key: &str) -> Option<Object> {
+        if !self.exists(key) {
+            return None;
+        }
+        let (zip_key, checksum) = match key.strip_suffix(".CHECKSUM") {
+            Some(z) => (z, true),
+            None => (key, false),
+        };
+        let ck = (zip_key.to_string(), self.version(key));
+        let b = lock(&self.cache).map.get(&ck).cloned()?;
+        Some(b.object(key, checksum))
+    }
+
+    /// The zip bytes of a file at its current version.
+    pub fn zip_bytes(&self, zip_key: &str) -> io::Result<Option<Bytes>> {
+        Ok(self.object(zip_key)?.map(|o| o.body))
+    }
+
+    /// The CHECKSUM file text of a file (pass the zip or the CHECKSUM key).
+    pub fn checksum(&self, key: &str) -> io::Result<Option<String>> {
+        let ck = if key.ends_with(".CHECKSUM") {
+            key.to_string()
+        } else {
+            format!("{key}.CHECKSUM")
+        };
+        Ok(self
+            .object(&ck)?
+            .map(|o| String::from_utf8_lossy(&o.body).into_owned()))
+    }
+
+    /// Metadata of an object (builds it if never built).
+    pub fn meta(&self, key: &str) -> io::Result<Option<ObjectMeta>> {
+        if !self.exists(key) {
+            return Ok(None);
+        }
+        let (zip_key, checksum) = match key.strip_suffix(".CHECKSUM") {
+            Some(z) => (z, true),
+            None => (key, false),
+        };
+        let mk = (zip_key.to_string(), self.version(key));
+        if let Some((z, c)) = lock(&self.meta).get(&mk) {
+            return Ok(Some(if checksum { c.clone() } else { z.clone() }));
+        }
+        Ok(self.object(key)?.map(|o| o.meta))
+    }
+
+    /// One ListObjects v1 page: keys after `marker` under `prefix`, rolled up at `delimiter`,
+    /// at most `max_keys` entries (keys plus common prefixes), in lexical order. Building the
+    /// metadata of a page may generate its files (in parallel).
+    pub fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        marker: Option<&str>,
+        max_keys: usize,
+    ) -> io::Result<ListPage> {
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        let marker = marker.filter(|m| !m.is_empty());
+        let max_keys = max_keys.max(1);
+        let mut lower: Bound<String> = match marker {
+            Some(m) if m >= prefix => Bound::Excluded(m.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        enum Entry {
+            Key(String),
+            Prefix(String),
+        }
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut truncated = false;
+        loop {
+            let Some(key) = self
+                .keys
+                .range::<String, _>((lower.clone(), Bound::Unbounded))
+                .next()
+            else {
+                break;
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rest = &key[prefix.len()..];
+            let entry = match delimiter.and_then(|d| rest.find(d).map(|p| p + d.len())) {
+                Some(end) => {
+                    let cp = &key[..prefix.len() + end];
+                    // Skip past everything under this common prefix.
+                    lower = Bound::Excluded(format!("{cp}\u{10FFFF}"));
+                    if marker.is_some_and(|m| m.starts_with(cp)) {
+                        continue;
+                    }
+                    Entry::Prefix(cp.to_string())
+                }
+                None => {
+                    lower = Bound::Excluded(key.clone());
+                    Entry::Key(key.clone())
+                }
+            };
+            if entries.len() == max_keys {
+                truncated = true;
+                break;
+            }
+            entries.push(entry);
+        }
+        let next_marker = if truncated && delimiter.is_some() {
+            entries.last().map(|e| match e {
+                Entry::Key(k) | Entry::Prefix(k) => k.clone(),
+            })
+        } else {
+            None
+        };
+        let keys: Vec<&String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Key(k) => Some(k),
+                Entry::Prefix(_) => None,
+            })
+            .collect();
+        let contents = self.metas_parallel(&keys)?;
+        Ok(ListPage {
+            contents,
+            common_prefixes: entries
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Prefix(p) => Some(p),
+                    Entry::Key(_) => None,
+                })
+                .collect(),
+            is_truncated: truncated,
+            next_marker,
+        })
+    }
+
+    fn metas_parallel(&self, keys: &[&String]) -> io::Result<Vec<ObjectMeta>> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(keys.len().max(1));
+        if threads <= 1 || keys.len() < 4 {
+            return keys
+                .iter()
+                .map(|k| {
+                    self.meta(k)?
+                        .ok_or_else(|| io::Error::other(format!("vanished key {k}")))
+                })
+                .collect();
+        }
+        let chunk = keys.len().div_ceil(threads);
+        let parts: Vec<io::Result<Vec<ObjectMeta>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|k| {
+                                self.meta(k)?
+                                    .ok_or_else(|| io::Error::other(format!("vanished key {k}")))
+                            })
+                            .collect::<io::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("listing worker panicked")))
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(keys.len());
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+}
+
+/// Every key of the archive: zips and CHECKSUMs, minus the configured missing ones.
+fn universe(cfg: &SimConfig) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let missing: std::collections::HashSet<&str> = cfg.missing.iter().map(String::as_str).collect();
+    for spec in &cfg.symbols {
+        let market = spec.market;
+        let first = cfg.start.max(spec.listed);
+        let last = match spec.delisted {
+            Some(d) => cfg.end.min(d),
+            None => cfg.end,
+        };
+        if first > last {
+            continue;
+        }
+        let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+        let mut months: Vec<FileDate> = Vec::new();
+        let mut d = NaiveDate::from_ymd_opt(cfg.start.year(), cfg.start.month(), 1);
+        while let Some(m0) = d {
+            let m = FileDate::month_of(m0);
+            if m.first_day() > cfg.end {
+                break;
+            }
+            if m.first_day() >= cfg.start
+                && m.last_day() <= cfg.end
+                && m.first_day() <= last
+                && m.last_day() >= first
+            {
+                months.push(m);
+            }
+            d = m.last_day().succ_opt();
+        }
+        for dt in spec.data_types() {
+            let symbol = if market == Market::Cm && dt == shared::paths::DataType::IndexPriceKlines
+            {
+                cm_pair(&spec.symbol).to_string()
+            } else {
+                spec.symbol.clone()
+            };
+            for &period in dt.periods(market) {
+                let intervals: Vec<Option<Interval>> = if dt.is_kline_family() {
+                    Interval::ALL
+                        .into_iter()
+                        .filter(|i| *i != Interval::S1 || market == Market::Spot)
+                        .filter(|i| period == Period::Monthly || i.has_daily_files())
+                        .map(Some)
+                        .collect()
+                } else {
+                    vec![None]
+                };
+                for iv in intervals {
+                    let Ok(ds) = Dataset::new(market, dt, iv) else {
+                        continue;
+                    };
+                    let dates: Vec<FileDate> = match period {
+                        Period::Daily => days.iter().map(|d| FileDate::Day(*d)).collect(),
+                        Period::Monthly => months.clone(),
+                    };
+                    for date in dates {
+                        let f = ArchiveFile::new(ds, symbol.clone(), date);
+                        let key = f.key();
+                        if missing.contains(key.as_str()) {
+                            continue;
+                        }
+                        let ck = f.checksum_key();
+                        if !missing.contains(ck.as_str()) {
+                            keys.insert(ck);
+                        }
+                        keys.insert(key);
+                    }
+                }
+            }
+        }
+    }
+    keys
+}

@@ -1,0 +1,71 @@
+//! The `archive-sim` binary: serves a synthetic archive until killed. Prints
+//! `listening on http://127.0.0.1:PORT` on stdout first thing (and, with `--print-url`, the bare
+//! URL on the next line). All logic is in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use archive_sim::{SimConfig, SimServer};
+use chrono::NaiveDate;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(about = "Serve a synthetic data.binance.vision archive on loopback")]
+struct Args {
+    /// Port on 127.0.0.1 (0 = ephemeral).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Seed of the generated data (overrides the config's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A JSON SimConfig (fields not given take the demo defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// First day of coverage (YYYY-MM-DD).
+    #[arg(long)]
+    start: Option<NaiveDate>,
+    /// Last day of coverage (YYYY-MM-DD).
+    #[arg(long)]
+    end: Option<NaiveDate>,
+    /// Also print the bare URL on the second line.
+    #[arg(long)]
+    print_url: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            serde_json::from_str::<SimConfig>(&text)
+                .with_context(|| format!("parsing config {}", p.display()))?
+        }
+        None => SimConfig::demo(),
+    };
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    if let Some(s) = args.start {
+        config.start = s;
+    }
+    if let Some(e) = args.end {
+        config.end = e;
+    }
+    anyhow::ensure!(config.start <= config.end, "--start is after --end");
+    let handle = SimServer::start(config, args.port)
+        .await
+        .context("starting the server")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", handle.base_url())?;
+    if args.print_url {
+        writeln!(out, "{}", handle.base_url())?;
+    }
+    out.flush()?;
+    drop(out);
+    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The simulator's configuration: the symbol universe, the coverage range, the archive quirks and
+//! the fault rules. Plain serde structs (the binary reads them from JSON); no behaviour beyond
+//! defaults and the per-symbol precision rules.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use shared::paths::{DataType, Market};
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid literal date")
+}
+
+/// Everything the simulated archive is made of. Every field has a default (those of
+/// [`SimConfig::demo`]), so a JSON config may name only what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Seed of every generated value.
+    pub seed: u64,
+    /// First day of coverage (inclusive).
+    pub start: NaiveDate,
+    /// Last day of coverage (inclusive). Monthly files exist for months fully inside.
+    pub end: NaiveDate,
+    /// The symbol universe, all markets together.
+    pub symbols: Vec<SymbolSpec>,
+    /// Default `max-keys` of the listing (S3: 1000).
+    pub page_size: usize,
+    /// Trades per minute, drawn uniformly in `[min, max]` per symbol-minute (0 allowed).
+    pub trades_per_minute: (u32, u32),
+    /// Futures klines/aggTrades/trades carry a header from this day on (none before).
+    pub futures_header_from: NaiveDate,
+    /// Spot klines/aggTrades/trades switch from ms to µs timestamps on this day.
+    pub spot_micros_from: NaiveDate,
+    /// UM metrics are labelled by the end of their 5 minutes before this day, by the start from
+    /// it on (binance-archive.md §3.8). CM is always start-labelled.
+    pub um_metrics_start_labels_from: NaiveDate,
+    /// Keys that do not exist (404, absent from the listing). A zip key removes the zip and its
+    /// CHECKSUM; a `.CHECKSUM` key removes only the CHECKSUM (a zip without CHECKSUM).
+    pub missing: Vec<String>,
+    /// Monthly zip keys whose content lacks one day's rows.
+    pub monthly_missing_day: Vec<(String, NaiveDate)>,
+    /// Fault injection rules, first match wins.
+    pub faults: Vec<FaultRule>,
+    /// Byte bound of the in-memory zip cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig::demo()
+    }
+}
+
+impl SimConfig {
+    /// A small universe: spot BTCUSDT + ETHUSDT; UM BTCUSDT, ETHUSDT (funding interval
+    /// 8h → 4h on 2024-12-21 → 1h on 2025-01-10), SOLUSDT (listed late, 2024-12-10) and FTTUSDT
+    /// (delisted early: last day 2025-01-15); CM BTCUSD_PERP. Coverage 2024-12-01 ..
+    /// 2025-01-31: two whole months, a month boundary, and the spot ms → µs switch.
+    pub fn demo() -> Self {
+        let start = date(2024, 12, 1);
+        let mut eth_um = SymbolSpec::new(Market::Um, "ETHUSDT", start, 3600.0);
+        eth_um.funding_intervals = vec![
+            (start, 8),
+            (date(2024, 12, 21), 4),
+            (date(2025, 1, 10), 1),
+        ];
+        let mut ftt = SymbolSpec::new(Market::Um, "FTTUSDT", date(2022, 1, 1), 2.5);
+        ftt.delisted = Some(date(2025, 1, 15));
+        SimConfig {
+            seed: 42,
+            start,
+            end: date(2025, 1, 31),
+            symbols: vec![
+                SymbolSpec::new(Market::Spot, "BTCUSDT", date(2017, 8, 17), 96000.0),
+                SymbolSpec::new(Market::Spot, "ETHUSDT", date(2017, 8, 17), 3600.0),
+                SymbolSpec::new(Market::Um, "BTCUSDT", date(2019, 9, 8), 96000.0),
+                eth_um,
+                SymbolSpec::new(Market::Um, "SOLUSDT", date(2024, 12, 10), 230.0),
+                ftt,
+                SymbolSpec::new(Market::Cm, "BTCUSD_PERP", date(2020, 8, 10), 96000.0),
+            ],
+            page_size: 1000,
+            trades_per_minute: (5, 20),
+            futures_header_from: date(2022, 8, 11),
+            spot_micros_from: date(2025, 1, 1),
+            um_metrics_start_labels_from: date(2026, 6, 25),
+            missing: Vec::new(),
+            monthly_missing_day: Vec::new(),
+            faults: Vec::new(),
+            cache_bytes: 512 << 20,
+        }
+    }
+
+    /// The same universe with a different seed and coverage (symbols listed before `start` keep
+    /// their listing dates).
+    pub fn with_range(mut self, start: NaiveDate, end: NaiveDate) -> Self {
+        self.start = start;
+        self.end = end;
+        self
+    }
+
+    pub fn spec(&self, market: Market, symbol: &str) -> Option<&SymbolSpec> {
+        self.symbols
+            .iter()
+            .find(|s| s.market == market && s.symbol == symbol)
+    }
+}
+
+/// One symbol of one market.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolSpec {
+    pub market: Market,
+    /// Archive spelling, e.g. `BTCUSDT`, `BTCUSD_PERP`, `币安人生USDT`, `BTCBVOLUSDT`.
+    pub symbol: String,
+    /// First day with data.
+    pub listed: NaiveDate,
+    /// Last day with data (inclusive); `None` while trading.
+    #[serde(default)]
+    pub delisted: Option<NaiveDate>,
+    /// Price on the listing day; the random walk starts here.
+    pub base_price: f64,
+    /// Price decimals (tick) of trades; default from the price level and market.
+    #[serde(default)]
+    pub price_decimals: Option<u32>,
+    /// Quantity decimals (lot); default from the price level and market (CM: 0, contracts).
+    #[serde(default)]
+    pub qty_decimals: Option<u32>,
+    /// CM contract face value in USD (default 100 for BTC pairs, 10 otherwise).
+    #[serde(default)]
+    pub contract_size: Option<f64>,
+    /// Funding interval change points `(from day, hours)`; empty means 8h throughout.
+    #[serde(default)]
+    pub funding_intervals: Vec<(NaiveDate, u32)>,
+    /// Restrict the data types this symbol has (default: every type of its market; option
+    /// symbols containing `BVOL` get BVOLIndex, others EOHSummary).
+    #[serde(default)]
+    pub data_types: Option<Vec<DataType>>,
+}
+
+impl SymbolSpec {
+    pub fn new(market: Market, symbol: &str, listed: NaiveDate, base_price: f64) -> Self {
+        SymbolSpec {
+            market,
+            symbol: symbol.to_string(),
+            listed,
+            delisted: None,
+            base_price,
+            price_decimals: None,
+            qty_decimals: None,
+            contract_size: None,
+            funding_intervals: Vec::new(),
+            data_types: None,
+        }
+    }
+
+    fn digits(&self) -> i32 {
+        (self.base_price.max(1e-9).log10().floor() as i32) + 1
+    }
+
+    /// Decimals of a trade price (the tick).
+    pub fn price_decimals(&self) -> u32 {
+        self.price_decimals.unwrap_or_else(|| match self.market {
+            Market::Spot => (7 - self.digits()).clamp(2, 8) as u32,
+            _ => (6 - self.digits()).clamp(1, 6) as u32,
+        })
+    }
+
+    /// Decimals of a trade quantity (the lot).
+    pub fn qty_decimals(&self) -> u32 {
+        self.qty_decimals.unwrap_or_else(|| match self.market {
+            Market::Spot => self
+                .digits()
+                .clamp(0, 8 - self.price_decimals() as i32)
+                .max(0) as u32,
+            Market::Cm => 0,
+            _ => (self.digits() - 2).clamp(0, 3) as u32,
+        })
+    }
+
+    pub fn contract_size(&self) -> f64 {
+        self.contract_size.unwrap_or_else(|| {
+            if self.symbol.starts_with("BTC") {
+                100.0
+            } else {
+                10.0
+            }
+        })
+    }
+
+    /// Funding interval (hours) in force on `day`.
+    pub fn funding_interval_on(&self, day: NaiveDate) -> u32 {
+        self.funding_intervals
+            .iter()
+            .filter(|(from, _)| *from <= day)
+            .max_by_key(|(from, _)| *from)
+            .map(|(_, h)| *h)
+            .unwrap_or(8)
+    }
+
+    /// Whether the symbol trades on `day`.
+    pub fn is_listed_on(&self, day: NaiveDate) -> bool {
+        day >= self.listed && self.delisted.is_none_or(|d| day <= d)
+    }
+
+    /// The data types this symbol has.
+    pub fn data_types(&self) -> Vec<DataType> {
+        if let Some(t) = &self.data_types {
+            return t.clone();
+        }
+        match self.market {
+            Market::Option => {
+                if self.symbol.contains("BVOL") {
+                    vec![DataType::BvolIndex]
+                } else {
+                    vec![DataType::EohSummary]
+                }
+            }
+            // UM liquidationSnapshot was removed from the archive (binance-archive.md §4.7).
+            Market::Um => DataType::ALL
+                .into_iter()
+                .filter(|t| !t.periods(Market::Um).is_empty())
+                .filter(|t| *t != DataType::LiquidationSnapshot)
+                .collect(),
+            m => DataType::ALL
+                .into_iter()
+                .filter(|t| !t.periods(m).is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// Which object of a file a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultTarget {
+    Zip,
+    Checksum,
+    Both,
+}
+
+/// What goes wrong. `first_n` counts requests per key (GET and HEAD alike); after them the key
+/// is served normally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// 404 NoSuchKey, always (the file is still in the listing).
+    NotFound,
+    /// 500 InternalError for the first N requests.
+    ServerError { first_n: u32 },
+    /// 429 with `Retry-After` for the first N requests.
+    TooManyRequests { first_n: u32, retry_after_secs: u32 },
+    /// Full `Content-Length`, half the body, then the connection closes.
+    Truncated { first_n: u32 },
+    /// The connection is reset (SO_LINGER 0) without a response.
+    Reset { first_n: u32 },
+    /// The CHECKSUM names a wrong hash, for the first N CHECKSUM requests or forever (`None`).
+    WrongChecksum { first_n: Option<u32> },
+    /// The body is served with bytes altered (same length).
+    CorruptBody { first_n: u32 },
+    /// The body is throttled to this rate.
+    SlowBody { bytes_per_sec: u64 },
+}
+
+/// A fault on the keys that match: `key_contains` is a substring, or the whole key when
+/// `exact` is set. Keys are decoded (`data/...zip` or `data/...zip.CHECKSUM`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    pub key_contains: String,
+    #[serde(default)]
+    pub exact: bool,
+    pub target: FaultTarget,
+    pub kind: FaultKind,
+}
+
+impl FaultRule {
+    pub fn new(key_contains: &str, target: FaultTarget, kind: FaultKind) -> Self {
+        FaultRule {
+            key_contains: key_contains.to_string(),
+            exact: false,
+            target,
+            kind,
+        }
+    }
+
+    /// Whether this rule applies to `key` (a zip key or a CHECKSUM key).
+    pub fn matches(&self, key: &str) -> bool {
+        let is_checksum = key.ends_with(".CHECKSUM");
+        let target_ok = match self.target {
+            FaultTarget::Zip => !is_checksum,
+            FaultTarget::Checksum => is_checksum,
+            FaultTarget::Both => true,
+        };
+        if !target_ok {
+            return false;
+        }
+        let zip_key = key.strip_suffix(".CHECKSUM").unwrap_or(key);
+        if self.exact {
+            key == self.key_contains || zip_key == self.key_contains
+        } else {
+            zip_key.contains(&self.key_contains) || key.contains(&self.key_contains)
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! The HTTP side: a hand-rolled HTTP/1.1 server on a tokio `TcpListener` (keep-alive, GET and
+//! HEAD) that serves the archive's objects under `/data/...`, the S3 listing at the root, the
+//! request log at `/_sim/log`, and injects the configured faults. The archive itself is
+//! `archive`; this module owns sockets, fault counters and the request log.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use shared::paths::{decode_key, encode_key};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::archive::{Archive, Object};
+use crate::config::{FaultKind, FaultRule, SimConfig};
+use crate::listing::{ListRequest, error_xml, list_xml};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// The decoded path without its leading `/`: an object key (`data/...`), `""` for the
+    /// listing, `_sim/log`...
+    pub path: String,
+    /// The raw query string (empty when none).
+    pub query: String,
+    /// Status sent; 0 when the connection was reset without a response.
+    pub status: u16,
+    /// Body bytes actually written.
+    pub bytes: u64,
+    /// Milliseconds since the Unix epoch when the request arrived.
+    pub unix_ms: u64,
+    /// Milliseconds since the server started when the request arrived.
+    pub at_ms: u64,
+}
+
+struct State {
+    archive: Arc<Archive>,
+    faults: Mutex<Vec<FaultRule>>,
+    counters: Mutex<HashMap<(usize, String), u32>>,
+    log: Mutex<Vec<RequestRecord>>,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts servers.
+pub struct SimServer;
+
+impl SimServer {
+    /// Build the archive from `config` and serve it on `127.0.0.1:port` (0 = ephemeral).
+    pub async fn start(config: SimConfig, port: u16) -> io::Result<SimHandle> {
+        let faults = config.faults.clone();
+        let archive = tokio::task::spawn_blocking(move || Archive::new(config))
+            .await
+            .map_err(io::Error::other)?;
+        Self::start_with(Arc::new(archive), faults, port).await
+    }
+
+    /// Serve an existing archive with the given fault rules.
+    pub async fn start_with(
+        archive: Arc<Archive>,
+        faults: Vec<FaultRule>,
+        port: u16,
+    ) -> io::Result<SimHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            archive,
+            faults: Mutex::new(faults),
+            counters: Mutex::new(HashMap::new()),
+            log: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        });
+        let (tx, rx) = watch::channel(false);
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            let mut rx_accept = rx.clone();
+            loop {
+                tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let st = st.clone();
+                            let rx = rx.clone();
+                            tokio::spawn(async move {
+                                let _ = serve_conn(stream, st, rx).await;
+                            });
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    },
+                    _ = rx_accept.changed() => break,
+                }
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            state,
+            shutdown: tx,
+            task,
+        })
+    }
+}
+
+/// A running server. Dropping it leaves the server running until the runtime ends; call
+/// [`SimHandle::shutdown`] to stop it.
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`: both the download base and the listing URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The percent-encoded URL of a key.
+    pub fn url_of(&self, key: &str) -> String {
+        format!("{}/{}", self.base_url(), encode_key(key))
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.state.archive
+    }
+
+    pub fn archive_arc(&self) -> Arc<Archive> {
+        self.state.archive.clone()
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.state.log).clone()
+    }
+
+    pub fn count(&self, f: impl Fn(&RequestRecord) -> bool) -> usize {
+        lock(&self.state.log).iter().filter(|r| f(r)).count()
+    }
+
+    /// Requests whose decoded path contains `substr`.
+    pub fn count_path(&self, substr: &str) -> usize {
+        self.count(|r| r.path.contains(substr))
+    }
+
+    pub fn clear_log(&self) {
+        lock(&self.state.log).clear();
+    }
+
+    /// See [`Archive::republish`].
+    pub fn republish(&self, key: &str) -> Option<u32> {
+        self.state.archive.republish(key)
+    }
+
+    /// Replace the fault rules (and reset their request counters).
+    pub fn set_faults(&self, faults: Vec<FaultRule>) {
+        *lock(&self.state.faults) = faults;
+        lock(&self.state.counters).clear();
+    }
+
+    pub fn add_fault(&self, fault: FaultRule) {
+        lock(&self.state.faults).push(fault);
+    }
+
+    /// Stop accepting, close idle connections, and wait for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    close: bool,
+    content_length: usize,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?;
+    let version = first.next().unwrap_or("HTTP/1.1");
+    let mut close = version == "HTTP/1.0";
+    let mut content_length = 0;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().unwrap_or(0);
+        }
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    // Absolute-form targets (proxies) keep only the path.
+    let path = match path.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => path,
+    };
+    Some(Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        close,
+        content_length,
+    })
+}
+
+async fn serve_conn(
+    mut stream: TcpStream,
+    st: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let end = loop {
+            if let Some(p) = find(&buf, b"\r\n\r\n") {
+                break p + 4;
+            }
+            if buf.len() > 64 * 1024 {
+                return Ok(());
+            }
+            tokio::select! {
+                r = stream.read_buf(&mut buf) => {
+                    if r? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        };
+        let Some(req) = parse_head(&buf[..end]) else {
+            let body = error_xml("BadRequest", "Malformed request", None);
+            write_simple(&mut stream, 400, "text/xml", body.as_bytes(), true, &[]).await?;
+            return Ok(());
+        };
+        buf.drain(..end);
+        // Discard a request body, if any.
+        while buf.len() < req.content_length {
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(());
+            }
+        }
+        buf.drain(..req.content_length);
+        match handle(&mut stream, &st, &req).await? {
+            Conn::Abort => return Ok(()),
+            Conn::Close => {
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            Conn::Keep => {}
+        }
+        if req.close {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+fn status_text(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    }
+}
+
+fn http_date(t: chrono::NaiveDateTime) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn head_bytes(status: u16, len: usize, ctype: &str, close: bool, extra: &[(&str, String)]) -> Vec<u8> {
+    let mut h = format!(
+        "HTTP/1.1 {status} {}\r\nServer: AmazonS3\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\nConnection: {}\r\n",
+        status_text(status),
+        if close { "close" } else { "keep-alive" }
+    );
+    for (k, v) in extra {
+        h.push_str(k);
+        h.push_str(": ");
+        h.push_str(v);
+        h.push_str("\r\n");
+    }
+    h.push_str("\r\n");
+    h.into_bytes()
+}
+
+async fn write_simple(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    send_body: bool,
+    extra: &[(&str, String)],
+) -> io::Result<u64> {
+    let mut out = head_bytes(status, body.len(), ctype, false, extra);
+    if send_body {
+        out.extend_from_slice(body);
+    }
+    stream.write_all(&out).await?;
+    Ok(if send_body { body.len() as u64 } else { 0 })
+}
+
+fn query_params(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                let s = s.replace('+', " ");
+                percent_encoding::percent_decode_str(&s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+enum Action {
+    Normal,
+    Status(u16, &'static str, Vec<(&'static str, String)>),
+    Reset,
+    Truncated,
+    Corrupt,
+    WrongChecksum,
+    Slow(u64),
+}
+
+fn decide(st: &State, key: &str) -> Action {
+    let faults = lock(&st.faults).clone();
+    let mut counters = lock(&st.counters);
+    let mut action = Action::Normal;
+    for (i, rule) in faults.iter().enumerate() {
+        if !rule.matches(key) {
+            continue;
+        }
+        let n = counters.entry((i, key.to_string())).or_insert(0);
+        *n += 1;
+        let n = *n;
+        if !matches!(action, Action::Normal) {
+            continue;
+        }
+        action = match &rule.kind {
+            FaultKind::NotFound => Action::Status(404, "NoSuchKey", vec![]),
+            FaultKind::ServerError { first_n } if n <= *first_n => {
+                Action::Status(500, "InternalError", vec![])
+            }
+            FaultKind::TooManyRequests {
+                first_n,
+                retry_after_secs,
+            } if n <= *first_n => Action::Status(
+                429,
+                "SlowDown",
+                vec![("Retry-After", retry_after_secs.to_string())],
+            ),
+            FaultKind::Truncated { first_n } if n <= *first_n => Action::Truncated,
+            FaultKind::Reset { first_n } if n <= *first_n => Action::Reset,
+            FaultKind::CorruptBody { first_n } if n <= *first_n => Action::Corrupt,
+            FaultKind::WrongChecksum { first_n }
+                if key.ends_with(".CHECKSUM") && first_n.is_none_or(|f| n <= f) =>
+            {
+                Action::WrongChecksum
+            }
+            FaultKind::SlowBody { bytes_per_sec } => Action::Slow((*bytes_per_sec).max(1)),
+            _ => Action::Normal,
+        };
+    }
+    action
+}
+
+/// What happens to the connection after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Keep,
+    /// Close gracefully (FIN).
+    Close,
+    /// Drop without shutdown: with SO_LINGER 0 the peer sees a reset.
+    Abort,
+}
+
+/// Handle one request.
+async fn handle(stream: &mut TcpStream, st: &Arc<State>, req: &Request) -> io::Result<Conn> {
+    let arrived = Instant::now();
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let path = decode_key(&req.path).unwrap_or_else(|_| req.path.clone());
+    let path = path.trim_start_matches('/').to_string();
+    // Path-style bucket prefix, as on the S3 host.
+    let path = path
+        .strip_prefix("data.binance.vision")
+        .map(|p| p.trim_start_matches('/').to_string())
+        .unwrap_or(path);
+    let mut rec = RequestRecord {
+        method: req.method.clone(),
+        path: path.clone(),
+        query: req.query.clone(),
+        status: 0,
+        bytes: 0,
+        unix_ms,
+        at_ms: arrived.duration_since(st.started).as_millis() as u64,
+    };
+    let send_body = req.method != "HEAD";
+    let result = if req.method != "GET" && req.method != "HEAD" {
+        rec.status = 405;
+        let body = error_xml("MethodNotAllowed", "The method is not allowed", None);
+        write_simple(stream, 405, "application/xml", body.as_bytes(), send_body, &[])
+            .await
+            .map(|b| (b, Conn::Keep))
+    } else if path.is_empty() {
+        serve_listing(stream, st, req, send_body, &mut rec).await
+    } else if path == "_sim/log" {
+        rec.status = 200;
+        let body = serde_json::to_vec(&*lock(&st.log)).map_err(io::Error::other)?;
+        write_simple(stream, 200, "application/json", &body, send_body, &[])
+            .await
+            .map(|b| (b, Conn::Keep))
+    } else if path == "_sim/republish" {
+        let q = query_params(&req.query);
+        let v = q.get("key").and_then(|k| st.archive.republish(k));
+        rec.status = if v.is_some() { 200 } else { 404 };
+        let body = v.map_or_else(|| "unknown key".to_string(), |v| v.to_string());
+        write_simple(stream, rec.status, "text/plain", body.as_bytes(), send_body, &[])
+            .await
+            .map(|b| (b, Conn::Keep))
+    } else {
+        serve_object(stream, st, &path, send_body, &mut rec).await
+    };
+    let outcome = match result {
+        Ok((bytes, keep)) => {
+            rec.bytes = bytes;
+            Ok(keep)
+        }
+        Err(e) => Err(e),
+    };
+    lock(&st.log).push(rec);
+    outcome
+}
+
+async fn serve_listing(
+    stream: &mut TcpStream,
+    st: &Arc<State>,
+    req: &Request,
+    send_body: bool,
+    rec: &mut RequestRecord,
+) -> io::Result<(u64, Conn)> {
+    let q = query_params(&req.query);
+    let page_size = st.archive.config().page_size.max(1);
+    let max_keys = q
+        .get("max-keys")
+        .and_then(|m| m.parse::<usize>().ok())
+        .unwrap_or(page_size)
+        .clamp(1, page_size.min(1000));
+    let lr = ListRequest {
+        prefix: q.get("prefix").cloned().unwrap_or_default(),
+        delimiter: q.get("delimiter").cloned().filter(|d| !d.is_empty()),
+        marker: q.get("marker").cloned().filter(|m| !m.is_empty()),
+        max_keys,
+        url_encoding: q.get("encoding-type").is_some_and(|e| e == "url"),
+    };
+    let archive = st.archive.clone();
+    let lr2 = lr.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        archive.list(
+            &lr2.prefix,
+            lr2.delimiter.as_deref(),
+            lr2.marker.as_deref(),
+            lr2.max_keys,
+        )
+    })
+    .await
+    .map_err(io::Error::other)?;
+    match page {
+        Ok(page) => {
+            rec.status = 200;
+            let body = list_xml(&lr, &page);
+            write_simple(stream, 200, "application/xml", body.as_bytes(), send_body, &[])
+                .await
+                .map(|b| (b, Conn::Keep))
+        }
+        Err(e) => {
+            rec.status = 500;
+            let body = error_xml("InternalError", &e.to_string(), None);
+            write_simple(stream, 500, "application/xml", body.as_bytes(), send_body, &[])
+                .await
+                .map(|b| (b, Conn::Keep))
+        }
+    }
+}
+
+async fn serve_object(
+    stream: &mut TcpStream,
+    st: &Arc<State>,
+    key: &str,
+    send_body: bool,
+    rec: &mut RequestRecord,
+) -> io::Result<(u64, Conn)> {
+    let action = decide(st, key);
+    let not_found = |rec: &mut RequestRecord| {
+        rec.status = 404;
+        error_xml("NoSuchKey", "The specified key does not exist.", Some(key))
+    };
+    match action {
+        Action::Reset => {
+            rec.status = 0;
+            let _ = stream.set_zero_linger();
+            // Dropping the socket with SO_LINGER 0 sends RST; the caller closes it.
+            return Ok((0, Conn::Abort));
+        }
+        Action::Status(code, s3code, extra) => {
+            rec.status = code;
+            let msg = match code {
+                404 => "The specified key does not exist.",
+                429 => "Please reduce your request rate.",
+                _ => "We encountered an internal error. Please try again.",
+            };
+            let body = error_xml(s3code, msg, Some(key));
+            return write_simple(stream, code, "application/xml", body.as_bytes(), send_body, &extra)
+                .await
+                .map(|b| (b, Conn::Keep));
+        }
+        _ => {}
+    }
+    if !st.archive.exists(key) {
+        let body = not_found(rec);
+        return write_simple(stream, 404, "application/xml", body.as_bytes(), send_body, &[])
+            .await
+            .map(|b| (b, Conn::Keep));
+    }
+    let obj = match st.archive.cached_object(key) {
+        Some(o) => Ok(Some(o)),
+        None => {
+            let archive = st.archive.clone();
+            let k = key.to_string();
+            tokio::task::spawn_blocking(move || archive.object(&k))
+                .await
+                .map_err(io::Error::other)?
+        }
+    };
+    let Object { meta, mut body } = match obj {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let body = not_found(rec);
+            return write_simple(stream, 404, "application/xml", body.as_bytes(), send_body, &[])
+                .await
+                .map(|b| (b, Conn::Keep));
+        }
+        Err(e) => {
+            rec.status = 500;
+            let body = error_xml("InternalError", &e.to_string(), Some(key));
+            return write_simple(stream, 500, "application/xml", body.as_bytes(), send_body, &[])
+                .await
+                .map(|b| (b, Conn::Keep));
+        }
+    };
+    let mut md5_hex = meta.md5_hex.clone();
+    match action {
+        Action::WrongChecksum => {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let wrong = hex::encode(Sha256::digest(format!("wrong:{key}").as_bytes()));
+            let fixed = match text.split_once("  ") {
+                Some((_, rest)) => format!("{wrong}  {rest}"),
+                None => wrong,
+            };
+            body = Bytes::from(fixed);
+            md5_hex = hex::encode(Md5::digest(&body));
+        }
+        Action::Corrupt => {
+            let mut v = body.to_vec();
+            let n = v.len();
+            for i in 0..16.min(n) {
+                let p = n / 2 + i * 7 % n.max(1);
+                if p < n {
+                    v[p] ^= 0x5A;
+                }
+            }
+            body = Bytes::from(v);
+            md5_hex = hex::encode(Md5::digest(&body));
+        }
+        _ => {}
+    }
+    rec.status = 200;
+    let ctype = if key.ends_with(".CHECKSUM") {
+        "binary/octet-stream"
+    } else {
+        "application/zip"
+    };
+    let extra = [
+        ("ETag", format!("\"{md5_hex}\"")),
+        ("Last-Modified", http_date(meta.last_modified)),
+        ("Accept-Ranges", "none".to_string()),
+    ];
+    let head = head_bytes(200, body.len(), ctype, false, &extra);
+    if !send_body {
+        stream.write_all(&head).await?;
+        return Ok((0, Conn::Keep));
+    }
+    match action {
+        Action::Truncated => {
+            stream.write_all(&head).await?;
+            let half = body.len() / 2;
+            stream.write_all(&body[..half]).await?;
+            stream.flush().await?;
+            Ok((half as u64, Conn::Close))
+        }
+        Action::Slow(rate) => {
+            stream.write_all(&head).await?;
+            let tick = Duration::from_millis(50);
+            let per_tick = ((rate as f64) * tick.as_secs_f64()).ceil().max(1.0) as usize;
+            let start = Instant::now();
+            let mut sent = 0usize;
+            while sent < body.len() {
+                let n = per_tick.min(body.len() - sent);
+                stream.write_all(&body[sent..sent + n]).await?;
+                sent += n;
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            Ok((sent as u64, Conn::Keep))
+        }
+        _ => {
+            if body.len() <= 64 * 1024 {
+                let mut out = head;
+                out.extend_from_slice(&body);
+                stream.write_all(&out).await?;
+            } else {
+                stream.write_all(&head).await?;
+                stream.write_all(&body).await?;
+            }
+            Ok((body.len() as u64, Conn::Keep))
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Support for the end-to-end tests: locating the real job binaries, running them, and starting
+//! moto's S3 server on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A job binary built by `cargo test --workspace` (target/<profile>/<name>).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build -p {name}`) first",
+        p.display()
+    );
+    p
+}
+
+/// A command for a job binary with a clean, quiet environment.
+pub fn job(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("PIPELINE_STORE")
+        .env_remove("PIPELINE_RUN_ID")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Run a command, returning its output; panics with both streams if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("job binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The JSON report a job printed as the last line of stdout.
+pub fn report(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    let line = out.lines().last().unwrap_or_else(|| panic!("no report on stdout; stderr:\n{}", stderr(o)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// moto's S3 server on loopback, killed on drop.
+pub struct Moto {
+    child: Option<Child>,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Start `moto_server` on a free port. `None` (with a message) where it is not installed,
+    /// unless `CI` is set: CI must run the S3 tests.
+    pub fn start() -> Option<Moto> {
+        if let Ok(ep) = std::env::var("PIPELINE_TEST_S3_ENDPOINT") {
+            return Some(Moto { child: None, endpoint: ep });
+        }
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("moto_server is required under CI: {e}");
+                }
+                eprintln!("SKIPPED: moto_server not found ({e}); `pip install 'moto[server]'` to run the S3 tests");
+                return None;
+            }
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start on {endpoint}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Moto { child: Some(child), endpoint })
+    }
+
+    /// Create a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    /// Environment for a job binary to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
