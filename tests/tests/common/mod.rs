@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 /// A job binary built by `cargo test --workspace` (target/<profile>/<name>).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -47,12 +50,19 @@ pub fn stderr(o: &Output) -> String {
 /// The JSON report a job printed as the last line of stdout.
 pub fn report(o: &Output) -> serde_json::Value {
     let out = stdout(o);
-    let line = out.lines().last().unwrap_or_else(|| panic!("no report on stdout; stderr:\n{}", stderr(o)));
+    let line = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no report on stdout; stderr:\n{}", stderr(o)));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("report is not JSON ({e}): {line}"))
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// moto's S3 server on loopback, killed on drop.
@@ -66,7 +76,10 @@ impl Moto {
     /// unless `CI` is set: CI must run the S3 tests.
     pub fn start() -> Option<Moto> {
         if let Ok(ep) = std::env::var("PIPELINE_TEST_S3_ENDPOINT") {
-            return Some(Moto { child: None, endpoint: ep });
+            return Some(Moto {
+                child: None,
+                endpoint: ep,
+            });
         }
         let port = free_port();
         let child = Command::new("moto_server")
@@ -80,17 +93,25 @@ impl Moto {
                 if std::env::var_os("CI").is_some() {
                     panic!("moto_server is required under CI: {e}");
                 }
-                eprintln!("SKIPPED: moto_server not found ({e}); `pip install 'moto[server]'` to run the S3 tests");
+                eprintln!(
+                    "SKIPPED: moto_server not found ({e}); `pip install 'moto[server]'` to run the S3 tests"
+                );
                 return None;
             }
         };
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on {endpoint}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on {endpoint}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(Moto { child: Some(child), endpoint })
+        Some(Moto {
+            child: Some(child),
+            endpoint,
+        })
     }
 
     /// Create a bucket (moto accepts unsigned requests).
