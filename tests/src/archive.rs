@@ -210,7 +210,10 @@ impl Archive {
         let file = ArchiveFile::parse_key(zip_key)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let csv = self.generator.csv(&file, version).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no generator for {zip_key}"))
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no generator for {zip_key}"),
+            )
         })?;
         let zip_name = file.file_name();
         let csv_name = format!("{}.csv", zip_name.strip_suffix(".zip").unwrap_or(&zip_name));
@@ -334,14 +337,11 @@ impl Archive {
         }
         let mut entries: Vec<Entry> = Vec::new();
         let mut truncated = false;
-        loop {
-            let Some(key) = self
-                .keys
-                .range::<String, _>((lower.clone(), Bound::Unbounded))
-                .next()
-            else {
-                break;
-            };
+        while let Some(key) = self
+            .keys
+            .range::<String, _>((lower.clone(), Bound::Unbounded))
+            .next()
+        {
             if !key.starts_with(prefix) {
                 break;
             }

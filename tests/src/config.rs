@@ -59,11 +59,8 @@ impl SimConfig {
     pub fn demo() -> Self {
         let start = date(2024, 12, 1);
         let mut eth_um = SymbolSpec::new(Market::Um, "ETHUSDT", start, 3600.0);
-        eth_um.funding_intervals = vec![
-            (start, 8),
-            (date(2024, 12, 21), 4),
-            (date(2025, 1, 10), 1),
-        ];
+        eth_um.funding_intervals =
+            vec![(start, 8), (date(2024, 12, 21), 4), (date(2025, 1, 10), 1)];
         let mut ftt = SymbolSpec::new(Market::Um, "FTTUSDT", date(2022, 1, 1), 2.5);
         ftt.delisted = Some(date(2025, 1, 15));
         SimConfig {

@@ -46,7 +46,9 @@ fn hash_str(s: &str) -> u64 {
 }
 
 fn h(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x1234_5678_9abc_def0, |acc, p| mix(acc ^ *p))
+    parts
+        .iter()
+        .fold(0x1234_5678_9abc_def0, |acc, p| mix(acc ^ *p))
 }
 
 /// SplitMix64: tiny, fast, and fully specified here so output never changes with a crate bump.
@@ -518,7 +520,7 @@ struct Ctx<'a> {
 pub struct Generator {
     cfg: SimConfig,
     counts: Mutex<HashMap<(u64, i64), (u64, u64)>>,
-    days: Mutex<VecDeque<((u64, i64), Arc<DayTrades>)>>,
+    days: Mutex<DayCache>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -530,6 +532,9 @@ impl std::fmt::Debug for Generator {
 }
 
 const DAY_CACHE: usize = 8;
+
+/// Recently generated symbol-days, keyed by (symbol hash, epoch day).
+type DayCache = VecDeque<((u64, i64), Arc<DayTrades>)>;
 
 impl Generator {
     pub fn new(config: SimConfig) -> Self {
@@ -546,7 +551,12 @@ impl Generator {
 
     /// The spec behind a file's symbol. CM `indexPriceKlines` is keyed by the pair (`BTCUSD`),
     /// which maps to the first CM contract of that pair.
-    pub fn spec_for(&self, market: Market, data_type: DataType, symbol: &str) -> Option<&SymbolSpec> {
+    pub fn spec_for(
+        &self,
+        market: Market,
+        data_type: DataType,
+        symbol: &str,
+    ) -> Option<&SymbolSpec> {
         if market == Market::Cm && data_type == DataType::IndexPriceKlines {
             return self
                 .cfg
@@ -915,7 +925,12 @@ impl Generator {
         out
     }
 
-    fn kline_rows(&self, spec: &SymbolSpec, file: &ArchiveFile, days: &[NaiveDate]) -> Vec<RawKline> {
+    fn kline_rows(
+        &self,
+        spec: &SymbolSpec,
+        file: &ArchiveFile,
+        days: &[NaiveDate],
+    ) -> Vec<RawKline> {
         let kind = match file.dataset.data_type {
             DataType::MarkPriceKlines => KlineKind::Mark,
             DataType::IndexPriceKlines => KlineKind::Index,
@@ -952,7 +967,7 @@ impl Generator {
                     if s >= first && starts.last().is_none_or(|x| x.0 != s) {
                         starts.push((s, e));
                     }
-                    d = d + Duration::days(1);
+                    d += Duration::days(1);
                 }
                 for (s, e) in starts {
                     let span: Vec<NaiveDate> = s
@@ -1117,7 +1132,11 @@ impl Generator {
             let dt = self.day_trades(spec, *d);
             let mut r = Rng::new(h(&[sh, TAG_TICKER, epoch_day(*d) as u64]));
             for a in &dt.aggs {
-                let bid = if a.buyer_maker { a.price } else { (a.price - 1).max(1) };
+                let bid = if a.buyer_maker {
+                    a.price
+                } else {
+                    (a.price - 1).max(1)
+                };
                 out.push(RawTicker {
                     id: 1_000_000_000_000 + a.id * 7 + r.below(7),
                     bid,
@@ -1193,8 +1212,16 @@ impl Generator {
                         expiry: expiry.format("%y%m%d").to_string(),
                         strike,
                         call,
-                        price: if traded { (price * 1e8).round() as i64 } else { 0 },
-                        volume: if traded { (r.below(10_000) as i64 + 1) * 1_000_000 } else { 0 },
+                        price: if traded {
+                            (price * 1e8).round() as i64
+                        } else {
+                            0
+                        },
+                        volume: if traded {
+                            (r.below(10_000) as i64 + 1) * 1_000_000
+                        } else {
+                            0
+                        },
                         bid: (price * 0.98 * 1e8).round() as i64,
                         ask: (price * 1.02 * 1e8).round() as i64,
                         mark_iv: ((0.5 + 0.05 * r.normal()).abs() * 1e8).round() as i64,
@@ -1560,7 +1587,10 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
             }
         }
         RawRows::Funding(rows) => {
-            header(&mut out, "calc_time,funding_interval_hours,last_funding_rate");
+            header(
+                &mut out,
+                "calc_time,funding_interval_hours,last_funding_rate",
+            );
             for f in rows {
                 let _ = write!(out, "{},{},", f.time_ms, f.hours);
                 push_fixed(&mut out, f.rate, 8, 8);
@@ -1571,7 +1601,12 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
             header(&mut out, METRICS_HEADER);
             let blank = if ctx.market == Market::Cm { "\"\"" } else { "" };
             for m in rows {
-                let _ = write!(out, "{},{},", m.time.format("%Y-%m-%d %H:%M:%S"), file.symbol);
+                let _ = write!(
+                    out,
+                    "{},{},",
+                    m.time.format("%Y-%m-%d %H:%M:%S"),
+                    file.symbol
+                );
                 push_fixed(&mut out, m.oi, ctx.qd, 16);
                 out.push(',');
                 push_fixed(&mut out, m.oi_value, 4, 16);
@@ -1606,7 +1641,12 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
             );
             for t in rows {
                 push_int(&mut out, t.id as i64);
-                for (v, s) in [(t.bid, ctx.pd), (t.bid_qty, ctx.qd), (t.ask, ctx.pd), (t.ask_qty, ctx.qd)] {
+                for (v, s) in [
+                    (t.bid, ctx.pd),
+                    (t.bid_qty, ctx.qd),
+                    (t.ask, ctx.pd),
+                    (t.ask_qty, ctx.qd),
+                ] {
                     out.push(',');
                     push_fixed(&mut out, v, s, 8.max(s));
                 }
@@ -1642,7 +1682,10 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
             }
         }
         RawRows::Bvol(rows) => {
-            header(&mut out, "calc_time,symbol,base_asset,quote_asset,index_value");
+            header(
+                &mut out,
+                "calc_time,symbol,base_asset,quote_asset,index_value",
+            );
             let base = file.symbol.strip_suffix("USDT").unwrap_or(&file.symbol);
             for b in rows {
                 let _ = write!(out, "{},{},{},USDT,", b.time_ms, file.symbol, base);
@@ -1672,7 +1715,14 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
                     e.expiry,
                     e.strike
                 );
-                for v in [e.price, e.price, e.price, e.price, e.volume, e.volume * (e.price / 100_000_000).max(0)] {
+                for v in [
+                    e.price,
+                    e.price,
+                    e.price,
+                    e.price,
+                    e.volume,
+                    e.volume * (e.price / 100_000_000).max(0),
+                ] {
                     push_eoh(&mut out, v);
                     out.push(',');
                 }
@@ -1681,7 +1731,17 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
                     out.push(',');
                 }
                 out.push_str("\"\",");
-                for v in [e.mark_iv + 1_000_000, (e.bid + e.ask) / 2, e.mark_iv, e.delta, 5_159, 3_895_827_352, -1_324_622_221, e.oi, e.oi * 30] {
+                for v in [
+                    e.mark_iv + 1_000_000,
+                    (e.bid + e.ask) / 2,
+                    e.mark_iv,
+                    e.delta,
+                    5_159,
+                    3_895_827_352,
+                    -1_324_622_221,
+                    e.oi,
+                    e.oi * 30,
+                ] {
                     push_eoh(&mut out, v);
                     out.push(',');
                 }
@@ -1696,4 +1756,511 @@ fn format_csv(rows: &RawRows, ctx: &Ctx<'_>, file: &ArchiveFile) -> String {
 /// The month of a day as a [`FileDate`].
 pub fn month_of(d: NaiveDate) -> FileDate {
     FileDate::month_of(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::paths::Dataset;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn cfg() -> SimConfig {
+        let mut c = SimConfig::demo().with_range(d("2024-12-30"), d("2025-01-02"));
+        c.trades_per_minute = (1, 4);
+        c
+    }
+
+    fn file(m: Market, t: DataType, iv: Option<Interval>, sym: &str, date: &str) -> ArchiveFile {
+        ArchiveFile::new(Dataset::new(m, t, iv).unwrap(), sym, date.parse().unwrap())
+    }
+
+    #[test]
+    fn same_seed_same_bytes_and_days_are_independent() {
+        let f = file(
+            Market::Spot,
+            DataType::AggTrades,
+            None,
+            "BTCUSDT",
+            "2025-01-01",
+        );
+        let a = Generator::new(cfg());
+        let b = Generator::new(cfg());
+        // b generates the previous day first: no influence on the next day.
+        let prev = file(
+            Market::Spot,
+            DataType::Trades,
+            None,
+            "BTCUSDT",
+            "2024-12-31",
+        );
+        let _ = b.csv(&prev, 0);
+        assert_eq!(a.csv(&f, 0), b.csv(&f, 0));
+        let mut other = cfg();
+        other.seed = 7;
+        assert_ne!(a.csv(&f, 0), Generator::new(other).csv(&f, 0));
+        assert_ne!(a.csv(&f, 0), a.csv(&f, 1), "a republished version differs");
+    }
+
+    #[test]
+    fn ids_and_prices_continue_across_days() {
+        let g = Generator::new(cfg());
+        let t1 = g.trades(&file(
+            Market::Um,
+            DataType::Trades,
+            None,
+            "BTCUSDT",
+            "2024-12-31",
+        ));
+        let t2 = g.trades(&file(
+            Market::Um,
+            DataType::Trades,
+            None,
+            "BTCUSDT",
+            "2025-01-01",
+        ));
+        assert_eq!(t1.last().unwrap().id + 1, t2[0].id);
+        assert!(t1.windows(2).all(|w| w[1].id == w[0].id + 1));
+        let jump = (t2[0].price / t1.last().unwrap().price - 1.0).abs();
+        assert!(jump < 0.01, "price jumps {jump} across midnight");
+        let a1 = g.agg_trades(&file(
+            Market::Um,
+            DataType::AggTrades,
+            None,
+            "BTCUSDT",
+            "2024-12-31",
+        ));
+        let a2 = g.agg_trades(&file(
+            Market::Um,
+            DataType::AggTrades,
+            None,
+            "BTCUSDT",
+            "2025-01-01",
+        ));
+        assert_eq!(a1.last().unwrap().agg_trade_id + 1, a2[0].agg_trade_id);
+        assert_eq!(a1.last().unwrap().last_trade_id + 1, a2[0].first_trade_id);
+        // aggTrades cover the trades exactly, same price and side within one.
+        for a in &a2 {
+            let fills: Vec<&Trade> = t2
+                .iter()
+                .filter(|t| t.id >= a.first_trade_id && t.id <= a.last_trade_id)
+                .collect();
+            assert!(
+                fills
+                    .iter()
+                    .all(|t| t.price == a.price && t.is_buyer_maker == a.is_buyer_maker)
+            );
+            let q: f64 = fills.iter().map(|t| t.qty).sum();
+            assert!((q - a.quantity).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn one_minute_klines_aggregate_the_trades() {
+        let g = Generator::new(cfg());
+        for (m, sym) in [
+            (Market::Spot, "BTCUSDT"),
+            (Market::Um, "ETHUSDT"),
+            (Market::Cm, "BTCUSD_PERP"),
+        ] {
+            let day = "2025-01-01";
+            let trades = g.trades(&file(m, DataType::Trades, None, sym, day));
+            let klines = g.klines(&file(m, DataType::Klines, Some(Interval::M1), sym, day));
+            assert_eq!(klines.len(), 1440);
+            for k in &klines {
+                let ts: Vec<&Trade> = trades
+                    .iter()
+                    .filter(|t| t.time >= k.open_time && t.time <= k.close_time)
+                    .collect();
+                assert_eq!(k.count as usize, ts.len());
+                if let (Some(f), Some(l)) = (ts.first(), ts.last()) {
+                    assert_eq!(k.open, f.price);
+                    assert_eq!(k.close, l.price);
+                    assert_eq!(k.high, ts.iter().map(|t| t.price).fold(f64::MIN, f64::max));
+                    assert_eq!(k.low, ts.iter().map(|t| t.price).fold(f64::MAX, f64::min));
+                }
+                let vol: f64 = ts.iter().map(|t| t.qty).sum();
+                let quote: f64 = ts.iter().map(|t| t.quote_qty).sum();
+                let tbv: f64 = ts.iter().filter(|t| !t.is_buyer_maker).map(|t| t.qty).sum();
+                assert!((k.volume - vol).abs() < 1e-6, "{m:?} {k:?}");
+                assert!((k.quote_volume - quote).abs() < 1e-4 * quote.max(1.0));
+                assert!((k.taker_buy_volume - tbv).abs() < 1e-6);
+            }
+            // 1h klines aggregate the 1m klines.
+            let h1 = g.klines(&file(m, DataType::Klines, Some(Interval::H1), sym, day));
+            assert_eq!(h1.len(), 24);
+            assert_eq!(
+                h1[0].count,
+                klines[..60].iter().map(|k| k.count).sum::<u64>()
+            );
+            assert_eq!(h1[0].open, klines[0].open);
+            assert_eq!(h1[0].close, klines[59].close);
+        }
+    }
+
+    #[test]
+    fn spot_format_header_units_and_booleans() {
+        let g = Generator::new(cfg());
+        let ms = g
+            .csv(
+                &file(
+                    Market::Spot,
+                    DataType::AggTrades,
+                    None,
+                    "BTCUSDT",
+                    "2024-12-31",
+                ),
+                0,
+            )
+            .unwrap();
+        let us = g
+            .csv(
+                &file(
+                    Market::Spot,
+                    DataType::AggTrades,
+                    None,
+                    "BTCUSDT",
+                    "2025-01-01",
+                ),
+                0,
+            )
+            .unwrap();
+        for (text, digits) in [(&ms, 13), (&us, 16)] {
+            let first = text.lines().next().unwrap();
+            let cols: Vec<&str> = first.split(',').collect();
+            assert_eq!(cols.len(), 8, "{first}");
+            assert_eq!(cols[5].len(), digits, "{first}");
+            assert!(cols[6] == "True" || cols[6] == "False");
+            assert_eq!(cols[7], "True");
+            assert_eq!(cols[1].split('.').nth(1).unwrap().len(), 8);
+            assert!(!text.contains('\r'));
+        }
+        let tr = g
+            .csv(
+                &file(
+                    Market::Spot,
+                    DataType::Trades,
+                    None,
+                    "BTCUSDT",
+                    "2025-01-01",
+                ),
+                0,
+            )
+            .unwrap();
+        assert_eq!(tr.lines().next().unwrap().split(',').count(), 7);
+        let k = g
+            .csv(
+                &file(
+                    Market::Spot,
+                    DataType::Klines,
+                    Some(Interval::M1),
+                    "BTCUSDT",
+                    "2025-01-01",
+                ),
+                0,
+            )
+            .unwrap();
+        let row: Vec<i64> = k
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || *i == 6)
+            .map(|(_, v)| v.parse().unwrap())
+            .collect();
+        assert_eq!(row[1], row[0] + 60_000_000 - 1);
+        let k = g
+            .csv(
+                &file(
+                    Market::Spot,
+                    DataType::Klines,
+                    Some(Interval::M1),
+                    "BTCUSDT",
+                    "2024-12-31",
+                ),
+                0,
+            )
+            .unwrap();
+        let row: Vec<i64> = k
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || *i == 6)
+            .map(|(_, v)| v.parse().unwrap())
+            .collect();
+        assert_eq!(row[1], row[0] + 60_000 - 1);
+        assert_eq!(row[0], 1735603200000);
+    }
+
+    #[test]
+    fn futures_headers_start_on_the_configured_day() {
+        let mut c = cfg();
+        c.futures_header_from = d("2025-01-01");
+        let g = Generator::new(c);
+        for t in [DataType::AggTrades, DataType::Trades, DataType::Klines] {
+            let iv = (t == DataType::Klines).then_some(Interval::M5);
+            let before = g
+                .csv(&file(Market::Um, t, iv, "BTCUSDT", "2024-12-31"), 0)
+                .unwrap();
+            let after = g
+                .csv(&file(Market::Um, t, iv, "BTCUSDT", "2025-01-01"), 0)
+                .unwrap();
+            assert!(before.as_bytes()[0].is_ascii_digit(), "{t:?}");
+            assert!(!after.as_bytes()[0].is_ascii_digit(), "{t:?}");
+            assert!(after.contains("true") || after.contains("false") || t == DataType::Klines);
+            assert!(!after.contains("True"));
+        }
+        // Always-header types.
+        let m = g
+            .csv(
+                &file(Market::Um, DataType::Metrics, None, "BTCUSDT", "2024-12-31"),
+                0,
+            )
+            .unwrap();
+        assert!(m.starts_with(METRICS_HEADER));
+        let agg = g
+            .csv(
+                &file(
+                    Market::Um,
+                    DataType::AggTrades,
+                    None,
+                    "BTCUSDT",
+                    "2025-01-01",
+                ),
+                0,
+            )
+            .unwrap();
+        assert_eq!(agg.lines().next().unwrap(), AGG_HEADER);
+        assert_eq!(agg.lines().nth(1).unwrap().split(',').count(), 7);
+        assert_eq!(
+            agg.lines().nth(1).unwrap().split(',').nth(5).unwrap().len(),
+            13
+        );
+    }
+
+    #[test]
+    fn metrics_labels_switch_and_cm_starts_at_midnight() {
+        let mut c = cfg();
+        c.um_metrics_start_labels_from = d("2025-01-01");
+        let g = Generator::new(c);
+        let old = g.metrics(&file(
+            Market::Um,
+            DataType::Metrics,
+            None,
+            "BTCUSDT",
+            "2024-12-31",
+        ));
+        let new = g.metrics(&file(
+            Market::Um,
+            DataType::Metrics,
+            None,
+            "BTCUSDT",
+            "2025-01-01",
+        ));
+        let cm = g.metrics(&file(
+            Market::Cm,
+            DataType::Metrics,
+            None,
+            "BTCUSD_PERP",
+            "2024-12-31",
+        ));
+        assert_eq!(old.len(), 288);
+        assert_eq!(old[0].create_time.to_string(), "2024-12-31 00:05:00");
+        assert_eq!(old[287].create_time.to_string(), "2025-01-01 00:00:00");
+        assert_eq!(new[0].create_time.to_string(), "2025-01-01 00:00:00");
+        assert_eq!(new[287].create_time.to_string(), "2025-01-01 23:55:00");
+        assert_eq!(cm[0].create_time.to_string(), "2024-12-31 00:00:00");
+        assert!(cm.iter().any(|m| m.count_long_short_ratio.is_none()));
+        let text = g
+            .csv(
+                &file(Market::Um, DataType::Metrics, None, "BTCUSDT", "2025-01-01"),
+                0,
+            )
+            .unwrap();
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!(row.len(), 8);
+        assert_eq!(row[2].split('.').nth(1).unwrap().len(), 16);
+        assert_eq!(row[3].split('.').nth(1).unwrap().len(), 16);
+        let cm_text = g
+            .csv(
+                &file(
+                    Market::Cm,
+                    DataType::Metrics,
+                    None,
+                    "BTCUSD_PERP",
+                    "2024-12-31",
+                ),
+                0,
+            )
+            .unwrap();
+        assert!(cm_text.contains(",\"\",\"\",\"\","));
+    }
+
+    #[test]
+    fn liquidations_double_and_funding_follows_intervals() {
+        let g = Generator::new(SimConfig::demo());
+        let f = file(
+            Market::Cm,
+            DataType::LiquidationSnapshot,
+            None,
+            "BTCUSD_PERP",
+            "2025-01-02",
+        );
+        let text = g.csv(&f, 0).unwrap();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert!(!rows.is_empty() && rows.len() % 2 == 0);
+        assert!(rows.chunks(2).all(|p| p[0] == p[1]));
+        assert_eq!(g.liquidations(&f).len(), rows.len());
+        let fr = g
+            .funding(&file(
+                Market::Um,
+                DataType::FundingRate,
+                None,
+                "ETHUSDT",
+                "2024-12",
+            ))
+            .to_vec();
+        let hours: Vec<u32> = fr.iter().map(|r| r.funding_interval_hours).collect();
+        assert_eq!(hours[0], 8);
+        assert!(hours.contains(&4));
+        let jan = g.funding(&file(
+            Market::Um,
+            DataType::FundingRate,
+            None,
+            "ETHUSDT",
+            "2025-01",
+        ));
+        assert!(jan.iter().any(|r| r.funding_interval_hours == 1));
+        for r in &fr {
+            let ms = r.calc_time / 1000;
+            assert!(
+                ms % (3_600_000 * r.funding_interval_hours as i64) < 10,
+                "{r:?}"
+            );
+        }
+        let text = g
+            .csv(
+                &file(
+                    Market::Um,
+                    DataType::FundingRate,
+                    None,
+                    "BTCUSDT",
+                    "2024-12",
+                ),
+                0,
+            )
+            .unwrap();
+        assert!(text.starts_with("calc_time,funding_interval_hours,last_funding_rate\n"));
+        assert_eq!(text.lines().count(), 1 + 31 * 3);
+    }
+
+    #[test]
+    fn other_types_are_format_correct() {
+        let mut c = cfg();
+        c.symbols.push(SymbolSpec::new(
+            Market::Option,
+            "BTCBVOLUSDT",
+            d("2023-06-20"),
+            50.0,
+        ));
+        c.symbols.push(SymbolSpec::new(
+            Market::Option,
+            "BTCUSDT",
+            d("2023-05-18"),
+            42000.0,
+        ));
+        let g = Generator::new(c);
+        let day = "2025-01-01";
+        let depth = g
+            .csv(
+                &file(Market::Um, DataType::BookDepth, None, "BTCUSDT", day),
+                0,
+            )
+            .unwrap();
+        assert!(depth.starts_with("timestamp,percentage,depth,notional\n2025-01-01 00:0"));
+        assert!(depth.contains(",-5.00,") && depth.contains(",1.00,"));
+        let bt = g
+            .csv(
+                &file(Market::Um, DataType::BookTicker, None, "BTCUSDT", day),
+                0,
+            )
+            .unwrap();
+        assert_eq!(bt.lines().nth(1).unwrap().split(',').count(), 7);
+        for t in [
+            DataType::MarkPriceKlines,
+            DataType::IndexPriceKlines,
+            DataType::PremiumIndexKlines,
+        ] {
+            let sym = if t == DataType::IndexPriceKlines {
+                "BTCUSD"
+            } else {
+                "BTCUSD_PERP"
+            };
+            let k = g.klines(&file(Market::Cm, t, Some(Interval::M1), sym, day));
+            assert_eq!(k.len(), 1440, "{t:?}");
+            assert!(
+                k.iter()
+                    .all(|k| k.volume == 0.0 && k.count > 0 && k.high >= k.low)
+            );
+        }
+        let bv = g
+            .csv(
+                &file(
+                    Market::Option,
+                    DataType::BvolIndex,
+                    None,
+                    "BTCBVOLUSDT",
+                    day,
+                ),
+                0,
+            )
+            .unwrap();
+        assert!(bv.starts_with("calc_time,symbol,base_asset,quote_asset,index_value\n"));
+        assert!(
+            bv.lines()
+                .nth(1)
+                .unwrap()
+                .contains(",BTCBVOLUSDT,BTCBVOL,USDT,")
+        );
+        let eoh = g
+            .csv(
+                &file(Market::Option, DataType::EohSummary, None, "BTCUSDT", day),
+                0,
+            )
+            .unwrap();
+        assert!(eoh.starts_with(EOH_HEADER));
+        let row: Vec<&str> = eoh.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!(row.len(), 26);
+        assert_eq!(row[1], "01");
+        assert_eq!(row[16], "\"\"");
+        // Monthly weekly klines: Monday-aligned, close = open + 1w - 1.
+        let w = g.klines(&file(
+            Market::Spot,
+            DataType::Klines,
+            Some(Interval::W1),
+            "BTCUSDT",
+            "2025-01",
+        ));
+        assert!(!w.is_empty());
+        assert!(
+            w.iter()
+                .all(|k| k.close_time == k.open_time + 7 * DAY_US - 1)
+        );
+    }
+
+    #[test]
+    fn number_formatting() {
+        let mut s = String::new();
+        push_fixed(&mut s, -1234, 2, 4);
+        s.push(' ');
+        push_trimmed(&mut s, 781530, 4);
+        s.push(' ');
+        push_trimmed(&mut s, 1000, 3);
+        assert_eq!(s, "-12.3400 78.153 1.0");
+    }
 }

@@ -73,7 +73,11 @@ pub fn list_xml(req: &ListRequest, page: &ListPage) -> String {
         );
     }
     for p in &page.common_prefixes {
-        let _ = write!(x, "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", enc(p));
+        let _ = write!(
+            x,
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            enc(p)
+        );
     }
     x.push_str("</ListBucketResult>");
     x
@@ -82,7 +86,12 @@ pub fn list_xml(req: &ListRequest, page: &ListPage) -> String {
 /// An S3 `<Error>` body.
 pub fn error_xml(code: &str, message: &str, key: Option<&str>) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
-    let _ = write!(x, "<Code>{}</Code><Message>{}</Message>", code, xml_escape(message));
+    let _ = write!(
+        x,
+        "<Code>{}</Code><Message>{}</Message>",
+        code,
+        xml_escape(message)
+    );
     if let Some(k) = key {
         let _ = write!(x, "<Key>{}</Key>", xml_escape(k));
     }

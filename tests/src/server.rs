@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use md5::{Digest as _, Md5};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Sha256;
 use shared::paths::{decode_key, encode_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +24,7 @@ use crate::config::{FaultKind, FaultRule, SimConfig};
 use crate::listing::{ListRequest, error_xml, list_xml};
 
 /// One request as the server saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
     pub method: String,
     /// The decoded path without its leading `/`: an object key (`data/...`), `""` for the
@@ -40,6 +40,16 @@ pub struct RequestRecord {
     pub unix_ms: u64,
     /// Milliseconds since the server started when the request arrived.
     pub at_ms: u64,
+    /// When the request arrived (not in the JSON log).
+    #[serde(skip)]
+    pub at: Instant,
+}
+
+impl RequestRecord {
+    /// The decoded object key (same as `path`).
+    pub fn key(&self) -> &str {
+        &self.path
+    }
 }
 
 struct State {
@@ -300,7 +310,13 @@ fn http_date(t: chrono::NaiveDateTime) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-fn head_bytes(status: u16, len: usize, ctype: &str, close: bool, extra: &[(&str, String)]) -> Vec<u8> {
+fn head_bytes(
+    status: u16,
+    len: usize,
+    ctype: &str,
+    close: bool,
+    extra: &[(&str, String)],
+) -> Vec<u8> {
     let mut h = format!(
         "HTTP/1.1 {status} {}\r\nServer: AmazonS3\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\nConnection: {}\r\n",
         status_text(status),
@@ -432,14 +448,22 @@ async fn handle(stream: &mut TcpStream, st: &Arc<State>, req: &Request) -> io::R
         bytes: 0,
         unix_ms,
         at_ms: arrived.duration_since(st.started).as_millis() as u64,
+        at: arrived,
     };
     let send_body = req.method != "HEAD";
     let result = if req.method != "GET" && req.method != "HEAD" {
         rec.status = 405;
         let body = error_xml("MethodNotAllowed", "The method is not allowed", None);
-        write_simple(stream, 405, "application/xml", body.as_bytes(), send_body, &[])
-            .await
-            .map(|b| (b, Conn::Keep))
+        write_simple(
+            stream,
+            405,
+            "application/xml",
+            body.as_bytes(),
+            send_body,
+            &[],
+        )
+        .await
+        .map(|b| (b, Conn::Keep))
     } else if path.is_empty() {
         serve_listing(stream, st, req, send_body, &mut rec).await
     } else if path == "_sim/log" {
@@ -453,9 +477,16 @@ async fn handle(stream: &mut TcpStream, st: &Arc<State>, req: &Request) -> io::R
         let v = q.get("key").and_then(|k| st.archive.republish(k));
         rec.status = if v.is_some() { 200 } else { 404 };
         let body = v.map_or_else(|| "unknown key".to_string(), |v| v.to_string());
-        write_simple(stream, rec.status, "text/plain", body.as_bytes(), send_body, &[])
-            .await
-            .map(|b| (b, Conn::Keep))
+        write_simple(
+            stream,
+            rec.status,
+            "text/plain",
+            body.as_bytes(),
+            send_body,
+            &[],
+        )
+        .await
+        .map(|b| (b, Conn::Keep))
     } else {
         serve_object(stream, st, &path, send_body, &mut rec).await
     };
@@ -507,16 +538,30 @@ async fn serve_listing(
         Ok(page) => {
             rec.status = 200;
             let body = list_xml(&lr, &page);
-            write_simple(stream, 200, "application/xml", body.as_bytes(), send_body, &[])
-                .await
-                .map(|b| (b, Conn::Keep))
+            write_simple(
+                stream,
+                200,
+                "application/xml",
+                body.as_bytes(),
+                send_body,
+                &[],
+            )
+            .await
+            .map(|b| (b, Conn::Keep))
         }
         Err(e) => {
             rec.status = 500;
             let body = error_xml("InternalError", &e.to_string(), None);
-            write_simple(stream, 500, "application/xml", body.as_bytes(), send_body, &[])
-                .await
-                .map(|b| (b, Conn::Keep))
+            write_simple(
+                stream,
+                500,
+                "application/xml",
+                body.as_bytes(),
+                send_body,
+                &[],
+            )
+            .await
+            .map(|b| (b, Conn::Keep))
         }
     }
 }
@@ -548,17 +593,31 @@ async fn serve_object(
                 _ => "We encountered an internal error. Please try again.",
             };
             let body = error_xml(s3code, msg, Some(key));
-            return write_simple(stream, code, "application/xml", body.as_bytes(), send_body, &extra)
-                .await
-                .map(|b| (b, Conn::Keep));
+            return write_simple(
+                stream,
+                code,
+                "application/xml",
+                body.as_bytes(),
+                send_body,
+                &extra,
+            )
+            .await
+            .map(|b| (b, Conn::Keep));
         }
         _ => {}
     }
     if !st.archive.exists(key) {
         let body = not_found(rec);
-        return write_simple(stream, 404, "application/xml", body.as_bytes(), send_body, &[])
-            .await
-            .map(|b| (b, Conn::Keep));
+        return write_simple(
+            stream,
+            404,
+            "application/xml",
+            body.as_bytes(),
+            send_body,
+            &[],
+        )
+        .await
+        .map(|b| (b, Conn::Keep));
     }
     let obj = match st.archive.cached_object(key) {
         Some(o) => Ok(Some(o)),
@@ -574,16 +633,30 @@ async fn serve_object(
         Ok(Some(o)) => o,
         Ok(None) => {
             let body = not_found(rec);
-            return write_simple(stream, 404, "application/xml", body.as_bytes(), send_body, &[])
-                .await
-                .map(|b| (b, Conn::Keep));
+            return write_simple(
+                stream,
+                404,
+                "application/xml",
+                body.as_bytes(),
+                send_body,
+                &[],
+            )
+            .await
+            .map(|b| (b, Conn::Keep));
         }
         Err(e) => {
             rec.status = 500;
             let body = error_xml("InternalError", &e.to_string(), Some(key));
-            return write_simple(stream, 500, "application/xml", body.as_bytes(), send_body, &[])
-                .await
-                .map(|b| (b, Conn::Keep));
+            return write_simple(
+                stream,
+                500,
+                "application/xml",
+                body.as_bytes(),
+                send_body,
+                &[],
+            )
+            .await
+            .map(|b| (b, Conn::Keep));
         }
     };
     let mut md5_hex = meta.md5_hex.clone();

@@ -65,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     handle.shutdown().await;
     Ok(())
 }
