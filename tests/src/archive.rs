@@ -516,3 +516,174 @@ fn universe(cfg: &SimConfig) -> BTreeSet<String> {
     }
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SymbolSpec;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn small() -> SimConfig {
+        let mut c = SimConfig::demo().with_range(d("2024-12-28"), d("2025-01-03"));
+        c.trades_per_minute = (1, 3);
+        c
+    }
+
+    #[test]
+    fn zips_are_deterministic_and_checksums_follow_the_market_rule() {
+        let a = Archive::new(small());
+        let b = Archive::new(small());
+        let spot = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-02.zip";
+        let um = "data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2025-01-02.zip";
+        for key in [spot, um] {
+            let za = a.zip_bytes(key).unwrap().unwrap();
+            assert_eq!(za, b.zip_bytes(key).unwrap().unwrap());
+            let mut z = zip::ZipArchive::new(Cursor::new(za.to_vec())).unwrap();
+            assert_eq!(z.len(), 1);
+            let name = key.rsplit('/').next().unwrap().replace(".zip", ".csv");
+            assert_eq!(z.by_index(0).unwrap().name().unwrap(), name);
+            let ck = a.checksum(key).unwrap().unwrap();
+            let sha = hex::encode(Sha256::digest(&za));
+            let zip_name = key.rsplit('/').next().unwrap();
+            let want = if key == spot {
+                format!("{sha}  {zip_name}")
+            } else {
+                format!("{sha}  {zip_name}\n")
+            };
+            assert_eq!(ck, want);
+        }
+    }
+
+    #[test]
+    fn republish_changes_bytes_checksum_and_last_modified() {
+        let a = Archive::new(small());
+        let key = "data/futures/um/daily/trades/ETHUSDT/ETHUSDT-trades-2025-01-01.zip";
+        let z0 = a.object(key).unwrap().unwrap();
+        let c0 = a.checksum(key).unwrap().unwrap();
+        assert_eq!(a.republish(key), Some(1));
+        let z1 = a.object(key).unwrap().unwrap();
+        assert_ne!(z0.body, z1.body);
+        assert_ne!(z0.meta.md5_hex, z1.meta.md5_hex);
+        assert!(z1.meta.last_modified > z0.meta.last_modified);
+        assert_ne!(c0, a.checksum(key).unwrap().unwrap());
+        assert_eq!(a.republish("data/nope.zip"), None);
+    }
+
+    #[test]
+    fn universe_follows_listing_dates_and_missing_keys() {
+        let mut c = SimConfig::demo();
+        c.missing = vec![
+            "data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-05.zip".into(),
+            "data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-06.zip.CHECKSUM".into(),
+        ];
+        let a = Archive::new(c);
+        assert!(!a.exists("data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-05.zip"));
+        assert!(!a.exists("data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-05.zip.CHECKSUM"));
+        assert!(a.exists("data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-06.zip"));
+        assert!(!a.exists("data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-2024-12-06.zip.CHECKSUM"));
+        // Late listing (SOLUSDT 2024-12-10), early delisting (FTTUSDT after 2025-01-15).
+        let sol = "data/futures/um/daily/klines/SOLUSDT/1m/SOLUSDT-1m-";
+        assert!(!a.exists(&format!("{sol}2024-12-09.zip")));
+        assert!(a.exists(&format!("{sol}2024-12-10.zip")));
+        let ftt = "data/futures/um/daily/klines/FTTUSDT/1m/FTTUSDT-1m-";
+        assert!(a.exists(&format!("{ftt}2025-01-15.zip")));
+        assert!(!a.exists(&format!("{ftt}2025-01-16.zip")));
+        // Monthly: SOLUSDT's partial December has only its listed days.
+        let m = "data/futures/um/monthly/klines/SOLUSDT/1d/SOLUSDT-1d-2024-12.zip";
+        assert!(a.exists(m));
+        let csv = a.csv(m).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 22);
+        assert!(a.exists("data/futures/um/monthly/klines/FTTUSDT/1w/FTTUSDT-1w-2025-01.zip"));
+        assert!(!a.exists("data/futures/um/daily/klines/BTCUSDT/1s/BTCUSDT-1s-2024-12-01.zip"));
+        assert!(!a.exists("data/spot/daily/klines/BTCUSDT/1w/BTCUSDT-1w-2024-12-01.zip"));
+        assert!(
+            a.exists("data/futures/cm/daily/indexPriceKlines/BTCUSD/1m/BTCUSD-1m-2024-12-01.zip")
+        );
+        assert!(!a.exists("data/futures/um/daily/liquidationSnapshot/BTCUSDT/BTCUSDT-liquidationSnapshot-2024-12-01.zip"));
+    }
+
+    #[test]
+    fn monthly_file_can_miss_a_day() {
+        let mut c = small().with_range(d("2024-12-01"), d("2024-12-31"));
+        let key = "data/spot/monthly/klines/BTCUSDT/1h/BTCUSDT-1h-2024-12.zip";
+        c.monthly_missing_day = vec![(key.into(), d("2024-12-15"))];
+        let a = Archive::new(c);
+        let csv = a.csv(key).unwrap();
+        assert_eq!(csv.lines().count(), 30 * 24);
+        assert!(
+            !csv.contains("\n1734220800000,"),
+            "2024-12-15 00:00 must be absent"
+        );
+    }
+
+    #[test]
+    fn listing_pages_and_rolls_up_prefixes() {
+        let mut c = small();
+        c.symbols.push(SymbolSpec::new(
+            Market::Um,
+            "币安人生USDT",
+            d("2024-12-01"),
+            0.5,
+        ));
+        let a = Archive::new(c);
+        let p = "data/futures/um/daily/klines/";
+        let page = a.list(p, Some("/"), None, 1000).unwrap();
+        let names: Vec<&str> = page.common_prefixes.iter().map(|s| &s[p.len()..]).collect();
+        assert_eq!(
+            names,
+            [
+                "BTCUSDT/",
+                "ETHUSDT/",
+                "FTTUSDT/",
+                "SOLUSDT/",
+                "币安人生USDT/"
+            ]
+        );
+        assert!(page.contents.is_empty() && !page.is_truncated);
+        // Page through with max_keys 2 and NextMarker.
+        let mut marker = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = a.list(p, Some("/"), marker.as_deref(), 2).unwrap();
+            assert!(page.common_prefixes.len() <= 2);
+            seen.extend(page.common_prefixes.clone());
+            if !page.is_truncated {
+                break;
+            }
+            marker = page.next_marker.clone();
+            assert!(marker.is_some());
+        }
+        assert_eq!(seen.len(), 5);
+        // Files in a folder, lexical order, zip then CHECKSUM.
+        let f = "data/futures/um/daily/klines/FTTUSDT/1d/";
+        let page = a.list(f, Some("/"), None, 3).unwrap();
+        assert_eq!(page.contents.len(), 3);
+        assert!(page.contents[0].key.ends_with("FTTUSDT-1d-2024-12-28.zip"));
+        assert!(
+            page.contents[1]
+                .key
+                .ends_with("FTTUSDT-1d-2024-12-28.zip.CHECKSUM")
+        );
+        assert_eq!(
+            page.contents[1].size,
+            64 + 2 + "FTTUSDT-1d-2024-12-28.zip".len() as u64 + 1
+        );
+        assert!(page.is_truncated);
+        let rest = a
+            .list(f, Some("/"), page.next_marker.as_deref(), 1000)
+            .unwrap();
+        assert_eq!(rest.contents.len() + 3, 14);
+        assert_eq!(
+            page.contents[0].md5_hex,
+            md5_hex(&a.zip_bytes(&page.contents[0].key).unwrap().unwrap())
+        );
+        // Without a delimiter: no NextMarker, keys only.
+        let flat = a
+            .list("data/futures/um/daily/klines/FTTUSDT/", None, None, 5)
+            .unwrap();
+        assert!(flat.is_truncated && flat.next_marker.is_none() && flat.common_prefixes.is_empty());
+    }
+}

@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
         .to_path_buf();
     let download = bin_dir.join("download");
     if !download.exists() {
-        bail!("{} missing: build with `cargo build --release -p download`", download.display());
+        bail!(
+            "{} missing: build with `cargo build --release -p download`",
+            download.display()
+        );
     }
     let klines = Dataset::new(Market::Um, DataType::Klines, Some(Interval::M1))?;
     let agg = Dataset::new(Market::Um, DataType::AggTrades, None)?;
@@ -65,7 +68,14 @@ async fn main() -> anyhow::Result<()> {
     // (a) many small files.
     let mut small = SimConfig::demo().with_range(d(2024, 1, 1), d(2024, 12, 31));
     small.symbols = (0..args.small_symbols)
-        .map(|i| SymbolSpec::new(Market::Um, &format!("SYM{i:03}USDT"), d(2020, 1, 1), 10.0 + i as f64))
+        .map(|i| {
+            SymbolSpec::new(
+                Market::Um,
+                &format!("SYM{i:03}USDT"),
+                d(2020, 1, 1),
+                10.0 + i as f64,
+            )
+        })
         .collect();
     small.cache_bytes = 8 << 30;
     let small_files: Vec<ArchiveFile> = small
@@ -73,7 +83,11 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .flat_map(|s| {
             (1..=args.small_days).map(move |k| {
-                ArchiveFile::new(klines, s.symbol.clone(), FileDate::Day(d(2024, 1, 1) + chrono::Days::new(k as u64 - 1)))
+                ArchiveFile::new(
+                    klines,
+                    s.symbol.clone(),
+                    FileDate::Day(d(2024, 1, 1) + chrono::Days::new(k as u64 - 1)),
+                )
             })
         })
         .collect();
@@ -81,18 +95,40 @@ async fn main() -> anyhow::Result<()> {
     // (b) a few large files.
     let mut large = SimConfig::demo().with_range(d(2024, 1, 1), d(2024, 1, 31));
     large.symbols = (0..args.large_files)
-        .map(|i| SymbolSpec::new(Market::Um, &format!("BIG{i}USDT"), d(2020, 1, 1), 100.0 * (i + 1) as f64))
+        .map(|i| {
+            SymbolSpec::new(
+                Market::Um,
+                &format!("BIG{i}USDT"),
+                d(2020, 1, 1),
+                100.0 * (i + 1) as f64,
+            )
+        })
         .collect();
-    large.trades_per_minute = (args.large_trades_per_minute, args.large_trades_per_minute + 50);
+    large.trades_per_minute = (
+        args.large_trades_per_minute,
+        args.large_trades_per_minute + 50,
+    );
     large.cache_bytes = 8 << 30;
     let large_files: Vec<ArchiveFile> = large
         .symbols
         .iter()
-        .map(|s| ArchiveFile::new(agg, s.symbol.clone(), FileDate::Month { year: 2024, month: 1 }))
+        .map(|s| {
+            ArchiveFile::new(
+                agg,
+                s.symbol.clone(),
+                FileDate::Month {
+                    year: 2024,
+                    month: 1,
+                },
+            )
+        })
         .collect();
 
     let mut cases = Vec::new();
-    for (name, config, files) in [("small daily files", small, small_files), ("large files", large, large_files)] {
+    for (name, config, files) in [
+        ("small daily files", small, small_files),
+        ("large files", large, large_files),
+    ] {
         let sim = SimServer::start(config, 0).await?;
         // Generate and cache every object before timing: the bench measures transfer, not generation.
         eprintln!("generating {} files for '{name}'…", files.len());
@@ -104,13 +140,20 @@ async fn main() -> anyhow::Result<()> {
             bytes += z.context("file exists")?.len() as u64;
             sim.archive().checksum(&f.checksum_key())?;
         }
-        cases.push(Case { name, files, sim, bytes });
+        cases.push(Case {
+            name,
+            files,
+            sim,
+            bytes,
+        });
     }
 
     println!(
         "download benchmark: concurrency {}, {} cores, loopback, local-folder store\n",
         args.concurrency,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!(
         "{:<18} {:<34} {:>6} {:>9} {:>8} {:>9} {:>8} {:>10}",
@@ -129,7 +172,13 @@ async fn main() -> anyhow::Result<()> {
         });
         figures.push(Figure {
             tool: "download (verify+store+manifest)".into(),
-            secs: run_download(&download, &case.sim, &case.files, tmp.path(), args.concurrency)?,
+            secs: run_download(
+                &download,
+                &case.sim,
+                &case.files,
+                tmp.path(),
+                args.concurrency,
+            )?,
         });
         let curl_secs = figures[0].secs;
         let mb = case.bytes as f64 / 1e6;
@@ -161,34 +210,65 @@ fn time(cmd: &mut Command) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-fn run_curl(sim: &SimHandle, files: &[ArchiveFile], dir: &Path, conc: usize) -> anyhow::Result<f64> {
+fn run_curl(
+    sim: &SimHandle,
+    files: &[ArchiveFile],
+    dir: &Path,
+    conc: usize,
+) -> anyhow::Result<f64> {
     let out = dir.join("curl");
     std::fs::create_dir_all(&out)?;
     let mut cfg = String::new();
     for (i, f) in files.iter().enumerate() {
-        cfg.push_str(&format!("url = \"{}\"\noutput = \"{}/{i}.zip\"\n", f.url(&sim.base_url()), out.display()));
+        cfg.push_str(&format!(
+            "url = \"{}\"\noutput = \"{}/{i}.zip\"\n",
+            f.url(&sim.base_url()),
+            out.display()
+        ));
     }
     let cfg_path = dir.join("curl.cfg");
     std::fs::write(&cfg_path, cfg)?;
     time(
         Command::new("curl")
-            .args(["-s", "-f", "--parallel", "--parallel-max", &conc.to_string(), "-K"])
+            .args([
+                "-s",
+                "-f",
+                "--parallel",
+                "--parallel-max",
+                &conc.to_string(),
+                "-K",
+            ])
             .arg(&cfg_path)
             .stdout(Stdio::null()),
     )
 }
 
 fn run_curl_openssl(sim: &SimHandle, files: &[ArchiveFile], conc: usize) -> anyhow::Result<f64> {
-    let urls: String = files.iter().map(|f| f.url(&sim.base_url()) + "\n").collect();
+    let urls: String = files
+        .iter()
+        .map(|f| f.url(&sim.base_url()) + "\n")
+        .collect();
     let mut child = Command::new("xargs")
-        .args(["-P", &conc.to_string(), "-n", "1", "sh", "-c", "curl -s -f \"$0\" | openssl dgst -sha256 >/dev/null"])
+        .args([
+            "-P",
+            &conc.to_string(),
+            "-n",
+            "1",
+            "sh",
+            "-c",
+            "curl -s -f \"$0\" | openssl dgst -sha256 >/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
     let t0 = Instant::now();
     {
         use std::io::Write;
-        child.stdin.take().context("stdin")?.write_all(urls.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(urls.as_bytes())?;
     }
     let status = child.wait()?;
     if !status.success() {
@@ -208,9 +288,20 @@ fn run_download(
     let ds = files[0].dataset;
     let mut symbols: Vec<String> = files.iter().map(|f| f.symbol.clone()).collect();
     symbols.dedup();
-    let first = files.iter().map(|f| f.date.first_day()).min().context("files")?;
-    let last = files.iter().map(|f| f.date.last_day()).max().context("files")?;
-    let interval = ds.interval.map(|i| i.as_str().to_string()).unwrap_or_else(|| "1m".into());
+    let first = files
+        .iter()
+        .map(|f| f.date.first_day())
+        .min()
+        .context("files")?;
+    let last = files
+        .iter()
+        .map(|f| f.date.last_day())
+        .max()
+        .context("files")?;
+    let interval = ds
+        .interval
+        .map(|i| i.as_str().to_string())
+        .unwrap_or_else(|| "1m".into());
     time(
         Command::new(bin)
             .args(["--store", store.to_str().context("utf-8 path")?])
@@ -218,7 +309,12 @@ fn run_download(
             .args(["--data-type", ds.data_type.name(), "--interval", &interval])
             .args(["--symbols", &symbols.join(",")])
             .args(["--start", &first.to_string(), "--end", &last.to_string()])
-            .args(["--concurrency", &conc.to_string(), "--memory-limit-mib", "64"])
+            .args([
+                "--concurrency",
+                &conc.to_string(),
+                "--memory-limit-mib",
+                "64",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null()),
     )
