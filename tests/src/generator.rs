@@ -2113,7 +2113,7 @@ mod tests {
         );
         let text = g.csv(&f, 0).unwrap();
         let rows: Vec<&str> = text.lines().skip(1).collect();
-        assert!(!rows.is_empty() && rows.len() % 2 == 0);
+        assert!(!rows.is_empty() && rows.len().is_multiple_of(2));
         assert!(rows.chunks(2).all(|p| p[0] == p[1]));
         assert_eq!(g.liquidations(&f).len(), rows.len());
         let fr = g

@@ -739,3 +739,313 @@ async fn serve_object(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FaultTarget, SimConfig};
+    use chrono::NaiveDate;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    struct Resp {
+        status: u16,
+        headers: String,
+        body: Vec<u8>,
+        /// The body ended before Content-Length, or the connection errored.
+        short: bool,
+        reset: bool,
+    }
+
+    async fn send(s: &mut TcpStream, method: &str, target: &str) -> Resp {
+        let req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut reset = false;
+        let end = loop {
+            if let Some(p) = find(&buf, b"\r\n\r\n") {
+                break Some(p + 4);
+            }
+            match s.read_buf(&mut buf).await {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => {
+                    reset = e.kind() == io::ErrorKind::ConnectionReset;
+                    break None;
+                }
+            }
+        };
+        let Some(end) = end else {
+            return Resp {
+                status: 0,
+                headers: String::new(),
+                body: vec![],
+                short: true,
+                reset,
+            };
+        };
+        let headers = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let status = headers[9..12].parse().unwrap();
+        let len: usize = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = buf[end..].to_vec();
+        let want = if method == "HEAD" { 0 } else { len };
+        let mut short = false;
+        while body.len() < want {
+            let mut chunk = vec![0; 65536];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    short = true;
+                    break;
+                }
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Resp {
+            status,
+            headers,
+            body,
+            short,
+            reset,
+        }
+    }
+
+    async fn get(base: SocketAddr, target: &str) -> Resp {
+        let mut s = TcpStream::connect(base).await.unwrap();
+        send(&mut s, "GET", target).await
+    }
+
+    const DAY: &str = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-12-30.zip";
+
+    fn config() -> SimConfig {
+        let mut c = SimConfig::demo().with_range(d("2024-12-29"), d("2025-01-05"));
+        c.trades_per_minute = (1, 3);
+        c.page_size = 3;
+        c
+    }
+
+    fn key(day: u32) -> String {
+        DAY.replace("2024-12-30", &format!("2025-01-0{day}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_objects_listing_and_keep_alive() {
+        let sim = SimServer::start(config(), 0).await.unwrap();
+        let archive = sim.archive_arc();
+        let mut s = TcpStream::connect(sim.addr()).await.unwrap();
+        let r = send(&mut s, "GET", &format!("/{DAY}")).await;
+        assert_eq!(r.status, 200);
+        let zip = archive.zip_bytes(DAY).unwrap().unwrap();
+        assert_eq!(r.body, zip.to_vec());
+        let etag = format!("ETag: \"{}\"", hex::encode(Md5::digest(&zip)));
+        assert!(r.headers.contains(&etag), "{}", r.headers);
+        assert!(r.headers.contains("Last-Modified: "));
+        // Same connection: HEAD, the CHECKSUM (spot: no newline), a 404, the listing.
+        let h = send(&mut s, "HEAD", &format!("/{DAY}")).await;
+        assert_eq!(h.status, 200);
+        assert!(
+            h.headers
+                .contains(&format!("Content-Length: {}", zip.len()))
+        );
+        let c = send(&mut s, "GET", &format!("/{DAY}.CHECKSUM")).await;
+        assert!(!c.body.ends_with(b"\n") && c.body.len() == 64 + 2 + 25);
+        let n = send(&mut s, "GET", "/data/spot/daily/klines/BTCUSDT/1m/nope.zip").await;
+        assert_eq!(n.status, 404);
+        assert!(String::from_utf8_lossy(&n.body).contains("<Code>NoSuchKey</Code>"));
+        let l = send(
+            &mut s,
+            "GET",
+            "/?prefix=data/futures/um/daily/trades/&delimiter=/",
+        )
+        .await;
+        let xml = String::from_utf8_lossy(&l.body).into_owned();
+        assert!(xml.contains("xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\""));
+        assert!(xml.contains("<Prefix>data/futures/um/daily/trades/</Prefix>"));
+        assert!(
+            xml.contains("<IsTruncated>true</IsTruncated>"),
+            "page size 3: {xml}"
+        );
+        assert!(xml.contains("<NextMarker>data/futures/um/daily/trades/FTTUSDT/</NextMarker>"));
+        assert!(
+            xml.contains("FTTUSDT/</Prefix></CommonPrefixes>"),
+            "delisted listed"
+        );
+        let l2 = send(
+            &mut s,
+            "GET",
+            "/?prefix=data/futures/um/daily/trades/BTCUSDT/&delimiter=/&max-keys=2",
+        )
+        .await;
+        let xml = String::from_utf8_lossy(&l2.body).into_owned();
+        assert!(xml.contains("<ETag>&quot;"), "{xml}");
+        assert!(xml.contains("<StorageClass>STANDARD</StorageClass>"));
+        // UTF-8 keys are percent-decoded.
+        assert_eq!(sim.count_path(DAY), 3, "GET, HEAD and the CHECKSUM");
+        assert_eq!(sim.count(|r| r.path.is_empty()), 2);
+        let log = get(sim.addr(), "/_sim/log").await;
+        assert!(String::from_utf8_lossy(&log.body).contains("\"status\":404"));
+        sim.clear_log();
+        assert!(sim.requests().is_empty());
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn utf8_symbols_round_trip() {
+        let mut c = config();
+        c.symbols = vec![crate::config::SymbolSpec::new(
+            shared::paths::Market::Um,
+            "币安人生USDT",
+            d("2024-12-01"),
+            0.2,
+        )];
+        let sim = SimServer::start(c, 0).await.unwrap();
+        let key = "data/futures/um/daily/trades/币安人生USDT/币安人生USDT-trades-2025-01-01.zip";
+        let r = get(sim.addr(), &format!("/{}", encode_key(key))).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(sim.count_path(key), 1);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_fault_kind_over_tcp() {
+        let mut c = config();
+        let rule = |k: String, target, kind| FaultRule {
+            key_contains: k,
+            exact: true,
+            target,
+            kind,
+        };
+        c.faults = vec![
+            rule(key(1), FaultTarget::Zip, FaultKind::NotFound),
+            rule(
+                key(2),
+                FaultTarget::Zip,
+                FaultKind::ServerError { first_n: 2 },
+            ),
+            rule(
+                key(3),
+                FaultTarget::Both,
+                FaultKind::TooManyRequests {
+                    first_n: 1,
+                    retry_after_secs: 7,
+                },
+            ),
+            rule(
+                DAY.to_string(),
+                FaultTarget::Zip,
+                FaultKind::Truncated { first_n: 1 },
+            ),
+            rule(
+                DAY.replace("klines", "x").replace("/1m/", "/"),
+                FaultTarget::Zip,
+                FaultKind::NotFound,
+            ),
+            FaultRule::new(
+                "BTCUSDT-1m-2024-12-31",
+                FaultTarget::Zip,
+                FaultKind::Reset { first_n: 1 },
+            ),
+            FaultRule::new(
+                "BTCUSDT-1m-2024-12-29",
+                FaultTarget::Checksum,
+                FaultKind::WrongChecksum { first_n: Some(1) },
+            ),
+            FaultRule::new(
+                "BTCUSDT-5m-2024-12-29",
+                FaultTarget::Zip,
+                FaultKind::CorruptBody { first_n: 1 },
+            ),
+            FaultRule::new(
+                "BTCUSDT-1h-2024-12-29",
+                FaultTarget::Zip,
+                FaultKind::SlowBody {
+                    bytes_per_sec: 40_000,
+                },
+            ),
+        ];
+        let sim = SimServer::start(c, 0).await.unwrap();
+        let a = sim.archive_arc();
+        let addr = sim.addr();
+        // NotFound: always, though listed.
+        assert!(a.exists(&key(1)));
+        for _ in 0..2 {
+            assert_eq!(get(addr, &format!("/{}", key(1))).await.status, 404);
+        }
+        assert_eq!(
+            get(addr, &format!("/{}.CHECKSUM", key(1))).await.status,
+            200
+        );
+        // ServerError: 500, 500, then 200.
+        let st: Vec<u16> = [0; 3].iter().map(|_| 0).collect();
+        let mut got = Vec::new();
+        for _ in st {
+            got.push(get(addr, &format!("/{}", key(2))).await.status);
+        }
+        assert_eq!(got, [500, 500, 200]);
+        // TooManyRequests with Retry-After, on zip and CHECKSUM, counted per key.
+        let r = get(addr, &format!("/{}", key(3))).await;
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains("Retry-After: 7"));
+        assert_eq!(
+            get(addr, &format!("/{}.CHECKSUM", key(3))).await.status,
+            429
+        );
+        assert_eq!(get(addr, &format!("/{}", key(3))).await.status, 200);
+        // Truncated: full Content-Length, half the body, then EOF.
+        let t = get(addr, &format!("/{DAY}")).await;
+        assert!(t.status == 200 && t.short);
+        assert_eq!(t.body.len(), a.zip_bytes(DAY).unwrap().unwrap().len() / 2);
+        assert!(!get(addr, &format!("/{DAY}")).await.short);
+        // Reset: no response, RST.
+        let k31 = DAY.replace("2024-12-30", "2024-12-31");
+        let r = get(addr, &format!("/{k31}")).await;
+        assert_eq!(r.status, 0);
+        assert!(r.reset, "expected a connection reset");
+        assert_eq!(get(addr, &format!("/{k31}")).await.status, 200);
+        // WrongChecksum: once, same length, then right.
+        let k29 = DAY.replace("2024-12-30", "2024-12-29");
+        let right = a.checksum(&k29).unwrap().unwrap();
+        let w = get(addr, &format!("/{k29}.CHECKSUM")).await;
+        assert_eq!(w.body.len(), right.len());
+        assert_ne!(w.body, right.as_bytes());
+        assert_eq!(
+            get(addr, &format!("/{k29}.CHECKSUM")).await.body,
+            right.as_bytes()
+        );
+        // CorruptBody: same length, different bytes, then right.
+        let k5 = "data/spot/daily/klines/BTCUSDT/5m/BTCUSDT-5m-2024-12-29.zip";
+        let good = a.zip_bytes(k5).unwrap().unwrap();
+        let bad = get(addr, &format!("/{k5}")).await;
+        assert_eq!(bad.body.len(), good.len());
+        assert_ne!(bad.body, good.to_vec());
+        assert_eq!(get(addr, &format!("/{k5}")).await.body, good.to_vec());
+        // SlowBody: throttled.
+        let kh = "data/spot/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2024-12-29.zip";
+        let size = a.zip_bytes(kh).unwrap().unwrap().len();
+        let t0 = Instant::now();
+        let s = get(addr, &format!("/{kh}")).await;
+        assert_eq!(s.body.len(), size);
+        let want = Duration::from_secs_f64(size as f64 / 40_000.0 * 0.8);
+        assert!(t0.elapsed() >= want, "{:?} < {want:?}", t0.elapsed());
+        // Republish through the HTTP hook: new bytes, CHECKSUM follows.
+        let before = get(addr, &format!("/{k5}")).await.body;
+        assert_eq!(
+            get(addr, &format!("/_sim/republish?key={k5}")).await.status,
+            200
+        );
+        let after = get(addr, &format!("/{k5}")).await.body;
+        assert_ne!(before, after);
+        let ck = get(addr, &format!("/{k5}.CHECKSUM")).await.body;
+        let sha = hex::encode(Sha256::digest(&after));
+        assert!(String::from_utf8_lossy(&ck).starts_with(&sha));
+        assert_eq!(sim.count(|r| r.status == 0), 1);
+        sim.shutdown().await;
+    }
+}
