@@ -143,6 +143,29 @@ impl Store {
         }
     }
 
+    /// Stream an object through sha256 without holding it: `(sha256 hex, size, first bytes)`,
+    /// `None` when it does not exist. `head` bytes (up to 8) are returned for magic-number checks.
+    pub async fn sha256_of(&self, path: &str) -> Result<Option<(String, u64, Vec<u8>)>> {
+        let r = match self.inner.get(&Path::from(path)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::store(path, e)),
+        };
+        let mut stream = r.into_stream();
+        let mut h = crate::checksum::Hasher::new();
+        let mut size = 0u64;
+        let mut head = Vec::with_capacity(8);
+        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::store(path, e))? {
+            if head.len() < 8 {
+                let take = (8 - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            h.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((h.finish_hex(), size, head)))
+    }
+
     /// Size of an object, `None` when it does not exist.
     pub async fn size_opt(&self, path: &str) -> Result<Option<u64>> {
         match self.inner.head(&Path::from(path)).await {
@@ -258,6 +281,12 @@ mod tests {
             .map(|(p, _)| p)
             .collect();
         assert_eq!(listed, vec!["a/b.json", "a/d.json"]);
+        let (sha, size, head) = store.sha256_of("a/b.json").await.unwrap().unwrap();
+        assert_eq!(
+            (sha.as_str(), size, head.as_slice()),
+            (crate::checksum::sha256_hex(b"1").as_str(), 1, &b"1"[..])
+        );
+        assert!(store.sha256_of("a/none").await.unwrap().is_none());
         store.delete("a/d.json").await.unwrap();
         store.delete("a/d.json").await.unwrap();
         assert_eq!(store.list("a").await.unwrap().len(), 1);

@@ -267,10 +267,7 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
         .map(|r| r.at_ms)
         .collect();
     assert_eq!(times.len(), 2);
-    assert!(
-        times[1] - times[0] >= 990,
-        "{times:?}"
-    );
+    assert!(times[1] - times[0] >= 990, "{times:?}");
 
     // The manifest agrees with the report.
     let m = Manifest::load(
@@ -626,4 +623,65 @@ async fn the_same_download_works_on_s3() {
     let out = run().await;
     assert_eq!(report(&out)["counts"]["done"], 0);
     assert_eq!(sim.requests().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_exit_143_json_logs_and_a_report() {
+    let mut config = SimConfig::demo();
+    config.faults = vec![FaultRule::new(
+        "/BTCUSDT/1m/",
+        FaultTarget::Zip,
+        FaultKind::SlowBody {
+            bytes_per_sec: 300_000,
+        },
+    )];
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let mut c = download(&sim, store);
+    c.args([
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-30",
+    ])
+    .args(["--concurrency", "2", "--log-format", "json"])
+    .env("RUST_LOG", "info")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id().unwrap();
+    let key = ManifestKey::new("download", klines_um().scope(), "BTCUSDT");
+    let st = shared::Store::open(store).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while Manifest::load(&st, &key).await.unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(r["outcome"], "interrupted");
+    assert!(r["counts"]["not_run"].as_u64().unwrap() > 0, "{r}");
+    // Every stderr line is a JSON log event.
+    for line in stderr(&out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    // The report is in the store and nothing partial is under a final name.
+    let run_id = r["run_id"].as_str().unwrap();
+    assert!(
+        dir.path()
+            .join(format!("reports/download/{run_id}.json"))
+            .exists()
+    );
+    assert_raw_is_clean(&sim, dir.path());
 }

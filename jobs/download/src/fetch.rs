@@ -175,6 +175,8 @@ async fn fetch_zip_head(run: &Run, file: &ArchiveFile) -> Result<bool> {
 struct Body {
     sha256: String,
     size: u64,
+    /// The first bytes, for the zip magic check.
+    head: Vec<u8>,
     data: BodyData,
 }
 
@@ -184,8 +186,8 @@ enum BodyData {
 }
 
 impl Body {
-    fn starts_with_zip_magic(&self, head: &[u8]) -> bool {
-        head.starts_with(ZIP_MAGIC)
+    fn is_zip(&self) -> bool {
+        self.head.starts_with(ZIP_MAGIC)
     }
 
     /// Put the bytes at `path` (atomically) and release the staging object.
@@ -228,13 +230,15 @@ async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body
     let declared = resp.content_length();
     let mut stream = resp.bytes_stream();
     let mut hasher = Hasher::new();
-    let mut buf = BytesMut::with_capacity(
-        declared
-            .unwrap_or(64 * 1024)
-            .min(run.spec.memory_limit as u64) as usize,
-    );
+    let mut head = Vec::with_capacity(8);
+    let limit = run.spec.memory_limit as u64;
+    // Size the buffer from Content-Length; a body declared too big goes straight to staging.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(256 * 1024).min(limit) as usize);
     let mut size: u64 = 0;
     let mut staged: Option<(String, object_store::WriteMultipart)> = None;
+    if declared.is_some_and(|n| n > limit) {
+        staged = Some(start_staging(run, file).await?);
+    }
     loop {
         let chunk = tokio::select! {
             c = stream.next() => c,
@@ -254,21 +258,23 @@ async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body
             }
         };
         hasher.update(&chunk);
+        if head.len() < 8 {
+            let take = (8 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
         size += chunk.len() as u64;
         match &mut staged {
             Some((_, w)) => {
-                w.wait_for_capacity(4)
+                w.wait_for_capacity(2)
                     .await
                     .map_err(|e| Error::store(file.key(), e))?;
                 w.put(chunk);
             }
             None => {
                 buf.extend_from_slice(&chunk);
-                if buf.len() > run.spec.memory_limit {
+                if buf.len() as u64 > limit {
                     // Too big to hold: continue into a staging object of the store.
-                    let path = file.staging_path(&run.ctx.run_id);
-                    let upload = run.ctx.store.upload(&path).await?;
-                    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+                    let (path, mut w) = start_staging(run, file).await?;
                     w.put(buf.split().freeze());
                     staged = Some((path, w));
                 }
@@ -298,8 +304,22 @@ async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body
     Ok(Body {
         sha256: hasher.finish_hex(),
         size,
+        head,
         data,
     })
+}
+
+/// Open a multipart upload to the file's staging path.
+async fn start_staging(
+    run: &Run,
+    file: &ArchiveFile,
+) -> Result<(String, object_store::WriteMultipart)> {
+    let path = file.staging_path(&run.ctx.run_id);
+    let upload = run.ctx.store.upload(&path).await?;
+    Ok((
+        path,
+        object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20),
+    ))
 }
 
 /// The hash matched: check it is a zip, put it under its final name, record it.
@@ -310,17 +330,7 @@ async fn store_verified(
     sha: &str,
 ) -> Result<FetchOutcome> {
     let file = &unit.file;
-    let head: Bytes = match &body.data {
-        BodyData::Memory(b) => b.slice(..b.len().min(4)),
-        BodyData::Staged(p) => run
-            .ctx
-            .store
-            .get_opt(p)
-            .await?
-            .map(|b| b.slice(..b.len().min(4)))
-            .unwrap_or_default(),
-    };
-    if !body.starts_with_zip_magic(&head) {
+    if !body.is_zip() {
         // The archive published these very bytes (the hash matches): not a transfer problem.
         let q = file.quarantine_path();
         body.move_to(run, &q).await?;
@@ -355,16 +365,13 @@ async fn store_verified(
 async fn adopt(run: &Run, unit: &PlannedUnit, expected: &str) -> Result<Option<u64>> {
     let file = &unit.file;
     let raw = file.raw_path();
-    let Some(bytes) = run.ctx.store.get_opt(&raw).await? else {
+    let Some((sha, size, head)) = run.ctx.store.sha256_of(&raw).await? else {
         return Ok(None);
     };
-    let mut h = Hasher::new();
-    h.update(&bytes);
-    if h.finish_hex() != expected || !bytes.starts_with(ZIP_MAGIC) {
+    if sha != expected || !head.starts_with(ZIP_MAGIC) {
         tracing::info!(file = %file, "stored copy does not match the CHECKSUM: downloading again");
         return Ok(None);
     }
-    let size = bytes.len() as u64;
     let out = Output {
         path: raw,
         size,

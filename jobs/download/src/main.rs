@@ -136,7 +136,18 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         tracing::info!(report = %path, "report written");
     }
     println!("{}", serde_json::to_string(&report)?);
-    eprintln!("{}", report.human_summary());
+    if pretty {
+        eprintln!("{}", report.human_summary());
+    } else {
+        // JSON logs stay JSON: the summary is one structured event.
+        let c = &report.counts;
+        tracing::info!(
+            outcome = ?report.outcome, planned = c.planned, done = c.done, skipped = c.skipped,
+            missing = c.missing, failed = c.failed, not_run = c.not_run, bytes = report.bytes,
+            failures = ?report.failures.iter().map(|f| &f.unit).collect::<Vec<_>>(),
+            "run finished"
+        );
+    }
     Ok(match report.outcome {
         shared::report::Outcome::Interrupted => ctx.interrupted_exit_code(),
         _ => report.exit_code(),

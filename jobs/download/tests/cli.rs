@@ -14,11 +14,23 @@ fn download() -> Command {
 fn usage_errors_exit_2_and_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
-    let base = ["--store", store, "--symbols", "BTCUSDT", "--start", "2024-01-01", "--end", "2024-01-02"];
+    let base = [
+        "--store",
+        store,
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-01-01",
+        "--end",
+        "2024-01-02",
+    ];
     for (extra, needle) in [
         (&["--market", "mars"][..], "unknown market `mars`"),
         (&["--data-type", "candles"], "unknown data type `candles`"),
-        (&["--market", "spot", "--data-type", "metrics"], "no `metrics` for market `spot`"),
+        (
+            &["--market", "spot", "--data-type", "metrics"],
+            "no `metrics` for market `spot`",
+        ),
         (&["--shard", "2/2"], "--shard"),
         (&["--interval", "2m"], "unknown interval `2m`"),
     ] {
@@ -32,7 +44,16 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     // The end before the start.
     let out = download()
-        .args(["--store", store, "--symbols", "X", "--start", "2024-01-02", "--end", "2024-01-01"])
+        .args([
+            "--store",
+            store,
+            "--symbols",
+            "X",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-01",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -43,13 +64,23 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let out = download()
-        .args(["--store", store.to_str().unwrap(), "--symbols", "BTCUSDT,ETHUSDT"])
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+        ])
         .args(["--start", "2024-01-30", "--end", "2024-03-01", "--dry-run"])
         .args(["--source", "http://127.0.0.1:9"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Two daily files in January, the whole of February monthly, one daily in March, per symbol.
     for f in [
         "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-30.zip",
@@ -58,7 +89,11 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     ] {
         assert!(stdout.contains(f), "{f} not in:\n{stdout}");
     }
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("fetch")).count(), 8, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("fetch")).count(),
+        8,
+        "{stdout}"
+    );
     // Nothing but the empty store folder exists.
     let entries: Vec<_> = std::fs::read_dir(&store).unwrap().collect();
     assert!(entries.is_empty(), "{entries:?}");

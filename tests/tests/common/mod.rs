@@ -8,14 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A job binary built by `cargo test --workspace` (target/<profile>/<name>).
+/// A job binary (target/<profile>/<name>), built first when cargo runs the tests: `cargo test
+/// -p archive-sim` alone would otherwise run a stale binary of another package.
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test exe path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
     let p = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let mut c = Command::new(cargo);
+            c.args(["build", "--quiet", "-p", name, "--bin", name]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                c.arg("--release");
+            }
+            let status = c.status().expect("cargo runs");
+            assert!(status.success(), "cargo build -p {name} failed");
+        }
+        built.push(name.to_string());
+    }
     assert!(
         p.exists(),
         "{} not built: run `cargo test --workspace` (or `cargo build -p {name}`) first",
