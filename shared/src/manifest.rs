@@ -378,6 +378,18 @@ impl ManifestWriter {
     }
 }
 
+/// The symbols that have a manifest for a job and scope (what an upstream job has produced):
+/// how a downstream job resolves `--symbols all` without asking the archive.
+pub async fn manifest_symbols(store: &Store, job: &str, scope: &str) -> Result<Vec<String>> {
+    let prefix = format!("_manifest/{job}/{scope}/");
+    Ok(store
+        .list_dirs(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|p| p.rsplit('/').next().map(str::to_string))
+        .collect())
+}
+
 /// A short, stable hash of a job's parameters (anything `Serialize`), for `params_hash`.
 pub fn params_hash<T: Serialize>(params: &T) -> String {
     let json = serde_json::to_vec(params).expect("parameters serialize");
@@ -420,6 +432,12 @@ mod tests {
         w.record(entry("a", "r1", 10)).await.unwrap();
         w.record(entry("b", "r1", 10)).await.unwrap();
         w.record(entry("a", "r2", 20)).await.unwrap();
+        assert_eq!(
+            manifest_symbols(&store, "download", "futures-um/klines-1m")
+                .await
+                .unwrap(),
+            vec!["BTCUSDT"]
+        );
         let m = Manifest::load(&store, &key()).await.unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m.get("a").unwrap().run_id, "r2");

@@ -524,13 +524,32 @@ impl Dataset {
         )
     }
 
-    /// `parquet/<market>/<dataset>/symbol=S/date=D/part-0.parquet`.
-    pub fn parquet_partition(&self, symbol: &str, date: NaiveDate) -> String {
+    /// `parquet/<market>/<dataset>/symbol=S/date=D/part-<source>.parquet`: one file per
+    /// symbol-day and archive period it came from (`part-daily` or `part-monthly`), so that a day
+    /// present in both archives keeps both until `optimize` compares them.
+    pub fn parquet_partition(&self, symbol: &str, date: NaiveDate, source: Period) -> String {
         format!(
-            "parquet/{}/{}/symbol={symbol}/date={}/part-0.parquet",
-            self.market.storage_name(),
-            self.name(),
+            "{}part-{}.parquet",
+            self.parquet_day_dir(symbol, date),
+            source.as_str()
+        )
+    }
+
+    /// `parquet/<market>/<dataset>/symbol=S/date=D/`.
+    pub fn parquet_day_dir(&self, symbol: &str, date: NaiveDate) -> String {
+        format!(
+            "{}date={}/",
+            self.parquet_symbol_dir(symbol),
             date.format("%Y-%m-%d")
+        )
+    }
+
+    /// `parquet/<market>/<dataset>/symbol=S/`.
+    pub fn parquet_symbol_dir(&self, symbol: &str) -> String {
+        format!(
+            "parquet/{}/{}/symbol={symbol}/",
+            self.market.storage_name(),
+            self.name()
         )
     }
 
@@ -551,6 +570,8 @@ pub enum Partition {
         dataset: Dataset,
         symbol: String,
         date: NaiveDate,
+        /// Which archive period the rows came from.
+        source: Period,
     },
     Month {
         dataset: Dataset,
@@ -572,7 +593,13 @@ impl Partition {
                 .ok_or_else(bad)
         };
         match parts.as_slice() {
-            ["parquet", m, ds, sym, date, "part-0.parquet"] => {
+            ["parquet", m, ds, sym, date, file] => {
+                let source: Period = file
+                    .strip_prefix("part-")
+                    .and_then(|f| f.strip_suffix(".parquet"))
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
                 let market = Market::from_storage_name(m).ok_or_else(bad)?;
                 let date = match kv(date, "date")?.parse::<FileDate>()? {
                     FileDate::Day(d) => d,
@@ -582,6 +609,7 @@ impl Partition {
                     dataset: Dataset::parse_name(market, ds)?,
                     symbol: kv(sym, "symbol")?,
                     date,
+                    source,
                 })
             }
             ["optimized", m, ds, sym, y, mo, "part-0.parquet"] => {
@@ -966,19 +994,24 @@ mod tests {
     #[test]
     fn partitions_round_trip() {
         let k = ds(Market::Um, DataType::Klines, Some(Interval::M1));
-        let p = k.parquet_partition("BTCUSDT", d("2024-02-29"));
-        assert_eq!(
-            p,
-            "parquet/futures-um/klines-1m/symbol=BTCUSDT/date=2024-02-29/part-0.parquet"
-        );
-        assert_eq!(
-            Partition::parse(&p).unwrap(),
-            Partition::Day {
-                dataset: k,
-                symbol: "BTCUSDT".into(),
-                date: d("2024-02-29")
-            }
-        );
+        for (source, name) in [(Period::Daily, "daily"), (Period::Monthly, "monthly")] {
+            let p = k.parquet_partition("BTCUSDT", d("2024-02-29"), source);
+            assert_eq!(
+                p,
+                format!(
+                    "parquet/futures-um/klines-1m/symbol=BTCUSDT/date=2024-02-29/part-{name}.parquet"
+                )
+            );
+            assert_eq!(
+                Partition::parse(&p).unwrap(),
+                Partition::Day {
+                    dataset: k,
+                    symbol: "BTCUSDT".into(),
+                    date: d("2024-02-29"),
+                    source,
+                }
+            );
+        }
         let a = ds(Market::Spot, DataType::AggTrades, None);
         let p = a.optimized_partition("ETHUSDT", 2025, 3);
         assert_eq!(

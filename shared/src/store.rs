@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder, when the store is a local one.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -69,6 +71,7 @@ impl Store {
             url: url.to_string(),
             reason,
         };
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = if url == "memory://" || url.starts_with("memory://") {
             Arc::new(InMemory::new())
         } else if let Some(rest) = url.strip_prefix("s3://") {
@@ -117,11 +120,13 @@ impl Store {
             }
             std::fs::create_dir_all(&path).map_err(|e| fail(e.to_string()))?;
             let abs = std::fs::canonicalize(&path).map_err(|e| fail(e.to_string()))?;
+            local_root = Some(abs.clone());
             Arc::new(LocalFileSystem::new_with_prefix(abs).map_err(|e| fail(e.to_string()))?)
         };
         Ok(Store {
             inner,
             url: url.to_string(),
+            local_root,
         })
     }
 
@@ -232,6 +237,56 @@ impl Store {
         Ok(out)
     }
 
+    /// The immediate "sub-folders" of a prefix (S3 common prefixes), as full paths without the
+    /// trailing `/`, sorted.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = Path::from(prefix.trim_end_matches('/'));
+        let r = self
+            .inner
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(|e| Error::store(prefix, e))?;
+        let mut out: Vec<String> = r.common_prefixes.iter().map(|p| p.to_string()).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Where an object lives on the local file system, when the store is a local folder: lets
+    /// readers that need `Seek` (zip) open it in place instead of copying it.
+    pub fn local_path(&self, path: &str) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path))
+    }
+
+    /// Upload a local file to `path` (streamed in parts; atomic: the object appears whole).
+    pub async fn put_file(&self, path: &str, file: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(file).await.map_err(|e| Error::Io {
+            context: format!("opening {}", file.display()),
+            source: e,
+        })?;
+        let upload = self.upload(path).await?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let mut total = 0u64;
+        loop {
+            let mut buf = vec![0u8; 4 << 20];
+            let n = f.read(&mut buf).await.map_err(|e| Error::Io {
+                context: format!("reading {}", file.display()),
+                source: e,
+            })?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            total += n as u64;
+            w.wait_for_capacity(2)
+                .await
+                .map_err(|e| Error::store(path, e))?;
+            w.put(Bytes::from(buf));
+        }
+        w.finish().await.map_err(|e| Error::store(path, e))?;
+        Ok(total)
+    }
+
     /// Start a multipart upload to `path`; the object appears only on `complete`.
     pub async fn upload(&self, path: &str) -> Result<Box<dyn object_store::MultipartUpload>> {
         self.inner
@@ -287,6 +342,22 @@ mod tests {
             (crate::checksum::sha256_hex(b"1").as_str(), 1, &b"1"[..])
         );
         assert!(store.sha256_of("a/none").await.unwrap().is_none());
+        store.put("a/x/1", Bytes::from_static(b"1")).await.unwrap();
+        store
+            .put("a/y/z/2", Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        assert_eq!(store.list_dirs("a/").await.unwrap(), vec!["a/x", "a/y"]);
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), vec![7u8; 9 << 20]).unwrap();
+        assert_eq!(store.put_file("a/big", tmp.path()).await.unwrap(), 9 << 20);
+        assert_eq!(store.size_opt("a/big").await.unwrap(), Some(9 << 20));
+        if let Some(p) = store.local_path("a/big") {
+            assert_eq!(std::fs::metadata(p).unwrap().len(), 9 << 20);
+        }
+        for p in ["a/x/1", "a/y/z/2", "a/big"] {
+            store.delete(p).await.unwrap();
+        }
         store.delete("a/d.json").await.unwrap();
         store.delete("a/d.json").await.unwrap();
         assert_eq!(store.list("a").await.unwrap().len(), 1);
