@@ -7,6 +7,7 @@ pub mod cli;
 pub mod context;
 pub mod error;
 pub mod http;
+pub mod jobmain;
 pub mod listing;
 pub mod logging;
 pub mod manifest;

@@ -1,16 +1,14 @@
-//! `download` binary: parses the CLI into a [`download::Spec`], builds the context, runs the job,
-//! prints the JSON report on stdout and a summary on stderr, and maps the outcome to an exit code.
+//! `download` binary: parses the CLI into a [`download::Spec`], builds the context and runs the
+//! job through [`shared::jobmain`] (report, summary, exit code).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Parser;
 use shared::cli::{CommonArgs, LogFormat};
-use shared::error::exit;
 use shared::http::RetryPolicy;
-use shared::{Clock, Context, Store, logging};
+use shared::{Clock, Context, Store, jobmain};
 
 /// Download Binance archive files into the store, verified against their CHECKSUM files.
 #[derive(Parser, Debug)]
@@ -66,90 +64,38 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.common.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(exit::USAGE as u8);
+    let log_format = cli.common.log_format;
+    jobmain::main(log_format, "download", async move {
+        let clock = Clock::System;
+        let common = cli.common.into_spec(clock.now().date_naive())?;
+        if cli.checksum_attempts == 0 || cli.retries == 0 {
+            return Err(shared::Error::usage(
+                "--retries and --checksum-attempts must be at least 1",
+            )
+            .into());
         }
-    };
-    let code = rt.block_on(async {
-        match real_main(cli).await {
-            Ok(code) => code,
-            Err(e) => {
-                let code = e
-                    .downcast_ref::<shared::Error>()
-                    .map(|e| e.exit_code())
-                    .unwrap_or(exit::FAILED_UNITS);
-                tracing::error!(error = format!("{e:#}"), "download stopped");
-                eprintln!("error: {e:#}");
-                code
-            }
-        }
-    });
-    ExitCode::from(code as u8)
-}
-
-async fn real_main(cli: Cli) -> anyhow::Result<i32> {
-    let clock = Clock::System;
-    let today = clock.now().date_naive();
-    let pretty = cli.common.log_format == LogFormat::Pretty;
-    let common = cli.common.into_spec(today)?;
-    let store = Store::open(&common.store)?;
-    let ctx = Context::new(store, common.run_id.clone(), clock);
-    ctx.install_signal_handlers();
-    let http = shared::http::client(
-        Duration::from_secs(cli.connect_timeout_secs),
-        Duration::from_secs(cli.read_timeout_secs),
-    )?;
-    if cli.checksum_attempts == 0 || cli.retries == 0 {
-        return Err(
-            shared::Error::usage("--retries and --checksum-attempts must be at least 1").into(),
-        );
-    }
-    let spec = download::Spec {
-        common,
-        source: cli.source,
-        listing_url: cli.listing_url,
-        refresh: cli.refresh,
-        retry_missing: cli.retry_missing,
-        retry: RetryPolicy {
-            max_attempts: cli.retries,
-            base_delay: Duration::from_millis(cli.retry_base_ms),
-            max_delay: Duration::from_secs(cli.retry_max_secs),
-        },
-        checksum_attempts: cli.checksum_attempts,
-        memory_limit: cli.memory_limit_mib << 20,
-        progress: pretty && std::io::stderr().is_terminal(),
-    };
-    let dry_run = spec.common.dry_run;
-    let report = download::run(spec, &ctx, http).await?;
-    if !dry_run {
-        let path = report
-            .write(&ctx.store)
-            .await
-            .context("writing the run report")?;
-        tracing::info!(report = %path, "report written");
-    }
-    println!("{}", serde_json::to_string(&report)?);
-    if pretty {
-        eprintln!("{}", report.human_summary());
-    } else {
-        // JSON logs stay JSON: the summary is one structured event.
-        let c = &report.counts;
-        tracing::info!(
-            outcome = ?report.outcome, planned = c.planned, done = c.done, skipped = c.skipped,
-            missing = c.missing, failed = c.failed, not_run = c.not_run, bytes = report.bytes,
-            failures = ?report.failures.iter().map(|f| &f.unit).collect::<Vec<_>>(),
-            "run finished"
-        );
-    }
-    Ok(match report.outcome {
-        shared::report::Outcome::Interrupted => ctx.interrupted_exit_code(),
-        _ => report.exit_code(),
+        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
+        ctx.install_signal_handlers();
+        let http = shared::http::client(
+            Duration::from_secs(cli.connect_timeout_secs),
+            Duration::from_secs(cli.read_timeout_secs),
+        )?;
+        let spec = download::Spec {
+            common,
+            source: cli.source,
+            listing_url: cli.listing_url,
+            refresh: cli.refresh,
+            retry_missing: cli.retry_missing,
+            retry: RetryPolicy {
+                max_attempts: cli.retries,
+                base_delay: Duration::from_millis(cli.retry_base_ms),
+                max_delay: Duration::from_secs(cli.retry_max_secs),
+            },
+            checksum_attempts: cli.checksum_attempts,
+            memory_limit: cli.memory_limit_mib << 20,
+            progress: log_format == LogFormat::Pretty && std::io::stderr().is_terminal(),
+        };
+        let report = download::run(spec, &ctx, http).await?;
+        Ok((ctx, report))
     })
 }
