@@ -1,0 +1,295 @@
+//! The `extract` job: zip → CSV. Its units are the archive files the `download` manifest has as
+//! done (per dataset and symbol, within the date range and this shard); each is skipped when the
+//! `extract` manifest has it done from the same zip (sha256) and its CSV is in place, otherwise
+//! its single CSV entry is checked (entry count, safe name, zip-bomb limits, CRC) and streamed into
+//! `csv/<archive path>.csv` atomically. `--prune-converted` then deletes the CSVs `convert` has
+//! recorded as consumed. The zip handling itself is [`unzip`]; planning is [`plan`].
+
+mod plan;
+mod prune;
+mod unit;
+pub mod unzip;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use shared::cli::{CommonSpec, SymbolSelection};
+use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, manifest_symbols};
+use shared::report::{Counts, Outcome, RunReport, UnitFailure};
+use shared::{Context, Error, Result};
+use tokio::task::JoinSet;
+
+pub use plan::{Action, Unit};
+pub use unzip::{CsvStats, Limits};
+
+pub const JOB: &str = "extract";
+/// Bump when the meaning of an extracted CSV changes, so manifests recompute.
+pub const JOB_VERSION: &str = "1";
+/// The limits do not change what a successful extraction writes, so no parameter enters the
+/// fingerprint.
+pub const PARAMS_HASH: &str = "";
+/// The upstream job whose manifest lists the zips.
+pub const DOWNLOAD_JOB: &str = "download";
+/// How a pruned unit's `detail` starts.
+const PRUNED_PREFIX: &str = "pruned:";
+
+/// Whether an extract entry records that its CSV was deleted after `convert` took it.
+pub fn is_pruned(e: &Entry) -> bool {
+    e.detail
+        .as_deref()
+        .is_some_and(|d| d.starts_with(PRUNED_PREFIX))
+}
+
+/// The `detail` of a pruned unit.
+pub fn pruned_detail(csv_sha256: &str, run_id: &str) -> String {
+    format!(
+        "{PRUNED_PREFIX} CSV (sha256 {csv_sha256}) deleted by run {run_id} after convert recorded it"
+    )
+}
+
+/// Everything `extract` needs besides the common arguments.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub common: CommonSpec,
+    pub limits: Limits,
+    /// Delete staging CSVs that `convert` has recorded as consumed.
+    pub prune_converted: bool,
+    /// Where temp files go (inflated CSVs before upload; zips fetched from a remote store).
+    /// `None`: the system temp folder.
+    pub tmp_dir: Option<PathBuf>,
+}
+
+/// Shared state of one run, handed to every unit task.
+pub(crate) struct Run {
+    pub spec: Spec,
+    pub ctx: Context,
+}
+
+impl Run {
+    fn tmp_dir(&self) -> PathBuf {
+        self.spec.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+}
+
+/// Run the job. Errors returned here end the run (configuration, store, manifests); per-unit
+/// failures are in the report.
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    let started_at = ctx.clock.now();
+    let t0 = Instant::now();
+    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let store = &ctx.store;
+
+    // 1. Symbols per dataset (those with a download manifest for `all`), then this shard's.
+    let mut targets = Vec::new();
+    for ds in &spec.common.datasets {
+        let symbols = match &spec.common.symbols {
+            SymbolSelection::List(v) => v.clone(),
+            SymbolSelection::All => manifest_symbols(store, DOWNLOAD_JOB, &ds.scope()).await?,
+        };
+        for sym in spec.common.shard_of(&symbols) {
+            targets.push((*ds, sym));
+        }
+    }
+
+    // 2. Plan every (dataset, symbol) from the download manifest against the extract manifest.
+    let mut groups: Vec<Vec<Unit>> = Vec::new();
+    for (ds, sym) in &targets {
+        let download =
+            Manifest::load(store, &ManifestKey::new(DOWNLOAD_JOB, ds.scope(), sym)).await?;
+        let files = plan::selected(&download, ds, sym, spec.common.range);
+        if files.is_empty() {
+            continue;
+        }
+        let key = ManifestKey::new(JOB, ds.scope(), sym.clone());
+        let (writer, extract) = ManifestWriter::open(store, &key).await?;
+        let names: Vec<_> = files.iter().map(|(f, _)| f.clone()).collect();
+        let csvs = plan::stored_csvs(store, &names).await?;
+        let writer = Arc::new(writer);
+        groups.push(plan::plan_units(
+            files,
+            &extract,
+            &csvs,
+            spec.common.force,
+            &writer,
+        ));
+    }
+    let run = Arc::new(Run {
+        spec,
+        ctx: ctx.clone(),
+    });
+    let mut counts = Counts::default();
+    let mut failures = Vec::new();
+    let units: Vec<&Unit> = groups.iter().flatten().collect();
+
+    if run.spec.common.dry_run {
+        for u in &units {
+            println!("{:<10} {}", u.action.label(), u.file.key());
+        }
+        let mut prunable = 0;
+        if run.spec.prune_converted {
+            for g in &groups {
+                for c in prune::candidates(&run, g).await? {
+                    println!("{:<10} {}", "prune", c.csv);
+                    prunable += 1;
+                }
+            }
+        }
+        counts.planned = units.len() as u64;
+        counts.skipped = units
+            .iter()
+            .filter(|u| matches!(u.action, Action::Skip(_)))
+            .count() as u64;
+        counts.not_run = counts.planned - counts.skipped;
+        let details = serde_json::json!({ "prunable": prunable });
+        return Ok(report(
+            &run,
+            started_at,
+            Outcome::DryRun,
+            counts,
+            failures,
+            0,
+            params,
+            details,
+        ));
+    }
+
+    let todo = units.iter().filter(|u| u.action == Action::Extract).count();
+    tracing::info!(
+        units = units.len(),
+        to_extract = todo,
+        symbols = targets.len(),
+        concurrency = run.spec.common.concurrency,
+        "plan ready"
+    );
+
+    // 3. Execute with bounded concurrency.
+    let mut queue: VecDeque<Unit> = units.iter().map(|u| (*u).clone()).collect();
+    let mut tasks: JoinSet<(Unit, Result<CsvStats>)> = JoinSet::new();
+    let (mut csv_bytes, mut zip_bytes, mut rows) = (0u64, 0u64, 0u64);
+    loop {
+        while tasks.len() < run.spec.common.concurrency && !ctx.cancel.is_cancelled() {
+            let Some(unit) = queue.pop_front() else { break };
+            match &unit.action {
+                Action::Skip(_) => {
+                    counts.skipped += 1;
+                    continue;
+                }
+                Action::Invalid(reason) => {
+                    counts.failed += 1;
+                    failures.push(UnitFailure {
+                        unit: unit.file.key(),
+                        reason: reason.clone(),
+                    });
+                    continue;
+                }
+                Action::Extract => {}
+            }
+            let run = run.clone();
+            tasks.spawn(async move {
+                let r = unit::process(&run, &unit).await;
+                (unit, r)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (unit, result) = joined.map_err(|e| Error::Io {
+            context: "an extract task panicked".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let key = unit.file.key();
+        match result {
+            Ok(s) => {
+                counts.done += 1;
+                csv_bytes += s.size;
+                zip_bytes += unit.zip_size;
+                rows += s.rows;
+            }
+            Err(Error::Interrupted) => counts.not_run += 1,
+            Err(e) => {
+                tracing::error!(file = %key, error = %e, "failed");
+                counts.failed += 1;
+                failures.push(UnitFailure {
+                    unit: key,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    counts.not_run += queue.iter().filter(|u| u.action == Action::Extract).count() as u64;
+    counts.skipped += queue
+        .iter()
+        .filter(|u| matches!(u.action, Action::Skip(_)))
+        .count() as u64;
+    counts.planned = counts.done + counts.skipped + counts.missing + counts.failed + counts.not_run;
+
+    // 4. Prune CSVs that convert has consumed.
+    let mut pruned = 0u64;
+    let mut pruned_bytes = 0u64;
+    if run.spec.prune_converted && !ctx.cancel.is_cancelled() {
+        for g in &groups {
+            for c in prune::candidates(&run, g).await? {
+                let Some(u) = g.iter().find(|u| u.file.csv_path() == c.csv) else {
+                    continue;
+                };
+                let size = c.entry.outputs.first().map(|o| o.size).unwrap_or(0);
+                prune::prune(&run, u, c).await?;
+                pruned += 1;
+                pruned_bytes += size;
+            }
+        }
+        tracing::info!(pruned, bytes = pruned_bytes, "pruned converted CSVs");
+    }
+
+    let outcome = if ctx.cancel.is_cancelled() {
+        Outcome::Interrupted
+    } else if counts.failed > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let details = serde_json::json!({
+        "pruned": pruned,
+        "pruned_bytes": pruned_bytes,
+        "zip_bytes": zip_bytes,
+        "csv_rows": rows,
+        "seconds": secs,
+        "files_per_sec": counts.done as f64 / secs,
+        "csv_mb_per_sec": csv_bytes as f64 / 1e6 / secs,
+    });
+    Ok(report(
+        &run, started_at, outcome, counts, failures, csv_bytes, params, details,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    run: &Run,
+    started_at: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    counts: Counts,
+    failures: Vec<UnitFailure>,
+    bytes: u64,
+    params: serde_json::Value,
+    details: serde_json::Value,
+) -> RunReport {
+    RunReport {
+        job: JOB.into(),
+        job_version: JOB_VERSION.into(),
+        run_id: run.ctx.run_id.clone(),
+        store: run.spec.common.store.clone(),
+        started_at,
+        finished_at: run.ctx.clock.now().max(started_at),
+        outcome,
+        counts,
+        bytes,
+        failures,
+        missing: Vec::new(),
+        params,
+        details,
+    }
+}

@@ -1,0 +1,142 @@
+//! `extract` binary: parses the CLI into an [`extract::Spec`], builds the context, runs the job,
+//! prints the JSON report on stdout and a summary on stderr, and maps the outcome to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use shared::cli::{CommonArgs, LogFormat};
+use shared::error::exit;
+use shared::{Clock, Context, Store, logging};
+
+/// Unpack downloaded archive zips into the CSV staging area (`csv/<archive path>.csv`).
+#[derive(Parser, Debug)]
+#[command(name = "extract", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Entries each zip must hold; exactly one of them must be the `.csv`.
+    #[arg(long, default_value_t = 1)]
+    expect_entries: usize,
+
+    /// Refuse an entry larger than this many GiB uncompressed (declared or actually inflated).
+    #[arg(long, default_value_t = 64.0)]
+    max_uncompressed_gib: f64,
+
+    /// Refuse an entry whose uncompressed/compressed ratio exceeds this (entries over 1 MiB).
+    #[arg(long, default_value_t = 200.0)]
+    max_ratio: f64,
+
+    /// Delete staging CSVs that the convert job has recorded as converted from them.
+    #[arg(long)]
+    prune_converted: bool,
+
+    /// Folder for temp files (inflated CSVs before upload; zips fetched from a remote store).
+    #[arg(long, env = "PIPELINE_TMP_DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.common.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    let code = rt.block_on(async {
+        match real_main(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                let code = e
+                    .downcast_ref::<shared::Error>()
+                    .map(|e| e.exit_code())
+                    .unwrap_or(exit::FAILED_UNITS);
+                tracing::error!(error = format!("{e:#}"), "extract stopped");
+                eprintln!("error: {e:#}");
+                code
+            }
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+fn limits(cli: &Cli) -> Result<extract::Limits, shared::Error> {
+    if cli.expect_entries == 0 {
+        return Err(shared::Error::usage("--expect-entries must be at least 1"));
+    }
+    if !(cli.max_uncompressed_gib.is_finite() && cli.max_uncompressed_gib > 0.0) {
+        return Err(shared::Error::usage(
+            "--max-uncompressed-gib must be a positive number",
+        ));
+    }
+    if !(cli.max_ratio.is_finite() && cli.max_ratio >= 1.0) {
+        return Err(shared::Error::usage("--max-ratio must be at least 1"));
+    }
+    Ok(extract::Limits {
+        expect_entries: cli.expect_entries,
+        max_uncompressed: (cli.max_uncompressed_gib * (1u64 << 30) as f64) as u64,
+        max_ratio: cli.max_ratio,
+    })
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    let clock = Clock::System;
+    let today = clock.now().date_naive();
+    let pretty = cli.common.log_format == LogFormat::Pretty;
+    let limits = limits(&cli)?;
+    if let Some(d) = &cli.tmp_dir
+        && !d.is_dir()
+    {
+        return Err(
+            shared::Error::usage(format!("--tmp-dir {} is not a folder", d.display())).into(),
+        );
+    }
+    let common = cli.common.into_spec(today)?;
+    let store = Store::open(&common.store)?;
+    let ctx = Context::new(store, common.run_id.clone(), clock);
+    ctx.install_signal_handlers();
+    let spec = extract::Spec {
+        common,
+        limits,
+        prune_converted: cli.prune_converted,
+        tmp_dir: cli.tmp_dir,
+    };
+    let dry_run = spec.common.dry_run;
+    let report = extract::run(spec, &ctx).await?;
+    if !dry_run {
+        let path = report
+            .write(&ctx.store)
+            .await
+            .context("writing the run report")?;
+        tracing::info!(report = %path, "report written");
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    let pruned = report.details["pruned"].as_u64().unwrap_or(0);
+    if pretty {
+        eprintln!("{}", report.human_summary());
+        if pruned > 0 {
+            eprintln!("pruned {pruned} converted CSVs");
+        }
+    } else {
+        // JSON logs stay JSON: the summary is one structured event.
+        let c = &report.counts;
+        tracing::info!(
+            outcome = ?report.outcome, planned = c.planned, done = c.done, skipped = c.skipped,
+            failed = c.failed, not_run = c.not_run, bytes = report.bytes, pruned,
+            failures = ?report.failures.iter().map(|f| &f.unit).collect::<Vec<_>>(),
+            "run finished"
+        );
+    }
+    Ok(match report.outcome {
+        shared::report::Outcome::Interrupted => ctx.interrupted_exit_code(),
+        _ => report.exit_code(),
+    })
+}

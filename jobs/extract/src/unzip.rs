@@ -1,0 +1,465 @@
+//! Reading one archive zip safely, with no store I/O: the entry checks (how many entries, which one
+//! is the CSV, names that could escape a target folder, declared sizes and ratio), then the
+//! streaming inflate that enforces the same limits on the bytes actually produced (a header can
+//! lie), reads the entry to its end so the zip crate verifies the CRC, and hashes, counts lines and
+//! writes the CSV as it goes. Synchronous: the job runs it in `spawn_blocking`.
+
+use std::io::{self, Read, Seek, Write};
+
+use shared::checksum::Hasher;
+use shared::report::human_bytes;
+use shared::{Error, Result};
+
+/// The ratio limit applies only past this many bytes: a tiny file cannot be a bomb, and a short
+/// header-only CSV may compress unusually well.
+pub const RATIO_FLOOR: u64 = 1 << 20;
+
+/// What an archive may hold.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Limits {
+    /// Entries the zip must hold (the archive's zips hold exactly one CSV).
+    pub expect_entries: usize,
+    /// Largest uncompressed entry accepted, in bytes.
+    pub max_uncompressed: u64,
+    /// Largest uncompressed/compressed ratio accepted (past [`RATIO_FLOOR`]).
+    pub max_ratio: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            expect_entries: 1,
+            max_uncompressed: 64 << 30,
+            max_ratio: 200.0,
+        }
+    }
+}
+
+impl Limits {
+    /// The header's claim, checked before inflating anything.
+    pub fn check_declared(&self, name: &str, size: u64, compressed: u64) -> Result<(), String> {
+        if size > self.max_uncompressed {
+            return Err(format!(
+                "zip bomb refused: entry `{name}` declares {} uncompressed, above the limit of {} (--max-uncompressed-gib)",
+                human_bytes(size),
+                human_bytes(self.max_uncompressed)
+            ));
+        }
+        self.check_ratio(name, size, compressed, "declares")
+    }
+
+    /// The bytes actually produced so far, checked while streaming.
+    pub fn check_produced(&self, name: &str, produced: u64, compressed: u64) -> Result<(), String> {
+        if produced > self.max_uncompressed {
+            return Err(format!(
+                "zip bomb refused: entry `{name}` inflates past the limit of {} (--max-uncompressed-gib)",
+                human_bytes(self.max_uncompressed)
+            ));
+        }
+        self.check_ratio(name, produced, compressed, "inflates to")
+    }
+
+    fn check_ratio(
+        &self,
+        name: &str,
+        size: u64,
+        compressed: u64,
+        verb: &str,
+    ) -> Result<(), String> {
+        if size <= RATIO_FLOOR {
+            return Ok(());
+        }
+        let ratio = size as f64 / compressed.max(1) as f64;
+        if ratio > self.max_ratio {
+            return Err(format!(
+                "zip bomb refused: entry `{name}` {verb} {} from {} compressed (ratio {ratio:.0}, above --max-ratio {})",
+                human_bytes(size),
+                human_bytes(compressed),
+                self.max_ratio
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Refuse entry names that could land outside a target folder if anyone unpacked them by name:
+/// `..` components, absolute paths, backslashes (Windows separators), drive letters and other
+/// colons, NUL, and directories. We never write by the entry's name, but such a name means the
+/// zip was not made by the archive.
+pub fn check_entry_name(name: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        "an empty name"
+    } else if name.contains('\0') {
+        "a NUL byte"
+    } else if name.contains('\\') {
+        "a backslash"
+    } else if name.starts_with('/') {
+        "an absolute path"
+    } else if name.len() >= 2
+        && name.as_bytes()[0].is_ascii_alphabetic()
+        && name.as_bytes()[1] == b':'
+    {
+        "a drive letter"
+    } else if name.contains(':') {
+        "a colon"
+    } else if name.split('/').any(|c| c == "..") {
+        "a `..` component that escapes the target"
+    } else if name.ends_with('/') {
+        "a directory name"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "unsafe entry name `{}`: {why}",
+        name.escape_debug()
+    ))
+}
+
+/// Whether an entry is the CSV.
+pub fn is_csv_name(name: &str) -> bool {
+    name.len() > 4 && name[name.len() - 4..].eq_ignore_ascii_case(".csv")
+}
+
+/// What the CSV turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvStats {
+    /// The entry's name inside the zip.
+    pub entry: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Lines, counting a last line without a newline.
+    pub rows: u64,
+    pub compressed: u64,
+}
+
+/// An error that names the archive and says what is wrong with it.
+pub fn refused(archive: &str, reason: impl Into<String>) -> Error {
+    Error::Io {
+        context: format!("refusing {archive}"),
+        source: io::Error::new(io::ErrorKind::InvalidData, reason.into()),
+    }
+}
+
+/// Check a zip and stream its CSV entry into `out`. `archive` names the zip in every error;
+/// `cancelled` is polled between reads so an interrupted run stops promptly.
+pub fn extract_csv<R: Read + Seek, W: Write>(
+    zip: R,
+    archive: &str,
+    limits: &Limits,
+    out: &mut W,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<CsvStats> {
+    let mut z = ::zip::ZipArchive::new(zip)
+        .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
+    let mut names = Vec::with_capacity(z.len());
+    for i in 0..z.len() {
+        let f = z
+            .by_index_raw(i)
+            .map_err(|e| refused(archive, format!("entry {i} is unreadable: {e}")))?;
+        let name = f
+            .name()
+            .map_err(|e| refused(archive, format!("entry {i} has a bad name: {e}")))?
+            .into_owned();
+        check_entry_name(&name).map_err(|r| refused(archive, r))?;
+        if f.enclosed_name().is_none() {
+            return Err(refused(
+                archive,
+                format!("unsafe entry name `{}`", name.escape_debug()),
+            ));
+        }
+        names.push(name);
+    }
+    if names.len() != limits.expect_entries {
+        return Err(refused(
+            archive,
+            format!(
+                "holds {} entries, expected {} ({})",
+                names.len(),
+                limits.expect_entries,
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ));
+    }
+    let csvs: Vec<usize> = (0..names.len())
+        .filter(|&i| is_csv_name(&names[i]))
+        .collect();
+    let index = match csvs.as_slice() {
+        [i] => *i,
+        [] => {
+            return Err(refused(
+                archive,
+                format!("no `.csv` entry ({})", names.join(", ")),
+            ));
+        }
+        _ => {
+            return Err(refused(
+                archive,
+                format!("more than one `.csv` entry ({})", names.join(", ")),
+            ));
+        }
+    };
+    let name = names[index].clone();
+    let mut entry = z
+        .by_index(index)
+        .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
+    if entry.encrypted() {
+        return Err(refused(archive, format!("entry `{name}` is encrypted")));
+    }
+    let declared = entry.size();
+    let compressed = entry.compressed_size();
+    limits
+        .check_declared(&name, declared, compressed)
+        .map_err(|r| refused(archive, r))?;
+
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut size, mut newlines, mut last) = (0u64, 0u64, b'\n');
+    loop {
+        if cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(refused(archive, read_failure(&name, &e))),
+        };
+        size += n as u64;
+        limits
+            .check_produced(&name, size, compressed)
+            .map_err(|r| refused(archive, r))?;
+        let chunk = &buf[..n];
+        hasher.update(chunk);
+        newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        last = chunk[n - 1];
+        out.write_all(chunk).map_err(|e| Error::Io {
+            context: format!("writing the CSV of {archive}"),
+            source: e,
+        })?;
+    }
+    if size != declared {
+        return Err(refused(
+            archive,
+            format!("entry `{name}` inflates to {size} bytes but declares {declared}"),
+        ));
+    }
+    out.flush().map_err(|e| Error::Io {
+        context: format!("writing the CSV of {archive}"),
+        source: e,
+    })?;
+    let rows = newlines + u64::from(size > 0 && last != b'\n');
+    Ok(CsvStats {
+        entry: name,
+        size,
+        sha256: hasher.finish_hex(),
+        rows,
+        compressed,
+    })
+}
+
+/// Say what a read error from the zip crate means.
+fn read_failure(name: &str, e: &io::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("Invalid checksum") {
+        format!("CRC mismatch in entry `{name}`: the zip is corrupt (re-download it)")
+    } else if msg.contains("larger than its declared") {
+        format!("zip bomb refused: entry `{name}` inflates past its declared size")
+    } else {
+        format!("entry `{name}` does not inflate: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn zip_of(entries: &[(&str, &[u8])], method: ::zip::CompressionMethod) -> Vec<u8> {
+        let mut w = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = ::zip::write::SimpleFileOptions::default().compression_method(method);
+        for (name, body) in entries {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(body).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn deflated(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        zip_of(entries, ::zip::CompressionMethod::Deflated)
+    }
+
+    fn run(zip: Vec<u8>, limits: &Limits) -> Result<(CsvStats, Vec<u8>)> {
+        let mut out = Vec::new();
+        let s = extract_csv(Cursor::new(zip), "raw/x.zip", limits, &mut out, &|| false)?;
+        Ok((s, out))
+    }
+
+    fn err(zip: Vec<u8>, limits: &Limits) -> String {
+        run(zip, limits).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn safe_and_unsafe_names() {
+        for ok in [
+            "BTCUSDT-1m-2024-01-01.csv",
+            "a/b.csv",
+            "./a.csv",
+            "x..y.csv",
+        ] {
+            assert_eq!(check_entry_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("../evil.csv", "`..`"),
+            ("a/../../evil.csv", "`..`"),
+            ("..", "`..`"),
+            ("/etc/evil.csv", "absolute"),
+            ("a\\..\\evil.csv", "backslash"),
+            ("C:/evil.csv", "drive letter"),
+            ("c:evil.csv", "drive letter"),
+            ("a.csv:stream", "colon"),
+            ("dir/", "directory"),
+            ("", "empty"),
+            ("a\0.csv", "NUL"),
+        ] {
+            let e = check_entry_name(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(is_csv_name("A.CSV") && is_csv_name("x.csv"));
+        assert!(!is_csv_name(".csv") && !is_csv_name("x.csv.zip") && !is_csv_name("x.txt"));
+    }
+
+    #[test]
+    fn declared_limits() {
+        let l = Limits {
+            expect_entries: 1,
+            max_uncompressed: 10 << 20,
+            max_ratio: 200.0,
+        };
+        assert!(l.check_declared("a", 5 << 20, 1 << 20).is_ok());
+        // Tiny files are never bombs, whatever their ratio.
+        assert!(l.check_declared("a", RATIO_FLOOR, 1).is_ok());
+        let e = l.check_declared("a", 11 << 20, 10 << 20).unwrap_err();
+        assert!(e.contains("zip bomb") && e.contains("10.0 MiB"), "{e}");
+        let e = l.check_declared("a", 4 << 20, 1 << 10).unwrap_err();
+        assert!(e.contains("ratio 4096") && e.contains("--max-ratio"), "{e}");
+        assert!(l.check_declared("a", 2 << 20, 0).is_err());
+        // The streaming check applies the same limits to what is produced.
+        assert!(l.check_produced("a", 4 << 20, 1 << 20).is_ok());
+        assert!(l.check_produced("a", (10 << 20) + 1, 1 << 30).is_err());
+        assert!(l.check_produced("a", 300 << 12, 1 << 12).is_err());
+    }
+
+    #[test]
+    fn extracts_hashes_and_counts_lines() {
+        let body = b"h1,h2\n1,2\n3,4";
+        let (s, out) = run(deflated(&[("BTCUSDT-x.csv", body)]), &Limits::default()).unwrap();
+        assert_eq!(out, body);
+        assert_eq!(s.entry, "BTCUSDT-x.csv");
+        assert_eq!((s.size, s.rows), (body.len() as u64, 3));
+        assert_eq!(s.sha256, shared::checksum::sha256_hex(body));
+        let (s, _) = run(deflated(&[("e.csv", b"a\nb\n")]), &Limits::default()).unwrap();
+        assert_eq!(s.rows, 2);
+        let (s, _) = run(deflated(&[("e.csv", b"")]), &Limits::default()).unwrap();
+        assert_eq!((s.size, s.rows), (0, 0));
+    }
+
+    #[test]
+    fn entry_count_and_csv_name_are_checked() {
+        let l = Limits::default();
+        let e = err(deflated(&[("a.csv", b"1"), ("b.csv", b"2")]), &l);
+        assert!(
+            e.contains("raw/x.zip") && e.contains("holds 2 entries, expected 1"),
+            "{e}"
+        );
+        let e = err(deflated(&[]), &l);
+        assert!(e.contains("holds 0 entries"), "{e}");
+        let e = err(deflated(&[("a.txt", b"1")]), &l);
+        assert!(e.contains("no `.csv` entry"), "{e}");
+        // With --expect-entries 2, a zip with a CSV and a note extracts the CSV.
+        let two = Limits {
+            expect_entries: 2,
+            ..l
+        };
+        let (s, out) = run(deflated(&[("README", b"x"), ("a.csv", b"1\n")]), &two).unwrap();
+        assert_eq!((s.entry.as_str(), out.as_slice()), ("a.csv", &b"1\n"[..]));
+        let e = err(deflated(&[("a.csv", b"1"), ("b.csv", b"2")]), &two);
+        assert!(e.contains("more than one `.csv`"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_names_in_a_zip_are_refused() {
+        for name in ["../evil.csv", "/abs/evil.csv", "a\\evil.csv", "C:/evil.csv"] {
+            let e = err(deflated(&[(name, b"1")]), &Limits::default());
+            assert!(e.contains("unsafe entry name"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_by_header_and_by_stream() {
+        let zeros = vec![0u8; 8 << 20];
+        let z = deflated(&[("bomb.csv", &zeros)]);
+        let e = err(z.clone(), &Limits::default());
+        assert!(e.contains("zip bomb refused") && e.contains("ratio"), "{e}");
+        let small = Limits {
+            max_uncompressed: 4 << 20,
+            max_ratio: 1e9,
+            ..Limits::default()
+        };
+        let e = err(z, &small);
+        assert!(
+            e.contains("zip bomb refused") && e.contains("4.0 MiB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_streaming_limit_does_not_trust_the_header() {
+        // A deflated 3 MiB entry whose header claims 1 MiB (in the local header and the central
+        // directory): the declared check passes (under the ratio floor), the stream must not.
+        let body = vec![b'7'; 3 << 20];
+        let mut z = deflated(&[("a.csv", &body)]);
+        let real = (3u32 << 20).to_le_bytes();
+        let fake = (1u32 << 20).to_le_bytes();
+        let mut patched = 0;
+        for i in 0..z.len() - 4 {
+            if z[i..i + 4] == real {
+                z[i..i + 4].copy_from_slice(&fake);
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 2, "sizes not found");
+        let e = err(z, &Limits::default());
+        assert!(
+            e.contains("raw/x.zip") && e.contains("zip bomb refused"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_crc_error_is_caught() {
+        let body = b"open_time,open\n1,2\n3,4\nMARKER-ROW\n".to_vec();
+        let mut z = zip_of(&[("a.csv", &body)], ::zip::CompressionMethod::Stored);
+        let at = z.windows(6).position(|w| w == b"MARKER").unwrap();
+        z[at] = b'N';
+        let e = err(z, &Limits::default());
+        assert!(e.contains("raw/x.zip") && e.contains("CRC mismatch"), "{e}");
+    }
+
+    #[test]
+    fn cancellation_stops_the_copy() {
+        let z = deflated(&[("a.csv", b"1\n")]);
+        let mut out = Vec::new();
+        let e = extract_csv(Cursor::new(z), "x", &Limits::default(), &mut out, &|| true);
+        assert!(matches!(e, Err(Error::Interrupted)));
+    }
+
+    #[test]
+    fn garbage_is_not_a_zip() {
+        let e = err(b"<html>404</html>".to_vec(), &Limits::default());
+        assert!(e.contains("not a readable zip"), "{e}");
+    }
+}
