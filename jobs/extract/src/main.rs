@@ -4,11 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use shared::cli::{CommonArgs, LogFormat};
-use shared::error::exit;
-use shared::{Clock, Context, Store, logging};
+use shared::cli::CommonArgs;
+use shared::{Clock, Context, Store, jobmain};
 
 /// Unpack downloaded archive zips into the CSV staging area (`csv/<archive path>.csv`).
 #[derive(Parser, Debug)]
@@ -40,32 +38,28 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.common.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(exit::USAGE as u8);
+    jobmain::main(cli.common.log_format, "extract", async move {
+        let clock = Clock::System;
+        let limits = limits(&cli)?;
+        if let Some(d) = &cli.tmp_dir
+            && !d.is_dir()
+        {
+            return Err(
+                shared::Error::usage(format!("--tmp-dir {} is not a folder", d.display())).into(),
+            );
         }
-    };
-    let code = rt.block_on(async {
-        match real_main(cli).await {
-            Ok(code) => code,
-            Err(e) => {
-                let code = e
-                    .downcast_ref::<shared::Error>()
-                    .map(|e| e.exit_code())
-                    .unwrap_or(exit::FAILED_UNITS);
-                tracing::error!(error = format!("{e:#}"), "extract stopped");
-                eprintln!("error: {e:#}");
-                code
-            }
-        }
-    });
-    ExitCode::from(code as u8)
+        let common = cli.common.into_spec(clock.now().date_naive())?;
+        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
+        ctx.install_signal_handlers();
+        let spec = extract::Spec {
+            common,
+            limits,
+            prune_converted: cli.prune_converted,
+            tmp_dir: cli.tmp_dir,
+        };
+        let report = extract::run(spec, &ctx).await?;
+        Ok((ctx, report))
+    })
 }
 
 fn limits(cli: &Cli) -> Result<extract::Limits, shared::Error> {
@@ -84,59 +78,5 @@ fn limits(cli: &Cli) -> Result<extract::Limits, shared::Error> {
         expect_entries: cli.expect_entries,
         max_uncompressed: (cli.max_uncompressed_gib * (1u64 << 30) as f64) as u64,
         max_ratio: cli.max_ratio,
-    })
-}
-
-async fn real_main(cli: Cli) -> anyhow::Result<i32> {
-    let clock = Clock::System;
-    let today = clock.now().date_naive();
-    let pretty = cli.common.log_format == LogFormat::Pretty;
-    let limits = limits(&cli)?;
-    if let Some(d) = &cli.tmp_dir
-        && !d.is_dir()
-    {
-        return Err(
-            shared::Error::usage(format!("--tmp-dir {} is not a folder", d.display())).into(),
-        );
-    }
-    let common = cli.common.into_spec(today)?;
-    let store = Store::open(&common.store)?;
-    let ctx = Context::new(store, common.run_id.clone(), clock);
-    ctx.install_signal_handlers();
-    let spec = extract::Spec {
-        common,
-        limits,
-        prune_converted: cli.prune_converted,
-        tmp_dir: cli.tmp_dir,
-    };
-    let dry_run = spec.common.dry_run;
-    let report = extract::run(spec, &ctx).await?;
-    if !dry_run {
-        let path = report
-            .write(&ctx.store)
-            .await
-            .context("writing the run report")?;
-        tracing::info!(report = %path, "report written");
-    }
-    println!("{}", serde_json::to_string(&report)?);
-    let pruned = report.details["pruned"].as_u64().unwrap_or(0);
-    if pretty {
-        eprintln!("{}", report.human_summary());
-        if pruned > 0 {
-            eprintln!("pruned {pruned} converted CSVs");
-        }
-    } else {
-        // JSON logs stay JSON: the summary is one structured event.
-        let c = &report.counts;
-        tracing::info!(
-            outcome = ?report.outcome, planned = c.planned, done = c.done, skipped = c.skipped,
-            failed = c.failed, not_run = c.not_run, bytes = report.bytes, pruned,
-            failures = ?report.failures.iter().map(|f| &f.unit).collect::<Vec<_>>(),
-            "run finished"
-        );
-    }
-    Ok(match report.outcome {
-        shared::report::Outcome::Interrupted => ctx.interrupted_exit_code(),
-        _ => report.exit_code(),
     })
 }
