@@ -293,3 +293,105 @@ fn report(
         details,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::cli::LogFormat;
+    use shared::paths::{ArchiveFile, DataType, Dataset, FileDate, Interval, Market};
+    use shared::plan::DateRange;
+    use shared::{Clock, Store};
+    use std::io::Write;
+
+    fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut w = ::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file(name, ::zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(body).unwrap();
+        w.finish().unwrap().into_inner()
+    }
+
+    /// A download entry as `download` writes it (built from JSON so new optional fields of
+    /// `Output` do not break this test).
+    fn download_entry(file: &ArchiveFile, size: usize, sha: &str) -> Entry {
+        serde_json::from_value(serde_json::json!({
+            "unit": file.key(), "status": "done", "inputs": {"checksum": sha},
+            "job_version": "1", "params_hash": "", "recorded_at": "2025-01-01T00:00:00Z",
+            "run_id": "dl", "outputs": [{"path": file.raw_path(), "size": size, "sha256": sha}],
+        }))
+        .unwrap()
+    }
+
+    /// Local folder (zip read in place) and memory (zip streamed to a temp file) alike: the CSV
+    /// lands under its final name, and a zip that is not the one `download` recorded fails.
+    #[tokio::test]
+    async fn local_and_remote_stores_extract_and_check_the_zip_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in [dir.path().to_str().unwrap(), "memory://"] {
+            let store = Store::open(url).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let ds = Dataset::new(Market::Um, DataType::Klines, Some(Interval::M1)).unwrap();
+            let day = |d| {
+                let date = chrono::NaiveDate::from_ymd_opt(2024, 12, d).unwrap();
+                ArchiveFile::new(ds, "BTCUSDT", FileDate::Day(date))
+            };
+            let (good, swapped) = (day(1), day(2));
+            let csv = b"a,b\n1,2\n".to_vec();
+            let zip = zip_of("BTCUSDT-1m-2024-12-01.csv", &csv);
+            let key = ManifestKey::new(DOWNLOAD_JOB, ds.scope(), "BTCUSDT");
+            let (w, _) = ManifestWriter::open(&store, &key).await.unwrap();
+            for f in [&good, &swapped] {
+                store.put(&f.raw_path(), zip.clone()).await.unwrap();
+            }
+            let sha = shared::checksum::sha256_hex(&zip);
+            w.record(download_entry(&good, zip.len(), &sha))
+                .await
+                .unwrap();
+            w.record(download_entry(&swapped, zip.len(), &"0".repeat(64)))
+                .await
+                .unwrap();
+            let t = chrono::DateTime::from_timestamp(1_735_000_000, 0).unwrap();
+            let ctx = Context::new(store.clone(), Some("r1".into()), Clock::Fixed(t));
+            let spec = Spec {
+                common: CommonSpec {
+                    store: url.into(),
+                    market: Market::Um,
+                    datasets: vec![ds],
+                    symbols: SymbolSelection::All,
+                    range: DateRange::new(good.date.first_day(), swapped.date.first_day()).unwrap(),
+                    shard: (0, 1),
+                    concurrency: 2,
+                    force: false,
+                    dry_run: false,
+                    log_format: LogFormat::Json,
+                    run_id: None,
+                },
+                limits: Limits::default(),
+                prune_converted: false,
+                tmp_dir: Some(tmp.path().to_path_buf()),
+            };
+            let r = run(spec, &ctx).await.unwrap();
+            assert_eq!((r.counts.done, r.counts.failed), (1, 1), "{url}: {r:?}");
+            assert_eq!(r.failures[0].unit, swapped.key());
+            let reason = &r.failures[0].reason;
+            assert!(
+                reason.contains(&swapped.raw_path()) && reason.contains("checksum mismatch"),
+                "{url}: {reason}"
+            );
+            let got = store.get_opt(&good.csv_path()).await.unwrap().unwrap();
+            assert_eq!(got.as_ref(), csv.as_slice(), "{url}");
+            assert!(store.get_opt(&swapped.csv_path()).await.unwrap().is_none());
+            assert_eq!(
+                std::fs::read_dir(tmp.path()).unwrap().count(),
+                0,
+                "{url}: temp files left"
+            );
+            let m = Manifest::load(&store, &ManifestKey::new(JOB, ds.scope(), "BTCUSDT"))
+                .await
+                .unwrap();
+            let e = m.get(&good.key()).unwrap();
+            assert_eq!(e.inputs["zip"], sha);
+            assert_eq!(e.outputs[0].rows, Some(2));
+        }
+    }
+}
