@@ -78,6 +78,16 @@ pub enum Error {
     #[error("corrupt manifest object `{path}`: {reason}")]
     Manifest { path: String, reason: String },
 
+    /// An archive CSV row or header that does not fit its format (`formats`). `line` is 1-based
+    /// and counts the header; `column` is the normalized column name.
+    #[error("{path}:{line}: column {column}: {reason}")]
+    Schema {
+        path: String,
+        line: u64,
+        column: String,
+        reason: String,
+    },
+
     /// The S3 listing could not be read.
     #[error("bad bucket listing from {url}: {reason}")]
     Listing { url: String, reason: String },

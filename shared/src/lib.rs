@@ -1,11 +1,13 @@
 //! The library every job uses: store access, manifests, archive paths and planning, the bucket
-//! listing, checksums, HTTP retries, the common CLI, run reports, logging and the run context.
+//! listing, checksums, the archive CSV formats and their parser, HTTP retries, the common CLI, run
+//! reports, logging and the run context.
 //! No job logic lives here.
 
 pub mod checksum;
 pub mod cli;
 pub mod context;
 pub mod error;
+pub mod formats;
 pub mod http;
 pub mod jobmain;
 pub mod listing;
