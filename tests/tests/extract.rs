@@ -511,3 +511,53 @@ async fn prune_converted_deletes_exactly_the_converted_csv_and_it_stays_done() {
         good[0].1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_extract_works_on_s3() {
+    let Some(moto) = common::Moto::start() else {
+        return;
+    };
+    moto.create_bucket("pipeline");
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let store = "s3://pipeline/x";
+    let sel = ["--symbols", "BTCUSDT", "--data-type", "klines,fundingRate"];
+    let mut c = download(&sim, store, &[&sel[..], &RANGE[..]].concat());
+    c.envs(moto.env());
+    let out = output(c).await;
+    assert_eq!(report(&out)["counts"]["done"], 5, "{}", stderr(&out));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut args = [&sel[..], &RANGE[..]].concat();
+        args.extend(["--tmp-dir", tmp.path().to_str().unwrap()]);
+        let mut c = extract(store, &args);
+        c.envs(moto.env());
+        output(c)
+    };
+    let out = run().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report(&out)["counts"]["done"], 5);
+    let s3 = Store::open_with(
+        store,
+        &shared::store::S3Env {
+            vars: moto
+                .env()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        },
+    )
+    .unwrap();
+    let listed = s3.list("csv/").await.unwrap();
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    for (path, _) in &listed {
+        let f = ArchiveFile::parse_csv_path(path).unwrap();
+        let got = s3.get_opt(path).await.unwrap().unwrap();
+        assert!(
+            got == sim.archive().csv(&f.key()).unwrap().as_bytes(),
+            "{path}"
+        );
+    }
+    assert!(walk(tmp.path()).is_empty(), "temp files left");
+    let out = run().await;
+    assert_eq!(report(&out)["counts"]["skipped"], 5, "{}", stderr(&out));
+}
