@@ -49,6 +49,10 @@ pub struct Output {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// First and last row time (µs since the epoch), for outputs with a time column: lets a
+    /// downstream job see which periods a file reaches into without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_span: Option<[i64; 2]>,
 }
 
 /// One manifest entry: a unit, what it was computed from, and what it produced.
@@ -413,6 +417,7 @@ mod tests {
                 size: 1,
                 sha256: "ab".into(),
                 rows: None,
+                time_span: None,
             }],
             recorded_at: DateTime::from_timestamp(at, 0).unwrap(),
             run_id: run.into(),

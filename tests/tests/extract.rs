@@ -259,6 +259,7 @@ async fn plant(store: &Store, w: &ManifestWriter, file: &ArchiveFile, zip: &[u8]
             size: zip.len() as u64,
             sha256: sha,
             rows: None,
+            time_span: None,
         }],
         recorded_at: chrono::Utc::now(),
         run_id: "test".into(),

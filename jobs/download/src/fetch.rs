@@ -344,6 +344,7 @@ async fn store_verified(
         size,
         sha256: sha.to_string(),
         rows: None,
+        time_span: None,
     };
     record(
         &unit.writer,
@@ -377,6 +378,7 @@ async fn adopt(run: &Run, unit: &PlannedUnit, expected: &str) -> Result<Option<u
         size,
         sha256: expected.to_string(),
         rows: None,
+        time_span: None,
     };
     record(
         &unit.writer,

@@ -226,6 +226,7 @@ mod tests {
                 size: 10,
                 sha256: "cc".into(),
                 rows: Some(1),
+                time_span: None,
             }],
             recorded_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             run_id: "r".into(),

@@ -43,6 +43,7 @@ pub async fn process(run: &Run, unit: &Unit) -> Result<CsvStats> {
                 size: s.size,
                 sha256: s.sha256.clone(),
                 rows: Some(s.rows),
+                time_span: None,
             };
             unit.writer
                 .record(entry(UnitStatus::Done, vec![out], None))

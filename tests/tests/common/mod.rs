@@ -80,6 +80,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A Python with duckdb, pyarrow and polars (`PIPELINE_TEST_PYTHON`, set by `.ci/run`).
+/// `None` with a message where it is not set, unless `CI` is set: CI must run these checks.
+pub fn python_with_readers() -> Option<PathBuf> {
+    match std::env::var_os("PIPELINE_TEST_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("PIPELINE_TEST_PYTHON is required under CI (see .ci/run)")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: PIPELINE_TEST_PYTHON not set; point it at a python with duckdb, pyarrow and polars to run the reader checks"
+            );
+            None
+        }
+    }
+}
+
 /// moto's S3 server on loopback, killed on drop.
 pub struct Moto {
     child: Option<Child>,

@@ -1,0 +1,226 @@
+//! The `convert` job: staged archive CSVs → normalized Parquet (zstd), one file per symbol-day and
+//! source period (`parquet/<market>/<dataset>/symbol=S/date=D/part-<daily|monthly>.parquet`).
+//! Units are the CSVs the `extract` manifest records; a unit is redone only when its CSV's
+//! fingerprint, this job's version or its parameters change. Monthly archives are split into
+//! daily partitions as they stream, so a month never has to fit in memory.
+
+mod unit;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use shared::cli::{CommonSpec, SymbolSelection};
+use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
+use shared::paths::ArchiveFile;
+use shared::report::{Counts, Outcome, RunReport, UnitFailure};
+use shared::{Context, Error, Result};
+use tokio::task::JoinSet;
+
+pub use unit::UnitResult;
+
+pub const JOB: &str = "convert";
+/// Bump when the output of a unit changes for the same input.
+pub const JOB_VERSION: &str = "1";
+/// The job whose manifest lists the inputs.
+pub const UPSTREAM: &str = "extract";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub common: CommonSpec,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Bytes read from a CSV at a time.
+    pub read_chunk: usize,
+}
+
+/// What the parameters that shape outputs hash to (recorded per unit).
+fn params_hash(spec: &Spec) -> String {
+    shared::manifest::params_hash(&(spec.row_group_rows,))
+}
+
+/// One unit to convert.
+pub(crate) struct Unit {
+    pub file: ArchiveFile,
+    pub csv_path: String,
+    pub csv_sha: String,
+    pub writer: Arc<ManifestWriter>,
+    /// Outputs of the previous conversion, to delete those no longer produced.
+    pub previous: Vec<String>,
+}
+
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    let started_at = ctx.clock.now();
+    let t0 = Instant::now();
+    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let phash = params_hash(&spec);
+    let mut counts = Counts::default();
+    let mut units = Vec::new();
+
+    for ds in &spec.common.datasets {
+        let scope = ds.scope();
+        let symbols = match &spec.common.symbols {
+            SymbolSelection::List(v) => v.clone(),
+            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
+        };
+        for sym in spec.common.shard_of(&symbols) {
+            let upstream =
+                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;
+            let (writer, mine) =
+                ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, &sym)).await?;
+            let writer = Arc::new(writer);
+            for e in upstream.entries() {
+                if e.status != UnitStatus::Done {
+                    continue;
+                }
+                let Ok(file) = ArchiveFile::parse_key(&e.unit) else {
+                    continue;
+                };
+                let r = spec.common.range;
+                if file.date.last_day() < r.start || file.date.first_day() > r.end {
+                    continue;
+                }
+                let Some(csv) = e.outputs.first() else {
+                    continue;
+                };
+                let inputs = [("csv".to_string(), csv.sha256.clone())].into();
+                let prev = mine.get(&e.unit);
+                counts.planned += 1;
+                if !spec.common.force
+                    && prev.is_some_and(|p| p.is_done_with(&inputs, JOB_VERSION, &phash))
+                {
+                    counts.skipped += 1;
+                    continue;
+                }
+                units.push(Unit {
+                    file,
+                    csv_path: csv.path.clone(),
+                    csv_sha: csv.sha256.clone(),
+                    writer: writer.clone(),
+                    previous: prev
+                        .map(|p| p.outputs.iter().map(|o| o.path.clone()).collect())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    if spec.common.dry_run {
+        for u in &units {
+            println!(
+                "convert {} -> {}",
+                u.csv_path,
+                u.file.dataset.parquet_symbol_dir(&u.file.symbol)
+            );
+        }
+        counts.not_run = units.len() as u64;
+        return Ok(report(
+            &spec,
+            ctx,
+            started_at,
+            Outcome::DryRun,
+            counts,
+            vec![],
+            0,
+            params,
+            serde_json::Value::Null,
+        ));
+    }
+    tracing::info!(
+        units = units.len(),
+        up_to_date = counts.skipped,
+        "plan ready"
+    );
+
+    let spec = Arc::new(spec);
+    let mut failures = Vec::new();
+    let mut bytes = 0u64;
+    let mut rows = 0u64;
+    let mut dropped = 0u64;
+    let mut partitions = 0u64;
+    let mut queue = units.into_iter();
+    let mut tasks: JoinSet<(String, Result<UnitResult>)> = JoinSet::new();
+    loop {
+        while tasks.len() < spec.common.concurrency && !ctx.cancel.is_cancelled() {
+            let Some(u) = queue.next() else { break };
+            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+            tasks.spawn(async move {
+                let key = u.file.key();
+                (key, unit::convert(&spec, &ctx, &phash, u).await)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (key, r) = joined.map_err(|e| Error::Io {
+            context: "a convert task panicked".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        match r {
+            Ok(u) => {
+                counts.done += 1;
+                bytes += u.bytes;
+                rows += u.rows;
+                dropped += u.dropped_invalid;
+                partitions += u.partitions;
+            }
+            Err(Error::Interrupted) => counts.not_run += 1,
+            Err(e) => {
+                tracing::error!(file = %key, error = %e, "failed");
+                counts.failed += 1;
+                failures.push(UnitFailure {
+                    unit: key,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    counts.not_run += queue.count() as u64;
+    let outcome = if ctx.cancel.is_cancelled() {
+        Outcome::Interrupted
+    } else if counts.failed > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let details = serde_json::json!({
+        "rows": rows,
+        "dropped_invalid_rows": dropped,
+        "partitions_written": partitions,
+        "seconds": secs,
+        "rows_per_sec": rows as f64 / secs,
+    });
+    Ok(report(
+        &spec, ctx, started_at, outcome, counts, failures, bytes, params, details,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    spec: &Spec,
+    ctx: &Context,
+    started_at: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    counts: Counts,
+    failures: Vec<UnitFailure>,
+    bytes: u64,
+    params: serde_json::Value,
+    details: serde_json::Value,
+) -> RunReport {
+    RunReport {
+        job: JOB.into(),
+        job_version: JOB_VERSION.into(),
+        run_id: ctx.run_id.clone(),
+        store: spec.common.store.clone(),
+        started_at,
+        finished_at: ctx.clock.now().max(started_at),
+        outcome,
+        counts,
+        bytes,
+        failures,
+        missing: vec![],
+        params,
+        details,
+    }
+}

@@ -1,0 +1,276 @@
+//! The `optimize` job: compacts a symbol's daily Parquet partitions into one file per month
+//! (`optimized/<market>/<dataset>/symbol=S/year=Y/month=MM/part-0.parquet`), sorted by time and
+//! deduplicated on the dataset's key, with scan-sized row groups. Where a day came from both a
+//! monthly and a daily archive, the more complete one is kept and the difference reported. A
+//! month is rewritten only when the fingerprints of its input partitions change. It streams day
+//! by day, so a month never has to fit in memory.
+
+mod month;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+use shared::cli::{CommonSpec, SymbolSelection};
+use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
+use shared::paths::{Dataset, FileDate, Partition, Period};
+use shared::report::{Counts, Outcome, RunReport, UnitFailure};
+use shared::{Context, Error, Result};
+use tokio::task::JoinSet;
+
+pub use month::{MonthResult, SourceChoice};
+
+pub const JOB: &str = "optimize";
+pub const JOB_VERSION: &str = "1";
+pub const UPSTREAM: &str = "convert";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub common: CommonSpec,
+    /// Rows per row group of the compacted files.
+    pub row_group_rows: usize,
+}
+
+/// One input partition: a converted day from one source period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayInput {
+    pub date: NaiveDate,
+    pub source: Period,
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
+    pub time_span: Option<[i64; 2]>,
+}
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// Midnight UTC of a day, in µs.
+pub(crate) fn day_start_us(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// One unit: a (dataset, symbol, month) and the partitions it reads — the month's days and the
+/// day on either side (rows near midnight can sit in a neighbour's file).
+pub(crate) struct MonthUnit {
+    pub dataset: Dataset,
+    pub symbol: String,
+    pub month: FileDate,
+    pub inputs: Vec<DayInput>,
+    pub writer: Arc<ManifestWriter>,
+}
+
+impl MonthUnit {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.symbol, self.month)
+    }
+}
+
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    let started_at = ctx.clock.now();
+    let t0 = Instant::now();
+    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let phash = shared::manifest::params_hash(&(spec.row_group_rows,));
+    let mut counts = Counts::default();
+    let mut units = Vec::new();
+
+    for ds in &spec.common.datasets {
+        let scope = ds.scope();
+        let symbols = match &spec.common.symbols {
+            SymbolSelection::List(v) => v.clone(),
+            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
+        };
+        for sym in spec.common.shard_of(&symbols) {
+            let upstream =
+                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;
+            let mut days: BTreeMap<NaiveDate, Vec<DayInput>> = BTreeMap::new();
+            for e in upstream.entries().filter(|e| e.status == UnitStatus::Done) {
+                for o in &e.outputs {
+                    if let Ok(Partition::Day { date, source, .. }) = Partition::parse(&o.path) {
+                        days.entry(date).or_default().push(DayInput {
+                            date,
+                            source,
+                            path: o.path.clone(),
+                            sha256: o.sha256.clone(),
+                            rows: o.rows.unwrap_or(0),
+                            time_span: o.time_span,
+                        });
+                    }
+                }
+            }
+            let (writer, mine) =
+                ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, &sym)).await?;
+            let writer = Arc::new(writer);
+            for month in spec.common.range.months() {
+                let (first, last) = (month.first_day(), month.last_day());
+                if !days.range(first..=last).any(|_| true) {
+                    continue; // nothing converted in this month
+                }
+                let lo = first.pred_opt().unwrap_or(first);
+                let hi = last.succ_opt().unwrap_or(last);
+                let (m0, m1) = (day_start_us(first), day_start_us(last) + DAY_US);
+                // A neighbour day's partition is an input only if its rows reach into the month
+                // (or its span is unknown): then a change on Dec 31 rewrites December alone.
+                let inputs: Vec<DayInput> = days
+                    .range(lo..=hi)
+                    .flat_map(|(_, v)| v.clone())
+                    .filter(|i| {
+                        (first..=last).contains(&i.date)
+                            || i.time_span.is_none_or(|[a, b]| b >= m0 && a < m1)
+                    })
+                    .collect();
+                let fingerprint = inputs
+                    .iter()
+                    .map(|i| (i.path.clone(), i.sha256.clone()))
+                    .collect();
+                let unit = MonthUnit {
+                    dataset: *ds,
+                    symbol: sym.clone(),
+                    month,
+                    inputs,
+                    writer: writer.clone(),
+                };
+                counts.planned += 1;
+                let done = mine
+                    .get(&unit.key())
+                    .is_some_and(|p| p.is_done_with(&fingerprint, JOB_VERSION, &phash));
+                if done && !spec.common.force {
+                    counts.skipped += 1;
+                    continue;
+                }
+                units.push(unit);
+            }
+        }
+    }
+
+    if spec.common.dry_run {
+        for u in &units {
+            println!(
+                "optimize {} ({} input partitions) -> {}",
+                u.key(),
+                u.inputs.len(),
+                u.dataset.optimized_partition(
+                    &u.symbol,
+                    u.month.first_day().year(),
+                    u.month.first_day().month()
+                )
+            );
+        }
+        counts.not_run = units.len() as u64;
+        return Ok(report(
+            &spec,
+            ctx,
+            started_at,
+            Outcome::DryRun,
+            counts,
+            vec![],
+            0,
+            params,
+            serde_json::Value::Null,
+        ));
+    }
+    tracing::info!(
+        months = units.len(),
+        up_to_date = counts.skipped,
+        "plan ready"
+    );
+
+    let spec = Arc::new(spec);
+    let mut failures = Vec::new();
+    let (mut bytes, mut rows_in, mut rows_out, mut dups) = (0u64, 0u64, 0u64, 0u64);
+    let mut both_sources = Vec::new();
+    let mut queue = units.into_iter();
+    let mut tasks: JoinSet<(String, Result<MonthResult>)> = JoinSet::new();
+    loop {
+        while tasks.len() < spec.common.concurrency && !ctx.cancel.is_cancelled() {
+            let Some(u) = queue.next() else { break };
+            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+            tasks.spawn(async move {
+                let key = format!("{}/{}", u.dataset.scope(), u.key());
+                (key, month::optimize(&spec, &ctx, &phash, u).await)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (key, r) = joined.map_err(|e| Error::Io {
+            context: "an optimize task panicked".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        match r {
+            Ok(m) => {
+                counts.done += 1;
+                bytes += m.bytes;
+                rows_in += m.rows_in;
+                rows_out += m.rows_out;
+                dups += m.duplicates_removed;
+                for c in m.choices {
+                    tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, "day present in both a daily and a monthly archive");
+                    both_sources.push(serde_json::json!({"unit": key, "choice": c}));
+                }
+            }
+            Err(Error::Interrupted) => counts.not_run += 1,
+            Err(e) => {
+                tracing::error!(unit = %key, error = %e, "failed");
+                counts.failed += 1;
+                failures.push(UnitFailure {
+                    unit: key,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    counts.not_run += queue.count() as u64;
+    let outcome = if ctx.cancel.is_cancelled() {
+        Outcome::Interrupted
+    } else if counts.failed > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    };
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let details = serde_json::json!({
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "duplicates_removed": dups,
+        "days_in_both_sources": both_sources,
+        "seconds": secs,
+        "rows_per_sec": rows_in as f64 / secs,
+    });
+    Ok(report(
+        &spec, ctx, started_at, outcome, counts, failures, bytes, params, details,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    spec: &Spec,
+    ctx: &Context,
+    started_at: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    counts: Counts,
+    failures: Vec<UnitFailure>,
+    bytes: u64,
+    params: serde_json::Value,
+    details: serde_json::Value,
+) -> RunReport {
+    RunReport {
+        job: JOB.into(),
+        job_version: JOB_VERSION.into(),
+        run_id: ctx.run_id.clone(),
+        store: spec.common.store.clone(),
+        started_at,
+        finished_at: ctx.clock.now().max(started_at),
+        outcome,
+        counts,
+        bytes,
+        failures,
+        missing: vec![],
+        params,
+        details,
+    }
+}

@@ -1,0 +1,39 @@
+//! `optimize` binary: parses the CLI into an [`optimize::Spec`] and runs the job through
+//! [`shared::jobmain`] (report, summary, exit code).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shared::cli::CommonArgs;
+use shared::{Clock, Context, Store, jobmain};
+
+/// Compact the daily Parquet partitions of each symbol into sorted, deduplicated monthly files.
+#[derive(Parser, Debug)]
+#[command(name = "optimize", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Rows per row group of the monthly files.
+    #[arg(long, default_value_t = 1 << 20)]
+    row_group_rows: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    jobmain::main(cli.common.log_format, "optimize", async move {
+        let clock = Clock::System;
+        let common = cli.common.into_spec(clock.now().date_naive())?;
+        if cli.row_group_rows == 0 {
+            return Err(shared::Error::usage("--row-group-rows must be positive").into());
+        }
+        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
+        ctx.install_signal_handlers();
+        let spec = optimize::Spec {
+            common,
+            row_group_rows: cli.row_group_rows,
+        };
+        let report = optimize::run(spec, &ctx).await?;
+        Ok((ctx, report))
+    })
+}

@@ -1,0 +1,341 @@
+//! The Polars side of the shared library: parsed archive columns to DataFrames with the
+//! normalized schema, and Parquet (zstd, statistics, scan-sized row groups) to and from the store.
+//! Jobs that need no DataFrame depend on `shared` alone and never build Polars.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use polars::prelude::*;
+use shared::checksum::sha256_hex;
+use shared::formats::{ColumnData, Columns};
+use shared::manifest::Output;
+use shared::store::Store;
+
+pub use polars;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Polars {
+        context: String,
+        #[source]
+        source: PolarsError,
+    },
+    #[error(transparent)]
+    Shared(#[from] shared::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach context to a Polars result.
+pub trait PolarsContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> PolarsContext<T> for PolarsResult<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Polars {
+            context: context(),
+            source,
+        })
+    }
+}
+
+/// The Polars type of a normalized timestamp: µs since the epoch, UTC.
+pub fn time_dtype() -> DataType {
+    DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+}
+
+/// One parsed column as a Polars column of the normalized type.
+pub fn to_column(name: &str, data: ColumnData) -> Result<Column> {
+    let name = PlSmallStr::from(name);
+    Ok(match data {
+        ColumnData::I64(v) => Column::new(name, v),
+        ColumnData::F64(v) => Column::new(name, v),
+        ColumnData::OptF64(v) => Column::new(name, v),
+        ColumnData::Bool(v) => Column::new(name, v),
+        ColumnData::Str(v) => Column::new(name, v),
+        // Built as Datetime directly: a cast to a zoned type needs Polars' `timezones` feature
+        // (chrono-tz) and silently drops the zone without it.
+        ColumnData::TimeUs(v) => Int64Chunked::from_vec(name, v)
+            .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+            .into_column(),
+    })
+}
+
+/// Parsed columns as a DataFrame with the normalized schema.
+pub fn to_frame(cols: Columns) -> Result<DataFrame> {
+    let height = cols.len();
+    let columns = cols
+        .into_parts()
+        .into_iter()
+        .map(|(name, data)| to_column(name, data))
+        .collect::<Result<Vec<_>>>()?;
+    DataFrame::new(height, columns).ctx(|| "assembling a frame".into())
+}
+
+/// How Parquet files are written.
+#[derive(Debug, Clone, Copy)]
+pub struct ParquetOptions {
+    /// Rows per row group; `None` writes one row group.
+    pub row_group_rows: Option<usize>,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            // ~1M rows is 50-100 MB uncompressed for these schemas: large enough for scans,
+            // small enough that readers can skip row groups by their statistics.
+            row_group_rows: Some(1 << 20),
+        }
+    }
+}
+
+fn writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
+    // zstd at its default level (3): Polars does not re-export the level type.
+    Ok(ParquetWriter::new(w)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_statistics(StatisticsOptions::full())
+        .with_row_group_size(opts.row_group_rows))
+}
+
+/// Encode a frame as Parquet bytes.
+pub fn parquet_bytes(df: &mut DataFrame, opts: &ParquetOptions) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    writer(&mut buf, opts)?
+        .finish(df)
+        .ctx(|| "encoding Parquet".into())?;
+    Ok(buf)
+}
+
+/// Write a frame to `path` atomically; returns the manifest output (size, sha256, rows).
+pub async fn write_parquet(
+    store: &Store,
+    path: &str,
+    df: &mut DataFrame,
+    opts: &ParquetOptions,
+) -> Result<Output> {
+    let rows = df.height() as u64;
+    let bytes = parquet_bytes(df, opts).map_err(|e| with_path(e, path))?;
+    let out = Output {
+        path: path.to_string(),
+        size: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+        rows: Some(rows),
+        time_span: None,
+    };
+    store.put(path, Bytes::from(bytes)).await?;
+    Ok(out)
+}
+
+fn with_path(e: Error, path: &str) -> Error {
+    match e {
+        Error::Polars { context, source } => Error::Polars {
+            context: format!("{path}: {context}"),
+            source,
+        },
+        e => e,
+    }
+}
+
+/// Decode Parquet bytes.
+pub fn read_parquet_bytes(bytes: Bytes, path: &str) -> Result<DataFrame> {
+    ParquetReader::new(Cursor::new(bytes))
+        .finish()
+        .ctx(|| format!("reading Parquet {path}"))
+}
+
+/// Read a Parquet object whole; `None` when it does not exist. A local store reads the file in
+/// place.
+pub async fn read_parquet(store: &Store, path: &str) -> Result<Option<DataFrame>> {
+    if let Some(local) = store.local_path(path) {
+        let p = path.to_string();
+        return tokio::task::spawn_blocking(move || match std::fs::File::open(&local) {
+            Ok(f) => ParquetReader::new(f)
+                .finish()
+                .map(Some)
+                .ctx(|| format!("reading Parquet {p}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Shared(shared::Error::Io {
+                context: format!("opening {p}"),
+                source: e,
+            })),
+        })
+        .await
+        .map_err(|e| {
+            Error::Shared(shared::Error::Io {
+                context: format!("reading {path}"),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+    }
+    match store.get_opt(path).await? {
+        None => Ok(None),
+        Some(b) => read_parquet_bytes(b, path).map(Some),
+    }
+}
+
+/// Streams row groups of one Parquet file into a local temp file, then uploads it atomically:
+/// for outputs too large to encode in memory at once.
+pub struct ParquetSink {
+    tmp: tempfile_path::TempPath,
+    writer: polars::io::parquet::write::BatchedWriter<std::fs::File>,
+    rows: u64,
+}
+
+mod tempfile_path {
+    //! A temp file path removed on drop (no extra dependency).
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn new(dir: &Path) -> TempPath {
+            let name = format!(
+                ".frames-{}-{:x}.parquet.tmp",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            );
+            TempPath(dir.join(name))
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl ParquetSink {
+    /// Start a file with `schema`.
+    pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetSink> {
+        let tmp = tempfile_path::TempPath::new(&std::env::temp_dir());
+        let file = std::fs::File::create(&tmp.0).map_err(|e| {
+            Error::Shared(shared::Error::Io {
+                context: format!("creating {}", tmp.0.display()),
+                source: e,
+            })
+        })?;
+        let writer = writer(file, opts)?
+            .batched(schema)
+            .ctx(|| "starting a Parquet file".into())?;
+        Ok(ParquetSink {
+            tmp,
+            writer,
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+        self.rows += df.height() as u64;
+        self.writer
+            .write_batch(df)
+            .ctx(|| "writing a row group".into())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finish the file and put it at `path`; returns the manifest output.
+    pub async fn finish(self, store: &Store, path: &str) -> Result<Output> {
+        self.writer
+            .finish()
+            .ctx(|| format!("finishing Parquet {path}"))?;
+        let tmp = self.tmp;
+        let (sha, size) = {
+            let p = tmp.0.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                use std::io::Read;
+                let mut f = std::fs::File::open(&p)?;
+                let mut h = shared::checksum::Hasher::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut size = 0u64;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Ok((h.finish_hex(), size))
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|e| {
+                Error::Shared(shared::Error::Io {
+                    context: format!("hashing {}", tmp.0.display()),
+                    source: e,
+                })
+            })?
+        };
+        store.put_file(path, &tmp.0).await?;
+        Ok(Output {
+            path: path.to_string(),
+            size,
+            sha256: sha,
+            rows: Some(self.rows),
+            time_span: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::formats::format_of;
+    use shared::paths::{DataType as Dt, Dataset, Market};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn frames_keep_the_normalized_types_through_parquet() {
+        let ds = Dataset::new(Market::Um, Dt::FundingRate, None).unwrap();
+        let format = format_of(&ds);
+        let file = shared::paths::ArchiveFile::new(
+            ds,
+            "BTCUSDT",
+            shared::paths::FileDate::Month {
+                year: 2020,
+                month: 1,
+            },
+        );
+        let mut cols = Columns::new(format);
+        let mut p = shared::formats::Parser::new(format, "t.csv", &file);
+        p.feed(
+            b"calc_time,funding_interval_hours,last_funding_rate\n1577836800000,8,0.00010000\n",
+            &mut cols,
+        )
+        .unwrap();
+        p.finish(&mut cols).unwrap();
+        let mut df = to_frame(cols).unwrap();
+        assert_eq!(df.column("calc_time").unwrap().dtype(), &time_dtype());
+        let store = Store::open("memory://").unwrap();
+        let out = write_parquet(&store, "x/p.parquet", &mut df, &ParquetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.rows, Some(1));
+        let back = read_parquet(&store, "x/p.parquet").await.unwrap().unwrap();
+        assert_eq!(back.schema(), df.schema());
+        assert_eq!(
+            back.column("calc_time")
+                .unwrap()
+                .cast(&DataType::Int64)
+                .unwrap()
+                .i64()
+                .unwrap()
+                .get(0),
+            Some(1_577_836_800_000_000)
+        );
+        assert!(
+            read_parquet(&store, "x/none.parquet")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

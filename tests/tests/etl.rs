@@ -1,0 +1,307 @@
+//! End to end on the synthetic archive: download → extract → convert → optimize for spot and UM
+//! klines, aggTrades, fundingRate and metrics — row counts, schemas, sort order, uniqueness and
+//! values against the generator; reruns are no-ops; a republished upstream file recomputes
+//! exactly the partitions it affects.
+
+mod common;
+
+use std::path::Path;
+
+use archive_sim::{SimConfig, SimHandle, SimServer};
+use chrono::NaiveDate;
+use common::{job, report, stderr};
+use frames::polars::prelude::*;
+use shared::formats::format_of;
+use shared::paths::{ArchiveFile, DataType as Dt, Dataset, FileDate, Interval, Market};
+
+const START: &str = "2024-12-30";
+const END: &str = "2025-01-31";
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// Run one job over (market, data types, symbols) and the test range; returns the JSON report.
+async fn step(
+    name: &str,
+    sim: &SimHandle,
+    store: &Path,
+    market: &str,
+    types: &str,
+    symbols: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut c = job(name);
+    c.args(["--store", store.to_str().unwrap(), "--market", market])
+        .args([
+            "--data-type",
+            types,
+            "--symbols",
+            symbols,
+            "--start",
+            START,
+            "--end",
+            END,
+        ])
+        .args(extra);
+    if name == "download" {
+        c.args(["--source", &sim.base_url(), "--retry-base-ms", "20"]);
+    }
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name} {market} {types}:\n{}",
+        stderr(&out)
+    );
+    report(&out)
+}
+
+async fn pipeline(
+    sim: &SimHandle,
+    store: &Path,
+    extra_download: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut reports = Vec::new();
+    for (market, types, symbols) in [
+        (
+            "um",
+            "klines,aggTrades,fundingRate,metrics",
+            "BTCUSDT,ETHUSDT",
+        ),
+        ("spot", "klines,aggTrades", "BTCUSDT"),
+    ] {
+        for name in ["download", "extract", "convert", "optimize"] {
+            let extra: &[&str] = if name == "download" {
+                extra_download
+            } else {
+                &[]
+            };
+            reports.push(step(name, sim, store, market, types, symbols, extra).await);
+        }
+    }
+    reports
+}
+
+fn read(store: &Path, rel: &str) -> DataFrame {
+    let f = std::fs::File::open(store.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    ParquetReader::new(f).finish().unwrap()
+}
+
+fn i64s(df: &DataFrame, c: &str) -> Vec<i64> {
+    df.column(c)
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn f64s(df: &DataFrame, c: &str) -> Vec<f64> {
+    df.column(c)
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The generator's files for a dataset over the test range, as the planner chose them.
+fn files(ds: Dataset, sym: &str) -> Vec<ArchiveFile> {
+    shared::plan::plan_symbol(
+        &ds,
+        sym,
+        shared::plan::DateRange::new(d(START), d(END)).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_to_optimized_parquet_matches_the_generator() {
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let reports = pipeline(&sim, store, &[]).await;
+    for r in &reports {
+        assert_eq!(r["counts"]["failed"], 0, "{r}");
+    }
+    let generator = sim.archive().generator();
+
+    for (market, sym) in [
+        (Market::Um, "BTCUSDT"),
+        (Market::Um, "ETHUSDT"),
+        (Market::Spot, "BTCUSDT"),
+    ] {
+        // klines: every minute of the range, sorted, unique, values as generated.
+        let ds = Dataset::new(market, Dt::Klines, Some(Interval::M1)).unwrap();
+        let want: Vec<_> = files(ds, sym)
+            .iter()
+            .flat_map(|f| generator.klines(f))
+            .collect();
+        assert_eq!(want.len(), 33 * 1440);
+        let by_time: std::collections::HashMap<i64, _> =
+            want.iter().map(|k| (k.open_time, k)).collect();
+        let mut got_rows = 0;
+        for (y, m) in [(2024, 12), (2025, 1)] {
+            let df = read(store, &ds.optimized_partition(sym, y, m));
+            // Schema: normalized names and types.
+            let schema = df.schema();
+            assert_eq!(
+                schema.get("open_time"),
+                Some(&DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC)
+                ))
+            );
+            assert_eq!(schema.get("trades"), Some(&DataType::Int64));
+            assert_eq!(schema.get("open"), Some(&DataType::Float64));
+            assert!(schema.get("ignore").is_none());
+            let t = i64s(&df, "open_time");
+            assert!(
+                t.windows(2).all(|w| w[0] < w[1]),
+                "{market:?} {sym} {y}-{m}: not sorted/unique"
+            );
+            let open = f64s(&df, "open");
+            let vol = f64s(&df, "volume");
+            let ct = i64s(&df, "close_time");
+            for (i, ts) in t.iter().enumerate() {
+                let k = by_time.get(ts).expect("generated minute");
+                assert!(
+                    close(open[i], k.open) && close(vol[i], k.volume),
+                    "{sym} {ts}"
+                );
+                // Spot switches to µs in 2025: normalized to µs either way.
+                assert_eq!(ct[i], k.close_time, "{sym} {ts}");
+            }
+            got_rows += df.height();
+        }
+        assert_eq!(got_rows, want.len());
+
+        // aggTrades: ids unique and sorted by (time, id); count as generated.
+        let ds = Dataset::new(market, Dt::AggTrades, None).unwrap();
+        let want: usize = files(ds, sym)
+            .iter()
+            .map(|f| generator.agg_trades(f).len())
+            .sum();
+        let mut got = 0;
+        for (y, m) in [(2024, 12), (2025, 1)] {
+            let df = read(store, &ds.optimized_partition(sym, y, m));
+            let ids = i64s(&df, "agg_trade_id");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "aggTrades ids not strictly increasing"
+            );
+            let t = i64s(&df, "transact_time");
+            assert!(t.windows(2).all(|w| w[0] <= w[1]));
+            got += df.height();
+        }
+        assert_eq!(got, want, "{market:?} {sym} aggTrades");
+    }
+
+    // fundingRate (monthly archives only) and metrics (daily only, with snapshot_time).
+    let funding = Dataset::new(Market::Um, Dt::FundingRate, None).unwrap();
+    let want: Vec<_> = files(funding, "ETHUSDT")
+        .iter()
+        .flat_map(|f| generator.funding(f))
+        .filter(|r| r.calc_time >= 1_735_516_800_000_000) // from 2024-12-30
+        .collect();
+    let df = read(store, &funding.optimized_partition("ETHUSDT", 2025, 1));
+    let hours: Vec<i64> = i64s(&df, "funding_interval_hours");
+    // ETHUSDT's interval goes 8h → 4h → 1h in the demo universe: all three in January.
+    for h in [4, 1] {
+        assert!(hours.contains(&h), "{hours:?}");
+    }
+    assert_eq!(
+        df.height(),
+        want.iter()
+            .filter(|r| r.calc_time >= 1_735_689_600_000_000)
+            .count()
+    );
+    let metrics = Dataset::new(Market::Um, Dt::Metrics, None).unwrap();
+    let df = read(store, &metrics.optimized_partition("BTCUSDT", 2025, 1));
+    let snap = i64s(&df, "snapshot_time");
+    assert!(
+        snap.windows(2).all(|w| w[0] < w[1]),
+        "metrics not unique on snapshot_time"
+    );
+    assert_eq!(df.height(), 31 * 288, "one row per 5 minutes of January");
+    let key = format_of(&metrics).key.to_vec();
+    assert_eq!(key, vec!["snapshot_time"]);
+
+    // DuckDB, Polars and PyArrow read the compacted tree as one Hive-partitioned dataset.
+    if let Some(python) = common::python_with_readers() {
+        let klines = Dataset::new(Market::Um, Dt::Klines, Some(Interval::M1)).unwrap();
+        let root = store.join(format!("optimized/{}", klines.scope()));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_optimized.py");
+        let out = std::process::Command::new(python)
+            .args([
+                script,
+                root.to_str().unwrap(),
+                "open_time",
+                &(2 * 33 * 1440).to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reruns_do_nothing_and_a_republished_file_recomputes_only_what_it_affects() {
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let run = |market: &'static str, types: &'static str, extra: &'static [&'static str]| {
+        let sim = &sim;
+        async move {
+            let mut out = Vec::new();
+            for name in ["download", "extract", "convert", "optimize"] {
+                let e: &[&str] = if name == "download" { extra } else { &[] };
+                out.push(step(name, sim, store, market, types, "BTCUSDT", e).await);
+            }
+            out
+        }
+    };
+    run("um", "klines", &[]).await;
+    // A second pass does no work anywhere.
+    for r in run("um", "klines", &[]).await {
+        assert_eq!(r["counts"]["done"], 0, "{r}");
+    }
+    // Binance republishes 2024-12-31: only that file, its partition and December change.
+    let ds = Dataset::new(Market::Um, Dt::Klines, Some(Interval::M1)).unwrap();
+    let changed = ArchiveFile::new(ds, "BTCUSDT", FileDate::Day(d("2024-12-31")));
+    let jan_before = std::fs::read(store.join(ds.optimized_partition("BTCUSDT", 2025, 1))).unwrap();
+    sim.republish(&changed.key());
+    let r = run("um", "klines", &["--refresh"]).await;
+    let done: Vec<u64> = r
+        .iter()
+        .map(|r| r["counts"]["done"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        done,
+        vec![1, 1, 1, 1],
+        "download, extract, convert, optimize: {r:?}"
+    );
+    let jan_after = std::fs::read(store.join(ds.optimized_partition("BTCUSDT", 2025, 1))).unwrap();
+    assert_eq!(jan_before, jan_after, "January was rewritten");
+    // The new December holds the republished values.
+    let df = read(store, &ds.optimized_partition("BTCUSDT", 2024, 12));
+    let want = sim.archive().generator().klines_v(&changed, 1);
+    let t = i64s(&df, "open_time");
+    let close_col = f64s(&df, "close");
+    let at: std::collections::HashMap<i64, usize> =
+        t.iter().enumerate().map(|(i, x)| (*x, i)).collect();
+    for k in &want {
+        assert!(close(close_col[at[&k.open_time]], k.close));
+    }
+}
