@@ -171,6 +171,30 @@ impl Store {
         Ok(Some((h.finish_hex(), size, head)))
     }
 
+    /// Stream an object into a local file (for readers that need a file: zip, large CSVs on S3)
+    /// without holding it in memory. Returns its size; `Ok(None)` when it does not exist.
+    pub async fn download_to(&self, path: &str, file: &std::path::Path) -> Result<Option<u64>> {
+        use tokio::io::AsyncWriteExt;
+        let r = match self.inner.get(&Path::from(path)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::store(path, e)),
+        };
+        let io = |e: std::io::Error| Error::Io {
+            context: format!("writing {}", file.display()),
+            source: e,
+        };
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut stream = r.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| Error::store(path, e))? {
+            out.write_all(&chunk).await.map_err(io)?;
+            size += chunk.len() as u64;
+        }
+        out.flush().await.map_err(io)?;
+        Ok(Some(size))
+    }
+
     /// Size of an object, `None` when it does not exist.
     pub async fn size_opt(&self, path: &str) -> Result<Option<u64>> {
         match self.inner.head(&Path::from(path)).await {
@@ -352,6 +376,16 @@ mod tests {
         std::fs::write(tmp.path(), vec![7u8; 9 << 20]).unwrap();
         assert_eq!(store.put_file("a/big", tmp.path()).await.unwrap(), 9 << 20);
         assert_eq!(store.size_opt("a/big").await.unwrap(), Some(9 << 20));
+        let back = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(
+            store.download_to("a/big", back.path()).await.unwrap(),
+            Some(9 << 20)
+        );
+        assert_eq!(std::fs::read(back.path()).unwrap(), vec![7u8; 9 << 20]);
+        assert_eq!(
+            store.download_to("a/none", back.path()).await.unwrap(),
+            None
+        );
         if let Some(p) = store.local_path("a/big") {
             assert_eq!(std::fs::metadata(p).unwrap().len(), 9 << 20);
         }

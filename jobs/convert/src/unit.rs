@@ -98,15 +98,10 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
                 context: "creating a temp file".into(),
                 source: e,
             })?;
-            let bytes = ctx
-                .store
-                .get_opt(&u.csv_path)
+            ctx.store
+                .download_to(&u.csv_path, tmp.path())
                 .await?
                 .ok_or_else(|| missing_csv(&u.csv_path))?;
-            std::fs::write(tmp.path(), &bytes).map_err(|e| Error::Io {
-                context: format!("writing {}", tmp.path().display()),
-                source: e,
-            })?;
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
@@ -239,6 +234,16 @@ impl<'a> Converter<'a> {
         }
         parser.finish(&mut cols)?;
         self.route(cols)?;
+        // A monthly archive answers for every day of its month: a day without rows gets an
+        // empty partition, so `optimize` can tell "the monthly file lacks this day" from "no
+        // monthly file" and report it when a daily file has the rows.
+        if let FileDate::Month { .. } = self.file.date {
+            for day in self.file.date.days() {
+                if !self.open.contains_key(&day) && !self.written.contains_key(&day) {
+                    self.append(day, Columns::new(format))?;
+                }
+            }
+        }
         self.flush_before(None)?;
         let stats = parser.stats();
         let staged: Vec<(String, Output)> =

@@ -120,7 +120,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                     .flat_map(|(_, v)| v.clone())
                     .filter(|i| {
                         (first..=last).contains(&i.date)
-                            || i.time_span.is_none_or(|[a, b]| b >= m0 && a < m1)
+                            || (i.rows > 0 && i.time_span.is_none_or(|[a, b]| b >= m0 && a < m1))
                     })
                     .collect();
                 let fingerprint = inputs
