@@ -339,3 +339,84 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+    use shared::formats::{OutKind, Parser, format_of};
+    use shared::paths::{ArchiveFile, Interval};
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/binance"
+    );
+
+    /// The archive file a fixture was cut from, from its folder and name.
+    fn fixture_file(market_dir: &str, name: &str) -> ArchiveFile {
+        let market = match market_dir {
+            "spot" => "spot",
+            "um" => "futures/um",
+            "cm" => "futures/cm",
+            _ => "option",
+        };
+        let stem = name.strip_suffix(".csv").unwrap();
+        let mut it = stem.splitn(3, '-');
+        let (sym, middle, date) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let period = if date.len() == 7 { "monthly" } else { "daily" };
+        let key = if middle.parse::<Interval>().is_ok() {
+            format!("data/{market}/{period}/klines/{sym}/{middle}/{stem}.zip")
+        } else {
+            format!("data/{market}/{period}/{middle}/{sym}/{stem}.zip")
+        };
+        ArchiveFile::parse_key(&key).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_fixture_round_trips_through_parquet_with_normalized_types() {
+        let store = Store::open("memory://").unwrap();
+        let mut seen = 0;
+        for market_dir in ["spot", "um", "cm", "option"] {
+            let Ok(dir) = std::fs::read_dir(format!("{FIXTURES}/{market_dir}")) else {
+                continue;
+            };
+            for e in dir {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                if !name.ends_with(".csv") {
+                    continue;
+                }
+                let file = fixture_file(market_dir, &name);
+                let format = format_of(&file.dataset);
+                let mut cols = Columns::new(format);
+                let mut p = Parser::new(format, &name, &file);
+                p.feed(&std::fs::read(&path).unwrap(), &mut cols).unwrap();
+                p.finish(&mut cols).unwrap();
+                let rows = cols.len();
+                assert!(rows > 0, "{name}");
+                let mut df = to_frame(cols).unwrap();
+                for (col, kind) in format.output_fields() {
+                    let want = match kind {
+                        OutKind::I64 => DataType::Int64,
+                        OutKind::F64 | OutKind::OptF64 => DataType::Float64,
+                        OutKind::Bool => DataType::Boolean,
+                        OutKind::Str => DataType::String,
+                        OutKind::TimeUs => time_dtype(),
+                    };
+                    assert_eq!(df.column(col).unwrap().dtype(), &want, "{name}: {col}");
+                }
+                let p = format!("t/{name}.parquet");
+                write_parquet(&store, &p, &mut df, &ParquetOptions::default())
+                    .await
+                    .unwrap();
+                let back = read_parquet(&store, &p).await.unwrap().unwrap();
+                assert!(
+                    back.equals_missing(&df),
+                    "{name}: the Parquet round trip changed the frame"
+                );
+                assert_eq!(back.height(), rows);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 15, "every CSV fixture");
+    }
+}
