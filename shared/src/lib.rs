@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod cli;
 pub mod context;
 pub mod error;
+pub mod exec;
 pub mod formats;
 pub mod http;
 pub mod jobmain;

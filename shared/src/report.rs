@@ -63,6 +63,37 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run that ended now, from its tally. `store` is the store URL as given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job: &str,
+        job_version: &str,
+        ctx: &crate::Context,
+        store: &str,
+        started_at: DateTime<Utc>,
+        outcome: Outcome,
+        tally: crate::exec::Tally,
+        bytes: u64,
+        params: serde_json::Value,
+        details: serde_json::Value,
+    ) -> RunReport {
+        RunReport {
+            job: job.into(),
+            job_version: job_version.into(),
+            run_id: ctx.run_id.clone(),
+            store: store.into(),
+            started_at,
+            finished_at: ctx.clock.now().max(started_at),
+            outcome,
+            counts: tally.counts,
+            bytes,
+            failures: tally.failures,
+            missing: tally.missing,
+            params,
+            details,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.outcome {
             Outcome::Ok | Outcome::DryRun => exit::OK,

@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::{self, Tally};
 use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
 use shared::paths::ArchiveFile;
-use shared::report::{Counts, Outcome, RunReport, UnitFailure};
-use shared::{Context, Error, Result};
-use tokio::task::JoinSet;
+use shared::report::{Outcome, RunReport};
+use shared::{Context, Result};
 
 pub use unit::UnitResult;
 
@@ -54,7 +54,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     let t0 = Instant::now();
     let params = serde_json::to_value(&spec).unwrap_or_default();
     let phash = params_hash(&spec);
-    let mut counts = Counts::default();
+    let mut tally = Tally::default();
     let mut units = Vec::new();
 
     for ds in &spec.common.datasets {
@@ -85,11 +85,10 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 };
                 let inputs = [("csv".to_string(), csv.sha256.clone())].into();
                 let prev = mine.get(&e.unit);
-                counts.planned += 1;
                 if !spec.common.force
                     && prev.is_some_and(|p| p.is_done_with(&inputs, JOB_VERSION, &phash))
                 {
-                    counts.skipped += 1;
+                    tally.skip();
                     continue;
                 }
                 units.push(Unit {
@@ -113,76 +112,57 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 u.file.dataset.parquet_symbol_dir(&u.file.symbol)
             );
         }
-        counts.not_run = units.len() as u64;
-        return Ok(report(
-            &spec,
+        tally.counts.not_run = units.len() as u64;
+        tally.outcome(false);
+        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
+        return Ok(RunReport::new(
+            JOB,
+            JOB_VERSION,
             ctx,
+            &store,
             started_at,
             Outcome::DryRun,
-            counts,
-            vec![],
+            tally,
             0,
             params,
-            serde_json::Value::Null,
+            null,
         ));
     }
     tracing::info!(
         units = units.len(),
-        up_to_date = counts.skipped,
+        up_to_date = tally.counts.skipped,
         "plan ready"
     );
 
     let spec = Arc::new(spec);
-    let mut failures = Vec::new();
-    let mut bytes = 0u64;
-    let mut rows = 0u64;
-    let mut dropped = 0u64;
-    let mut partitions = 0u64;
-    let mut queue = units.into_iter();
-    let mut tasks: JoinSet<(String, Result<UnitResult>)> = JoinSet::new();
-    loop {
-        while tasks.len() < spec.common.concurrency && !ctx.cancel.is_cancelled() {
-            let Some(u) = queue.next() else { break };
+    let (mut bytes, mut rows, mut dropped, mut partitions) = (0u64, 0u64, 0u64, 0u64);
+    let work = {
+        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+        move |u: Unit| {
             let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-            tasks.spawn(async move {
+            async move {
                 let key = u.file.key();
                 (key, unit::convert(&spec, &ctx, &phash, u).await)
-            });
+            }
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (key, r) = joined.map_err(|e| Error::Io {
-            context: "a convert task panicked".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        match r {
-            Ok(u) => {
-                counts.done += 1;
+    };
+    let not_run = exec::for_each_bounded(
+        units,
+        spec.common.concurrency,
+        &ctx.cancel,
+        work,
+        |key, r| {
+            if let Some(u) = tally.record(&key, r) {
                 bytes += u.bytes;
                 rows += u.rows;
                 dropped += u.dropped_invalid;
                 partitions += u.partitions;
             }
-            Err(Error::Interrupted) => counts.not_run += 1,
-            Err(e) => {
-                tracing::error!(file = %key, error = %e, "failed");
-                counts.failed += 1;
-                failures.push(UnitFailure {
-                    unit: key,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    counts.not_run += queue.count() as u64;
-    let outcome = if ctx.cancel.is_cancelled() {
-        Outcome::Interrupted
-    } else if counts.failed > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
-    };
+        },
+    )
+    .await?;
+    tally.counts.not_run += not_run;
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
     let details = serde_json::json!({
         "rows": rows,
@@ -191,36 +171,17 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "seconds": secs,
         "rows_per_sec": rows as f64 / secs,
     });
-    Ok(report(
-        &spec, ctx, started_at, outcome, counts, failures, bytes, params, details,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    spec: &Spec,
-    ctx: &Context,
-    started_at: chrono::DateTime<chrono::Utc>,
-    outcome: Outcome,
-    counts: Counts,
-    failures: Vec<UnitFailure>,
-    bytes: u64,
-    params: serde_json::Value,
-    details: serde_json::Value,
-) -> RunReport {
-    RunReport {
-        job: JOB.into(),
-        job_version: JOB_VERSION.into(),
-        run_id: ctx.run_id.clone(),
-        store: spec.common.store.clone(),
+    let store = spec.common.store.clone();
+    Ok(RunReport::new(
+        JOB,
+        JOB_VERSION,
+        ctx,
+        &store,
         started_at,
-        finished_at: ctx.clock.now().max(started_at),
         outcome,
-        counts,
+        tally,
         bytes,
-        failures,
-        missing: vec![],
         params,
         details,
-    }
+    ))
 }

@@ -29,13 +29,6 @@ pub struct UnitResult {
     pub bytes: u64,
 }
 
-fn frames_err(e: frames::Error) -> Error {
-    match e {
-        frames::Error::Shared(e) => e,
-        frames::Error::Polars { context, source } => Error::Parse(format!("{context}: {source}")),
-    }
-}
-
 pub(crate) async fn convert(
     spec: &Spec,
     ctx: &Context,
@@ -303,12 +296,12 @@ impl<'a> Converter<'a> {
     }
 
     fn append(&mut self, day: NaiveDate, cols: Columns) -> Result<()> {
-        let df = frames::to_frame(cols).map_err(frames_err)?;
+        let df = frames::to_frame(cols).map_err(Error::from)?;
         match self.open.get_mut(&day) {
             Some(acc) => {
                 acc.vstack_mut_owned(df)
                     .ctx(|| format!("appending rows of {day}"))
-                    .map_err(frames_err)?;
+                    .map_err(Error::from)?;
             }
             None => {
                 self.open.insert(day, df);
@@ -333,13 +326,13 @@ impl<'a> Converter<'a> {
                 let prev = self
                     .handle
                     .block_on(frames::read_parquet(&self.store, &staged))
-                    .map_err(frames_err)?
+                    .map_err(Error::from)?
                     .ok_or_else(|| Error::Parse(format!("staged partition {staged} vanished")))?;
                 let mut merged = prev;
                 merged
                     .vstack_mut_owned(df)
                     .ctx(|| format!("merging late rows of {day}"))
-                    .map_err(frames_err)?;
+                    .map_err(Error::from)?;
                 df = merged;
             }
             df.rechunk_mut();
@@ -356,7 +349,7 @@ impl<'a> Converter<'a> {
                     &mut df,
                     &self.opts,
                 ))
-                .map_err(frames_err)?;
+                .map_err(Error::from)?;
             out.path = final_path;
             out.time_span = time_span(&df, format_of(&self.file.dataset).time_field);
             self.written.insert(day, (staged, out));

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::Tally;
 use shared::http::RetryPolicy;
 use shared::listing::discover_symbols;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
-use shared::report::{Counts, Outcome, RunReport, UnitFailure};
+use shared::report::{Outcome, RunReport};
 use shared::{Context, Error, Result};
 use tokio::task::JoinSet;
 
@@ -122,28 +123,27 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         queue.extend(units);
     }
 
-    let mut counts = Counts::default();
-    let mut failures = Vec::new();
-    let mut missing = Vec::new();
+    let mut tally = Tally::default();
 
     if spec.common.dry_run {
         for u in &queue {
             println!("{:<10} {}", u.action.label(), u.file.key());
         }
-        counts.planned = queue.len() as u64;
-        counts.skipped = queue.iter().filter(|u| u.action.is_skip()).count() as u64;
-        counts.not_run = counts.planned - counts.skipped;
-        return Ok(report(
-            &spec,
+        tally.counts.skipped = queue.iter().filter(|u| u.action.is_skip()).count() as u64;
+        tally.counts.not_run = queue.len() as u64 - tally.counts.skipped;
+        tally.outcome(false);
+        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
+        return Ok(RunReport::new(
+            JOB,
+            JOB_VERSION,
             ctx,
+            &store,
             started_at,
             Outcome::DryRun,
-            counts,
-            failures,
-            missing,
+            tally,
             0,
             params,
-            serde_json::Value::Null,
+            null,
         ));
     }
 
@@ -169,13 +169,12 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         while tasks.len() < run.spec.common.concurrency && !ctx.cancel.is_cancelled() {
             let Some(unit) = queue.pop_front() else { break };
             if let Action::Skip(_) = unit.action {
-                counts.skipped += 1;
+                tally.skip();
                 progress.inc(1);
                 continue;
             }
             if let Action::KnownMissing = unit.action {
-                counts.missing += 1;
-                missing.push(unit.file.key());
+                tally.miss(unit.file.key());
                 progress.inc(1);
                 continue;
             }
@@ -195,13 +194,12 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         progress.inc(1);
         let key = unit.file.key();
         match result {
-            Ok(FetchOutcome::Verified { .. }) => counts.done += 1,
-            Ok(FetchOutcome::Unchanged | FetchOutcome::Adopted { .. }) => counts.skipped += 1,
+            Ok(FetchOutcome::Verified { .. }) => tally.counts.done += 1,
+            Ok(FetchOutcome::Unchanged | FetchOutcome::Adopted { .. }) => tally.skip(),
             Ok(FetchOutcome::Missing) => {
                 let fallback = shared::plan::monthly_fallback(&unit.file, run.spec.common.range);
                 if fallback.is_empty() {
-                    counts.missing += 1;
-                    missing.push(key);
+                    tally.miss(key);
                 } else {
                     tracing::info!(file = %key, days = fallback.len(), "monthly file missing upstream: falling back to daily files");
                     Stats::add(&run.stats.monthly_fallbacks, 1);
@@ -216,14 +214,8 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
                     }
                 }
             }
-            Err(Error::Interrupted) => counts.not_run += 1,
             Err(e) => {
-                tracing::error!(file = %key, error = %e, "failed");
-                counts.failed += 1;
-                failures.push(UnitFailure {
-                    unit: key,
-                    reason: e.to_string(),
-                });
+                tally.record::<()>(&key, Err(e));
             }
         }
         if ctx.cancel.is_cancelled() && tasks.is_empty() {
@@ -232,17 +224,9 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     }
     progress.finish_and_clear();
     // Units never started because of an interrupt.
-    counts.not_run += queue.iter().filter(|u| !u.action.is_skip()).count() as u64;
-    counts.skipped += queue.iter().filter(|u| u.action.is_skip()).count() as u64;
-    counts.planned = counts.done + counts.skipped + counts.missing + counts.failed + counts.not_run;
-
-    let outcome = if ctx.cancel.is_cancelled() {
-        Outcome::Interrupted
-    } else if counts.failed > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
-    };
+    tally.counts.not_run += queue.iter().filter(|u| !u.action.is_skip()).count() as u64;
+    tally.counts.skipped += queue.iter().filter(|u| u.action.is_skip()).count() as u64;
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
     let s = &run.stats;
     let bytes = Stats::get(&s.bytes);
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
@@ -255,43 +239,22 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         "refresh_checks": Stats::get(&s.refresh_checks),
         "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
         "seconds": secs,
-        "files_per_sec": counts.done as f64 / secs,
+        "files_per_sec": tally.counts.done as f64 / secs,
         "mb_per_sec": bytes as f64 / 1e6 / secs,
     });
-    let run = Arc::try_unwrap(run).ok().expect("all tasks joined");
-    Ok(report(
-        &run.spec, ctx, started_at, outcome, counts, failures, missing, bytes, params, details,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    spec: &Spec,
-    ctx: &Context,
-    started_at: chrono::DateTime<chrono::Utc>,
-    outcome: Outcome,
-    counts: Counts,
-    failures: Vec<UnitFailure>,
-    missing: Vec<String>,
-    bytes: u64,
-    params: serde_json::Value,
-    details: serde_json::Value,
-) -> RunReport {
-    RunReport {
-        job: JOB.into(),
-        job_version: JOB_VERSION.into(),
-        run_id: ctx.run_id.clone(),
-        store: spec.common.store.clone(),
+    let store = run.spec.common.store.clone();
+    Ok(RunReport::new(
+        JOB,
+        JOB_VERSION,
+        ctx,
+        &store,
         started_at,
-        finished_at: ctx.clock.now().max(started_at),
         outcome,
-        counts,
+        tally,
         bytes,
-        failures,
-        missing,
         params,
         details,
-    }
+    ))
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

@@ -10,17 +10,16 @@ mod prune;
 mod unit;
 pub mod unzip;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::{self, Tally};
 use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, manifest_symbols};
-use shared::report::{Counts, Outcome, RunReport, UnitFailure};
-use shared::{Context, Error, Result};
-use tokio::task::JoinSet;
+use shared::report::{Outcome, RunReport};
+use shared::{Context, Result};
 
 pub use plan::{Action, Unit};
 pub use unzip::{CsvStats, Limits};
@@ -120,8 +119,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         spec,
         ctx: ctx.clone(),
     });
-    let mut counts = Counts::default();
-    let mut failures = Vec::new();
+    let mut tally = Tally::default();
     let units: Vec<&Unit> = groups.iter().flatten().collect();
 
     if run.spec.common.dry_run {
@@ -137,19 +135,18 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 }
             }
         }
-        counts.planned = units.len() as u64;
-        counts.skipped = units
+        tally.counts.skipped = units
             .iter()
             .filter(|u| matches!(u.action, Action::Skip(_)))
             .count() as u64;
-        counts.not_run = counts.planned - counts.skipped;
+        tally.counts.not_run = units.len() as u64 - tally.counts.skipped;
+        tally.outcome(false);
         let details = serde_json::json!({ "prunable": prunable });
         return Ok(report(
             &run,
             started_at,
             Outcome::DryRun,
-            counts,
-            failures,
+            tally,
             0,
             params,
             details,
@@ -166,65 +163,40 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     );
 
     // 3. Execute with bounded concurrency.
-    let mut queue: VecDeque<Unit> = units.iter().map(|u| (*u).clone()).collect();
-    let mut tasks: JoinSet<(Unit, Result<CsvStats>)> = JoinSet::new();
-    let (mut csv_bytes, mut zip_bytes, mut rows) = (0u64, 0u64, 0u64);
-    loop {
-        while tasks.len() < run.spec.common.concurrency && !ctx.cancel.is_cancelled() {
-            let Some(unit) = queue.pop_front() else { break };
-            match &unit.action {
-                Action::Skip(_) => {
-                    counts.skipped += 1;
-                    continue;
-                }
-                Action::Invalid(reason) => {
-                    counts.failed += 1;
-                    failures.push(UnitFailure {
-                        unit: unit.file.key(),
-                        reason: reason.clone(),
-                    });
-                    continue;
-                }
-                Action::Extract => {}
-            }
-            let run = run.clone();
-            tasks.spawn(async move {
-                let r = unit::process(&run, &unit).await;
-                (unit, r)
-            });
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (unit, result) = joined.map_err(|e| Error::Io {
-            context: "an extract task panicked".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let key = unit.file.key();
-        match result {
-            Ok(s) => {
-                counts.done += 1;
-                csv_bytes += s.size;
-                zip_bytes += unit.zip_size;
-                rows += s.rows;
-            }
-            Err(Error::Interrupted) => counts.not_run += 1,
-            Err(e) => {
-                tracing::error!(file = %key, error = %e, "failed");
-                counts.failed += 1;
-                failures.push(UnitFailure {
-                    unit: key,
-                    reason: e.to_string(),
-                });
-            }
+    let mut todo_units = Vec::new();
+    for u in units {
+        match &u.action {
+            Action::Skip(_) => tally.skip(),
+            Action::Invalid(reason) => tally.fail(u.file.key(), reason.clone()),
+            Action::Extract => todo_units.push(u.clone()),
         }
     }
-    counts.not_run += queue.iter().filter(|u| u.action == Action::Extract).count() as u64;
-    counts.skipped += queue
-        .iter()
-        .filter(|u| matches!(u.action, Action::Skip(_)))
-        .count() as u64;
-    counts.planned = counts.done + counts.skipped + counts.missing + counts.failed + counts.not_run;
+    let (mut csv_bytes, mut zip_bytes, mut rows) = (0u64, 0u64, 0u64);
+    let work = {
+        let run = run.clone();
+        move |unit: Unit| {
+            let run = run.clone();
+            async move {
+                let r = unit::process(&run, &unit).await.map(|s| (s, unit.zip_size));
+                (unit.file.key(), r)
+            }
+        }
+    };
+    let not_run = exec::for_each_bounded(
+        todo_units,
+        run.spec.common.concurrency,
+        &ctx.cancel,
+        work,
+        |key, r| {
+            if let Some((s, zip_size)) = tally.record(&key, r) {
+                csv_bytes += s.size;
+                zip_bytes += zip_size;
+                rows += s.rows;
+            }
+        },
+    )
+    .await?;
+    tally.counts.not_run += not_run;
 
     // 4. Prune CSVs that convert has consumed.
     let mut pruned = 0u64;
@@ -244,13 +216,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         tracing::info!(pruned, bytes = pruned_bytes, "pruned converted CSVs");
     }
 
-    let outcome = if ctx.cancel.is_cancelled() {
-        Outcome::Interrupted
-    } else if counts.failed > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
-    };
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
     let details = serde_json::json!({
         "pruned": pruned,
@@ -258,40 +224,36 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "zip_bytes": zip_bytes,
         "csv_rows": rows,
         "seconds": secs,
-        "files_per_sec": counts.done as f64 / secs,
+        "files_per_sec": tally.counts.done as f64 / secs,
         "csv_mb_per_sec": csv_bytes as f64 / 1e6 / secs,
     });
     Ok(report(
-        &run, started_at, outcome, counts, failures, csv_bytes, params, details,
+        &run, started_at, outcome, tally, csv_bytes, params, details,
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn report(
     run: &Run,
     started_at: chrono::DateTime<chrono::Utc>,
     outcome: Outcome,
-    counts: Counts,
-    failures: Vec<UnitFailure>,
+    tally: Tally,
     bytes: u64,
     params: serde_json::Value,
     details: serde_json::Value,
 ) -> RunReport {
-    RunReport {
-        job: JOB.into(),
-        job_version: JOB_VERSION.into(),
-        run_id: run.ctx.run_id.clone(),
-        store: run.spec.common.store.clone(),
+    let store = &run.spec.common.store;
+    RunReport::new(
+        JOB,
+        JOB_VERSION,
+        &run.ctx,
+        store,
         started_at,
-        finished_at: run.ctx.clock.now().max(started_at),
         outcome,
-        counts,
+        tally,
         bytes,
-        failures,
-        missing: Vec::new(),
         params,
         details,
-    }
+    )
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::{self, Tally};
 use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
 use shared::paths::{Dataset, FileDate, Partition, Period};
-use shared::report::{Counts, Outcome, RunReport, UnitFailure};
-use shared::{Context, Error, Result};
-use tokio::task::JoinSet;
+use shared::report::{Outcome, RunReport};
+use shared::{Context, Result};
 
 pub use month::{MonthResult, SourceChoice};
 
@@ -75,7 +75,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     let t0 = Instant::now();
     let params = serde_json::to_value(&spec).unwrap_or_default();
     let phash = shared::manifest::params_hash(&(spec.row_group_rows,));
-    let mut counts = Counts::default();
+    let mut tally = Tally::default();
     let mut units = Vec::new();
 
     for ds in &spec.common.datasets {
@@ -134,12 +134,11 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                     inputs,
                     writer: writer.clone(),
                 };
-                counts.planned += 1;
                 let done = mine
                     .get(&unit.key())
                     .is_some_and(|p| p.is_done_with(&fingerprint, JOB_VERSION, &phash));
                 if done && !spec.common.force {
-                    counts.skipped += 1;
+                    tally.skip();
                     continue;
                 }
                 units.push(unit);
@@ -160,78 +159,56 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 )
             );
         }
-        counts.not_run = units.len() as u64;
-        return Ok(report(
-            &spec,
+        tally.counts.not_run = units.len() as u64;
+        tally.outcome(false);
+        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
+        return Ok(RunReport::new(
+            JOB,
+            JOB_VERSION,
             ctx,
+            &store,
             started_at,
             Outcome::DryRun,
-            counts,
-            vec![],
+            tally,
             0,
             params,
-            serde_json::Value::Null,
+            null,
         ));
     }
     tracing::info!(
         months = units.len(),
-        up_to_date = counts.skipped,
+        up_to_date = tally.counts.skipped,
         "plan ready"
     );
 
     let spec = Arc::new(spec);
-    let mut failures = Vec::new();
     let (mut bytes, mut rows_in, mut rows_out, mut dups) = (0u64, 0u64, 0u64, 0u64);
     let mut both_sources = Vec::new();
-    let mut queue = units.into_iter();
-    let mut tasks: JoinSet<(String, Result<MonthResult>)> = JoinSet::new();
-    loop {
-        while tasks.len() < spec.common.concurrency && !ctx.cancel.is_cancelled() {
-            let Some(u) = queue.next() else { break };
+    let work = {
+        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+        move |u: MonthUnit| {
             let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-            tasks.spawn(async move {
+            async move {
                 let key = format!("{}/{}", u.dataset.scope(), u.key());
                 (key, month::optimize(&spec, &ctx, &phash, u).await)
-            });
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (key, r) = joined.map_err(|e| Error::Io {
-            context: "an optimize task panicked".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        match r {
-            Ok(m) => {
-                counts.done += 1;
-                bytes += m.bytes;
-                rows_in += m.rows_in;
-                rows_out += m.rows_out;
-                dups += m.duplicates_removed;
-                for c in m.choices {
-                    tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, "day present in both a daily and a monthly archive");
-                    both_sources.push(serde_json::json!({"unit": key, "choice": c}));
-                }
-            }
-            Err(Error::Interrupted) => counts.not_run += 1,
-            Err(e) => {
-                tracing::error!(unit = %key, error = %e, "failed");
-                counts.failed += 1;
-                failures.push(UnitFailure {
-                    unit: key,
-                    reason: e.to_string(),
-                });
             }
         }
-    }
-    counts.not_run += queue.count() as u64;
-    let outcome = if ctx.cancel.is_cancelled() {
-        Outcome::Interrupted
-    } else if counts.failed > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
     };
+    let not_run = exec::for_each_bounded(units, spec.common.concurrency, &ctx.cancel, work, |key, r| {
+        if let Some(m) = tally.record(&key, r) {
+            bytes += m.bytes;
+            rows_in += m.rows_in;
+            rows_out += m.rows_out;
+            dups += m.duplicates_removed;
+            for c in m.choices {
+                tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, "day present in both a daily and a monthly archive");
+                both_sources.push(serde_json::json!({"unit": key, "choice": c}));
+            }
+        }
+    })
+    .await?;
+    tally.counts.not_run += not_run;
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
     let details = serde_json::json!({
         "rows_in": rows_in,
@@ -241,36 +218,17 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "seconds": secs,
         "rows_per_sec": rows_in as f64 / secs,
     });
-    Ok(report(
-        &spec, ctx, started_at, outcome, counts, failures, bytes, params, details,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    spec: &Spec,
-    ctx: &Context,
-    started_at: chrono::DateTime<chrono::Utc>,
-    outcome: Outcome,
-    counts: Counts,
-    failures: Vec<UnitFailure>,
-    bytes: u64,
-    params: serde_json::Value,
-    details: serde_json::Value,
-) -> RunReport {
-    RunReport {
-        job: JOB.into(),
-        job_version: JOB_VERSION.into(),
-        run_id: ctx.run_id.clone(),
-        store: spec.common.store.clone(),
+    let store = spec.common.store.clone();
+    Ok(RunReport::new(
+        JOB,
+        JOB_VERSION,
+        ctx,
+        &store,
         started_at,
-        finished_at: ctx.clock.now().max(started_at),
         outcome,
-        counts,
+        tally,
         bytes,
-        failures,
-        missing: vec![],
         params,
         details,
-    }
+    ))
 }

@@ -35,13 +35,6 @@ pub struct MonthResult {
     pub choices: Vec<SourceChoice>,
 }
 
-fn frames_err(e: frames::Error) -> Error {
-    match e {
-        frames::Error::Shared(e) => e,
-        frames::Error::Polars { context, source } => Error::Parse(format!("{context}: {source}")),
-    }
-}
-
 /// Per day, the partition to read: the more complete of the daily and monthly sources (more
 /// rows; the monthly one on a tie, as the consolidated publication).
 pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Vec<SourceChoice>) {
@@ -110,7 +103,7 @@ pub(crate) async fn optimize(
                     if let Some(input) = chosen.get(&d) {
                         let df = handle
                             .block_on(frames::read_parquet(&store, &input.path))
-                            .map_err(frames_err)?
+                            .map_err(Error::from)?
                             .ok_or_else(|| {
                                 Error::Parse(format!("input partition {} is missing", input.path))
                             })?;
@@ -126,7 +119,7 @@ pub(crate) async fn optimize(
                 for p in rest {
                     all.vstack_mut(p)
                         .ctx(|| format!("stacking partitions around {day}"))
-                        .map_err(frames_err)?;
+                        .map_err(Error::from)?;
                 }
                 let (start, end) = day_bounds_us(day);
                 let t = format.time_field;
@@ -150,14 +143,14 @@ pub(crate) async fn optimize(
                     )
                     .collect()
                     .ctx(|| format!("sorting {day}"))
-                    .map_err(frames_err)?;
+                    .map_err(Error::from)?;
                 let before = filtered.height() as u64;
                 let mut deduped = filtered
                     .lazy()
                     .unique_stable_generic(key, UniqueKeepStrategy::First)
                     .collect()
                     .ctx(|| format!("deduplicating {day}"))
-                    .map_err(frames_err)?;
+                    .map_err(Error::from)?;
                 deduped.rechunk_mut();
                 res.rows_in += before;
                 res.rows_out += deduped.height() as u64;
@@ -166,12 +159,12 @@ pub(crate) async fn optimize(
                     continue;
                 }
                 if sink.is_none() {
-                    sink = Some(ParquetSink::new(deduped.schema(), &opts).map_err(frames_err)?);
+                    sink = Some(ParquetSink::new(deduped.schema(), &opts).map_err(Error::from)?);
                 }
                 sink.as_mut()
                     .expect("created")
                     .write(&deduped)
-                    .map_err(frames_err)?;
+                    .map_err(Error::from)?;
             }
             Ok((sink, res))
         });
@@ -186,7 +179,7 @@ pub(crate) async fn optimize(
             let out = sink
                 .finish(&ctx.store, &out_path)
                 .await
-                .map_err(frames_err)?;
+                .map_err(Error::from)?;
             res.bytes = out.size;
             outputs.push(out);
         }

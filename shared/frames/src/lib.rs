@@ -27,6 +27,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Jobs report in `shared::Error`: a Polars failure becomes a parse error carrying its context.
+impl From<Error> for shared::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Shared(e) => e,
+            Error::Polars { context, source } => {
+                shared::Error::Parse(format!("{context}: {source}"))
+            }
+        }
+    }
+}
+
 /// Attach context to a Polars result.
 pub trait PolarsContext<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
