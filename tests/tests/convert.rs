@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use chrono::Utc;
-use common::{job, report, run, stderr};
+use common::{job, report, run, stderr, walk};
 use shared::checksum::sha256_hex;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
 use shared::paths::{ArchiveFile, DataType, Dataset, FileDate, Market, Period};
@@ -154,23 +154,6 @@ async fn a_malformed_row_fails_the_file_and_touches_nothing_converted_before() {
         "a failed conversion changed earlier outputs"
     );
     let staging = dir.path().join("_staging");
-    let leftovers: Vec<_> = if staging.exists() {
-        walk(&staging)
-    } else {
-        vec![]
-    };
+    let leftovers = walk(&staging);
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use archive_sim::{FaultKind, FaultRule, FaultTarget, SimConfig, SimHandle, SimServer};
 use chrono::NaiveDate;
-use common::{Moto, job, report, stderr};
+use common::{Moto, job, report, stderr, walk};
 use shared::manifest::{Manifest, ManifestKey, UnitStatus};
 use shared::paths::{ArchiveFile, DataType, Dataset, FileDate, Interval, Market};
 
@@ -98,19 +98,6 @@ fn assert_raw_is_clean(sim: &SimHandle, root: &Path) -> Vec<String> {
     }
     found.sort();
     found
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,17 +587,7 @@ async fn the_same_download_works_on_s3() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report(&out)["counts"]["done"], 5);
     // Read back through object_store: the bytes are the archive's.
-    let s3 = shared::store::Store::open_with(
-        store,
-        &shared::store::S3Env {
-            vars: moto
-                .env()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        },
-    )
-    .unwrap();
+    let s3 = moto.store(store);
     let listed = s3.list("raw/").await.unwrap();
     assert_eq!(listed.len(), 5, "{listed:?}");
     for (path, _) in &listed {

@@ -402,17 +402,7 @@ async fn the_whole_chain_runs_on_s3() {
         .map(|r| r["counts"]["done"].as_u64().unwrap())
         .collect();
     assert_eq!(done, vec![8, 8, 8, 4], "{reports:?}");
-    let s3 = shared::store::Store::open_with(
-        store,
-        &shared::store::S3Env {
-            vars: moto
-                .env()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        },
-    )
-    .unwrap();
+    let s3 = moto.store(store);
     let ds = Dataset::new(Market::Um, Dt::Klines, Some(Interval::M1)).unwrap();
     let df = frames::read_parquet(&s3, &ds.optimized_partition("BTCUSDT", 2025, 1))
         .await

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use archive_sim::{SimConfig, SimHandle, SimServer};
 use chrono::NaiveDate;
-use common::{job, report, stderr};
+use common::{job, report, stderr, walk};
 use shared::Store;
 use shared::checksum::sha256_hex;
 use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus};
@@ -50,23 +50,6 @@ async fn output(mut c: tokio::process::Command) -> std::process::Output {
 fn lines(b: &[u8]) -> u64 {
     let n = b.iter().filter(|&&c| c == b'\n').count() as u64;
     n + u64::from(b.last().is_some_and(|&c| c != b'\n'))
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every file under `csv/`, as store paths.
@@ -537,17 +520,7 @@ async fn the_same_extract_works_on_s3() {
     let out = run().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(report(&out)["counts"]["done"], 5);
-    let s3 = Store::open_with(
-        store,
-        &shared::store::S3Env {
-            vars: moto
-                .env()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        },
-    )
-    .unwrap();
+    let s3 = moto.store(store);
     let listed = s3.list("csv/").await.unwrap();
     assert_eq!(listed.len(), 5, "{listed:?}");
     for (path, _) in &listed {

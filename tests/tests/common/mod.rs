@@ -97,6 +97,24 @@ pub fn python_with_readers() -> Option<PathBuf> {
     }
 }
 
+/// Every file below `dir` (none if it does not exist), sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// moto's S3 server on loopback, killed on drop.
 pub struct Moto {
     child: Option<Child>,
@@ -155,6 +173,16 @@ impl Moto {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    /// A store on this server (as the job binaries open it from the same environment).
+    pub fn store(&self, url: &str) -> shared::Store {
+        let vars = self
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        shared::Store::open_with(url, &shared::store::S3Env { vars }).expect("S3 store opens")
     }
 
     /// Environment for a job binary to reach this server.
