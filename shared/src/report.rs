@@ -62,38 +62,61 @@ pub struct RunReport {
     pub details: serde_json::Value,
 }
 
-impl RunReport {
-    /// The report of a run that ended now, from its tally. `store` is the store URL as given.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        job: &str,
-        job_version: &str,
+/// What every report of one run shares, fixed when the run starts; builds the report when it
+/// ends (or when `--dry-run` stops it after planning).
+#[derive(Debug, Clone)]
+pub struct RunHeader {
+    pub job: &'static str,
+    pub job_version: &'static str,
+    /// The store URL as given.
+    pub store: String,
+    pub started_at: DateTime<Utc>,
+    /// The validated parameters the job runs with.
+    pub params: serde_json::Value,
+}
+
+impl RunHeader {
+    /// The report of a run that ended now, from its tally.
+    pub fn report(
+        &self,
         ctx: &crate::Context,
-        store: &str,
-        started_at: DateTime<Utc>,
         outcome: Outcome,
         tally: crate::exec::Tally,
         bytes: u64,
-        params: serde_json::Value,
         details: serde_json::Value,
     ) -> RunReport {
         RunReport {
-            job: job.into(),
-            job_version: job_version.into(),
+            job: self.job.into(),
+            job_version: self.job_version.into(),
             run_id: ctx.run_id.clone(),
-            store: store.into(),
-            started_at,
-            finished_at: ctx.clock.now().max(started_at),
+            store: self.store.clone(),
+            started_at: self.started_at,
+            finished_at: ctx.clock.now().max(self.started_at),
             outcome,
             counts: tally.counts,
             bytes,
             failures: tally.failures,
             missing: tally.missing,
-            params,
+            params: self.params.clone(),
             details,
         }
     }
 
+    /// The report of a `--dry-run`: `not_run` units would have run.
+    pub fn dry_run(
+        &self,
+        ctx: &crate::Context,
+        mut tally: crate::exec::Tally,
+        not_run: u64,
+        details: serde_json::Value,
+    ) -> RunReport {
+        tally.counts.not_run += not_run;
+        tally.outcome(false);
+        self.report(ctx, Outcome::DryRun, tally, 0, details)
+    }
+}
+
+impl RunReport {
     pub fn exit_code(&self) -> i32 {
         match self.outcome {
             Outcome::Ok | Outcome::DryRun => exit::OK,

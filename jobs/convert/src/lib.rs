@@ -14,7 +14,7 @@ use shared::cli::{CommonSpec, SymbolSelection};
 use shared::exec::{self, Tally};
 use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
 use shared::paths::ArchiveFile;
-use shared::report::{Outcome, RunReport};
+use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
 
 pub use unit::UnitResult;
@@ -50,9 +50,14 @@ pub(crate) struct Unit {
 }
 
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let started_at = ctx.clock.now();
     let t0 = Instant::now();
-    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
     let phash = params_hash(&spec);
     let mut tally = Tally::default();
     let mut units = Vec::new();
@@ -112,21 +117,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 u.file.dataset.parquet_symbol_dir(&u.file.symbol)
             );
         }
-        tally.counts.not_run = units.len() as u64;
-        tally.outcome(false);
-        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
-        return Ok(RunReport::new(
-            JOB,
-            JOB_VERSION,
-            ctx,
-            &store,
-            started_at,
-            Outcome::DryRun,
-            tally,
-            0,
-            params,
-            null,
-        ));
+        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
     }
     tracing::info!(
         units = units.len(),
@@ -171,17 +162,5 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "seconds": secs,
         "rows_per_sec": rows as f64 / secs,
     });
-    let store = spec.common.store.clone();
-    Ok(RunReport::new(
-        JOB,
-        JOB_VERSION,
-        ctx,
-        &store,
-        started_at,
-        outcome,
-        tally,
-        bytes,
-        params,
-        details,
-    ))
+    Ok(header.report(ctx, outcome, tally, bytes, details))
 }

@@ -19,7 +19,7 @@ use shared::exec::Tally;
 use shared::http::RetryPolicy;
 use shared::listing::discover_symbols;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
-use shared::report::{Outcome, RunReport};
+use shared::report::{RunHeader, RunReport};
 use shared::{Context, Error, Result};
 use tokio::task::JoinSet;
 
@@ -89,9 +89,14 @@ pub(crate) struct Run {
 /// Run the job. Errors returned here end the run (configuration, listing, store); per-unit
 /// failures are in the report.
 pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<RunReport> {
-    let started_at = ctx.clock.now();
     let t0 = Instant::now();
-    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
 
     // 1. Symbols per dataset (listing for `all`), then this shard's share.
     let mut targets = Vec::new();
@@ -130,21 +135,8 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
             println!("{:<10} {}", u.action.label(), u.file.key());
         }
         tally.counts.skipped = queue.iter().filter(|u| u.action.is_skip()).count() as u64;
-        tally.counts.not_run = queue.len() as u64 - tally.counts.skipped;
-        tally.outcome(false);
-        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
-        return Ok(RunReport::new(
-            JOB,
-            JOB_VERSION,
-            ctx,
-            &store,
-            started_at,
-            Outcome::DryRun,
-            tally,
-            0,
-            params,
-            null,
-        ));
+        let not_run = queue.len() as u64 - tally.counts.skipped;
+        return Ok(header.dry_run(ctx, tally, not_run, serde_json::Value::Null));
     }
 
     let todo = queue.iter().filter(|u| !u.action.is_skip()).count();
@@ -242,19 +234,7 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         "files_per_sec": tally.counts.done as f64 / secs,
         "mb_per_sec": bytes as f64 / 1e6 / secs,
     });
-    let store = run.spec.common.store.clone();
-    Ok(RunReport::new(
-        JOB,
-        JOB_VERSION,
-        ctx,
-        &store,
-        started_at,
-        outcome,
-        tally,
-        bytes,
-        params,
-        details,
-    ))
+    Ok(header.report(ctx, outcome, tally, bytes, details))
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

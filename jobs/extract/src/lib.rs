@@ -18,7 +18,7 @@ use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
 use shared::exec::{self, Tally};
 use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, manifest_symbols};
-use shared::report::{Outcome, RunReport};
+use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
 
 pub use plan::{Action, Unit};
@@ -76,9 +76,14 @@ impl Run {
 /// Run the job. Errors returned here end the run (configuration, store, manifests); per-unit
 /// failures are in the report.
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let started_at = ctx.clock.now();
     let t0 = Instant::now();
-    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
     let store = &ctx.store;
 
     // 1. Symbols per dataset (those with a download manifest for `all`), then this shard's.
@@ -139,18 +144,9 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
             .iter()
             .filter(|u| matches!(u.action, Action::Skip(_)))
             .count() as u64;
-        tally.counts.not_run = units.len() as u64 - tally.counts.skipped;
-        tally.outcome(false);
+        let not_run = units.len() as u64 - tally.counts.skipped;
         let details = serde_json::json!({ "prunable": prunable });
-        return Ok(report(
-            &run,
-            started_at,
-            Outcome::DryRun,
-            tally,
-            0,
-            params,
-            details,
-        ));
+        return Ok(header.dry_run(ctx, tally, not_run, details));
     }
 
     let todo = units.iter().filter(|u| u.action == Action::Extract).count();
@@ -227,33 +223,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "files_per_sec": tally.counts.done as f64 / secs,
         "csv_mb_per_sec": csv_bytes as f64 / 1e6 / secs,
     });
-    Ok(report(
-        &run, started_at, outcome, tally, csv_bytes, params, details,
-    ))
-}
-
-fn report(
-    run: &Run,
-    started_at: chrono::DateTime<chrono::Utc>,
-    outcome: Outcome,
-    tally: Tally,
-    bytes: u64,
-    params: serde_json::Value,
-    details: serde_json::Value,
-) -> RunReport {
-    let store = &run.spec.common.store;
-    RunReport::new(
-        JOB,
-        JOB_VERSION,
-        &run.ctx,
-        store,
-        started_at,
-        outcome,
-        tally,
-        bytes,
-        params,
-        details,
-    )
+    Ok(header.report(ctx, outcome, tally, csv_bytes, details))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use shared::cli::{CommonSpec, SymbolSelection};
 use shared::exec::{self, Tally};
 use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
 use shared::paths::{Dataset, FileDate, Partition, Period};
-use shared::report::{Outcome, RunReport};
+use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
 
 pub use month::{MonthResult, SourceChoice};
@@ -71,9 +71,14 @@ impl MonthUnit {
 }
 
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let started_at = ctx.clock.now();
     let t0 = Instant::now();
-    let params = serde_json::to_value(&spec).unwrap_or_default();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
     let phash = shared::manifest::params_hash(&(spec.row_group_rows,));
     let mut tally = Tally::default();
     let mut units = Vec::new();
@@ -159,21 +164,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 )
             );
         }
-        tally.counts.not_run = units.len() as u64;
-        tally.outcome(false);
-        let (store, null) = (spec.common.store.clone(), serde_json::Value::Null);
-        return Ok(RunReport::new(
-            JOB,
-            JOB_VERSION,
-            ctx,
-            &store,
-            started_at,
-            Outcome::DryRun,
-            tally,
-            0,
-            params,
-            null,
-        ));
+        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
     }
     tracing::info!(
         months = units.len(),
@@ -218,17 +209,5 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         "seconds": secs,
         "rows_per_sec": rows_in as f64 / secs,
     });
-    let store = spec.common.store.clone();
-    Ok(RunReport::new(
-        JOB,
-        JOB_VERSION,
-        ctx,
-        &store,
-        started_at,
-        outcome,
-        tally,
-        bytes,
-        params,
-        details,
-    ))
+    Ok(header.report(ctx, outcome, tally, bytes, details))
 }
