@@ -21,7 +21,7 @@ pub use unit::UnitResult;
 
 pub const JOB: &str = "convert";
 /// Bump when the output of a unit changes for the same input.
-pub const JOB_VERSION: &str = "1";
+pub const JOB_VERSION: &str = "2";
 /// The job whose manifest lists the inputs.
 pub const UPSTREAM: &str = "extract";
 
@@ -30,13 +30,17 @@ pub struct Spec {
     pub common: CommonSpec,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
-    /// Bytes read from a CSV at a time.
+    /// Bytes parsed from a CSV at a time.
     pub read_chunk: usize,
+    /// zstd level of the Parquet pages.
+    pub zstd_level: i32,
+    /// Partition-writer threads per monthly file (a daily file has one).
+    pub writer_threads: usize,
 }
 
 /// What the parameters that shape outputs hash to (recorded per unit).
 fn params_hash(spec: &Spec) -> String {
-    shared::manifest::params_hash(&(spec.row_group_rows,))
+    shared::manifest::params_hash(&(spec.row_group_rows, spec.zstd_level))
 }
 
 /// One unit to convert.

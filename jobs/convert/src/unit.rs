@@ -1,15 +1,15 @@
-//! Converting one staged CSV: parse it in a blocking thread in fixed-size reads, route rows to
+//! Converting one staged CSV: parse the memory-mapped file on a blocking thread, route rows to
 //! their day partitions (a daily archive is one partition; a monthly archive is split by each
-//! row's UTC day and days are flushed once the stream has moved past them), write each partition
-//! to a staging path, and only when the whole file parsed, move them into place and record the
-//! unit. A malformed row fails the unit and leaves what was converted before untouched.
+//! row's UTC day and a day is closed once the stream has moved past it), and stream row groups
+//! to partition-writer threads that encode, compress and hash them while parsing goes on. Only
+//! when the whole file parsed do partitions appear at their final paths and the unit get
+//! recorded: a malformed row fails the unit and leaves what was converted before untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use frames::polars::prelude::{ChunkAgg, DataFrame};
-use frames::{ParquetOptions, PolarsContext};
+use frames::{ParquetBuffer, ParquetOptions, PolarsContext};
 use shared::formats::{ColumnData, Columns, Parser, format_of};
 use shared::manifest::{Entry, Output, UnitStatus};
 use shared::paths::FileDate;
@@ -99,15 +99,21 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
         }
     };
     let staging = format!("_staging/{}/{}", ctx.run_id, JOB);
-    let handle = tokio::runtime::Handle::current();
-    let (store, cancel) = (ctx.store.clone(), ctx.cancel.clone());
+    let env = Env {
+        handle: tokio::runtime::Handle::current(),
+        store: ctx.store.clone(),
+        opts: ParquetOptions {
+            row_group_rows: Some(spec.row_group_rows),
+            zstd_level: Some(spec.zstd_level),
+        },
+        row_group_rows: spec.row_group_rows,
+        staging: staging.clone(),
+    };
+    let cancel = ctx.cancel.clone();
     let file = u.file.clone();
     let csv_path = u.csv_path.clone();
-    let opts = ParquetOptions {
-        row_group_rows: Some(spec.row_group_rows),
-    };
     let chunk = spec.read_chunk;
-    let staging2 = staging.clone();
+    let writers = spec.writer_threads;
     let result = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => missing_csv(&csv_path),
@@ -116,15 +122,14 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
                 source: e,
             },
         })?;
-        let mut conv = Converter::new(&file, &csv_path, handle, store, staging2, opts);
-        conv.run(f, chunk, &cancel)
+        convert_file(&env, &file, &csv_path, f, chunk, writers, &cancel)
     })
     .await
     .map_err(|e| Error::Io {
         context: format!("converting {}", u.csv_path),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let (staged, res) = match result {
+    let (written, res) = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = delete_prefix(
@@ -138,12 +143,15 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
             return Err(e);
         }
     };
-    // The whole file parsed: move every partition into place.
+    // The whole file parsed: move staged partitions into place (a daily archive's single
+    // partition was written in place, atomically, once the file had parsed).
     let mut outputs = Vec::new();
-    for (staged_path, mut out) in staged {
-        let final_path = out.path.clone();
-        ctx.store.rename(&staged_path, &final_path).await?;
-        out.path = final_path;
+    for w in written {
+        let mut out = w.output;
+        if w.at != out.path {
+            ctx.store.rename(&w.at, &out.path).await?;
+        }
+        out.time_span = w.time_span;
         outputs.push(out);
     }
     Ok((outputs, res))
@@ -162,156 +170,339 @@ async fn delete_prefix(ctx: &Context, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// The blocking half: parse, route, write staged partitions.
-struct Converter<'a> {
-    file: &'a shared::paths::ArchiveFile,
-    csv_path: &'a str,
+/// What the blocking half needs from the job.
+struct Env {
     handle: tokio::runtime::Handle,
     store: shared::Store,
-    staging: String,
     opts: ParquetOptions,
-    /// Day → rows not yet written.
-    open: BTreeMap<NaiveDate, DataFrame>,
-    /// Day → (staged path, output) already written.
-    written: BTreeMap<NaiveDate, (String, Output)>,
-    rows: u64,
+    row_group_rows: usize,
+    staging: String,
 }
 
-impl<'a> Converter<'a> {
-    fn new(
-        file: &'a shared::paths::ArchiveFile,
-        csv_path: &'a str,
-        handle: tokio::runtime::Handle,
-        store: shared::Store,
-        staging: String,
-        opts: ParquetOptions,
-    ) -> Self {
-        Converter {
+/// One partition written: where it is now (`at`), and its output with the final path.
+struct Written {
+    day: NaiveDate,
+    at: String,
+    output: Output,
+    time_span: Option<[i64; 2]>,
+}
+
+/// Work for a partition writer. A day's messages all go to the same writer, in order.
+enum Msg {
+    /// Append a row group.
+    Rows(NaiveDate, DataFrame),
+    /// The day is complete: finish its file and put it at `at`.
+    Close {
+        day: NaiveDate,
+        at: String,
+        final_path: String,
+        time_span: Option<[i64; 2]>,
+    },
+}
+
+/// The blocking half: parse on this thread in `chunk`-sized slices of the memory-mapped CSV,
+/// route rows to their days, and hand row groups to `writers` partition-writer threads (a day
+/// always to the same one), which encode, compress and hash them while parsing goes on. Days of
+/// a monthly archive are written in parallel; a daily archive overlaps parsing and writing.
+fn convert_file(
+    env: &Env,
+    file: &shared::paths::ArchiveFile,
+    csv_path: &str,
+    f: std::fs::File,
+    chunk: usize,
+    writers: usize,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(Vec<Written>, UnitResult)> {
+    let format = format_of(&file.dataset);
+    let empty = frames::to_frame(Columns::new(format)).map_err(Error::from)?;
+    let schema = empty.schema().as_ref().clone();
+    let writers = match file.date {
+        FileDate::Day(_) => 1,
+        FileDate::Month { .. } => writers.max(1),
+    };
+    std::thread::scope(|scope| {
+        let mut txs = Vec::with_capacity(writers);
+        let mut joins = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            // Two row groups in flight per writer bound memory; the parser waits beyond that.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+            txs.push(tx);
+            let schema = &schema;
+            joins.push(scope.spawn(move || write_partitions(env, schema, rx)));
+        }
+        let mut router = Router {
             file,
             csv_path,
-            handle,
-            store,
-            staging,
-            opts,
+            format,
+            env,
+            txs,
             open: BTreeMap::new(),
-            written: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            late: BTreeMap::new(),
             rows: 0,
-        }
-    }
-
-    fn run(
-        &mut self,
-        mut f: std::fs::File,
-        chunk: usize,
-        cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<(Vec<(String, Output)>, UnitResult)> {
-        let format = format_of(&self.file.dataset);
-        let mut parser = Parser::new(format, self.csv_path, self.file);
-        let mut cols = Columns::new(format);
-        let mut buf = vec![0u8; chunk];
-        loop {
-            if cancel.is_cancelled() {
-                return Err(Error::Interrupted);
-            }
-            let n = f.read(&mut buf).map_err(|e| Error::Io {
-                context: format!("reading {}", self.csv_path),
-                source: e,
-            })?;
-            if n == 0 {
-                break;
-            }
-            parser.feed(&buf[..n], &mut cols)?;
-            if cols.len() >= ROUTE_EVERY_ROWS {
-                self.route(std::mem::replace(&mut cols, Columns::new(format)))?;
-            }
-        }
-        parser.finish(&mut cols)?;
-        self.route(cols)?;
-        // A monthly archive answers for every day of its month: a day without rows gets an
-        // empty partition, so `optimize` can tell "the monthly file lacks this day" from "no
-        // monthly file" and report it when a daily file has the rows.
-        if let FileDate::Month { .. } = self.file.date {
-            for day in self.file.date.days() {
-                if !self.open.contains_key(&day) && !self.written.contains_key(&day) {
-                    self.append(day, Columns::new(format))?;
+        };
+        let parsed = router.parse(f, chunk, cancel);
+        let late = std::mem::take(&mut router.late);
+        let closed = std::mem::take(&mut router.closed);
+        let rows = router.rows;
+        drop(router); // closes the channels: writers finish and return
+        let mut written = Vec::new();
+        let mut writer_err = None;
+        for j in joins {
+            match j.join() {
+                Ok(Ok(w)) => written.extend(w),
+                Ok(Err(e)) => writer_err = writer_err.or(Some(e)),
+                Err(_) => {
+                    writer_err = writer_err.or(Some(Error::Parse(format!(
+                        "{csv_path}: a partition writer panicked"
+                    ))))
                 }
             }
         }
-        self.flush_before(None)?;
-        let stats = parser.stats();
-        let staged: Vec<(String, Output)> =
-            std::mem::take(&mut self.written).into_values().collect();
+        // A writer's failure is the cause of the parser's failed send: report it first.
+        if let Some(e) = writer_err {
+            return Err(e);
+        }
+        let stats = parsed?;
+        written.sort_by_key(|w| w.day);
+        debug_assert_eq!(written.len(), closed.len());
+        for (day, rows_late) in late {
+            merge_late(env, format.time_field, &mut written, day, rows_late)?;
+        }
         let res = UnitResult {
-            rows: self.rows,
+            rows,
             dropped_invalid: stats.dropped_invalid,
-            partitions: staged.len() as u64,
-            bytes: staged.iter().map(|(_, o)| o.size).sum(),
+            partitions: written.len() as u64,
+            bytes: written.iter().map(|w| w.output.size).sum(),
         };
-        Ok((staged, res))
+        Ok((written, res))
+    })
+}
+
+/// A partition writer thread: one in-memory Parquet file per open day.
+fn write_partitions(
+    env: &Env,
+    schema: &frames::polars::prelude::Schema,
+    rx: std::sync::mpsc::Receiver<Msg>,
+) -> Result<Vec<Written>> {
+    let mut open: BTreeMap<NaiveDate, ParquetBuffer> = BTreeMap::new();
+    let mut done = Vec::new();
+    for msg in rx {
+        match msg {
+            Msg::Rows(day, df) => {
+                let buf = match open.entry(day) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(ParquetBuffer::new(schema, &env.opts).map_err(Error::from)?)
+                    }
+                };
+                buf.write(&df).map_err(Error::from)?;
+            }
+            Msg::Close {
+                day,
+                at,
+                final_path,
+                time_span,
+            } => {
+                let buf = match open.remove(&day) {
+                    Some(b) => b,
+                    None => ParquetBuffer::new(schema, &env.opts).map_err(Error::from)?,
+                };
+                let (bytes, mut output) = buf.finish(&at).map_err(Error::from)?;
+                env.handle.block_on(env.store.put(&at, bytes))?;
+                output.path = final_path;
+                done.push(Written {
+                    day,
+                    at,
+                    output,
+                    time_span,
+                });
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Rows of one day not yet handed to its writer.
+struct OpenDay {
+    cols: Columns,
+    span: Option<[i64; 2]>,
+}
+
+/// The parser side: routes rows to days and feeds the writers.
+struct Router<'a> {
+    file: &'a shared::paths::ArchiveFile,
+    csv_path: &'a str,
+    format: &'static shared::formats::Format,
+    env: &'a Env,
+    txs: Vec<std::sync::mpsc::SyncSender<Msg>>,
+    open: BTreeMap<NaiveDate, OpenDay>,
+    /// Days whose file is finished → their time span.
+    closed: BTreeMap<NaiveDate, Option<[i64; 2]>>,
+    /// Rows that arrived for a day after it was closed (never seen in the archive, handled).
+    late: BTreeMap<NaiveDate, Columns>,
+    rows: u64,
+}
+
+impl Router<'_> {
+    fn parse(
+        &mut self,
+        f: std::fs::File,
+        chunk: usize,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<shared::formats::ParseStats> {
+        let io = |e: std::io::Error| Error::Io {
+            context: format!("reading {}", self.csv_path),
+            source: e,
+        };
+        let len = f.metadata().map_err(io)?.len();
+        // SAFETY: the CSV is a staged file this job only reads; if something truncated it
+        // meanwhile, the mapping could fault. Empty files cannot be mapped.
+        let map = if len == 0 {
+            None
+        } else {
+            let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+            let _ = m.advise(memmap2::Advice::Sequential);
+            Some(m)
+        };
+        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+        let mut parser = Parser::new(self.format, self.csv_path, self.file);
+        let mut cols = Columns::with_capacity(self.format, self.env.row_group_rows.min(1 << 20));
+        for piece in bytes.chunks(chunk.max(1 << 16)) {
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
+            parser.feed(piece, &mut cols)?;
+            if cols.len() >= ROUTE_EVERY_ROWS {
+                self.route(&cols)?;
+                cols.clear();
+            }
+        }
+        parser.finish(&mut cols)?;
+        self.route(&cols)?;
+        // A monthly archive answers for every day of its month: a day without rows gets an
+        // empty partition, so `optimize` can tell "the monthly file lacks this day" from "no
+        // monthly file" and report it when a daily file has the rows.
+        for day in self.file.date.days() {
+            if !self.open.contains_key(&day) && !self.closed.contains_key(&day) {
+                self.open.insert(
+                    day,
+                    OpenDay {
+                        cols: Columns::new(self.format),
+                        span: None,
+                    },
+                );
+            }
+        }
+        self.close_before(None)?;
+        Ok(parser.stats())
     }
 
-    /// Send parsed rows to their day partitions, then write the days the stream has left behind.
-    fn route(&mut self, cols: Columns) -> Result<()> {
+    /// Send parsed rows to their days, then close the days the stream has left behind.
+    fn route(&mut self, cols: &Columns) -> Result<()> {
         if cols.is_empty() {
             return Ok(());
         }
         self.rows += cols.len() as u64;
+        let times = match cols.column(self.format.time_field) {
+            Some(ColumnData::TimeUs(v)) => v,
+            _ => {
+                return Err(Error::Parse(format!(
+                    "{}: no time column `{}`",
+                    self.csv_path, self.format.time_field
+                )));
+            }
+        };
         match self.file.date {
-            FileDate::Day(d) => self.append(d, cols)?,
+            // A daily archive is one partition, whatever its rows' times.
+            FileDate::Day(d) => self.append(d, cols, 0..cols.len(), times)?,
             FileDate::Month { .. } => {
-                let format = format_of(&self.file.dataset);
-                let (first, last) = (self.file.date.first_day(), self.file.date.last_day());
-                let times = match cols.column(format.time_field) {
-                    Some(ColumnData::TimeUs(v)) => v,
-                    _ => {
-                        return Err(Error::Parse(format!(
-                            "{}: no time column `{}`",
-                            self.csv_path, format.time_field
-                        )));
-                    }
-                };
                 // Rows outside the month (never seen, but possible) are kept, clamped to its
-                // first or last day; `optimize` files rows by their own time.
-                let mut by_day: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
-                for (i, t) in times.iter().enumerate() {
-                    let day = day_of_us(*t).clamp(first, last);
-                    by_day.entry(day).or_default().push(i);
-                }
-                if by_day.len() == 1 {
-                    let day = *by_day.keys().next().expect("one day");
-                    self.append(day, cols)?;
-                } else {
-                    for (day, idx) in by_day {
-                        let part = cols.take_rows(&idx);
-                        self.append(day, part)?;
+                // first or last day; `optimize` files rows by their own time. Rows come in
+                // runs of one day: route each run as a slice.
+                let (first, last) = (self.file.date.first_day(), self.file.date.last_day());
+                let day_at = |t: i64| day_of_us(t).clamp(first, last);
+                let mut start = 0;
+                let mut day = day_at(times[0]);
+                let mut run_end_us = day_end_us(times[0]);
+                let mut run_start_us = run_end_us - DAY_US;
+                for (i, &t) in times.iter().enumerate().skip(1) {
+                    if t >= run_start_us && t < run_end_us {
+                        continue;
+                    }
+                    let d = day_at(t);
+                    run_end_us = day_end_us(t);
+                    run_start_us = run_end_us - DAY_US;
+                    if d != day {
+                        self.append(day, cols, start..i, times)?;
+                        start = i;
+                        day = d;
                     }
                 }
+                self.append(day, cols, start..times.len(), times)?;
                 let newest = *self.open.keys().next_back().expect("rows were routed");
-                // Monthly files are day-ordered up to small disorder: a day two behind the newest
-                // is complete.
-                self.flush_before(newest.pred_opt().and_then(|d| d.pred_opt()))?;
+                // Monthly files are day-ordered up to small disorder: a day two behind the
+                // newest is complete.
+                self.close_before(newest.pred_opt().and_then(|d| d.pred_opt()))?;
             }
         }
         Ok(())
     }
 
-    fn append(&mut self, day: NaiveDate, cols: Columns) -> Result<()> {
+    fn append(
+        &mut self,
+        day: NaiveDate,
+        cols: &Columns,
+        range: std::ops::Range<usize>,
+        times: &[i64],
+    ) -> Result<()> {
+        if self.closed.contains_key(&day) {
+            self.late
+                .entry(day)
+                .or_insert_with(|| Columns::new(self.format))
+                .extend_from(cols, range);
+            return Ok(());
+        }
+        let format = self.format;
+        let open = self.open.entry(day).or_insert_with(|| OpenDay {
+            cols: Columns::new(format),
+            span: None,
+        });
+        let (lo, hi) = times[range.clone()]
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        if lo <= hi {
+            open.span = Some(match open.span {
+                Some([a, b]) => [a.min(lo), b.max(hi)],
+                None => [lo, hi],
+            });
+        }
+        open.cols.extend_from(cols, range);
+        if open.cols.len() >= self.env.row_group_rows {
+            let full = std::mem::replace(&mut open.cols, Columns::new(format));
+            self.send_rows(day, full)?;
+        }
+        Ok(())
+    }
+
+    fn writer_of(&self, day: NaiveDate) -> &std::sync::mpsc::SyncSender<Msg> {
+        &self.txs[day.num_days_from_ce() as usize % self.txs.len()]
+    }
+
+    fn send(&self, day: NaiveDate, msg: Msg) -> Result<()> {
+        // A closed channel means its writer failed; the caller reports the writer's error.
+        self.writer_of(day)
+            .send(msg)
+            .map_err(|_| Error::Parse(format!("{}: a partition writer stopped", self.csv_path)))
+    }
+
+    fn send_rows(&self, day: NaiveDate, cols: Columns) -> Result<()> {
         let df = frames::to_frame(cols).map_err(Error::from)?;
-        match self.open.get_mut(&day) {
-            Some(acc) => {
-                acc.vstack_mut_owned(df)
-                    .ctx(|| format!("appending rows of {day}"))
-                    .map_err(Error::from)?;
-            }
-            None => {
-                self.open.insert(day, df);
-            }
-        }
-        Ok(())
+        self.send(day, Msg::Rows(day, df))
     }
 
-    /// Write every open day strictly before `cutoff` (all when `None`).
-    fn flush_before(&mut self, cutoff: Option<NaiveDate>) -> Result<()> {
+    /// Finish every open day strictly before `cutoff` (all when `None`).
+    fn close_before(&mut self, cutoff: Option<NaiveDate>) -> Result<()> {
         let days: Vec<NaiveDate> = self
             .open
             .keys()
@@ -319,43 +510,68 @@ impl<'a> Converter<'a> {
             .filter(|d| cutoff.is_none_or(|c| *d < c))
             .collect();
         for day in days {
-            let mut df = self.open.remove(&day).expect("listed");
-            if let Some((staged, _)) = self.written.get(&day) {
-                // Late rows for a day already written: merge with what was written.
-                let staged = staged.clone();
-                let prev = self
-                    .handle
-                    .block_on(frames::read_parquet(&self.store, &staged))
-                    .map_err(Error::from)?
-                    .ok_or_else(|| Error::Parse(format!("staged partition {staged} vanished")))?;
-                let mut merged = prev;
-                merged
-                    .vstack_mut_owned(df)
-                    .ctx(|| format!("merging late rows of {day}"))
-                    .map_err(Error::from)?;
-                df = merged;
+            let open = self.open.remove(&day).expect("listed");
+            if !open.cols.is_empty() {
+                self.send_rows(day, open.cols)?;
             }
-            df.rechunk_mut();
             let final_path =
                 self.file
                     .dataset
                     .parquet_partition(&self.file.symbol, day, self.file.period());
-            let staged = format!("{}/{final_path}", self.staging);
-            let mut out = self
-                .handle
-                .block_on(frames::write_parquet(
-                    &self.store,
-                    &staged,
-                    &mut df,
-                    &self.opts,
-                ))
-                .map_err(Error::from)?;
-            out.path = final_path;
-            out.time_span = time_span(&df, format_of(&self.file.dataset).time_field);
-            self.written.insert(day, (staged, out));
+            // A daily archive's one partition is closed only after the whole file parsed, so
+            // it is written in place; a month's days are staged until the month parsed.
+            let at = match self.file.date {
+                FileDate::Day(_) => final_path.clone(),
+                FileDate::Month { .. } => format!("{}/{final_path}", self.env.staging),
+            };
+            self.send(
+                day,
+                Msg::Close {
+                    day,
+                    at,
+                    final_path,
+                    time_span: open.span,
+                },
+            )?;
+            self.closed.insert(day, open.span);
         }
         Ok(())
     }
+}
+
+/// Late rows for a day already written: read the partition back, append, rewrite.
+fn merge_late(
+    env: &Env,
+    time_field: &str,
+    written: &mut [Written],
+    day: NaiveDate,
+    late: Columns,
+) -> Result<()> {
+    let w = written
+        .iter_mut()
+        .find(|w| w.day == day)
+        .ok_or_else(|| Error::Parse(format!("late rows for {day}, which was never written")))?;
+    let mut prev = env
+        .handle
+        .block_on(frames::read_parquet(&env.store, &w.at))
+        .map_err(Error::from)?
+        .ok_or_else(|| Error::Parse(format!("staged partition {} vanished", w.at)))?;
+    let df = frames::to_frame(late).map_err(Error::from)?;
+    prev.vstack_mut_owned(df)
+        .ctx(|| format!("merging late rows of {day}"))
+        .map_err(Error::from)?;
+    prev.rechunk_mut();
+    let final_path = w.output.path.clone();
+    let mut out = env
+        .handle
+        .block_on(frames::write_parquet(
+            &env.store, &w.at, &mut prev, &env.opts,
+        ))
+        .map_err(Error::from)?;
+    out.path = final_path;
+    w.output = out;
+    w.time_span = time_span(&prev, time_field);
+    Ok(())
 }
 
 /// Min and max of a frame's time column, in µs.
@@ -369,15 +585,166 @@ fn time_span(df: &DataFrame, time_field: &str) -> Option<[i64; 2]> {
     Some([ca.min()?, ca.max()?])
 }
 
+const DAY_US: i64 = 86_400_000_000;
+
+/// The end (exclusive) of the UTC day holding `t`, in µs.
+fn day_end_us(t: i64) -> i64 {
+    (t.div_euclid(DAY_US) + 1) * DAY_US
+}
+
 /// The UTC day of a µs timestamp.
 pub fn day_of_us(t: i64) -> NaiveDate {
-    let days = t.div_euclid(86_400_000_000);
+    let days = t.div_euclid(DAY_US);
     NaiveDate::from_num_days_from_ce_opt((days + 719_163) as i32).unwrap_or(NaiveDate::MIN)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::paths::{ArchiveFile, DataType, Dataset, Market};
+
+    /// Converts `csv` as `file` on a local store with `writers` writer threads and small row
+    /// groups, so that days span several row groups and writers.
+    fn run_local(
+        file: &ArchiveFile,
+        csv: &str,
+        writers: usize,
+    ) -> (tempfile::TempDir, Result<(Vec<Written>, UnitResult)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = shared::Store::open(dir.path().to_str().unwrap()).unwrap();
+        let csv_path = dir.path().join("in.csv");
+        std::fs::write(&csv_path, csv).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let env = Env {
+            handle: rt.handle().clone(),
+            store,
+            opts: ParquetOptions {
+                row_group_rows: Some(2),
+                zstd_level: Some(1),
+            },
+            row_group_rows: 2,
+            staging: "_staging/t/convert".into(),
+        };
+        let f = std::fs::File::open(&csv_path).unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let r = convert_file(&env, file, "in.csv", f, 1 << 16, writers, &cancel);
+        (dir, r)
+    }
+
+    fn agg_month() -> ArchiveFile {
+        let ds = Dataset::new(Market::Um, DataType::AggTrades, None).unwrap();
+        ArchiveFile::new(
+            ds,
+            "BTCUSDT",
+            FileDate::Month {
+                year: 2024,
+                month: 2,
+            },
+        )
+    }
+
+    fn agg_row(id: i64, ms: i64) -> String {
+        format!("{id},100.5,0.25,{id},{id},{ms},true\n")
+    }
+
+    #[test]
+    fn a_month_splits_into_every_day_including_late_rows_and_empty_days() {
+        // 2024-02-01, 02-01, 02-02, 02-05 ×3, then a late row for 02-01 (four days behind,
+        // after 02-01 was closed and written).
+        let d = |day: i64, h: i64| 1_706_745_600_000 + (day - 1) * 86_400_000 + h * 3_600_000;
+        let mut csv = String::from(
+            "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n",
+        );
+        for (id, ms) in [
+            (1, d(1, 0)),
+            (2, d(1, 23)),
+            (3, d(2, 5)),
+            (4, d(5, 1)),
+            (5, d(5, 2)),
+            (6, d(5, 3)),
+            (7, d(1, 12)),
+        ] {
+            csv.push_str(&agg_row(id, ms));
+        }
+        let file = agg_month();
+        for writers in [1, 2, 3] {
+            let (dir, r) = run_local(&file, &csv, writers);
+            let (written, res) = r.unwrap();
+            assert_eq!(res.rows, 7);
+            assert_eq!(
+                written.len(),
+                29,
+                "every day of February 2024 gets a partition"
+            );
+            let rows: Vec<u64> = written.iter().map(|w| w.output.rows.unwrap()).collect();
+            assert_eq!(&rows[..6], &[3, 1, 0, 0, 3, 0], "writers={writers}");
+            assert_eq!(rows.iter().sum::<u64>(), 7);
+            let first = &written[0];
+            assert_eq!(first.time_span, Some([d(1, 0) * 1000, d(1, 23) * 1000]));
+            assert!(first.at.starts_with("_staging/t/convert/parquet/"));
+            assert_eq!(
+                first.output.path,
+                "parquet/futures-um/aggTrades/symbol=BTCUSDT/date=2024-02-01/part-monthly.parquet"
+            );
+            // What was written is what the output says, and holds the late row.
+            let bytes = std::fs::read(dir.path().join(&first.at)).unwrap();
+            assert_eq!(first.output.size, bytes.len() as u64);
+            assert_eq!(first.output.sha256, shared::checksum::sha256_hex(&bytes));
+            let df = frames::read_parquet_bytes(bytes.into(), &first.at).unwrap();
+            let ids: Vec<i64> = df
+                .column("agg_trade_id")
+                .unwrap()
+                .i64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect();
+            assert_eq!(ids, vec![1, 2, 7]);
+            let fifth = frames::read_parquet_bytes(
+                std::fs::read(dir.path().join(&written[4].at))
+                    .unwrap()
+                    .into(),
+                "",
+            )
+            .unwrap();
+            assert_eq!(fifth.height(), 3);
+        }
+    }
+
+    #[test]
+    fn a_daily_file_is_written_in_place_and_a_bad_row_writes_nothing() {
+        let ds = Dataset::new(Market::Um, DataType::AggTrades, None).unwrap();
+        let day = NaiveDate::from_ymd_opt(2024, 2, 3).unwrap();
+        let file = ArchiveFile::new(ds, "BTCUSDT", FileDate::Day(day));
+        let t = 1_706_918_400_000;
+        let good: String = (0..5).map(|i| agg_row(i, t + i)).collect();
+        let (dir, r) = run_local(&file, &good, 2);
+        let (written, res) = r.unwrap();
+        assert_eq!((res.rows, written.len()), (5, 1));
+        assert_eq!(written[0].at, written[0].output.path);
+        assert!(dir.path().join(&written[0].at).exists());
+
+        let bad = format!("{good}9,abc,1,9,9,{t},true\n");
+        let (dir, r) = run_local(&file, &bad, 2);
+        let e = r.err().expect("a malformed row fails the file").to_string();
+        assert!(e.contains("in.csv:6: column price"), "{e}");
+        let mut files = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        assert_eq!(files, vec![dir.path().join("in.csv")], "nothing written");
+    }
 
     #[test]
     fn days_of_timestamps() {

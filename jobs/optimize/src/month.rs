@@ -80,6 +80,7 @@ pub(crate) async fn optimize(
         .optimized_partition(&u.symbol, first.year(), first.month());
     let opts = ParquetOptions {
         row_group_rows: Some(spec.row_group_rows),
+        ..ParquetOptions::default()
     };
     let handle = tokio::runtime::Handle::current();
     let (store, cancel) = (ctx.store.clone(), ctx.cancel.clone());

@@ -91,6 +91,8 @@ pub fn to_frame(cols: Columns) -> Result<DataFrame> {
 pub struct ParquetOptions {
     /// Rows per row group; `None` writes one row group.
     pub row_group_rows: Option<usize>,
+    /// zstd level (1..=22); `None` is zstd's default, 3.
+    pub zstd_level: Option<i32>,
 }
 
 impl Default for ParquetOptions {
@@ -99,14 +101,19 @@ impl Default for ParquetOptions {
             // ~1M rows is 50-100 MB uncompressed for these schemas: large enough for scans,
             // small enough that readers can skip row groups by their statistics.
             row_group_rows: Some(1 << 20),
+            zstd_level: None,
         }
     }
 }
 
 fn writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
-    // zstd at its default level (3): Polars does not re-export the level type.
+    let level = opts
+        .zstd_level
+        .map(polars_parquet::write::ZstdLevel::try_new)
+        .transpose()
+        .ctx(|| format!("zstd level {:?}", opts.zstd_level))?;
     Ok(ParquetWriter::new(w)
-        .with_compression(ParquetCompression::Zstd(None))
+        .with_compression(ParquetCompression::Zstd(level))
         // min/max/null counts: what readers prune row groups by. The distinct-count estimate
         // of `full()` cost ~6% of convert's CPU (tests/README.md) and no reader here uses it.
         .with_statistics(StatisticsOptions::default())
@@ -186,6 +193,83 @@ pub async fn read_parquet(store: &Store, path: &str) -> Result<Option<DataFrame>
     match store.get_opt(path).await? {
         None => Ok(None),
         Some(b) => read_parquet_bytes(b, path).map(Some),
+    }
+}
+
+/// A Parquet file built in memory one row group at a time, hashed as its bytes are produced:
+/// for outputs whose compressed size fits in memory while their rows do not have to.
+pub struct ParquetBuffer {
+    sink: HashingBuf,
+    writer: polars::io::parquet::write::BatchedWriter<HashingBuf>,
+    rows: u64,
+}
+
+/// The bytes written so far and their running sha256, shared with the writer that fills them
+/// (Polars' batched writer does not hand its sink back).
+#[derive(Clone, Default)]
+struct HashingBuf(std::sync::Arc<std::sync::Mutex<(Vec<u8>, shared::checksum::Hasher)>>);
+
+impl std::io::Write for HashingBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut g = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        g.0.extend_from_slice(b);
+        g.1.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ParquetBuffer {
+    /// Start a file with `schema`.
+    pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetBuffer> {
+        let sink = HashingBuf::default();
+        let writer = writer(sink.clone(), opts)?
+            .batched(schema)
+            .ctx(|| "starting a Parquet file".into())?;
+        Ok(ParquetBuffer {
+            sink,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Append `df` (one chunk per column) as one row group.
+    pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+        self.rows += df.height() as u64;
+        self.writer
+            .write_batch(df)
+            .ctx(|| "writing a row group".into())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finish the file: its bytes and the manifest output for `path` (not yet written there).
+    pub fn finish(self, path: &str) -> Result<(Bytes, Output)> {
+        self.writer
+            .finish()
+            .ctx(|| format!("finishing Parquet {path}"))?;
+        drop(self.writer);
+        let (bytes, hasher) = std::sync::Arc::try_unwrap(self.sink.0)
+            .ok()
+            .and_then(|m| m.into_inner().ok())
+            .ok_or_else(|| {
+                Error::Shared(shared::Error::Parse(format!("{path}: writer still held")))
+            })?;
+        let out = Output {
+            path: path.to_string(),
+            size: bytes.len() as u64,
+            sha256: hasher.finish_hex(),
+            rows: Some(self.rows),
+            time_span: None,
+        };
+        Ok((Bytes::from(bytes), out))
     }
 }
 

@@ -112,6 +112,19 @@ impl ColumnData {
         }
     }
 
+    /// Append `other[range]` (same kind; panics otherwise or when out of range).
+    fn extend_range(&mut self, other: &ColumnData, range: std::ops::Range<usize>) {
+        match (self, other) {
+            (ColumnData::I64(a), ColumnData::I64(b))
+            | (ColumnData::TimeUs(a), ColumnData::TimeUs(b)) => a.extend_from_slice(&b[range]),
+            (ColumnData::F64(a), ColumnData::F64(b)) => a.extend_from_slice(&b[range]),
+            (ColumnData::OptF64(a), ColumnData::OptF64(b)) => a.extend_from_slice(&b[range]),
+            (ColumnData::Bool(a), ColumnData::Bool(b)) => a.extend_from_slice(&b[range]),
+            (ColumnData::Str(a), ColumnData::Str(b)) => a.extend_from_slice(&b[range]),
+            (a, b) => panic!("extending a {:?} column with {:?}", a.kind(), b.kind()),
+        }
+    }
+
     fn gather(&self, idx: &[usize]) -> ColumnData {
         fn g<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
             idx.iter().map(|&i| v[i].clone()).collect()
@@ -195,6 +208,17 @@ impl Columns {
             data: self.data.iter().map(|d| d.gather(idx)).collect(),
             len: idx.len(),
         }
+    }
+
+    /// Append rows `range` of `other`, which has the same format. Panics if it has not or the
+    /// range is out of bounds.
+    pub fn extend_from(&mut self, other: &Columns, range: std::ops::Range<usize>) {
+        assert_eq!(self.names, other.names, "columns of another format");
+        let n = range.len();
+        for (a, b) in self.data.iter_mut().zip(&other.data) {
+            a.extend_range(b, range.clone());
+        }
+        self.len += n;
     }
 
     /// Remove every row, keeping the allocations.

@@ -1390,3 +1390,16 @@ fn columns_take_rows_clear_into_parts() {
     assert!(parts.iter().all(|(_, d)| d.len() == 4));
     assert_eq!(parts[6].1.kind(), OutKind::Bool);
 }
+
+#[test]
+fn columns_extend_from_appends_a_row_range() {
+    let (c, _) = parse(&um_agg(), &format!("{UM_AGG_ROWS}{UM_AGG_ROWS}")).unwrap();
+    let mut acc = Columns::new(format_of(&um_agg().dataset));
+    acc.extend_from(&c, 1..3);
+    acc.extend_from(&c, 0..1);
+    acc.extend_from(&c, 2..2);
+    assert_eq!(acc.len(), 3);
+    assert_eq!(row(&acc, 0), row(&c, 1));
+    assert_eq!(row(&acc, 1), row(&c, 2));
+    assert_eq!(row(&acc, 2), row(&c, 0));
+}
