@@ -34,8 +34,9 @@ pub struct Spec {
     pub read_chunk: usize,
     /// zstd level of the Parquet pages.
     pub zstd_level: i32,
-    /// Partition-writer threads per monthly file (a daily file has one).
-    pub writer_threads: usize,
+    /// Parser threads per file, and partition-writer threads per monthly file (a daily file
+    /// has one writer).
+    pub threads: usize,
 }
 
 /// What the parameters that shape outputs hash to (recorded per unit).

@@ -27,9 +27,10 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     zstd_level: i32,
 
-    /// Partition-writer threads per monthly file (default: the number of cores).
+    /// Parser threads per file, and partition-writer threads per monthly file (default: the
+    /// number of cores). Files are also converted `--concurrency` at a time.
     #[arg(long)]
-    writer_threads: Option<usize>,
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -39,9 +40,9 @@ fn main() -> ExitCode {
         let common = cli.common.into_spec(clock.now().date_naive())?;
         let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
         ctx.install_signal_handlers();
-        if cli.row_group_rows == 0 || cli.read_chunk_mib == 0 || cli.writer_threads == Some(0) {
+        if cli.row_group_rows == 0 || cli.read_chunk_mib == 0 || cli.threads == Some(0) {
             return Err(shared::Error::usage(
-                "--row-group-rows, --read-chunk-mib and --writer-threads must be positive",
+                "--row-group-rows, --read-chunk-mib and --threads must be positive",
             )
             .into());
         }
@@ -53,8 +54,8 @@ fn main() -> ExitCode {
             row_group_rows: cli.row_group_rows,
             read_chunk: cli.read_chunk_mib << 20,
             zstd_level: cli.zstd_level,
-            writer_threads: cli
-                .writer_threads
+            threads: cli
+                .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         };
         let report = convert::run(spec, &ctx).await?;

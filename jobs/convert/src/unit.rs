@@ -10,15 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Datelike, NaiveDate};
 use frames::polars::prelude::{ChunkAgg, DataFrame};
 use frames::{ParquetBuffer, ParquetOptions, PolarsContext};
-use shared::formats::{ColumnData, Columns, Parser, format_of};
+use shared::formats::{ColumnData, Columns, Format, Parser, format_of};
 use shared::manifest::{Entry, Output, UnitStatus};
 use shared::paths::FileDate;
 use shared::{Context, Error, Result};
 
 use crate::{JOB, JOB_VERSION, Spec, Unit};
-
-/// Rows parsed before they are routed to days (bounds memory between flushes).
-const ROUTE_EVERY_ROWS: usize = 1 << 20;
 
 /// What a converted unit produced.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +110,7 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
     let file = u.file.clone();
     let csv_path = u.csv_path.clone();
     let chunk = spec.read_chunk;
-    let writers = spec.writer_threads;
+    let threads = spec.threads;
     let result = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => missing_csv(&csv_path),
@@ -122,7 +119,7 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
                 source: e,
             },
         })?;
-        convert_file(&env, &file, &csv_path, f, chunk, writers, &cancel)
+        convert_file(&env, &file, &csv_path, f, chunk, threads, &cancel)
     })
     .await
     .map_err(|e| Error::Io {
@@ -210,15 +207,16 @@ fn convert_file(
     csv_path: &str,
     f: std::fs::File,
     chunk: usize,
-    writers: usize,
+    threads: usize,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(Vec<Written>, UnitResult)> {
     let format = format_of(&file.dataset);
     let empty = frames::to_frame(Columns::new(format)).map_err(Error::from)?;
     let schema = empty.schema().as_ref().clone();
+    let parse_threads = threads.max(1);
     let writers = match file.date {
         FileDate::Day(_) => 1,
-        FileDate::Month { .. } => writers.max(1),
+        FileDate::Month { .. } => threads.max(1),
     };
     std::thread::scope(|scope| {
         let mut txs = Vec::with_capacity(writers);
@@ -241,7 +239,9 @@ fn convert_file(
             late: BTreeMap::new(),
             rows: 0,
         };
-        let parsed = router.parse(f, chunk, cancel);
+        let parsed = router
+            .parse(&f, chunk, parse_threads, cancel)
+            .and_then(|stats| router.finish().map(|()| stats));
         let late = std::mem::take(&mut router.late);
         let closed = std::mem::take(&mut router.closed);
         let rows = router.rows;
@@ -345,44 +345,100 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
+    /// Parse the file in windows of `chunk` bytes cut at line boundaries: the first on this
+    /// thread (it decides header and time units), the rest on `threads` parser threads, whose
+    /// results are routed in file order, so outputs do not depend on thread timing.
     fn parse(
         &mut self,
-        f: std::fs::File,
+        f: &std::fs::File,
         chunk: usize,
+        threads: usize,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<shared::formats::ParseStats> {
-        let io = |e: std::io::Error| Error::Io {
-            context: format!("reading {}", self.csv_path),
-            source: e,
-        };
-        let len = f.metadata().map_err(io)?.len();
-        // SAFETY: the CSV is a staged file this job only reads; if something truncated it
-        // meanwhile, the mapping could fault. Empty files cannot be mapped.
-        let map = if len == 0 {
-            None
-        } else {
-            let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
-            let _ = m.advise(memmap2::Advice::Sequential);
-            Some(m)
-        };
-        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+        let len = f
+            .metadata()
+            .map_err(|e| Error::Io {
+                context: format!("reading {}", self.csv_path),
+                source: e,
+            })?
+            .len();
+        // Page-aligned window starts.
+        let window = (chunk.max(1 << 16) >> 16 << 16) as u64;
+        let windows = len.div_ceil(window).max(1);
         let mut parser = Parser::new(self.format, self.csv_path, self.file);
-        let mut cols = Columns::with_capacity(self.format, self.env.row_group_rows.min(1 << 20));
-        for piece in bytes.chunks(chunk.max(1 << 16)) {
-            if cancel.is_cancelled() {
-                return Err(Error::Interrupted);
-            }
-            parser.feed(piece, &mut cols)?;
-            if cols.len() >= ROUTE_EVERY_ROWS {
-                self.route(&cols)?;
-                cols.clear();
-            }
+        let first = parse_window(self.csv_path, self.format, f, &mut parser, 0, window, len)?;
+        let mut stats = parser.stats();
+        self.route(&first)?;
+        drop(first);
+        if windows == 1 {
+            return Ok(stats);
         }
-        parser.finish(&mut cols)?;
-        self.route(&cols)?;
-        // A monthly archive answers for every day of its month: a day without rows gets an
-        // empty partition, so `optimize` can tell "the monthly file lacks this day" from "no
-        // monthly file" and report it when a daily file has the rows.
+        let base = parser.fork();
+        let (csv_path, format) = (self.csv_path, self.format);
+        // Tickets bound the windows parsed ahead of routing: memory stays at a few windows.
+        let ahead = (2 * threads).max(2) as u64;
+        let (ticket_tx, ticket_rx) = std::sync::mpsc::channel::<u64>();
+        let ticket_rx = std::sync::Mutex::new(ticket_rx);
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            for i in 1..windows.min(1 + ahead) {
+                let _ = ticket_tx.send(i);
+            }
+            let mut next_ticket = windows.min(1 + ahead);
+            for _ in 0..threads.max(1) {
+                let (ticket_rx, done_tx, base) = (&ticket_rx, done_tx.clone(), &base);
+                scope.spawn(move || {
+                    loop {
+                        let Ok(i) = ticket_rx.lock().map(|rx| rx.recv()) else {
+                            return;
+                        };
+                        let Ok(i) = i else { return };
+                        let r = if cancel.is_cancelled() {
+                            Err(Error::Interrupted)
+                        } else {
+                            let mut p = base.fork();
+                            parse_window(csv_path, format, f, &mut p, i * window, window, len)
+                                .map(|cols| (cols, p.stats()))
+                        };
+                        if done_tx.send((i, r)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut pending = BTreeMap::new();
+            let mut next = 1u64;
+            let result = (|| -> Result<()> {
+                while next < windows {
+                    let (i, r) = done_rx.recv().map_err(|_| {
+                        Error::Parse(format!("{csv_path}: a parser thread stopped"))
+                    })?;
+                    pending.insert(i, r);
+                    while let Some(r) = pending.remove(&next) {
+                        let (cols, part) = r.map_err(|e| shift_line(e, stats.lines))?;
+                        stats.absorb(&part);
+                        self.route(&cols)?;
+                        next += 1;
+                        if next_ticket < windows {
+                            let _ = ticket_tx.send(next_ticket);
+                            next_ticket += 1;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            // Stop the parser threads (no more tickets), then let the scope join them.
+            drop(ticket_tx);
+            result
+        })?;
+        Ok(stats)
+    }
+
+    /// After the whole file: every day of a monthly archive's month gets a partition (empty
+    /// when it had no rows, so `optimize` can tell "the monthly file lacks this day" from "no
+    /// monthly file"), and every open day is closed.
+    fn finish(&mut self) -> Result<()> {
         for day in self.file.date.days() {
             if !self.open.contains_key(&day) && !self.closed.contains_key(&day) {
                 self.open.insert(
@@ -394,8 +450,7 @@ impl Router<'_> {
                 );
             }
         }
-        self.close_before(None)?;
-        Ok(parser.stats())
+        self.close_before(None)
     }
 
     /// Send parsed rows to their days, then close the days the stream has left behind.
@@ -536,6 +591,98 @@ impl Router<'_> {
             self.closed.insert(day, open.span);
         }
         Ok(())
+    }
+}
+
+/// Parse the lines that start in `[start, start + window)` of the file (the first window from
+/// the file's first byte, the others from their first line start), reading past the window's
+/// end to finish its last line; the file's last line may lack a newline.
+fn parse_window(
+    csv_path: &str,
+    format: &Format,
+    f: &std::fs::File,
+    parser: &mut Parser,
+    start: u64,
+    window: u64,
+    len: u64,
+) -> Result<Columns> {
+    let io = |e: std::io::Error| Error::Io {
+        context: format!("reading {csv_path}"),
+        source: e,
+    };
+    let mut cols = Columns::new(format);
+    if len == 0 {
+        return Ok(cols);
+    }
+    let end = (start + window).min(len);
+    // Map one page before the window (to see whether a line starts at its first byte) and
+    // some bytes after it (to finish its last line), more if that line is longer.
+    let map_start = start.saturating_sub(4096);
+    let mut over = 1u64 << 16;
+    loop {
+        let map_end = (end + over).min(len);
+        // SAFETY: the CSV is a staged file this job only reads; were something to truncate it
+        // meanwhile, reading the mapping could fault.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(map_start)
+                .len((map_end - map_start) as usize)
+                .map(f)
+        }
+        .map_err(io)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let at = |pos: u64| (pos - map_start) as usize;
+        // The first line starting at or after `pos`, if the mapping shows it.
+        let line_start = |pos: u64| -> Option<usize> {
+            if pos == 0 {
+                return Some(0);
+            }
+            if pos >= len {
+                return Some(at(len));
+            }
+            map[at(pos) - 1..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| at(pos) - 1 + i + 1)
+        };
+        let whole = map_end == len;
+        let (s, e) = match (line_start(start), line_start(end)) {
+            // No line starts at or after `start`: the window holds the tail of a line that
+            // the window where it starts parses.
+            (None, _) if whole => return Ok(cols),
+            (Some(s), None) if whole => (s, at(len)),
+            (Some(s), Some(e)) => (s, e),
+            _ => {
+                over *= 4;
+                continue;
+            }
+        };
+        if s < e {
+            parser.feed(&map[s..e], &mut cols)?;
+        }
+        if e == at(len) {
+            parser.finish(&mut cols)?;
+        }
+        return Ok(cols);
+    }
+}
+
+/// An error from a forked parser counts lines from its window: make it count from the file's
+/// first line.
+fn shift_line(e: Error, lines_before: u64) -> Error {
+    match e {
+        Error::Schema {
+            path,
+            line,
+            column,
+            reason,
+        } => Error::Schema {
+            path,
+            line: line + lines_before,
+            column,
+            reason,
+        },
+        e => e,
     }
 }
 
@@ -711,6 +858,50 @@ mod tests {
             )
             .unwrap();
             assert_eq!(fifth.height(), 3);
+        }
+    }
+
+    /// 20,000 rows over February 2024 (≈1 MB: 16 windows of 64 KiB), the header first.
+    fn big_month_csv() -> String {
+        let mut csv = String::from(
+            "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n",
+        );
+        for i in 0..20_000i64 {
+            csv.push_str(&agg_row(i, 1_706_745_600_000 + i * 125_000));
+        }
+        csv
+    }
+
+    #[test]
+    fn windows_parsed_in_parallel_give_the_same_files_as_one_thread() {
+        let file = agg_month();
+        let csv = big_month_csv();
+        let outputs = |threads: usize| {
+            let (_dir, r) = run_local(&file, &csv, threads);
+            let (written, res) = r.unwrap();
+            assert_eq!(res.rows, 20_000, "threads={threads}");
+            written
+                .into_iter()
+                .map(|w| (w.output.path, w.output.sha256, w.output.rows, w.time_span))
+                .collect::<Vec<_>>()
+        };
+        let one = outputs(1);
+        assert_eq!(one.len(), 29);
+        assert_eq!(one.iter().map(|o| o.2.unwrap()).sum::<u64>(), 20_000);
+        assert_eq!(outputs(3), one, "same bytes whatever the threads");
+    }
+
+    #[test]
+    fn a_bad_row_in_a_later_window_names_its_line_in_the_file() {
+        let file = agg_month();
+        let mut csv = big_month_csv();
+        // Break the row on line 15,001 (the header is line 1).
+        let start = csv.match_indices('\n').nth(14_999).unwrap().0 + 1;
+        csv.replace_range(start..start + 1, "x");
+        for threads in [1, 2] {
+            let (_dir, r) = run_local(&file, &csv, threads);
+            let e = r.err().expect("fails").to_string();
+            assert!(e.contains("in.csv:15001: column agg_trade_id"), "{e}");
         }
     }
 

@@ -43,6 +43,20 @@ pub struct ParseStats {
     pub time_units: Vec<(&'static str, TimeUnit)>,
 }
 
+impl ParseStats {
+    /// Add the counts of a later part of the same file (see [`Parser::fork`]).
+    pub fn absorb(&mut self, later: &ParseStats) {
+        self.rows += later.rows;
+        self.dropped_invalid += later.dropped_invalid;
+        self.lines += later.lines;
+        for u in &later.time_units {
+            if !self.time_units.iter().any(|(n, _)| *n == u.0) {
+                self.time_units.push(*u);
+            }
+        }
+    }
+}
+
 /// What to do with one file column.
 #[derive(Debug, Clone, Copy)]
 struct Action {
@@ -65,7 +79,7 @@ enum RowErr {
 }
 
 /// Parses one archive CSV file, fed in chunks of any size.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Parser {
     format: Format,
     path: String,
@@ -173,6 +187,20 @@ impl Parser {
         }
         let line = std::mem::take(&mut self.carry);
         self.parse_lines(&line, out)
+    }
+
+    /// A parser for a later part of the same file, starting at a line boundary, that keeps
+    /// this one's decisions (header or not, each time column's unit): parts of a file can then
+    /// be parsed in parallel once its beginning has been. Its line numbers (in errors and
+    /// stats) count from the part's first line; add the lines before it.
+    pub fn fork(&self) -> Parser {
+        Parser {
+            carry: Vec::new(),
+            line: 0,
+            rows: 0,
+            dropped: 0,
+            ..self.clone()
+        }
     }
 
     pub fn stats(&self) -> ParseStats {
