@@ -70,20 +70,34 @@ pub struct SimServer;
 impl SimServer {
     /// Build the archive from `config` and serve it on `127.0.0.1:port` (0 = ephemeral).
     pub async fn start(config: SimConfig, port: u16) -> io::Result<SimHandle> {
+        Self::start_at(config, SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// Build the archive from `config` and serve it on `addr` (a pod serves on `0.0.0.0`).
+    pub async fn start_at(config: SimConfig, addr: SocketAddr) -> io::Result<SimHandle> {
         let faults = config.faults.clone();
         let archive = tokio::task::spawn_blocking(move || Archive::new(config))
             .await
             .map_err(io::Error::other)?;
-        Self::start_with(Arc::new(archive), faults, port).await
+        Self::start_with_at(Arc::new(archive), faults, addr).await
     }
 
-    /// Serve an existing archive with the given fault rules.
+    /// Serve an existing archive with the given fault rules on `127.0.0.1:port`.
     pub async fn start_with(
         archive: Arc<Archive>,
         faults: Vec<FaultRule>,
         port: u16,
     ) -> io::Result<SimHandle> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        Self::start_with_at(archive, faults, SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// Serve an existing archive with the given fault rules on `addr`.
+    pub async fn start_with_at(
+        archive: Arc<Archive>,
+        faults: Vec<FaultRule>,
+        addr: SocketAddr,
+    ) -> io::Result<SimHandle> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             archive,

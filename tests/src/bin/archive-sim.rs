@@ -1,6 +1,6 @@
-//! The `archive-sim` binary: serves a synthetic archive until killed. Prints
+//! The `archive-sim` binary: serves a synthetic archive until SIGINT or SIGTERM. Prints
 //! `listening on http://127.0.0.1:PORT` on stdout first thing (and, with `--print-url`, the bare
-//! URL on the next line). All logic is in the library.
+//! URL on the next line; `--host 0.0.0.0` serves other pods). All logic is in the library.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,9 +13,12 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about = "Serve a synthetic data.binance.vision archive on loopback")]
 struct Args {
-    /// Port on 127.0.0.1 (0 = ephemeral).
+    /// Port (0 = ephemeral).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Address to listen on: loopback by default; `0.0.0.0` to serve other pods.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
     /// Seed of the generated data (overrides the config's).
     #[arg(long)]
     seed: Option<u64>,
@@ -55,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         config.end = e;
     }
     anyhow::ensure!(config.start <= config.end, "--start is after --end");
-    let handle = SimServer::start(config, args.port)
+    let handle = SimServer::start_at(config, std::net::SocketAddr::new(args.host, args.port))
         .await
         .context("starting the server")?;
     let mut out = std::io::stdout().lock();
@@ -65,9 +68,13 @@ async fn main() -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
+    // Until SIGINT or SIGTERM (how the runner and Kubernetes stop it).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
     handle.shutdown().await;
     Ok(())
 }
