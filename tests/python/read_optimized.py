@@ -1,7 +1,9 @@
-"""Reads an `optimized/<market>/<dataset>/` tree as one Hive-partitioned dataset with DuckDB,
-Polars and PyArrow, and checks that all three see the same rows, columns and UTC timestamps.
+"""Reads an `optimized/<market>/<dataset>/` tree (or a `parquet/` one) as one Hive-partitioned
+dataset with DuckDB, Polars and PyArrow, and checks that all three see the same rows, columns
+and UTC timestamps.
 
-Usage: read_optimized.py DATASET_DIR TIME_COLUMN EXPECTED_ROWS
+Usage: read_optimized.py DATASET_DIR TIME_COLUMN EXPECTED_ROWS [PARTITION_COLUMNS]
+PARTITION_COLUMNS is comma-separated, `symbol,year,month` by default (`symbol,date` for `parquet/`).
 Prints one JSON line with what each reader saw; exits non-zero on any disagreement.
 """
 import json
@@ -14,6 +16,7 @@ import pyarrow.dataset as ds
 
 def main() -> None:
     root, time_col, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    parts = (sys.argv[4] if len(sys.argv) > 4 else "symbol,year,month").split(",")
     seen = {}
 
     t = ds.dataset(root, format="parquet", partitioning="hive").to_table()
@@ -54,7 +57,7 @@ def main() -> None:
         for k in ("columns", "symbols"):
             if s[k] != first[k]:
                 sys.exit(f"{name} disagrees on {k}: {s[k]} vs {first[k]}")
-        for part in ("symbol", "year", "month"):
+        for part in parts:
             if part not in s["columns"]:
                 sys.exit(f"{name} did not see the hive partition column {part}")
 

@@ -233,26 +233,45 @@ async fn archive_to_optimized_parquet_matches_the_generator() {
     let key = format_of(&metrics).key.to_vec();
     assert_eq!(key, vec!["snapshot_time"]);
 
-    // DuckDB, Polars and PyArrow read the compacted tree as one Hive-partitioned dataset.
+    // DuckDB, Polars and PyArrow read the compacted tree as one Hive-partitioned dataset, and
+    // the daily partitions `convert` writes (its own page encoding: delta-packed integers).
     if let Some(python) = common::python_with_readers() {
         let klines = Dataset::new(Market::Um, Dt::Klines, Some(Interval::M1)).unwrap();
-        let root = store.join(format!("optimized/{}", klines.scope()));
+        let agg = Dataset::new(Market::Um, Dt::AggTrades, None).unwrap();
+        let agg_root = store.join(format!("parquet/{}", agg.scope()));
+        let agg_rows: usize = common::walk(&agg_root)
+            .iter()
+            .map(|p| read(store, p.strip_prefix(store).unwrap().to_str().unwrap()).height())
+            .sum();
+        assert!(agg_rows > 0);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_optimized.py");
-        let out = std::process::Command::new(python)
-            .args([
-                script,
-                root.to_str().unwrap(),
+        for (root, time, rows, parts) in [
+            (
+                store.join(format!("optimized/{}", klines.scope())),
                 "open_time",
-                &(2 * 33 * 1440).to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+                2 * 33 * 1440,
+                "symbol,year,month",
+            ),
+            (agg_root, "transact_time", agg_rows, "symbol,date"),
+        ] {
+            let out = std::process::Command::new(&python)
+                .args([
+                    script,
+                    root.to_str().unwrap(),
+                    time,
+                    &rows.to_string(),
+                    parts,
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}\n{}",
+                root.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
