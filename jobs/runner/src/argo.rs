@@ -136,36 +136,55 @@ pub fn render(dag: &Dag, o: &RenderOptions) -> Result<String> {
         ]));
     }
     let any_sharded = dag.steps().iter().any(|s| s.shard_by.is_some());
-    for step in dag.steps() {
-        if step.shard_by.is_some() {
-            tasks.push(map([
-                ("name", format!("plan-{}", step.name).into()),
-                ("template", "plan-shards".into()),
-                (
-                    "arguments",
-                    map([(
-                        "parameters",
-                        Node::List(vec![
-                            map([
-                                ("name", "symbols".into()),
-                                ("value", symbols_expr(step).into()),
-                            ]),
-                            map([
-                                ("name", "parallelism".into()),
-                                ("value", step.parallelism().to_string().into()),
-                            ]),
-                        ]),
-                    )]),
-                ),
-            ]));
+    // One planning task per distinct (symbols, parallelism): steps over the same universe share it.
+    let mut planners: Vec<(String, String, u32)> = Vec::new();
+    for step in dag.steps().iter().filter(|s| s.shard_by.is_some()) {
+        let symbols = symbols_expr(step);
+        let p = step.parallelism();
+        if planners.iter().any(|(_, s, q)| *s == symbols && *q == p) {
+            continue;
         }
+        let name = if step.args.get("symbols").is_none() {
+            format!("plan-shards-{p}")
+        } else {
+            format!("plan-{}", step.name)
+        };
+        tasks.push(map([
+            ("name", name.as_str().into()),
+            ("template", "plan-shards".into()),
+            (
+                "arguments",
+                map([(
+                    "parameters",
+                    Node::List(vec![
+                        map([
+                            ("name", "symbols".into()),
+                            ("value", symbols.as_str().into()),
+                        ]),
+                        map([
+                            ("name", "parallelism".into()),
+                            ("value", p.to_string().into()),
+                        ]),
+                    ]),
+                )]),
+            ),
+        ]));
+        planners.push((name, symbols, p));
     }
+    let planner_of = |step: &Step| -> String {
+        let symbols = symbols_expr(step);
+        planners
+            .iter()
+            .find(|(_, s, q)| *s == symbols && *q == step.parallelism())
+            .map(|(n, _, _)| n.clone())
+            .expect("every sharded step has a planner")
+    };
     for step in dag.steps() {
         let (_, services) = step_args(dag, step);
         let mut deps: Vec<String> = step.needs.clone();
         deps.extend(services.iter().cloned());
         if step.shard_by.is_some() {
-            deps.push(format!("plan-{}", step.name));
+            deps.push(planner_of(step));
         }
         let mut task = map([
             ("name", step.name.as_str().into()),
@@ -178,7 +197,7 @@ pub fn render(dag: &Dag, o: &RenderOptions) -> Result<String> {
         if step.shard_by.is_some() {
             task.push(
                 "withParam",
-                format!("{{{{tasks.plan-{}.outputs.result}}}}", step.name),
+                format!("{{{{tasks.{}.outputs.result}}}}", planner_of(step)),
             );
             args.push(map([
                 ("name", "shard".into()),
@@ -234,7 +253,7 @@ pub fn render(dag: &Dag, o: &RenderOptions) -> Result<String> {
                         "--parallelism".into(),
                         input("parallelism"),
                     ],
-                    ("100m", "64Mi"),
+                    ("100m", "128Mi"),
                     None,
                 ),
             ),
@@ -270,7 +289,8 @@ pub fn render(dag: &Dag, o: &RenderOptions) -> Result<String> {
         c.push(
             "readinessProbe",
             map([
-                ("tcpSocket", map([("port", Node::Int(kube.port.into()))])),
+                // IntOrString: the schema takes the string form.
+                ("tcpSocket", map([("port", kube.port.to_string().into())])),
                 ("initialDelaySeconds", Node::Int(1)),
                 ("periodSeconds", Node::Int(2)),
             ]),
@@ -621,11 +641,11 @@ kubernetes:
         );
         let tasks = spec["templates"][0]["dag"]["tasks"].as_sequence().unwrap();
         let names: Vec<_> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["sim", "plan-download", "download", "extract"]);
+        assert_eq!(names, ["sim", "plan-shards-2", "download", "extract"]);
         let dl = &tasks[2];
         assert_eq!(
             dl["withParam"].as_str(),
-            Some("{{tasks.plan-download.outputs.result}}")
+            Some("{{tasks.plan-shards-2.outputs.result}}")
         );
         let deps: Vec<_> = dl["dependencies"]
             .as_sequence()
@@ -633,7 +653,7 @@ kubernetes:
             .iter()
             .map(|d| d.as_str().unwrap())
             .collect();
-        assert_eq!(deps, ["sim", "plan-download"]);
+        assert_eq!(deps, ["sim", "plan-shards-2"]);
         assert_eq!(
             dl["arguments"]["parameters"][1]["value"].as_str(),
             Some("http://{{tasks.sim.ip}}:8765")

@@ -95,10 +95,16 @@ impl<'de> Deserialize<'de> for Args {
                     if out.iter().any(|(n, _)| *n == k) {
                         return Err(de::Error::custom(format!("argument `{k}` is given twice")));
                     }
-                    let v = m.next_value::<ArgValue>().map_err(|_| {
-                        de::Error::custom(format!(
-                            "argument `{k}`: expected a string, number, boolean or a list of those"
-                        ))
+                    let v = m.next_value::<ArgValue>().map_err(|e| {
+                        // A shape error gets a message naming the argument; a syntax error
+                        // keeps the parser's own (and its position).
+                        if e.to_string().contains("did not match any variant") {
+                            de::Error::custom(format!(
+                                "argument `{k}`: expected a string, number, boolean or a list of those"
+                            ))
+                        } else {
+                            e
+                        }
                     })?;
                     out.push((k, v));
                 }
@@ -787,21 +793,31 @@ fn kind_mismatch(name: &str, kind: ArgKind, value: &ArgValue) -> Option<String> 
 /// position, at the line of the path it names).
 fn yaml_problem(path: &Path, locator: &Locator, e: &yaml_serde::Error) -> Problem {
     let text = e.to_string();
-    // The library appends " at line L column C"; the position goes in front instead.
-    let message = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text.clone(),
+    let loc = e.location().map(|l| (l.line(), l.column()));
+    // The library says " at line L column C"; the position goes in front instead.
+    let message = match loc {
+        Some((l, c)) => text.replacen(&format!(" at line {l} column {c}"), "", 1),
+        None => text,
     };
-    let (line, column) = match e.location() {
-        Some(l) => (l.line(), Some(l.column())),
-        None => {
-            // "steps[1].args: …": place it at that path.
-            let at = message
-                .split_once(": ")
-                .map(|(p, _)| parse_path(p))
-                .unwrap_or_default();
+    // "steps[1].args: argument `x`: …": our own messages name the path and the argument, which
+    // places them better than the parser's position (an argument's value is buffered whole).
+    let (at, arg) = match message.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') => (
+            parse_path(p),
+            rest.strip_prefix("argument `")
+                .and_then(|r| r.split_once('`'))
+                .map(|(a, _)| a),
+        ),
+        _ => (Vec::new(), None),
+    };
+    let (line, column) = match (arg, loc) {
+        (Some(a), _) => {
+            let mut at = at;
+            at.push(Seg::Key(a));
             (locator.line(&at), None)
         }
+        (None, Some((l, c))) => (l, Some(c)),
+        (None, None) => (locator.line(&at), None),
     };
     Problem {
         file: path.to_path_buf(),

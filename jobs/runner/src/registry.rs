@@ -148,7 +148,7 @@ pub const JOBS: &[JobSpec] = &[
             v("row-group-rows"),
             v("read-chunk-mib"),
             v("zstd-level"),
-            v("writer-threads"),
+            v("threads"),
         ],
         resources: Resources {
             cpu: "2",

@@ -80,7 +80,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Python with duckdb, pyarrow and polars (`PIPELINE_TEST_PYTHON`, set by `.ci/run`).
+/// A Python with duckdb, pyarrow and polars, and jsonschema, pyyaml and kubernetes-validate
+/// (`PIPELINE_TEST_PYTHON`, set by `.ci/run`).
 /// `None` with a message where it is not set, unless `CI` is set: CI must run these checks.
 pub fn python_with_readers() -> Option<PathBuf> {
     match std::env::var_os("PIPELINE_TEST_PYTHON") {
@@ -90,7 +91,7 @@ pub fn python_with_readers() -> Option<PathBuf> {
         }
         None => {
             eprintln!(
-                "SKIPPED: PIPELINE_TEST_PYTHON not set; point it at a python with duckdb, pyarrow and polars to run the reader checks"
+                "SKIPPED: PIPELINE_TEST_PYTHON not set; point it at a python with the packages .ci/run installs to run the reader and schema checks"
             );
             None
         }
