@@ -822,6 +822,20 @@ impl fmt::Display for ArchiveFile {
     }
 }
 
+/// `features/<market>/<freq>/symbol=S/year=Y/part-0.parquet`: `aggregate`'s bars of length
+/// `freq` (`1h`, `15m`, `4h`, `1d`) for one symbol-year.
+pub fn features_partition(market: Market, freq: &str, symbol: &str, year: i32) -> String {
+    format!(
+        "{}year={year}/part-0.parquet",
+        features_symbol_dir(market, freq, symbol)
+    )
+}
+
+/// `features/<market>/<freq>/symbol=S/`.
+pub fn features_symbol_dir(market: Market, freq: &str, symbol: &str) -> String {
+    format!("features/{}/{freq}/symbol={symbol}/", market.storage_name())
+}
+
 /// `_manifest/<job>/<scope>/<symbol>/`: one manifest log per job, dataset and symbol, so that
 /// shards by symbol never write the same objects.
 pub fn manifest_prefix(job: &str, scope: &str, symbol: &str) -> String {

@@ -1,0 +1,194 @@
+//! Between Polars frames and the plain columns the feature core works on: optimized klines,
+//! fundingRate and metrics in, feature bars out and back (to keep unchanged rows of a year file).
+
+use frames::polars::prelude::*;
+use frames::time_dtype;
+use shared::{Error, Result};
+
+use crate::features::{Bars, Funding, Metrics, Minutes};
+
+fn col<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Column> {
+    df.column(name)
+        .map_err(|_| Error::Parse(format!("{what}: no column `{name}`")))
+}
+
+fn i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<i64>> {
+    opt_i64s(df, name, what)?
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
+}
+
+fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> {
+    let c = col(df, name, what)?
+        .cast(&DataType::Int64)
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    let ca = c
+        .i64()
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    Ok(ca.iter().collect())
+}
+
+fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
+    opt_f64s(df, name, what)?
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
+}
+
+fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> {
+    let c = col(df, name, what)?;
+    let ca = c
+        .f64()
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    Ok(ca.iter().collect())
+}
+
+/// Append an optimized 1m-klines frame to `m`.
+pub fn push_minutes(m: &mut Minutes, df: &DataFrame, what: &str) -> Result<()> {
+    m.open_time.extend(i64s(df, "open_time", what)?);
+    m.open.extend(f64s(df, "open", what)?);
+    m.high.extend(f64s(df, "high", what)?);
+    m.low.extend(f64s(df, "low", what)?);
+    m.close.extend(f64s(df, "close", what)?);
+    m.volume.extend(f64s(df, "volume", what)?);
+    m.quote_volume.extend(f64s(df, "quote_volume", what)?);
+    m.trades.extend(i64s(df, "trades", what)?);
+    m.taker_buy_volume
+        .extend(f64s(df, "taker_buy_volume", what)?);
+    m.taker_buy_quote_volume
+        .extend(f64s(df, "taker_buy_quote_volume", what)?);
+    Ok(())
+}
+
+/// Append an optimized fundingRate frame to `f`.
+pub fn push_funding(f: &mut Funding, df: &DataFrame, what: &str) -> Result<()> {
+    f.calc_time.extend(i64s(df, "calc_time", what)?);
+    f.rate.extend(f64s(df, "last_funding_rate", what)?);
+    f.interval_hours
+        .extend(i64s(df, "funding_interval_hours", what)?);
+    Ok(())
+}
+
+/// Append an optimized metrics frame to `mt` (columns renamed to the feature names).
+pub fn push_metrics(mt: &mut Metrics, df: &DataFrame, what: &str) -> Result<()> {
+    mt.snapshot_time.extend(i64s(df, "snapshot_time", what)?);
+    mt.open_interest
+        .extend(opt_f64s(df, "sum_open_interest", what)?);
+    mt.open_interest_value
+        .extend(opt_f64s(df, "sum_open_interest_value", what)?);
+    mt.top_trader_account_ls_ratio
+        .extend(opt_f64s(df, "count_toptrader_long_short_ratio", what)?);
+    mt.top_trader_position_ls_ratio
+        .extend(opt_f64s(df, "sum_toptrader_long_short_ratio", what)?);
+    mt.account_ls_ratio
+        .extend(opt_f64s(df, "count_long_short_ratio", what)?);
+    mt.taker_ls_volume_ratio
+        .extend(opt_f64s(df, "sum_taker_long_short_vol_ratio", what)?);
+    Ok(())
+}
+
+/// The output schema's column names, in order.
+pub const COLUMNS: [&str; 27] = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "minutes",
+    "vwap",
+    "vwap_deviation",
+    "realized_vol",
+    "realized_variance",
+    "volume_cv",
+    "taker_buy_ratio",
+    "parkinson_vol",
+    "garman_klass_vol",
+    "funding_rate",
+    "funding_interval_hours",
+    "open_interest",
+    "open_interest_value",
+    "top_trader_account_ls_ratio",
+    "top_trader_position_ls_ratio",
+    "account_ls_ratio",
+    "taker_ls_volume_ratio",
+];
+
+/// Bars as a frame: `open_time` a UTC µs timestamp, counts Int64, features Float64 (nullable).
+pub fn to_frame(b: &Bars) -> Result<DataFrame> {
+    let n = |i: usize| PlSmallStr::from(COLUMNS[i]);
+    let f = |i: usize, v: &Vec<f64>| Column::new(n(i), v.as_slice());
+    let o = |i: usize, v: &Vec<Option<f64>>| Column::new(n(i), v.as_slice());
+    let time = Int64Chunked::from_vec(n(0), b.open_time.clone())
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        .into_column();
+    let cols = vec![
+        time,
+        f(1, &b.open),
+        f(2, &b.high),
+        f(3, &b.low),
+        f(4, &b.close),
+        f(5, &b.volume),
+        f(6, &b.quote_volume),
+        Column::new(n(7), b.trades.as_slice()),
+        f(8, &b.taker_buy_volume),
+        f(9, &b.taker_buy_quote_volume),
+        Column::new(n(10), b.minutes.as_slice()),
+        o(11, &b.vwap),
+        o(12, &b.vwap_deviation),
+        o(13, &b.realized_vol),
+        o(14, &b.realized_variance),
+        o(15, &b.volume_cv),
+        o(16, &b.taker_buy_ratio),
+        o(17, &b.parkinson_vol),
+        o(18, &b.garman_klass_vol),
+        o(19, &b.funding_rate),
+        Column::new(n(20), b.funding_interval_hours.as_slice()),
+        o(21, &b.open_interest),
+        o(22, &b.open_interest_value),
+        o(23, &b.top_trader_account_ls_ratio),
+        o(24, &b.top_trader_position_ls_ratio),
+        o(25, &b.account_ls_ratio),
+        o(26, &b.taker_ls_volume_ratio),
+    ];
+    debug_assert_eq!(cols[0].dtype(), &time_dtype());
+    DataFrame::new(b.len(), cols).map_err(|e| Error::Parse(format!("assembling bars: {e}")))
+}
+
+/// Bars back from a frame `to_frame` wrote.
+pub fn from_frame(df: &DataFrame, what: &str) -> Result<Bars> {
+    Ok(Bars {
+        open_time: i64s(df, COLUMNS[0], what)?,
+        open: f64s(df, COLUMNS[1], what)?,
+        high: f64s(df, COLUMNS[2], what)?,
+        low: f64s(df, COLUMNS[3], what)?,
+        close: f64s(df, COLUMNS[4], what)?,
+        volume: f64s(df, COLUMNS[5], what)?,
+        quote_volume: f64s(df, COLUMNS[6], what)?,
+        trades: i64s(df, COLUMNS[7], what)?,
+        taker_buy_volume: f64s(df, COLUMNS[8], what)?,
+        taker_buy_quote_volume: f64s(df, COLUMNS[9], what)?,
+        minutes: i64s(df, COLUMNS[10], what)?,
+        vwap: opt_f64s(df, COLUMNS[11], what)?,
+        vwap_deviation: opt_f64s(df, COLUMNS[12], what)?,
+        realized_vol: opt_f64s(df, COLUMNS[13], what)?,
+        realized_variance: opt_f64s(df, COLUMNS[14], what)?,
+        volume_cv: opt_f64s(df, COLUMNS[15], what)?,
+        taker_buy_ratio: opt_f64s(df, COLUMNS[16], what)?,
+        parkinson_vol: opt_f64s(df, COLUMNS[17], what)?,
+        garman_klass_vol: opt_f64s(df, COLUMNS[18], what)?,
+        funding_rate: opt_f64s(df, COLUMNS[19], what)?,
+        funding_interval_hours: opt_i64s(df, COLUMNS[20], what)?,
+        open_interest: opt_f64s(df, COLUMNS[21], what)?,
+        open_interest_value: opt_f64s(df, COLUMNS[22], what)?,
+        top_trader_account_ls_ratio: opt_f64s(df, COLUMNS[23], what)?,
+        top_trader_position_ls_ratio: opt_f64s(df, COLUMNS[24], what)?,
+        account_ls_ratio: opt_f64s(df, COLUMNS[25], what)?,
+        taker_ls_volume_ratio: opt_f64s(df, COLUMNS[26], what)?,
+    })
+}

@@ -1,0 +1,626 @@
+//! The `aggregate` job: optimized 1-minute klines of each symbol, with its fundingRate and
+//! metrics, → bars of length Δ with the microstructure features of `features.md` section 1, one
+//! file per symbol-year (`features/<market>/<freq>/symbol=S/year=Y/part-0.parquet`).
+//!
+//! Incremental by content: every day's inputs (its minutes, the minute before it, the funding
+//! records of the 24 h and the metrics of the hour before its end, its validation verdict) are
+//! hashed; a run recomputes the bars of the days whose hash changed and keeps every other row of
+//! the year file as it was. Extending a range computes only the new days; a republished month
+//! recomputes only the days whose rows changed.
+
+pub mod features;
+pub mod frame;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Datelike, NaiveDate};
+use serde::Serialize;
+use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::{self, Tally};
+use shared::manifest::{
+    Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols,
+};
+use shared::paths::{DataType, Dataset, Interval, Market, features_partition};
+use shared::plan::DateRange;
+use shared::report::{RunHeader, RunReport};
+use shared::{Context, Error, Result};
+
+use features::{Bars, Funding, MINUTE_US, Metrics, Minutes};
+
+pub const JOB: &str = "aggregate";
+/// Bump when the output of a unit changes for the same input.
+pub const JOB_VERSION: &str = "1";
+/// The job whose outputs are the inputs.
+pub const UPSTREAM: &str = "optimize";
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// A bar length that divides a day: `1m` … `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Freq {
+    minutes: i64,
+}
+
+impl Freq {
+    pub fn minutes(self) -> i64 {
+        self.minutes
+    }
+
+    pub fn delta_us(self) -> i64 {
+        self.minutes * MINUTE_US
+    }
+}
+
+impl std::fmt::Display for Freq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.minutes {
+            1440 => f.write_str("1d"),
+            m if m % 60 == 0 => write!(f, "{}h", m / 60),
+            m => write!(f, "{m}m"),
+        }
+    }
+}
+
+impl From<Freq> for String {
+    fn from(f: Freq) -> String {
+        f.to_string()
+    }
+}
+
+impl std::str::FromStr for Freq {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Freq> {
+        let bad = || {
+            Error::usage(format!(
+                "--freq `{s}`: expected minutes, hours or 1d that divide a day (15m, 1h, 4h, 1d)"
+            ))
+        };
+        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        let minutes = match unit {
+            "m" => n,
+            "h" => n * 60,
+            "d" if n == 1 => 1440,
+            _ => return Err(bad()),
+        };
+        if minutes <= 0 || 1440 % minutes != 0 {
+            return Err(bad());
+        }
+        Ok(Freq { minutes })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub common: CommonSpec,
+    pub freq: Freq,
+}
+
+fn params_hash(spec: &Spec) -> String {
+    shared::manifest::params_hash(&(spec.freq.minutes,))
+}
+
+/// The datasets a market's features read: 1m klines, and for futures fundingRate and metrics.
+struct Inputs {
+    klines: Dataset,
+    funding: Option<Dataset>,
+    metrics: Option<Dataset>,
+}
+
+impl Inputs {
+    fn of(market: Market) -> Result<Inputs> {
+        let futures = matches!(market, Market::Um | Market::Cm);
+        Ok(Inputs {
+            klines: Dataset::new(market, DataType::Klines, Some(Interval::M1))?,
+            funding: futures
+                .then(|| Dataset::new(market, DataType::FundingRate, None))
+                .transpose()?,
+            metrics: futures
+                .then(|| Dataset::new(market, DataType::Metrics, None))
+                .transpose()?,
+        })
+    }
+}
+
+/// One unit: a symbol-year, over the days of the range in that year.
+struct Unit {
+    symbol: String,
+    year: i32,
+    first: NaiveDate,
+    last: NaiveDate,
+    /// Upstream month files and their sha256 (`kind:YYYY-MM` → sha), for the fast skip.
+    months: BTreeMap<String, (String, String)>,
+    writer: Arc<ManifestWriter>,
+    previous: Option<Entry>,
+}
+
+impl Unit {
+    fn key(&self) -> String {
+        format!("{}/{}", self.symbol, self.year)
+    }
+}
+
+/// What one unit did.
+#[derive(Debug, Clone, Default)]
+pub struct UnitResult {
+    pub minutes_read: u64,
+    pub days_computed: u64,
+    pub days_kept: u64,
+    pub days_excluded: u64,
+    pub bars_computed: u64,
+    pub bars_written: u64,
+    pub bytes: u64,
+}
+
+fn day_start_us(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros()
+}
+
+fn day_of_us(t: i64) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt((t.div_euclid(DAY_US) + 719_163) as i32)
+        .unwrap_or(NaiveDate::MIN)
+}
+
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
+    let phash = params_hash(&spec);
+    let market = spec.common.market;
+    let inputs = Inputs::of(market)?;
+    let scope = format!("{}/{}", market.storage_name(), spec.freq);
+    let mut tally = Tally::default();
+    let mut units = Vec::new();
+
+    let symbols = match &spec.common.symbols {
+        SymbolSelection::List(v) => v.clone(),
+        SymbolSelection::All => {
+            manifest_symbols(&ctx.store, UPSTREAM, &inputs.klines.scope()).await?
+        }
+    };
+    let range = spec.common.range;
+    for sym in spec.common.shard_of(&symbols) {
+        // Upstream month outputs, for the fast up-to-date check.
+        let mut upstream: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (kind, ds) in [
+            ("klines", Some(inputs.klines)),
+            ("funding", inputs.funding),
+            ("metrics", inputs.metrics),
+        ] {
+            let Some(ds) = ds else { continue };
+            let m =
+                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &ds.scope(), &sym)).await?;
+            for e in m.entries().filter(|e| e.status == UnitStatus::Done) {
+                for o in &e.outputs {
+                    if let Some(month) = month_of_partition(&o.path) {
+                        upstream.insert(
+                            format!("{kind}:{month}"),
+                            (o.path.clone(), o.sha256.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        let (writer, mine) =
+            ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, &sym)).await?;
+        let writer = Arc::new(writer);
+        for year in range.start.year()..=range.end.year() {
+            let first = range
+                .start
+                .max(NaiveDate::from_ymd_opt(year, 1, 1).expect("Jan 1"));
+            let last = range
+                .end
+                .min(NaiveDate::from_ymd_opt(year, 12, 31).expect("Dec 31"));
+            // The months whose files the days need: from the day before the first (its last
+            // minute, the funding and metrics lookbacks) to the last.
+            let lookback = first.pred_opt().unwrap_or(first);
+            let months: BTreeMap<String, (String, String)> = DateRange::new(lookback, last)?
+                .months()
+                .into_iter()
+                .flat_map(|m| {
+                    let key = format!("{:04}-{:02}", m.first_day().year(), m.first_day().month());
+                    ["klines", "funding", "metrics"]
+                        .into_iter()
+                        .filter_map(|k| {
+                            let id = format!("{k}:{key}");
+                            upstream.get(&id).map(|v| (id, v.clone()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !months.keys().any(|k| k.starts_with("klines:")) {
+                tally.miss(format!("{sym}/{year}"));
+                continue;
+            }
+            let key = format!("{sym}/{year}");
+            let previous = mine.get(&key).cloned();
+            if !spec.common.force
+                && previous
+                    .as_ref()
+                    .is_some_and(|p| up_to_date(p, &months, first, last, &phash))
+            {
+                tally.skip();
+                continue;
+            }
+            units.push(Unit {
+                symbol: sym.clone(),
+                year,
+                first,
+                last,
+                months,
+                writer: writer.clone(),
+                previous: if spec.common.force { None } else { previous },
+            });
+        }
+    }
+
+    if spec.common.dry_run {
+        for u in &units {
+            println!(
+                "aggregate {} {}..{} -> {}",
+                u.key(),
+                u.first,
+                u.last,
+                features_partition(market, &spec.freq.to_string(), &u.symbol, u.year)
+            );
+        }
+        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
+    }
+    tracing::info!(
+        units = units.len(),
+        up_to_date = tally.counts.skipped,
+        "plan ready"
+    );
+
+    let spec = Arc::new(spec);
+    let mut total = UnitResult::default();
+    let work = {
+        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+        move |u: Unit| {
+            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+            async move {
+                let key = format!("{}/{}", spec.freq, u.key());
+                (key, aggregate_unit(&spec, &ctx, &phash, u).await)
+            }
+        }
+    };
+    let not_run = exec::for_each_bounded(
+        units,
+        spec.common.concurrency,
+        &ctx.cancel,
+        work,
+        |key, r| {
+            if let Some(u) = tally.record(&key, r) {
+                total.minutes_read += u.minutes_read;
+                total.days_computed += u.days_computed;
+                total.days_kept += u.days_kept;
+                total.days_excluded += u.days_excluded;
+                total.bars_computed += u.bars_computed;
+                total.bars_written += u.bars_written;
+                total.bytes += u.bytes;
+            }
+        },
+    )
+    .await?;
+    tally.counts.not_run += not_run;
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let details = serde_json::json!({
+        "freq": spec.freq.to_string(),
+        "minutes_read": total.minutes_read,
+        "days_computed": total.days_computed,
+        "days_kept": total.days_kept,
+        "symbol_days_excluded": total.days_excluded,
+        "bars_computed": total.bars_computed,
+        "bars_written": total.bars_written,
+        "seconds": secs,
+        "minutes_per_sec": total.minutes_read as f64 / secs,
+    });
+    Ok(header.report(ctx, outcome, tally, total.bytes, details))
+}
+
+/// `YYYY-MM` of an optimized partition path (`.../year=Y/month=MM/part-0.parquet`).
+fn month_of_partition(path: &str) -> Option<String> {
+    let y = path.split("/year=").nth(1)?.get(..4)?;
+    let m = path.split("/month=").nth(1)?.get(..2)?;
+    Some(format!("{y}-{m}"))
+}
+
+/// The previous run covered every day of `[first, last]` from exactly these upstream months.
+fn up_to_date(
+    p: &Entry,
+    months: &BTreeMap<String, (String, String)>,
+    first: NaiveDate,
+    last: NaiveDate,
+    phash: &str,
+) -> bool {
+    p.status == UnitStatus::Done
+        && p.job_version == JOB_VERSION
+        && p.params_hash == phash
+        && months
+            .iter()
+            .all(|(k, (_, sha))| p.inputs.get(k) == Some(sha))
+        && first
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .all(|d| p.inputs.contains_key(&day_key(d)))
+}
+
+fn day_key(d: NaiveDate) -> String {
+    format!("day:{d}")
+}
+
+async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Result<UnitResult> {
+    let market = spec.common.market;
+    let freq = spec.freq.to_string();
+    let out_path = features_partition(market, &freq, &u.symbol, u.year);
+    let mut res = UnitResult::default();
+
+    // Inputs: the months listed (missing ones simply have no rows).
+    let mut minutes = Minutes::default();
+    let mut funding = Funding::default();
+    let mut metrics = Metrics::default();
+    let (mut has_funding, mut has_metrics) = (false, false);
+    for (key, (path, _)) in &u.months {
+        let Some(df) = frames::read_parquet(&ctx.store, path)
+            .await
+            .map_err(Error::from)?
+        else {
+            return Err(Error::Parse(format!(
+                "{path} is in the optimize manifest but not in the store"
+            )));
+        };
+        match key.split(':').next() {
+            Some("klines") => frame::push_minutes(&mut minutes, &df, path)?,
+            Some("funding") => {
+                has_funding = true;
+                frame::push_funding(&mut funding, &df, path)?
+            }
+            _ => {
+                has_metrics = true;
+                frame::push_metrics(&mut metrics, &df, path)?
+            }
+        }
+    }
+    res.minutes_read = minutes.len() as u64;
+    check_sorted(&minutes.open_time, "klines open_time", &u)?;
+    check_sorted(&funding.calc_time, "funding calc_time", &u)?;
+    check_sorted(&metrics.snapshot_time, "metrics snapshot_time", &u)?;
+
+    // Symbol-days the validation report marks as errors are left out, as if absent.
+    let excluded: BTreeSet<NaiveDate> =
+        excluded_days(ctx, market, &u.symbol, u.first, u.last).await?;
+    if !excluded.is_empty() {
+        minutes.retain(|t| !excluded.contains(&day_of_us(t)));
+    }
+
+    // Day fingerprints → which days to compute.
+    let days: Vec<NaiveDate> = u.first.iter_days().take_while(|d| *d <= u.last).collect();
+    let mut hashes = BTreeMap::new();
+    for &d in &days {
+        hashes.insert(
+            d,
+            day_hash(
+                &minutes,
+                has_funding.then_some(&funding),
+                has_metrics.then_some(&metrics),
+                d,
+                excluded.contains(&d),
+            ),
+        );
+    }
+    res.days_excluded = excluded.len() as u64;
+
+    // The rows already written, if the file is the one the manifest recorded.
+    let existing = match &u.previous {
+        Some(p) if p.status == UnitStatus::Done => match p.outputs.first() {
+            Some(o) => match ctx.store.get_opt(&o.path).await? {
+                Some(bytes) if shared::checksum::sha256_hex(&bytes) == o.sha256 => {
+                    let df = frames::read_parquet_bytes(bytes, &o.path).map_err(Error::from)?;
+                    Some(frame::from_frame(&df, &o.path)?)
+                }
+                _ => None,
+            },
+            None => Some(Bars::default()),
+        },
+        _ => None,
+    };
+    let prev_inputs = match (&u.previous, &existing) {
+        (Some(p), Some(_)) => p.inputs.clone(),
+        _ => BTreeMap::new(),
+    };
+    let changed: BTreeSet<NaiveDate> = days
+        .iter()
+        .copied()
+        .filter(|d| prev_inputs.get(&day_key(*d)) != Some(&hashes[d]))
+        .collect();
+    res.days_computed = changed.len() as u64;
+    res.days_kept = (days.len() - changed.len()) as u64;
+
+    // Keep the existing rows of unchanged days (and of days outside this run's range).
+    let mut kept = Bars::default();
+    if let Some(old) = &existing {
+        for i in 0..old.len() {
+            if !changed.contains(&day_of_us(old.open_time[i])) {
+                kept.push_row(old, i);
+            }
+        }
+    }
+    // Compute the changed days, run by run of consecutive days.
+    let mut fresh = Bars::default();
+    let delta = spec.freq.delta_us();
+    let changed_v: Vec<NaiveDate> = changed.iter().copied().collect();
+    let mut k = 0;
+    while k < changed_v.len() {
+        let start = changed_v[k];
+        let mut end = start;
+        while k + 1 < changed_v.len() && changed_v[k + 1] == end.succ_opt().unwrap_or(end) {
+            k += 1;
+            end = changed_v[k];
+        }
+        k += 1;
+        let bars = features::compute(
+            &minutes,
+            has_funding.then_some(&funding),
+            has_metrics.then_some(&metrics),
+            delta,
+            day_start_us(start),
+            day_start_us(end) + DAY_US,
+        );
+        fresh = Bars::merge(&fresh, &bars);
+    }
+    res.bars_computed = fresh.len() as u64;
+    let all = Bars::merge(&kept, &fresh);
+    res.bars_written = all.len() as u64;
+
+    // Write the year (atomically), then record it with every day's fingerprint.
+    let mut outputs = Vec::new();
+    if !all.is_empty() {
+        let mut df = frame::to_frame(&all)?;
+        let mut out = frames::write_parquet(
+            &ctx.store,
+            &out_path,
+            &mut df,
+            &frames::ParquetOptions::default(),
+        )
+        .await
+        .map_err(Error::from)?;
+        out.time_span = Some([
+            all.open_time[0],
+            all.open_time[all.len() - 1] + delta - 1000,
+        ]);
+        res.bytes = out.size;
+        outputs.push(out);
+    } else if existing.as_ref().is_some_and(|b| !b.is_empty()) {
+        ctx.store.delete(&out_path).await?;
+    }
+    let mut inputs: BTreeMap<String, String> = prev_inputs
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("day:"))
+        .collect();
+    for (d, h) in &hashes {
+        inputs.insert(day_key(*d), h.clone());
+    }
+    for (k, (_, sha)) in &u.months {
+        inputs.insert(k.clone(), sha.clone());
+    }
+    let entry = Entry {
+        unit: u.key(),
+        status: UnitStatus::Done,
+        inputs,
+        job_version: JOB_VERSION.into(),
+        params_hash: phash.to_string(),
+        outputs,
+        recorded_at: ctx.clock.now(),
+        run_id: ctx.run_id.clone(),
+        detail: Some(format!(
+            "days_computed={} days_kept={} bars={}",
+            res.days_computed, res.days_kept, res.bars_written
+        )),
+    };
+    u.writer.record(entry).await?;
+    Ok(res)
+}
+
+fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
+    match t.windows(2).position(|w| w[0] >= w[1]) {
+        None => Ok(()),
+        Some(i) => Err(Error::Parse(format!(
+            "{} {}: {what} not strictly increasing at row {} (run optimize)",
+            u.symbol,
+            u.year,
+            i + 1
+        ))),
+    }
+}
+
+/// Everything a day's bars depend on, hashed: its minutes and the one before, the funding
+/// records of the 24 h before its end, the metrics of the hour before its end, its exclusion.
+fn day_hash(
+    m: &Minutes,
+    funding: Option<&Funding>,
+    metrics: Option<&Metrics>,
+    day: NaiveDate,
+    excluded: bool,
+) -> String {
+    let (s, e) = (day_start_us(day), day_start_us(day) + DAY_US);
+    let mut h = shared::checksum::Hasher::new();
+    h.update(&[excluded as u8]);
+    let a = m.open_time.partition_point(|&t| t < s - MINUTE_US);
+    let b = m.open_time.partition_point(|&t| t < e);
+    for i in a..b {
+        h.update(&m.open_time[i].to_le_bytes());
+        for v in [
+            m.open[i],
+            m.high[i],
+            m.low[i],
+            m.close[i],
+            m.volume[i],
+            m.quote_volume[i],
+            m.taker_buy_volume[i],
+            m.taker_buy_quote_volume[i],
+        ] {
+            h.update(&v.to_bits().to_le_bytes());
+        }
+        h.update(&m.trades[i].to_le_bytes());
+    }
+    h.update(b"|funding");
+    if let Some(f) = funding {
+        let a = f
+            .calc_time
+            .partition_point(|&t| t < s - features::FUNDING_MAX_AGE_US);
+        let b = f.calc_time.partition_point(|&t| t < e);
+        for i in a..b {
+            h.update(&f.calc_time[i].to_le_bytes());
+            h.update(&f.rate[i].to_bits().to_le_bytes());
+            h.update(&f.interval_hours[i].to_le_bytes());
+        }
+    }
+    h.update(b"|metrics");
+    if let Some(mt) = metrics {
+        let a = mt
+            .snapshot_time
+            .partition_point(|&t| t < s - features::METRICS_MAX_AGE_US);
+        let b = mt.snapshot_time.partition_point(|&t| t < e);
+        for i in a..b {
+            h.update(&mt.snapshot_time[i].to_le_bytes());
+            for v in [
+                mt.open_interest[i],
+                mt.open_interest_value[i],
+                mt.top_trader_account_ls_ratio[i],
+                mt.top_trader_position_ls_ratio[i],
+                mt.account_ls_ratio[i],
+                mt.taker_ls_volume_ratio[i],
+            ] {
+                match v {
+                    Some(v) => h.update(&v.to_bits().to_le_bytes()),
+                    None => h.update(b"n"),
+                }
+            }
+        }
+    }
+    h.finish_hex()
+}
+
+/// The days of `[first, last]` the validation report marks as errors for this symbol's 1m
+/// klines.
+async fn excluded_days(
+    _ctx: &Context,
+    _market: Market,
+    _symbol: &str,
+    _first: NaiveDate,
+    _last: NaiveDate,
+) -> Result<BTreeSet<NaiveDate>> {
+    Ok(BTreeSet::new())
+}
