@@ -859,6 +859,100 @@ pub fn parse_report_path(path: &str) -> Result<(String, String)> {
     Ok((job.to_string(), run.to_string()))
 }
 
+/// One symbol's trade bars under one bar spec (the `bars` job): the dataset
+/// `bars/<market>/<bar spec>/symbol=S/year=Y/part-0.parquet` and the checkpoints of its history,
+/// `_state/bars/<market>/<bar spec>/symbol=S/date=D.json`. The bar spec's own grammar (bar type
+/// and parameters) belongs to the `bars` job; here it is one path segment of ASCII letters,
+/// digits, `.`, `_` and `-`: no `=`, so Hive readers never take it for a partition key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BarsKey {
+    pub market: Market,
+    pub spec: String,
+    pub symbol: String,
+}
+
+impl BarsKey {
+    pub fn new(market: Market, spec: impl Into<String>, symbol: impl Into<String>) -> Result<Self> {
+        let spec = spec.into();
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if spec.is_empty() || spec.starts_with('.') || !spec.chars().all(ok) {
+            return Err(Error::parse(format!("bad bar spec name `{spec}`")));
+        }
+        Ok(BarsKey {
+            market,
+            spec,
+            symbol: symbol.into(),
+        })
+    }
+
+    /// `<market>/<bar spec>`, e.g. `futures-um/dollar-th_1e6-sign_aggressor-src_aggTrades`: the
+    /// scope of the job's manifests.
+    pub fn scope(&self) -> String {
+        format!("{}/{}", self.market.storage_name(), self.spec)
+    }
+
+    /// `bars/<market>/<bar spec>/symbol=S/`.
+    pub fn symbol_dir(&self) -> String {
+        format!("bars/{}/symbol={}/", self.scope(), self.symbol)
+    }
+
+    /// `bars/<market>/<bar spec>/symbol=S/year=Y/part-0.parquet`: the bars that closed in year Y.
+    pub fn partition(&self, year: i32) -> String {
+        format!("{}year={year}/part-0.parquet", self.symbol_dir())
+    }
+
+    /// `_state/bars/<market>/<bar spec>/symbol=S/`.
+    pub fn state_prefix(&self) -> String {
+        format!("_state/bars/{}/symbol={}/", self.scope(), self.symbol)
+    }
+
+    /// `_state/bars/<market>/<bar spec>/symbol=S/date=D.json`: the checkpoint at the end of day D.
+    pub fn state_path(&self, day: NaiveDate) -> String {
+        format!(
+            "{}date={}.json",
+            self.state_prefix(),
+            day.format("%Y-%m-%d")
+        )
+    }
+
+    /// Inverse of [`BarsKey::partition`].
+    pub fn parse_partition(path: &str) -> Result<(BarsKey, i32)> {
+        let bad = || Error::parse(format!("not a bars partition: `{path}`"));
+        let parts: Vec<&str> = path.split('/').collect();
+        let ["bars", m, spec, sym, y, "part-0.parquet"] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let market = Market::from_storage_name(m).ok_or_else(bad)?;
+        let symbol = sym.strip_prefix("symbol=").ok_or_else(bad)?;
+        let year = y
+            .strip_prefix("year=")
+            .and_then(|y| y.parse().ok())
+            .ok_or_else(bad)?;
+        Ok((BarsKey::new(market, *spec, symbol)?, year))
+    }
+
+    /// Inverse of [`BarsKey::state_path`].
+    pub fn parse_state_path(path: &str) -> Result<(BarsKey, NaiveDate)> {
+        let bad = || Error::parse(format!("not a bars checkpoint: `{path}`"));
+        let parts: Vec<&str> = path.split('/').collect();
+        let ["_state", "bars", m, spec, sym, file] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let market = Market::from_storage_name(m).ok_or_else(bad)?;
+        let symbol = sym.strip_prefix("symbol=").ok_or_else(bad)?;
+        let day = match file
+            .strip_prefix("date=")
+            .and_then(|f| f.strip_suffix(".json"))
+            .ok_or_else(bad)?
+            .parse::<FileDate>()
+        {
+            Ok(FileDate::Day(d)) => d,
+            _ => return Err(bad()),
+        };
+        Ok((BarsKey::new(market, *spec, symbol)?, day))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1117,5 +1211,42 @@ mod tests {
             assert_eq!(i.as_str().parse::<Interval>().unwrap(), i);
         }
         assert_eq!("1M".parse::<Interval>().unwrap(), Interval::Mo1);
+    }
+}
+
+#[cfg(test)]
+mod bars_key_tests {
+    use super::*;
+
+    #[test]
+    fn bars_paths_round_trip() {
+        let k = BarsKey::new(
+            Market::Um,
+            "dollar_imbalance-init_1e6-at_0.1-ai_0.1-min_1e5-max_1e7-sign_aggressor-src_aggTrades",
+            "BTCUSDT",
+        )
+        .unwrap();
+        let p = k.partition(2025);
+        assert_eq!(
+            p,
+            "bars/futures-um/dollar_imbalance-init_1e6-at_0.1-ai_0.1-min_1e5-max_1e7-sign_aggressor-src_aggTrades/symbol=BTCUSDT/year=2025/part-0.parquet"
+        );
+        assert_eq!(BarsKey::parse_partition(&p).unwrap(), (k.clone(), 2025));
+        let day = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+        let s = k.state_path(day);
+        assert_eq!(
+            s,
+            format!(
+                "_state/bars/{}/symbol=BTCUSDT/date=2024-12-31.json",
+                k.scope()
+            )
+        );
+        assert!(s.starts_with(&k.state_prefix()));
+        assert_eq!(BarsKey::parse_state_path(&s).unwrap(), (k, day));
+        for bad in ["", "a=b", "a/b", ".x", "a b"] {
+            assert!(BarsKey::new(Market::Spot, bad, "X").is_err(), "{bad}");
+        }
+        assert!(BarsKey::parse_partition("bars/spot/x/symbol=A/year=y/part-0.parquet").is_err());
+        assert!(BarsKey::parse_state_path("_state/bars/spot/x/symbol=A/2024-01-01.json").is_err());
     }
 }

@@ -1,0 +1,254 @@
+//! Reading Parquet one row group at a time with memory that follows the row group, not the
+//! file: each projected column chunk is read with `pread` into its own buffer and decoded by
+//! polars-parquet, the columns of a row group on parallel threads. (Polars' `ParquetReader`
+//! memory-maps the whole file, so a month of trades would count in full against RSS; and
+//! polars 0.55 has no batched reader.) Also: bringing a store object to a local file.
+
+use std::fs::File;
+use std::io::Cursor;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use frames::polars::prelude::*;
+use polars_buffer::Buffer;
+use polars_parquet::read::{
+    BasicDecompressor, FileMetadata, PageReader, column_iter_to_arrays, infer_schema, read_metadata,
+};
+use shared::{Error, Result, Store};
+
+/// An open Parquet file: its footer and Arrow schema.
+pub struct ParquetFile {
+    file: File,
+    name: String,
+    meta: FileMetadata,
+    schema: ArrowSchema,
+}
+
+fn polars(name: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Parse(format!("{name}: {what}: {e}"))
+}
+
+impl ParquetFile {
+    /// Open `path`; `name` names it in errors (its store path).
+    pub fn open(path: &Path, name: &str) -> Result<ParquetFile> {
+        let mut file = File::open(path).map_err(|e| Error::Io {
+            context: format!("opening {name}"),
+            source: e,
+        })?;
+        let meta = read_metadata(&mut file).map_err(|e| polars(name, "reading the footer", e))?;
+        let schema = infer_schema(&meta).map_err(|e| polars(name, "reading the schema", e))?;
+        Ok(ParquetFile {
+            file,
+            name: name.to_string(),
+            meta,
+            schema,
+        })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.meta.num_rows
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.meta.row_groups.len()
+    }
+
+    /// Decode `columns` of row group `rg`, in that order.
+    pub fn read(&self, rg: usize, columns: &[&str]) -> Result<Vec<Series>> {
+        if columns.len() <= 1 {
+            return columns.iter().map(|c| self.read_column(rg, c)).collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = columns
+                .iter()
+                .map(|c| scope.spawn(move || self.read_column(rg, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(polars(&self.name, "decoding", "thread panicked")))
+                })
+                .collect()
+        })
+    }
+
+    fn read_column(&self, rg: usize, column: &str) -> Result<Series> {
+        let ctx = |what: &str| format!("row group {rg}, column {column}: {what}");
+        let md = &self.meta.row_groups[rg];
+        let field = self
+            .schema
+            .get(column)
+            .ok_or_else(|| polars(&self.name, &ctx("missing"), "no such column"))?;
+        let chunks: Vec<_> = md
+            .columns_under_root_iter(column)
+            .ok_or_else(|| polars(&self.name, &ctx("missing"), "no column chunk"))?
+            .collect();
+        let mut pages = Vec::with_capacity(chunks.len());
+        let mut types = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            let range = c.byte_range();
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            self.file
+                .read_exact_at(&mut buf, range.start)
+                .map_err(|e| Error::Io {
+                    context: format!("{}: {}", self.name, ctx("reading")),
+                    source: e,
+                })?;
+            let reader = PageReader::new(Cursor::new(Buffer::from(buf)), c, Vec::new(), usize::MAX);
+            pages.push(BasicDecompressor::new(reader, Vec::new()));
+            types.push(&c.descriptor().descriptor.primitive_type);
+        }
+        let (arrays, _) = column_iter_to_arrays(pages, types, field.clone(), None)
+            .map_err(|e| polars(&self.name, &ctx("decoding"), e))?;
+        Series::try_from((field, arrays)).map_err(|e| polars(&self.name, &ctx("converting"), e))
+    }
+}
+
+/// A column as a contiguous `f64` slice owner.
+pub fn f64s(s: &Series, name: &str) -> Result<Vec<f64>> {
+    let ca = s.f64().map_err(|e| polars(name, s.name().as_str(), e))?;
+    if ca.null_count() > 0 {
+        return Err(polars(name, s.name().as_str(), "null values"));
+    }
+    let mut v = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        v.extend_from_slice(arr.values().as_slice());
+    }
+    Ok(v)
+}
+
+/// An integer or timestamp column as `i64`s.
+pub fn i64s(s: &Series, name: &str) -> Result<Vec<i64>> {
+    let phys = s.to_physical_repr();
+    let ca = phys.i64().map_err(|e| polars(name, s.name().as_str(), e))?;
+    if ca.null_count() > 0 {
+        return Err(polars(name, s.name().as_str(), "null values"));
+    }
+    let mut v = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        v.extend_from_slice(arr.values().as_slice());
+    }
+    Ok(v)
+}
+
+/// A boolean column as `bool`s.
+pub fn bools(s: &Series, name: &str) -> Result<Vec<bool>> {
+    let ca = s.bool().map_err(|e| polars(name, s.name().as_str(), e))?;
+    if ca.null_count() > 0 {
+        return Err(polars(name, s.name().as_str(), "null values"));
+    }
+    let mut v = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        v.extend(arr.values().iter());
+    }
+    Ok(v)
+}
+
+/// An optional float column (nulls as `None`).
+pub fn opt_f64s(s: &Series, name: &str) -> Result<Vec<Option<f64>>> {
+    let ca = s.f64().map_err(|e| polars(name, s.name().as_str(), e))?;
+    Ok(ca.iter().collect())
+}
+
+/// A store object as a local file: the file itself on a local store, else a temp copy
+/// (removed on drop).
+pub enum LocalCopy {
+    InPlace(PathBuf),
+    Temp(tempfile::NamedTempFile),
+}
+
+impl LocalCopy {
+    pub fn path(&self) -> &Path {
+        match self {
+            LocalCopy::InPlace(p) => p,
+            LocalCopy::Temp(t) => t.path(),
+        }
+    }
+
+    /// `None` when the object does not exist.
+    pub async fn fetch(store: &Store, path: &str) -> Result<Option<LocalCopy>> {
+        if let Some(p) = store.local_path(path) {
+            return Ok(p.exists().then_some(LocalCopy::InPlace(p)));
+        }
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::Io {
+            context: "creating a temp file".into(),
+            source: e,
+        })?;
+        Ok(store
+            .download_to(path, tmp.path())
+            .await?
+            .map(|_| LocalCopy::Temp(tmp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frames::{ParquetOptions, to_column};
+    use shared::formats::ColumnData;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn row_groups_read_back_with_their_types() {
+        let n = 10_000usize;
+        let cols = vec![
+            to_column(
+                "price",
+                ColumnData::F64((0..n).map(|i| i as f64 * 0.5).collect()),
+            )
+            .unwrap(),
+            to_column(
+                "transact_time",
+                ColumnData::TimeUs((0..n as i64).map(|i| 1_700_000_000_000_000 + i).collect()),
+            )
+            .unwrap(),
+            to_column(
+                "is_buyer_maker",
+                ColumnData::Bool((0..n).map(|i| i % 3 == 0).collect()),
+            )
+            .unwrap(),
+            to_column(
+                "vwap",
+                ColumnData::OptF64((0..n).map(|i| (i % 2 == 0).then_some(i as f64)).collect()),
+            )
+            .unwrap(),
+        ];
+        let mut df = DataFrame::new(n, cols).unwrap();
+        let store = Store::open("memory://").unwrap();
+        let opts = ParquetOptions {
+            row_group_rows: Some(4096),
+            zstd_level: None,
+        };
+        frames::write_parquet(&store, "x.parquet", &mut df, &opts)
+            .await
+            .unwrap();
+        let local = LocalCopy::fetch(&store, "x.parquet")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(LocalCopy::fetch(&store, "none").await.unwrap().is_none());
+        let f = ParquetFile::open(local.path(), "x.parquet").unwrap();
+        assert_eq!(f.num_rows(), n);
+        assert!(f.num_row_groups() >= 2, "{}", f.num_row_groups());
+        let mut off = 0;
+        for rg in 0..f.num_row_groups() {
+            let s = f
+                .read(rg, &["transact_time", "price", "is_buyer_maker", "vwap"])
+                .unwrap();
+            let t = i64s(&s[0], "x").unwrap();
+            let p = f64s(&s[1], "x").unwrap();
+            let b = bools(&s[2], "x").unwrap();
+            let w = opt_f64s(&s[3], "x").unwrap();
+            for i in 0..t.len() {
+                let j = off + i;
+                assert_eq!(t[i], 1_700_000_000_000_000 + j as i64);
+                assert_eq!(p[i], j as f64 * 0.5);
+                assert_eq!(b[i], j % 3 == 0);
+                assert_eq!(w[i], (j % 2 == 0).then_some(j as f64));
+            }
+            off += t.len();
+        }
+        assert_eq!(off, n);
+        assert!(f.read(0, &["nope"]).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The `bars` job (features.md §3): tick, volume and dollar bars and their adaptive imbalance
+//! counterparts from a symbol's optimized aggTrades (or trades), one dataset per bar spec at
+//! `bars/<market>/<bar spec>/symbol=S/year=Y/part-0.parquet`.
+//!
+//! A (bar spec, symbol) is one history: it begins on the first day a run asked for and runs
+//! across day, month and year boundaries. At the end of every processed day its state is
+//! checkpointed (`state`), so a later run continues after the newest checkpoint: `[d1, d2]` then
+//! `[d1, d3]` gives the same bars, to the bit and to the byte of the files, as `[d1, d3]` at
+//! once. A run goes back instead of on when the upstream rows of a consumed day changed (it
+//! restarts from the checkpoint before that day), and starts the history anew with `--force`,
+//! a `--start` before the history's first day, or a new job version.
+//!
+//! Modules: `spec` (bar specs, their names, the parameter grid), `engine` (the bar loop and
+//! its state), `upstream` (optimize's manifest: files, horizon, day fingerprints), `state`
+//! (checkpoints), `input` (Parquet row groups with bounded memory), `output` (year files),
+//! `pass` (one read of a symbol's trades for all its specs).
+
+pub mod engine;
+pub mod input;
+pub mod output;
+mod pass;
+pub mod spec;
+pub mod state;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use shared::cli::{CommonSpec, SymbolSelection};
+use shared::exec::{self, Tally};
+use shared::manifest::manifest_symbols;
+use shared::paths::BarsKey;
+use shared::report::{RunHeader, RunReport};
+use shared::{Context, Result};
+
+pub use pass::{DayDiag, Mode, SpecOutcome};
+use pass::{SpecPlan, SymbolPass};
+use spec::{BarSpec, Grid, Source};
+use state::Checkpoint;
+use upstream::{UPSTREAM, Upstream};
+
+pub const JOB: &str = "bars";
+pub const JOB_VERSION: &str = "1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    /// `--data-type` and `--interval` are not used: `--source` names the trades.
+    pub common: CommonSpec,
+    pub grid: Grid,
+    /// The grid's specs, by name.
+    pub specs: Vec<String>,
+}
+
+impl Spec {
+    pub fn new(common: CommonSpec, grid: Grid) -> Result<Spec> {
+        let specs = grid.specs()?.iter().map(BarSpec::name).collect();
+        for s in grid.sources.iter() {
+            s.dataset(common.market)?;
+        }
+        Ok(Spec {
+            common,
+            grid,
+            specs,
+        })
+    }
+}
+
+/// What the plan decided for one (bar spec, symbol).
+enum Planned {
+    UpToDate,
+    Missing(String),
+    Run(Box<SpecPlan>),
+}
+
+async fn plan_spec(
+    ctx: &Context,
+    common: &CommonSpec,
+    spec: &BarSpec,
+    key: BarsKey,
+    upstream: &Upstream,
+) -> Result<Planned> {
+    let range = common.range;
+    let horizon = upstream.horizon(range.end);
+    let days = state::days(&ctx.store, &key).await?;
+    let years = output::existing_years(&ctx.store, &key).await?;
+    let fresh = |reason: String, start: NaiveDate| SpecPlan {
+        spec: *spec,
+        key: key.clone(),
+        mode: pass::Mode::Fresh { reason },
+        start: Checkpoint::fresh(spec, &key.symbol, start),
+        first_day: start,
+        stale: days.clone(),
+        rewrite: years.clone(),
+    };
+    let latest = match days.last() {
+        Some(d) if !common.force => state::load(&ctx.store, &key, *d).await?,
+        _ => None,
+    };
+    let plan = match latest {
+        None if common.force => fresh("--force".into(), range.start),
+        None if days.is_empty() => fresh("new history".into(), range.start),
+        None => fresh("newest checkpoint unreadable".into(), range.start),
+        Some(cp) if cp.job_version != JOB_VERSION => fresh(
+            format!("job version {} → {JOB_VERSION}", cp.job_version),
+            range.start.min(cp.history_start),
+        ),
+        Some(cp) if range.start < cp.history_start => fresh(
+            format!(
+                "--start {} is before the history's first day {}",
+                range.start, cp.history_start
+            ),
+            range.start,
+        ),
+        Some(cp) => match cp
+            .ledger
+            .first_change(cp.history_start, |d| upstream.fingerprint(d))
+        {
+            None => SpecPlan {
+                spec: *spec,
+                key: key.clone(),
+                mode: pass::Mode::Continue,
+                first_day: cp.day.succ_opt().expect("date"),
+                start: cp,
+                stale: Vec::new(),
+                rewrite: Vec::new(),
+            },
+            Some(changed) => {
+                let target = changed.pred_opt().expect("date");
+                let back = if target >= cp.history_start {
+                    state::load(&ctx.store, &key, target).await?
+                } else {
+                    None
+                };
+                match back {
+                    Some(b) => SpecPlan {
+                        spec: *spec,
+                        key: key.clone(),
+                        mode: pass::Mode::Rollback { changed },
+                        first_day: changed,
+                        stale: days.iter().copied().filter(|d| *d > target).collect(),
+                        rewrite: years
+                            .iter()
+                            .copied()
+                            .filter(|y| *y >= chrono::Datelike::year(&changed))
+                            .collect(),
+                        start: b,
+                    },
+                    None => fresh(format!("upstream changed on {changed}"), cp.history_start),
+                }
+            }
+        },
+    };
+    let mut plan = plan;
+    // A continued history rewrites the files its new bars land in (and any later ones a killed
+    // run may have left) — from the year of its first new day on.
+    if plan.mode == pass::Mode::Continue {
+        let y0 = chrono::Datelike::year(&plan.first_day);
+        plan.rewrite = years.iter().copied().filter(|y| *y >= y0).collect();
+    }
+    match horizon {
+        Some(h) if plan.first_day <= h => Ok(Planned::Run(Box::new(plan))),
+        _ if plan.mode == pass::Mode::Continue && plan.start.day >= range.end => {
+            Ok(Planned::UpToDate)
+        }
+        _ => Ok(Planned::Missing(format!(
+            "{}: no {} upstream from {} to {}",
+            plan.unit(),
+            spec.source.name(),
+            plan.first_day,
+            range.end
+        ))),
+    }
+}
+
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let header = RunHeader {
+        job: JOB,
+        job_version: JOB_VERSION,
+        store: spec.common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&spec).unwrap_or_default(),
+    };
+    let specs = spec.grid.specs()?;
+    let mut sources: Vec<Source> = specs.iter().map(|s| s.source).collect();
+    sources.sort();
+    sources.dedup();
+    let mut tally = Tally::default();
+    let mut passes = Vec::new();
+    for source in sources {
+        let ds = source.dataset(spec.common.market)?;
+        let symbols = match &spec.common.symbols {
+            SymbolSelection::List(v) => v.clone(),
+            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &ds.scope()).await?,
+        };
+        for sym in spec.common.shard_of(&symbols) {
+            let upstream = Arc::new(Upstream::load(&ctx.store, &ds, &sym).await?);
+            let mut plans = Vec::new();
+            for s in specs.iter().filter(|s| s.source == source) {
+                let key = BarsKey::new(spec.common.market, s.name(), &sym)?;
+                match plan_spec(ctx, &spec.common, s, key, &upstream).await? {
+                    Planned::UpToDate => tally.skip(),
+                    Planned::Missing(why) => tally.miss(why),
+                    Planned::Run(p) => plans.push(*p),
+                }
+            }
+            if plans.is_empty() {
+                continue;
+            }
+            let last_day = upstream
+                .horizon(spec.common.range.end)
+                .expect("planned only with upstream data");
+            passes.push(SymbolPass {
+                symbol: sym.clone(),
+                source,
+                dataset: ds,
+                upstream,
+                last_day,
+                specs: plans,
+            });
+        }
+    }
+    let planned_units: u64 = passes.iter().map(|p| p.specs.len() as u64).sum();
+
+    if spec.common.dry_run {
+        for p in &passes {
+            for s in &p.specs {
+                let how = match &s.mode {
+                    Mode::Continue => "continue".to_string(),
+                    Mode::Rollback { changed } => {
+                        format!("go back (upstream changed on {changed})")
+                    }
+                    Mode::Fresh { reason } => format!("new history ({reason})"),
+                };
+                println!(
+                    "bars {} {}..{} {how} -> {}",
+                    s.unit(),
+                    s.first_day,
+                    p.last_day,
+                    s.key.symbol_dir()
+                );
+            }
+        }
+        return Ok(header.dry_run(ctx, tally, planned_units, serde_json::Value::Null));
+    }
+    tracing::info!(
+        passes = passes.len(),
+        units = planned_units,
+        up_to_date = tally.counts.skipped,
+        "plan ready"
+    );
+
+    let units_of: BTreeMap<String, Vec<String>> = passes
+        .iter()
+        .map(|p| {
+            (
+                pass_key(p),
+                p.specs.iter().map(SpecPlan::unit).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let (mut bytes, mut trades_read) = (0u64, 0u64);
+    let mut outcomes: Vec<SpecOutcome> = Vec::new();
+    let work = {
+        let ctx = ctx.clone();
+        move |p: SymbolPass| {
+            let ctx = ctx.clone();
+            async move {
+                let key = pass_key(&p);
+                (key, pass::run(&ctx, p).await)
+            }
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    exec::for_each_bounded(passes, spec.common.concurrency, &ctx.cancel, work, |key, r| {
+        let units = units_of.get(&key).cloned().unwrap_or_default();
+        seen.insert(key);
+        match r {
+            Ok(o) => {
+                bytes += o.bytes;
+                trades_read += o.trades_read;
+                for s in o.specs {
+                    tally.record(&s.unit, Ok(()));
+                    tracing::info!(unit = %s.unit, trades = s.trades, bars = s.bars, from = %s.from, to = %s.to, "bars done");
+                    outcomes.push(s);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for u in &units {
+                    tally.record::<()>(u, Err(clone_err(&e, &reason)));
+                }
+            }
+        }
+    })
+    .await?;
+    // The specs of passes never started (an interrupted run).
+    for (key, units) in &units_of {
+        if !seen.contains(key) {
+            tally.counts.not_run += units.len() as u64;
+        }
+    }
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let details = serde_json::json!({
+        "trades_read": trades_read,
+        "seconds": secs,
+        "trades_per_sec": trades_read as f64 / secs,
+        "units": outcomes,
+    });
+    Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+fn pass_key(p: &SymbolPass) -> String {
+    format!("{}/{}", p.dataset.scope(), p.symbol)
+}
+
+/// The same failure for each unit of a failed pass (an interruption stays one).
+fn clone_err(e: &shared::Error, reason: &str) -> shared::Error {
+    match e {
+        shared::Error::Interrupted => shared::Error::Interrupted,
+        _ => shared::Error::Parse(reason.to_string()),
+    }
+}
