@@ -1,6 +1,6 @@
 //! The library every job uses: store access, manifests, archive paths and planning, the bucket
 //! listing, checksums, the archive CSV formats and their parser, HTTP retries, the common CLI, run
-//! reports, logging and the run context.
+//! reports, `validate`'s verdicts as downstream jobs read them, logging and the run context.
 //! No job logic lives here.
 
 pub mod checksum;
@@ -18,6 +18,7 @@ pub mod paths;
 pub mod plan;
 pub mod report;
 pub mod store;
+pub mod validation;
 
 pub use context::{Clock, Context};
 pub use error::{Error, Result};

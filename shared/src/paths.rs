@@ -1,6 +1,7 @@
 //! The one place that spells names: archive keys and URLs, raw/csv/parquet/optimized paths,
-//! manifest, report, staging and quarantine paths. Every `format` here has a `parse` twin, and
-//! the tests check them as pairs. Nothing else in the workspace builds such a string by hand.
+//! manifest, run and validation report, staging and quarantine paths. Every `format` here has a
+//! `parse` twin, and the tests check them as pairs. Nothing else in the workspace builds such a
+//! string by hand.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::plan::DateRange;
 
 /// A market of the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -859,6 +861,106 @@ pub fn parse_report_path(path: &str) -> Result<(String, String)> {
     Ok((job.to_string(), run.to_string()))
 }
 
+/// `reports/validate/<market>/<dataset>/`: every validation of one dataset, a folder per range.
+pub fn validation_dataset_dir(dataset: &Dataset) -> String {
+    format!("reports/validate/{}/", dataset.scope())
+}
+
+/// `<start>_<end>`: how a validated range of days is spelled in paths and manifest units.
+pub fn range_name(range: DateRange) -> String {
+    format!(
+        "{}_{}",
+        range.start.format("%Y-%m-%d"),
+        range.end.format("%Y-%m-%d")
+    )
+}
+
+/// Parse a range spelled by [`range_name`].
+pub fn parse_range_name(s: &str) -> Result<DateRange> {
+    let bad = || Error::parse(format!("not a range `<start>_<end>`: `{s}`"));
+    let (a, b) = s.split_once('_').ok_or_else(bad)?;
+    let day = |x: &str| match x.parse::<FileDate>() {
+        Ok(FileDate::Day(d)) => Ok(d),
+        _ => Err(bad()),
+    };
+    DateRange::new(day(a)?, day(b)?).map_err(|_| bad())
+}
+
+/// One object of a validation (`validate`'s outputs), under
+/// `reports/validate/<market>/<dataset>/<start>_<end>/`:
+/// - `symbol=<S>.json`: one symbol's checks over the range, before the cross-symbol
+///   classification (each shard writes its own symbols);
+/// - `report.json`: the dataset report assembled from every symbol present (what downstream
+///   jobs read: `shared::validation`);
+/// - `report.html`: the same as a coverage heatmap for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationPath {
+    Symbol {
+        dataset: Dataset,
+        range: DateRange,
+        symbol: String,
+    },
+    Report {
+        dataset: Dataset,
+        range: DateRange,
+    },
+    Html {
+        dataset: Dataset,
+        range: DateRange,
+    },
+}
+
+impl ValidationPath {
+    /// The folder of one validated range.
+    pub fn dir(dataset: &Dataset, range: DateRange) -> String {
+        format!("{}{}/", validation_dataset_dir(dataset), range_name(range))
+    }
+
+    pub fn path(&self) -> String {
+        match self {
+            ValidationPath::Symbol {
+                dataset,
+                range,
+                symbol,
+            } => format!("{}symbol={symbol}.json", Self::dir(dataset, *range)),
+            ValidationPath::Report { dataset, range } => {
+                format!("{}report.json", Self::dir(dataset, *range))
+            }
+            ValidationPath::Html { dataset, range } => {
+                format!("{}report.html", Self::dir(dataset, *range))
+            }
+        }
+    }
+
+    /// Inverse of [`ValidationPath::path`].
+    pub fn parse(path: &str) -> Result<ValidationPath> {
+        let bad = || Error::parse(format!("not a validation path: `{path}`"));
+        let parts: Vec<&str> = path.split('/').collect();
+        let ["reports", "validate", m, ds, range, file] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let market = Market::from_storage_name(m).ok_or_else(bad)?;
+        let dataset = Dataset::parse_name(market, ds)?;
+        let range = parse_range_name(range)?;
+        match *file {
+            "report.json" => Ok(ValidationPath::Report { dataset, range }),
+            "report.html" => Ok(ValidationPath::Html { dataset, range }),
+            f => {
+                let symbol = f
+                    .strip_prefix("symbol=")
+                    .and_then(|s| s.strip_suffix(".json"))
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(bad)?;
+                Ok(ValidationPath::Symbol {
+                    dataset,
+                    range,
+                    symbol: symbol.to_string(),
+                })
+            }
+        }
+    }
+}
+
 /// One symbol's trade bars under one bar spec (the `bars` job): the dataset
 /// `bars/<market>/<bar spec>/symbol=S/year=Y/part-0.parquet` and the checkpoints of its history,
 /// `_state/bars/<market>/<bar spec>/symbol=S/date=D.json`. The bar spec's own grammar (bar type
@@ -1196,6 +1298,50 @@ mod tests {
             ("download".into(), "20260101T000000Z-ab12".into())
         );
         assert!(parse_report_path("reports/x").is_err());
+    }
+
+    #[test]
+    fn validation_paths_round_trip() {
+        let k = ds(Market::Um, DataType::Klines, Some(Interval::M1));
+        let range = DateRange::new(d("2024-12-05"), d("2025-01-20")).unwrap();
+        let cases = [
+            (
+                ValidationPath::Symbol {
+                    dataset: k,
+                    range,
+                    symbol: "BTCUSDT".into(),
+                },
+                "reports/validate/futures-um/klines-1m/2024-12-05_2025-01-20/symbol=BTCUSDT.json",
+            ),
+            (
+                ValidationPath::Report { dataset: k, range },
+                "reports/validate/futures-um/klines-1m/2024-12-05_2025-01-20/report.json",
+            ),
+            (
+                ValidationPath::Html {
+                    dataset: ds(Market::Spot, DataType::AggTrades, None),
+                    range,
+                },
+                "reports/validate/spot/aggTrades/2024-12-05_2025-01-20/report.html",
+            ),
+        ];
+        for (v, p) in cases {
+            assert_eq!(v.path(), p);
+            assert_eq!(ValidationPath::parse(p).unwrap(), v);
+        }
+        assert_eq!(parse_range_name(&range_name(range)).unwrap(), range);
+        assert_eq!(
+            validation_dataset_dir(&k),
+            "reports/validate/futures-um/klines-1m/"
+        );
+        for bad in [
+            "reports/validate/futures-um/klines-1m/2024-12-05_2025-01-20/symbol=.json",
+            "reports/validate/futures-um/klines-1m/2025-01-20_2024-12-05/report.json",
+            "reports/validate/futures-um/klines-1m/report.json",
+            "reports/validate/20260101T000000Z-ab12.json",
+        ] {
+            assert!(ValidationPath::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -46,6 +46,32 @@ pub struct DayInput {
 
 const DAY_US: i64 = 86_400_000_000;
 
+/// The ` duplicate_days=D:N,D:N` tail of a month's manifest detail (empty without duplicates):
+/// which days the archive had duplicated rows on, so `validate` can name them.
+pub fn format_duplicate_days(days: &[(NaiveDate, u64)]) -> String {
+    if days.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = days
+        .iter()
+        .map(|(d, n)| format!("{}:{n}", d.format("%Y-%m-%d")))
+        .collect();
+    format!(" duplicate_days={}", list.join(","))
+}
+
+/// The days and counts [`format_duplicate_days`] wrote into a manifest detail.
+pub fn parse_duplicate_days(detail: &str) -> Vec<(NaiveDate, u64)> {
+    detail
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("duplicate_days="))
+        .flat_map(|list| list.split(','))
+        .filter_map(|x| {
+            let (d, n) = x.split_once(':')?;
+            Some((NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?, n.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Midnight UTC of a day, in µs.
 pub(crate) fn day_start_us(day: NaiveDate) -> i64 {
     day.and_hms_opt(0, 0, 0)

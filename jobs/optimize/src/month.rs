@@ -31,6 +31,8 @@ pub struct MonthResult {
     pub rows_in: u64,
     pub rows_out: u64,
     pub duplicates_removed: u64,
+    /// The days that had duplicates, and how many were removed from each.
+    pub duplicate_days: Vec<(NaiveDate, u64)>,
     pub bytes: u64,
     pub choices: Vec<SourceChoice>,
 }
@@ -156,6 +158,10 @@ pub(crate) async fn optimize(
                 res.rows_in += before;
                 res.rows_out += deduped.height() as u64;
                 res.duplicates_removed += before - deduped.height() as u64;
+                if before > deduped.height() as u64 {
+                    res.duplicate_days
+                        .push((day, before - deduped.height() as u64));
+                }
                 if deduped.height() == 0 {
                     continue;
                 }
@@ -201,11 +207,12 @@ pub(crate) async fn optimize(
         recorded_at: ctx.clock.now(),
         run_id: ctx.run_id.clone(),
         detail: Some(format!(
-            "rows_in={} rows_out={} duplicates_removed={} days_in_both_sources={}",
+            "rows_in={} rows_out={} duplicates_removed={} days_in_both_sources={}{}",
             res.rows_in,
             res.rows_out,
             res.duplicates_removed,
-            res.choices.len()
+            res.choices.len(),
+            crate::format_duplicate_days(&res.duplicate_days)
         )),
     };
     u.writer.record(entry).await?;
@@ -259,6 +266,18 @@ mod tests {
             (choices[1].daily_rows, choices[1].monthly_rows),
             (1440, 700)
         );
+    }
+
+    #[test]
+    fn duplicate_days_round_trip_through_the_detail() {
+        let days = vec![
+            (NaiveDate::from_ymd_opt(2025, 1, 12).unwrap(), 1),
+            (NaiveDate::from_ymd_opt(2025, 1, 13).unwrap(), 20),
+        ];
+        let detail = format!("rows_in=1 rows_out=1{}", crate::format_duplicate_days(&days));
+        assert_eq!(crate::parse_duplicate_days(&detail), days);
+        assert_eq!(crate::format_duplicate_days(&[]), "");
+        assert!(crate::parse_duplicate_days("rows_in=1 duplicates_removed=0").is_empty());
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Reading an optimized month one row group at a time, and turning a DataFrame into the plain
+//! column vectors the checks loop over. A month of aggTrades can be far larger than memory, so
+//! nothing here reads a whole file; row groups are `optimize`'s scan-sized ones.
+
+use std::path::{Path, PathBuf};
+
+use frames::PolarsContext;
+use frames::polars::prelude::*;
+use shared::formats::{Format, OutKind};
+use shared::{Error, Result, Store};
+
+/// An optimized file as a local path: in place on a local store, else streamed into `tmp`.
+pub async fn local_copy(store: &Store, path: &str, tmp: &Path) -> Result<Option<PathBuf>> {
+    if let Some(p) = store.local_path(path) {
+        return Ok(p.exists().then_some(p));
+    }
+    let dest = tmp.join("month.parquet");
+    Ok(store.download_to(path, &dest).await?.map(|_| dest))
+}
+
+/// Call `f` with each row group of a local Parquet file, in order.
+pub fn for_each_row_group(
+    file: &Path,
+    name: &str,
+    mut f: impl FnMut(DataFrame) -> Result<()>,
+) -> Result<()> {
+    let open = || {
+        std::fs::File::open(file).map_err(|e| Error::Io {
+            context: format!("opening {name}"),
+            source: e,
+        })
+    };
+    let mut reader = ParquetReader::new(open()?);
+    let md = reader
+        .get_metadata()
+        .ctx(|| format!("reading the footer of {name}"))
+        .map_err(Error::from)?
+        .clone();
+    let mut offset = 0usize;
+    for n in md.row_groups.iter().map(|g| g.num_rows()) {
+        let mut r = ParquetReader::new(open()?);
+        r.set_metadata(md.clone());
+        let df = r
+            .with_slice(Some((offset, n)))
+            .finish()
+            .ctx(|| format!("reading rows {offset}.. of {name}"))
+            .map_err(Error::from)?;
+        offset += n;
+        f(df)?;
+    }
+    Ok(())
+}
+
+/// The Polars type of a normalized column.
+fn dtype_of(kind: OutKind) -> DataType {
+    match kind {
+        OutKind::I64 => DataType::Int64,
+        OutKind::F64 | OutKind::OptF64 => DataType::Float64,
+        OutKind::Bool => DataType::Boolean,
+        OutKind::Str => DataType::String,
+        OutKind::TimeUs => frames::time_dtype(),
+    }
+}
+
+/// How a frame's schema differs from the format's normalized schema; `None` when it matches.
+pub fn schema_mismatch(df: &DataFrame, format: &Format) -> Option<String> {
+    let want = format.output_fields();
+    let got = df.schema();
+    let mut problems = Vec::new();
+    for (name, kind) in &want {
+        match got.get(name) {
+            None => problems.push(format!("column {name} missing")),
+            Some(t) if *t != dtype_of(*kind) => problems.push(format!(
+                "column {name} is {t}, expected {}",
+                dtype_of(*kind)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in got.iter() {
+        if !want.iter().any(|(w, _)| w == name) {
+            problems.push(format!("unexpected column {name}"));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// An integer or timestamp column as i64 (timestamps in µs); a null reads as `i64::MIN`, which
+/// the order checks then report.
+pub fn i64s(df: &DataFrame, name: &str) -> Result<Vec<i64>> {
+    let c = df
+        .column(name)
+        .ctx(|| format!("column {name}"))
+        .map_err(Error::from)?
+        .cast(&DataType::Int64)
+        .ctx(|| format!("column {name} as Int64"))
+        .map_err(Error::from)?;
+    let ca = c
+        .i64()
+        .ctx(|| format!("column {name}"))
+        .map_err(Error::from)?;
+    Ok(ca.iter().map(|v| v.unwrap_or(i64::MIN)).collect())
+}
+
+/// A float column; a null reads as NaN, which every comparison check then reports.
+pub fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df
+        .column(name)
+        .ctx(|| format!("column {name}"))
+        .map_err(Error::from)?;
+    let ca = c
+        .f64()
+        .ctx(|| format!("column {name}"))
+        .map_err(Error::from)?;
+    Ok(ca.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::formats::format_of;
+    use shared::paths::{DataType as Dt, Dataset, Market};
+
+    #[test]
+    fn row_groups_are_read_in_order_and_schemas_compared() {
+        let ds = Dataset::new(Market::Um, Dt::FundingRate, None).unwrap();
+        let t: Vec<i64> = (0..10).map(|i| i * 1_000_000).collect();
+        let mut df = DataFrame::new(
+            10,
+            vec![
+                Int64Chunked::from_vec("calc_time".into(), t)
+                    .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                    .into_column(),
+                Column::new("funding_interval_hours".into(), vec![8i64; 10]),
+                Column::new("last_funding_rate".into(), vec![0.0001f64; 10]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(schema_mismatch(&df, format_of(&ds)), None);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        let opts = frames::ParquetOptions {
+            row_group_rows: Some(4),
+            zstd_level: None,
+        };
+        std::fs::write(&p, frames::parquet_bytes(&mut df, &opts).unwrap()).unwrap();
+        let mut seen = Vec::new();
+        for_each_row_group(&p, "x", |df| {
+            seen.extend(i64s(&df, "calc_time")?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..10).map(|i| i * 1_000_000).collect::<Vec<_>>());
+
+        let wrong = df
+            .drop("last_funding_rate")
+            .unwrap()
+            .with_column(Column::new("extra".into(), vec![1i64; 10]))
+            .unwrap()
+            .clone();
+        let m = schema_mismatch(&wrong, format_of(&ds)).unwrap();
+        assert!(m.contains("column last_funding_rate missing"), "{m}");
+        assert!(m.contains("unexpected column extra"), "{m}");
+    }
+}
