@@ -232,8 +232,12 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
             context: "starting the runtime".into(),
             source: e,
         })?;
-    let store = shared::Store::open(&plan.params.store)?;
     if a.dry_run {
+        // A local store that does not exist has no run state: do not create it to find out.
+        let url = &plan.params.store;
+        let local = !url.contains("://") || url.starts_with("file://");
+        let missing = local && !std::path::Path::new(url.trim_start_matches("file://")).exists();
+        let store = shared::Store::open(if missing { "memory://" } else { url })?;
         let state = RunState::new(store, &plan);
         let lines = rt.block_on(dry_run(&plan, &state, a.force))?;
         let mut out = std::io::stdout().lock();
@@ -242,6 +246,7 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         }
         return Ok(exit::OK);
     }
+    let store = shared::Store::open(&plan.params.store)?;
     let dirs = BinDirs::from_env();
     let programs_needed = plan.programs(&dag);
     build_if_under_cargo(&dirs, &programs_needed)?;

@@ -163,6 +163,14 @@ pub const JOBS: &[JobSpec] = &[
             memory: "2Gi",
         },
     },
+    JobSpec {
+        name: "aggregate",
+        args: &[v("freq")],
+        resources: Resources {
+            cpu: "1",
+            memory: "2Gi",
+        },
+    },
 ];
 
 /// Binaries of this workspace besides the jobs that a DAG may start as services; the runner
