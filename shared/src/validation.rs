@@ -350,7 +350,11 @@ fn parse_report(path: &str, bytes: &[u8]) -> Result<DatasetReport> {
 }
 
 /// The report of one validated range, if it exists.
-pub async fn load(store: &Store, dataset: &Dataset, range: DateRange) -> Result<Option<DatasetReport>> {
+pub async fn load(
+    store: &Store,
+    dataset: &Dataset,
+    range: DateRange,
+) -> Result<Option<DatasetReport>> {
     let path = ValidationPath::Report {
         dataset: *dataset,
         range,
@@ -405,9 +409,7 @@ impl Verdicts {
 
     /// The latest status of `symbol` on `day`; `None` when no report covers it.
     pub fn status(&self, symbol: &str, day: NaiveDate) -> Option<DayStatus> {
-        self.days
-            .get(&(symbol.to_string(), day))
-            .map(|(_, s)| *s)
+        self.days.get(&(symbol.to_string(), day)).map(|(_, s)| *s)
     }
 
     /// Whether the latest verdict for `symbol` on `day` is `error` (unvalidated days are not).

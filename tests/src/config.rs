@@ -2,7 +2,7 @@
 //! the fault rules. Plain serde structs (the binary reads them from JSON); no behaviour beyond
 //! defaults and the per-symbol precision rules.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use shared::paths::{DataType, Market};
 
@@ -39,6 +39,16 @@ pub struct SimConfig {
     pub missing: Vec<String>,
     /// Monthly zip keys whose content lacks one day's rows.
     pub monthly_missing_day: Vec<(String, NaiveDate)>,
+    /// Exchange-wide trading halts `[start, end)` (UTC, whole minutes): no trades, aggTrades or
+    /// kline rows inside them, in every symbol of every market; ids carry on after them
+    /// (binance-archive.md §4.4: "when trading is suspended, the kline will not be generated").
+    pub maintenance: Vec<(NaiveDateTime, NaiveDateTime)>,
+    /// Zip keys whose rows stop at this time (rows from it on are absent): a partial file.
+    pub truncated: Vec<(String, NaiveDateTime)>,
+    /// Zip keys whose row at this index is written twice in a row (binance-archive.md §4.5).
+    pub duplicated_rows: Vec<(String, usize)>,
+    /// Kline zip keys whose candle opening at this time has its high below its low.
+    pub broken_ohlc: Vec<(String, NaiveDateTime)>,
     /// Fault injection rules, first match wins.
     pub faults: Vec<FaultRule>,
     /// Byte bound of the in-memory zip cache.
@@ -83,6 +93,10 @@ impl SimConfig {
             um_metrics_start_labels_from: date(2026, 6, 25),
             missing: Vec::new(),
             monthly_missing_day: Vec::new(),
+            maintenance: Vec::new(),
+            truncated: Vec::new(),
+            duplicated_rows: Vec::new(),
+            broken_ohlc: Vec::new(),
             faults: Vec::new(),
             cache_bytes: 512 << 20,
         }

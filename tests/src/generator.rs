@@ -492,6 +492,50 @@ impl RawRows {
     }
 }
 
+impl RawRows {
+    /// Drop the rows from `cut_us` on: a file that stops early.
+    fn truncate_at(&mut self, cut_us: i64) {
+        let us = |t: NaiveDateTime| t.and_utc().timestamp_micros();
+        match self {
+            RawRows::Klines(r) => r.retain(|x| x.open_us < cut_us),
+            RawRows::Trades(r) => r.retain(|x| x.time_us < cut_us),
+            RawRows::Aggs(r) => r.retain(|x| x.time_us < cut_us),
+            RawRows::Funding(r) => r.retain(|x| x.time_ms * 1000 < cut_us),
+            RawRows::Metrics(r) => r.retain(|x| us(x.time) < cut_us),
+            RawRows::Depth(r) => r.retain(|x| us(x.time) < cut_us),
+            RawRows::Ticker(r) => r.retain(|x| x.tx_ms * 1000 < cut_us),
+            RawRows::Liq(r) => r.retain(|x| x.time_ms * 1000 < cut_us),
+            RawRows::Bvol(r) => r.retain(|x| x.time_ms * 1000 < cut_us),
+            RawRows::Eoh(r) => r.retain(|x| {
+                x.date
+                    .and_hms_opt(x.hour, 0, 0)
+                    .is_some_and(|t| us(t) < cut_us)
+            }),
+        }
+    }
+
+    /// Write row `i` twice in a row.
+    fn duplicate(&mut self, i: usize) {
+        fn dup<T: Clone>(r: &mut Vec<T>, i: usize) {
+            if let Some(x) = r.get(i).cloned() {
+                r.insert(i + 1, x);
+            }
+        }
+        match self {
+            RawRows::Klines(r) => dup(r, i),
+            RawRows::Trades(r) => dup(r, i),
+            RawRows::Aggs(r) => dup(r, i),
+            RawRows::Funding(r) => dup(r, i),
+            RawRows::Metrics(r) => dup(r, i),
+            RawRows::Depth(r) => dup(r, i),
+            RawRows::Ticker(r) => dup(r, i),
+            RawRows::Liq(r) => dup(r, i),
+            RawRows::Bvol(r) => dup(r, i),
+            RawRows::Eoh(r) => dup(r, i),
+        }
+    }
+}
+
 /// The trades of one symbol-day, in order.
 struct DayTrades {
     trades: Vec<RawTrade>,
@@ -635,6 +679,15 @@ impl Generator {
         Rng::new(h(&[sh, TAG_MINUTE, epoch_day(day) as u64, minute]))
     }
 
+    /// Whether trading is halted in this minute of `day` (a configured maintenance window).
+    fn halted(&self, day: NaiveDate, minute: u64) -> bool {
+        if self.cfg.maintenance.is_empty() {
+            return false;
+        }
+        let t = day.and_time(NaiveTime::MIN) + Duration::minutes(minute as i64);
+        self.cfg.maintenance.iter().any(|(a, b)| *a <= t && t < *b)
+    }
+
     /// Trades and orders of a whole day (1440 hashes, cached).
     fn day_counts(&self, spec: &SymbolSpec, day: NaiveDate) -> (u64, u64) {
         let sh = self.sym_hash(spec);
@@ -644,6 +697,9 @@ impl Generator {
         }
         let mut tot = (0, 0);
         for minute in 0..1440 {
+            if self.halted(day, minute) {
+                continue;
+            }
             let mut r = self.minute_rng(sh, day, minute);
             let (n, m) = self.minute_counts(&mut r);
             tot.0 += n;
@@ -713,7 +769,7 @@ impl Generator {
         for minute in 0..1440u64 {
             let mut r = self.minute_rng(sh, day, minute);
             let (n, m) = self.minute_counts(&mut r);
-            if m == 0 {
+            if m == 0 || self.halted(day, minute) {
                 continue;
             }
             let mut times: Vec<i64> = (0..m)
@@ -832,6 +888,9 @@ impl Generator {
         let mut last = dt.open;
         let mut ti = 0;
         for m in 0..1440 {
+            if self.halted(day, m as u64) {
+                continue; // no candle while trading is suspended
+            }
             let o = start + m * MINUTE_US;
             let mut k = RawKline::flat(o, o + MINUTE_US, last);
             while ti < dt.trades.len() && dt.trades[ti].time_us < o + MINUTE_US {
@@ -895,6 +954,9 @@ impl Generator {
         let mut last = dt.open;
         let mut ti = 0;
         for s in 0..86_400 {
+            if self.halted(day, s as u64 / 60) {
+                continue;
+            }
             let o = start + s * 1_000_000;
             let mut k = RawKline::flat(o, o + 1_000_000, last);
             while ti < dt.trades.len() && dt.trades[ti].time_us < o + 1_000_000 {
@@ -1039,7 +1101,26 @@ impl Generator {
             _ => return None,
         };
         rows.perturb(version);
+        self.apply_quirks(&file.key(), &mut rows);
         Some((rows, ctx))
+    }
+
+    /// The configured defects of one file: rows stopping early, a broken candle, a row twice.
+    fn apply_quirks(&self, key: &str, rows: &mut RawRows) {
+        let us = |t: &NaiveDateTime| t.and_utc().timestamp_micros();
+        for (_, cut) in self.cfg.truncated.iter().filter(|(k, _)| k == key) {
+            rows.truncate_at(us(cut));
+        }
+        if let RawRows::Klines(r) = rows {
+            for (_, at) in self.cfg.broken_ohlc.iter().filter(|(k, _)| k == key) {
+                for x in r.iter_mut().filter(|x| x.open_us == us(at)) {
+                    x.h = x.l.min(x.o).min(x.c) - 1;
+                }
+            }
+        }
+        for (_, i) in self.cfg.duplicated_rows.iter().filter(|(k, _)| k == key) {
+            rows.duplicate(*i);
+        }
     }
 
     fn funding_rows(&self, spec: &SymbolSpec, sh: u64, days: &[NaiveDate]) -> Vec<RawFunding> {
@@ -1802,6 +1883,89 @@ mod tests {
         other.seed = 7;
         assert_ne!(a.csv(&f, 0), Generator::new(other).csv(&f, 0));
         assert_ne!(a.csv(&f, 0), a.csv(&f, 1), "a republished version differs");
+    }
+
+    #[test]
+    fn configured_defects_change_only_their_files() {
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        let kl =
+            |sym: &str, day: &str| file(Market::Um, DataType::Klines, Some(Interval::M1), sym, day);
+        let mut c = cfg();
+        c.maintenance = vec![(at("2025-01-01 03:00"), at("2025-01-01 03:30"))];
+        c.truncated = vec![(kl("BTCUSDT", "2024-12-31").key(), at("2024-12-31 18:00"))];
+        c.duplicated_rows = vec![(kl("ETHUSDT", "2024-12-31").key(), 100)];
+        c.broken_ohlc = vec![(kl("SOLUSDT", "2024-12-31").key(), at("2024-12-31 10:00"))];
+        let (g, plain) = (Generator::new(c), Generator::new(cfg()));
+        let us = |s: &str| at(s).and_utc().timestamp_micros();
+
+        // Maintenance: no candles and no trades inside, ids carry on across it, in every market.
+        for m in [Market::Um, Market::Spot] {
+            let k = g.klines(&file(
+                m,
+                DataType::Klines,
+                Some(Interval::M1),
+                "BTCUSDT",
+                "2025-01-01",
+            ));
+            assert_eq!(k.len(), 1440 - 30);
+            assert!(
+                !k.iter().any(
+                    |x| (us("2025-01-01 03:00")..us("2025-01-01 03:30")).contains(&x.open_time)
+                )
+            );
+            let a = g.agg_trades(&file(m, DataType::AggTrades, None, "BTCUSDT", "2025-01-01"));
+            assert!(!a.iter().any(|x| {
+                (us("2025-01-01 03:00")..us("2025-01-01 03:30")).contains(&x.transact_time)
+            }));
+            assert!(
+                a.windows(2)
+                    .all(|w| w[1].first_trade_id == w[0].last_trade_id + 1)
+            );
+        }
+        // The next day's ids follow on from the shorter day.
+        let a1 = g.agg_trades(&file(
+            Market::Um,
+            DataType::AggTrades,
+            None,
+            "BTCUSDT",
+            "2025-01-01",
+        ));
+        let a2 = g.agg_trades(&file(
+            Market::Um,
+            DataType::AggTrades,
+            None,
+            "BTCUSDT",
+            "2025-01-02",
+        ));
+        assert_eq!(a1.last().unwrap().last_trade_id + 1, a2[0].first_trade_id);
+
+        // A file that stops at 18:00.
+        let k = g.klines(&kl("BTCUSDT", "2024-12-31"));
+        assert_eq!(k.len(), 18 * 60);
+        assert_eq!(k[..], plain.klines(&kl("BTCUSDT", "2024-12-31"))[..18 * 60]);
+        // A row written twice.
+        let k = g.klines(&kl("ETHUSDT", "2024-12-31"));
+        assert_eq!(k.len(), 1441);
+        assert_eq!(k[100], k[101]);
+        // A candle whose high is below its low; the rest as generated.
+        let (k, p) = (
+            g.klines(&kl("SOLUSDT", "2024-12-31")),
+            plain.klines(&kl("SOLUSDT", "2024-12-31")),
+        );
+        let i = k
+            .iter()
+            .position(|x| x.open_time == us("2024-12-31 10:00"))
+            .unwrap();
+        assert!(k[i].high < k[i].low);
+        assert_eq!(
+            (k.len(), &k[..i], &k[i + 1..]),
+            (p.len(), &p[..i], &p[i + 1..])
+        );
+        // Other files are untouched.
+        assert_eq!(
+            g.csv(&kl("BTCUSDT", "2024-12-30"), 0),
+            plain.csv(&kl("BTCUSDT", "2024-12-30"), 0)
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! * [`SimConfig`] (serde, every field defaulted from [`SimConfig::demo`]): `seed`, coverage
 //!   `start..=end`, `symbols: Vec<SymbolSpec>`, `page_size`, `trades_per_minute`,
 //!   `futures_header_from`, `spot_micros_from`, `um_metrics_start_labels_from`, `missing`
-//!   (keys absent from bucket and listing), `monthly_missing_day`, `faults`, `cache_bytes`.
+//!   (keys absent from bucket and listing), `monthly_missing_day`, `maintenance` (exchange-wide
+//!   trading halts), `truncated` (files whose rows stop early), `duplicated_rows`, `broken_ohlc`,
+//!   `faults`, `cache_bytes`.
 //! * [`SymbolSpec`]: market, symbol, `listed`, `delisted`, `base_price`, optional precisions,
 //!   `funding_intervals` change points, optional `data_types` restriction.
 //! * [`FaultRule`] `{ key_contains, exact, target: FaultTarget::{Zip, Checksum, Both}, kind:

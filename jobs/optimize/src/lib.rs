@@ -67,7 +67,10 @@ pub fn parse_duplicate_days(detail: &str) -> Vec<(NaiveDate, u64)> {
         .flat_map(|list| list.split(','))
         .filter_map(|x| {
             let (d, n) = x.split_once(':')?;
-            Some((NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?, n.parse().ok()?))
+            Some((
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()?,
+                n.parse().ok()?,
+            ))
         })
         .collect()
 }

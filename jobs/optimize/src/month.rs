@@ -274,7 +274,10 @@ mod tests {
             (NaiveDate::from_ymd_opt(2025, 1, 12).unwrap(), 1),
             (NaiveDate::from_ymd_opt(2025, 1, 13).unwrap(), 20),
         ];
-        let detail = format!("rows_in=1 rows_out=1{}", crate::format_duplicate_days(&days));
+        let detail = format!(
+            "rows_in=1 rows_out=1{}",
+            crate::format_duplicate_days(&days)
+        );
         assert_eq!(crate::parse_duplicate_days(&detail), days);
         assert_eq!(crate::format_duplicate_days(&[]), "");
         assert!(crate::parse_duplicate_days("rows_in=1 duplicates_removed=0").is_empty());
