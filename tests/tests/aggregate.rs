@@ -247,4 +247,76 @@ async fn hourly_features_from_the_synthetic_archive_incremental_and_other_length
         );
         assert!(ot.windows(2).all(|w| w[0] < w[1]));
     }
+
+    // A validation verdict of `error` for BTCUSDT on 2025-01-02: that day's bars go, and the
+    // next day is recomputed (its first minute's return needed the excluded day's last minute).
+    let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 2).unwrap();
+    let klines = shared::paths::Dataset::new(
+        shared::paths::Market::Um,
+        shared::paths::DataType::Klines,
+        Some(shared::paths::Interval::M1),
+    )
+    .unwrap();
+    let day_report = |status| shared::validation::DayReport {
+        status,
+        rows: 1440,
+        expected: Some(1440),
+        missing: 0,
+        zero_volume: 0,
+        errors: 0,
+        warnings: 0,
+        source_duplicates: 0,
+        gaps: vec![],
+    };
+    let report = shared::validation::DatasetReport {
+        schema: shared::validation::SCHEMA.into(),
+        dataset: klines,
+        scope: klines.scope(),
+        range: shared::plan::DateRange::new(day, day).unwrap(),
+        generated_at: chrono::Utc::now(),
+        run_id: "t".into(),
+        grid_us: Some(60_000_000),
+        params: shared::validation::ReportParams {
+            price_jump_threshold: 0.2,
+            outage_share: 0.6,
+        },
+        fingerprint: String::new(),
+        totals: Default::default(),
+        outages: vec![],
+        symbols: [(
+            "BTCUSDT".to_string(),
+            shared::validation::SymbolReport {
+                first_data_us: None,
+                last_data_us: None,
+                days: [(day, day_report(shared::validation::DayStatus::Error))].into(),
+                errors: vec![],
+                warnings: vec![],
+                notes: vec![],
+                error_count: 1,
+                warning_count: 0,
+            },
+        )]
+        .into(),
+    };
+    let path = store.join(report.path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&report).unwrap()).unwrap();
+    let r = aggregate(store, "1h", START, END).await;
+    assert_eq!(r["details"]["symbol_days_excluded"], 1, "{r}");
+    assert_eq!(r["details"]["days_computed"], 2, "{r}");
+    assert_eq!(r["counts"]["skipped"], 3, "{r}");
+    let feat = read_all(&store.join("features/futures-um/1h/symbol=BTCUSDT"));
+    let ot = i64s(&feat, "open_time");
+    let (d0, d1) = (1_735_776_000_000_000i64, 1_735_862_400_000_000i64); // 01-02, 01-03
+    assert!(
+        !ot.iter().any(|t| (d0..d1).contains(t)),
+        "no bar of the excluded day"
+    );
+    assert_eq!(
+        ot.iter().filter(|t| (d1..d1 + 24 * H).contains(*t)).count(),
+        24
+    );
+    let rv = f64s(&feat, "realized_variance");
+    let k = ot.iter().position(|&t| t == d1).unwrap();
+    assert!(rv[k].is_some(), "01-03 00:00 still has 59 returns");
 }

@@ -135,6 +135,8 @@ struct Unit {
     months: BTreeMap<String, (String, String)>,
     writer: Arc<ManifestWriter>,
     previous: Option<Entry>,
+    /// Days (from the day before `first`) whose validation verdict is an error.
+    excluded: BTreeSet<NaiveDate>,
 }
 
 impl Unit {
@@ -190,6 +192,8 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let range = spec.common.range;
+    // Symbol-days the validation reports mark as errors are left out (as if absent) and counted.
+    let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
     for sym in spec.common.shard_of(&symbols) {
         // Upstream month outputs, for the fast up-to-date check.
         let mut upstream: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -243,6 +247,18 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 tally.miss(format!("{sym}/{year}"));
                 continue;
             }
+            // The error verdicts of the days read (the lookback day included) are an input too:
+            // a new verdict recomputes the days it touches.
+            let excluded: BTreeSet<NaiveDate> = lookback
+                .iter_days()
+                .take_while(|d| *d <= last)
+                .filter(|d| verdicts.is_error(&sym, *d))
+                .collect();
+            let mut months = months;
+            months.insert(
+                "verdicts".into(),
+                (String::new(), shared::manifest::params_hash(&excluded)),
+            );
             let key = format!("{sym}/{year}");
             let previous = mine.get(&key).cloned();
             if !spec.common.force
@@ -261,6 +277,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                 months,
                 writer: writer.clone(),
                 previous: if spec.common.force { None } else { previous },
+                excluded,
             });
         }
     }
@@ -372,7 +389,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     let mut funding = Funding::default();
     let mut metrics = Metrics::default();
     let (mut has_funding, mut has_metrics) = (false, false);
-    for (key, (path, _)) in &u.months {
+    for (key, (path, _)) in u.months.iter().filter(|(k, _)| k.as_str() != "verdicts") {
         let Some(df) = frames::read_parquet(&ctx.store, path)
             .await
             .map_err(Error::from)?
@@ -399,8 +416,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     check_sorted(&metrics.snapshot_time, "metrics snapshot_time", &u)?;
 
     // Symbol-days the validation report marks as errors are left out, as if absent.
-    let excluded: BTreeSet<NaiveDate> =
-        excluded_days(ctx, market, &u.symbol, u.first, u.last).await?;
+    let excluded = &u.excluded;
     if !excluded.is_empty() {
         minutes.retain(|t| !excluded.contains(&day_of_us(t)));
     }
@@ -420,7 +436,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
             ),
         );
     }
-    res.days_excluded = excluded.len() as u64;
+    res.days_excluded = days.iter().filter(|d| excluded.contains(d)).count() as u64;
 
     // The rows already written, if the file is the one the manifest recorded.
     let existing = match &u.previous {
@@ -611,16 +627,4 @@ fn day_hash(
         }
     }
     h.finish_hex()
-}
-
-/// The days of `[first, last]` the validation report marks as errors for this symbol's 1m
-/// klines.
-async fn excluded_days(
-    _ctx: &Context,
-    _market: Market,
-    _symbol: &str,
-    _first: NaiveDate,
-    _last: NaiveDate,
-) -> Result<BTreeSet<NaiveDate>> {
-    Ok(BTreeSet::new())
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Aggregate benchmark: builds the release `aggregate` and `bench-aggregate`, makes a virtualenv
+# with pandas and pyarrow (target/bench-venv), then stages a synthetic year of optimized 1m klines,
+# fundingRate and metrics per symbol and times 1m → 1h features for one symbol and for all of
+# them, in Rust and in pandas (tests/python/aggregate_pandas.py), which also checks the bars agree.
+# Usage: tests/bench/aggregate.sh [bench-aggregate flags, e.g. --symbols 20 --repeat 3]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -p aggregate --bin aggregate --bin bench-aggregate
+venv=target/bench-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet pandas pyarrow numpy
+PIPELINE_BENCH_PYTHON="$PWD/$venv/bin/python" exec target/release/bench-aggregate "$@"
