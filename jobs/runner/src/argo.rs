@@ -424,6 +424,7 @@ fn step_args(dag: &Dag, step: &Step) -> (Vec<String>, Vec<String>) {
         let value: Option<String> = match (name, step.args.get(name)) {
             ("store", _) => Some(param("store")),
             (_, Some(v)) => Some(arg_text(spec.kind, v)).flatten(),
+            (_, None) if !spec.takes_defaults => None,
             ("start" | "end" | "symbols", None) => dag.spec.defaults.get(name).map(|_| param(name)),
             (_, None) => dag
                 .spec

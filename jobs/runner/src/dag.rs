@@ -351,6 +351,7 @@ impl Dag {
         step.args.get(name).or_else(|| {
             registry::job(&step.job)
                 .and_then(|j| j.arg(name))
+                .filter(|a| a.takes_defaults)
                 .and_then(|_| self.spec.defaults.get(name))
         })
     }
@@ -419,6 +420,7 @@ impl Dag {
             let kinds: Vec<ArgKind> = registry::JOBS
                 .iter()
                 .filter_map(|j| j.arg(name))
+                .filter(|a| a.takes_defaults)
                 .map(|a| a.kind)
                 .collect();
             if kinds.is_empty() {
@@ -933,6 +935,18 @@ steps:
 
         let e = err(&OK.replace("  start: 2024-12-01\n", ""));
         assert!(e.contains("has no `start`"), "{e}");
+    }
+
+    #[test]
+    fn defaults_skip_flags_that_mean_something_else() {
+        let text = format!(
+            "{OK}  - name: bars\n    job: bars\n    needs: [extract]\n    args:\n      bar: [tick]\n"
+        );
+        let d = parse(&text).unwrap();
+        let bars = &d.steps()[2];
+        // `source` is download's archive URL in the defaults, not bars' trade source.
+        assert!(d.arg(bars, "source").is_none());
+        assert_eq!(d.arg(bars, "symbols").unwrap().text(), "BTCUSDT,ETHUSDT");
     }
 
     #[test]

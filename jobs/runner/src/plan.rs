@@ -261,6 +261,7 @@ fn plan_step(
         let value = match name {
             "store" => Some(ArgValue::One(Scalar::Str(store.to_string()))),
             _ => step.args.get(name).cloned().or_else(|| match name {
+                _ if !spec.takes_defaults => None,
                 "start" => start.cloned(),
                 "end" => end.cloned(),
                 "symbols" => symbols.cloned(),

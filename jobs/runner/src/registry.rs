@@ -19,24 +19,40 @@ pub enum ArgKind {
 pub struct ArgSpec {
     pub name: &'static str,
     pub kind: ArgKind,
+    /// Whether the DAG's `defaults` apply to it. Off for a job's own flag that shares its name
+    /// with another job's but means something else (`bars --source aggTrades` is no URL).
+    pub takes_defaults: bool,
+}
+
+impl ArgSpec {
+    /// This flag ignores the DAG's defaults: only a step's own `args` set it.
+    const fn own(self) -> ArgSpec {
+        ArgSpec {
+            takes_defaults: false,
+            ..self
+        }
+    }
 }
 
 const fn v(name: &'static str) -> ArgSpec {
     ArgSpec {
         name,
         kind: ArgKind::Value,
+        takes_defaults: true,
     }
 }
 const fn l(name: &'static str) -> ArgSpec {
     ArgSpec {
         name,
         kind: ArgKind::List,
+        takes_defaults: true,
     }
 }
 const fn s(name: &'static str) -> ArgSpec {
     ArgSpec {
         name,
         kind: ArgKind::Switch,
+        takes_defaults: true,
     }
 }
 
@@ -164,8 +180,35 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
+        name: "validate",
+        args: &[v("price-jump-threshold"), v("outage-share"), s("warn-only")],
+        resources: Resources {
+            cpu: "1",
+            memory: "2Gi",
+        },
+    },
+    JobSpec {
         name: "aggregate",
         args: &[v("freq")],
+        resources: Resources {
+            cpu: "1",
+            memory: "2Gi",
+        },
+    },
+    JobSpec {
+        name: "bars",
+        args: &[
+            l("bar"),
+            l("threshold"),
+            l("init-threshold"),
+            l("alpha-ticks"),
+            l("alpha-imbalance"),
+            l("min-threshold"),
+            l("max-threshold"),
+            l("sign"),
+            // The trade source (aggTrades, trades), not download's archive URL.
+            l("source").own(),
+        ],
         resources: Resources {
             cpu: "1",
             memory: "2Gi",
@@ -252,5 +295,13 @@ mod tests {
             ArgKind::Switch
         );
         assert!(job("optimize").unwrap().arg("source").is_none());
+        assert!(
+            job("download")
+                .unwrap()
+                .arg("source")
+                .unwrap()
+                .takes_defaults
+        );
+        assert!(!job("bars").unwrap().arg("source").unwrap().takes_defaults);
     }
 }
