@@ -29,7 +29,8 @@ pub fn esc(s: &str) -> String {
 fn colour(s: DayStatus) -> &'static str {
     match s {
         DayStatus::Ok => "#3a9d5d",
-        DayStatus::BeforeListing | DayStatus::AfterDelisting => "#d9d9d9",
+        DayStatus::BeforeListing => "#dcdcdc",
+        DayStatus::AfterDelisting => "#bdbdbd",
         DayStatus::Outage => "#5b8def",
         DayStatus::Gap => "#f2c14e",
         DayStatus::Partial => "#f08a24",
@@ -43,7 +44,8 @@ fn class_colour(c: GapClass) -> &'static str {
         GapClass::MissingFile => colour(DayStatus::MissingFile),
         GapClass::Partial => colour(DayStatus::Partial),
         GapClass::Outage => colour(DayStatus::Outage),
-        GapClass::BeforeListing | GapClass::AfterDelisting => colour(DayStatus::BeforeListing),
+        GapClass::BeforeListing => colour(DayStatus::BeforeListing),
+        GapClass::AfterDelisting => colour(DayStatus::AfterDelisting),
         GapClass::Gap => colour(DayStatus::Gap),
     }
 }
@@ -57,6 +59,7 @@ h1{font-size:18px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
 table.hm{border-collapse:separate;border-spacing:2px}
 table.hm td{width:13px;height:15px;padding:0;border-radius:2px;cursor:pointer}
 table.hm td.sel{outline:2px solid #222}
+table.hm td.w{box-shadow:inset 0 0 0 2px #f7d154}
 table.hm th{font-weight:normal;white-space:nowrap;text-align:right;padding-right:6px}
 table.hm thead th{font-size:10px;color:#777;text-align:left;padding:0;height:44px;vertical-align:bottom}
 table.hm thead th div{transform:rotate(-60deg);transform-origin:left bottom;width:13px;white-space:nowrap}
@@ -90,8 +93,15 @@ const SCRIPT: &str = "
 ";
 
 fn tag(text: &str, colour: &str) -> String {
+    // Dark text on the light greys of listing and delisting.
+    let light = [DayStatus::BeforeListing, DayStatus::AfterDelisting].map(self::colour);
+    let ink = if light.contains(&colour) {
+        "#333"
+    } else {
+        "#fff"
+    };
     format!(
-        "<span class=\"tag\" style=\"background:{colour}\">{}</span>",
+        "<span class=\"tag\" style=\"background:{colour};color:{ink}\">{}</span>",
         esc(text)
     )
 }
@@ -156,6 +166,7 @@ pub fn render(r: &DatasetReport) -> String {
             t.status.get(&s).copied().unwrap_or(0)
         );
     }
+    o.push_str("<span><i class=\"sw\" style=\"box-shadow:inset 0 0 0 2px #f7d154\"></i>warnings on the day</span>");
     o.push_str("</div><div class=\"wrap\"><table class=\"hm\"><thead><tr><th></th>");
     for day in r.range.days() {
         let _ = write!(o, "<th><div>{}</div></th>", day.format("%m-%d"));
@@ -185,8 +196,9 @@ pub fn render(r: &DatasetReport) -> String {
             }
             let _ = write!(
                 o,
-                "<td data-k=\"{}|{day}\" style=\"background:{}\" title=\"{}\"></td>",
+                "<td data-k=\"{}|{day}\"{} style=\"background:{}\" title=\"{}\"></td>",
                 esc(sym),
+                if d.warnings > 0 { " class=\"w\"" } else { "" },
                 colour(d.status),
                 esc(&tip)
             );
@@ -270,4 +282,19 @@ pub fn render(r: &DatasetReport) -> String {
         esc(&r.fingerprint)
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_tags_stay_readable() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert!(tag("error", colour(DayStatus::Error)).contains("color:#fff"));
+        assert!(tag("before_listing", colour(DayStatus::BeforeListing)).contains("color:#333"));
+    }
 }
