@@ -53,6 +53,19 @@ impl ParquetFile {
         self.meta.row_groups.len()
     }
 
+    /// The largest value of an integer (or timestamp) column in row group `rg`, from the footer's
+    /// statistics; `None` when the file has none.
+    pub fn max_i64(&self, rg: usize, column: &str) -> Option<i64> {
+        use polars_parquet::parquet::statistics::Statistics;
+        let md = self.meta.row_groups[rg]
+            .columns_under_root_iter(column)?
+            .next()?;
+        match md.statistics(&self.meta.footer_buf)? {
+            Ok(Statistics::Int64(s)) => s.max_value,
+            _ => None,
+        }
+    }
+
     /// Decode `columns` of row group `rg`, in that order.
     pub fn read(&self, rg: usize, columns: &[&str]) -> Result<Vec<Series>> {
         if columns.len() <= 1 {
@@ -250,5 +263,10 @@ mod tests {
         }
         assert_eq!(off, n);
         assert!(f.read(0, &["nope"]).is_err());
+        assert_eq!(
+            f.max_i64(0, "transact_time"),
+            Some(1_700_000_000_000_000 + f.read(0, &["price"]).unwrap()[0].len() as i64 - 1)
+        );
+        assert_eq!(f.max_i64(0, "price"), None);
     }
 }

@@ -128,23 +128,29 @@ async fn plan_spec(
                 rewrite: Vec::new(),
             },
             Some(changed) => {
-                let target = changed.pred_opt().expect("date");
-                let back = if target >= cp.history_start {
-                    state::load(&ctx.store, &key, target).await?
-                } else {
-                    None
-                };
+                // The newest checkpoint before the change: the history up to it is unchanged.
+                let mut back = None;
+                for d in days
+                    .iter()
+                    .rev()
+                    .filter(|d| **d < changed && **d >= cp.history_start)
+                {
+                    if let Some(b) = state::load(&ctx.store, &key, *d).await? {
+                        back = Some(b);
+                        break;
+                    }
+                }
                 match back {
                     Some(b) => SpecPlan {
                         spec: *spec,
                         key: key.clone(),
                         mode: pass::Mode::Rollback { changed },
-                        first_day: changed,
-                        stale: days.iter().copied().filter(|d| *d > target).collect(),
+                        first_day: b.day.succ_opt().expect("date"),
+                        stale: days.iter().copied().filter(|d| *d > b.day).collect(),
                         rewrite: years
                             .iter()
                             .copied()
-                            .filter(|y| *y >= chrono::Datelike::year(&changed))
+                            .filter(|y| *y >= chrono::Datelike::year(&b.day))
                             .collect(),
                         start: b,
                     },

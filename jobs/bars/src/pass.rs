@@ -342,9 +342,15 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
             .block_on(LocalCopy::fetch(&ctx.store, &file.path))?
             .ok_or_else(|| Error::Parse(format!("input {} is missing", file.path)))?;
         let pf = ParquetFile::open(local.path(), &file.path)?;
+        let skip_before = day_start_us(first);
         for rg in 0..pf.num_row_groups() {
             if ctx.cancel.is_cancelled() {
                 return Err(Error::Interrupted);
+            }
+            // A row group wholly before the first day is not decoded (a nightly run reads
+            // the end of the month only).
+            if pf.max_i64(rg, cols[2]).is_some_and(|t| t < skip_before) {
+                continue;
             }
             let s = pf.read(rg, &cols)?;
             let price = input::f64s(&s[0], &file.path)?;

@@ -19,14 +19,14 @@ use shared::{Error, Result, Store};
 use crate::engine::State;
 use crate::spec::BarSpec;
 
-/// The upstream fingerprints a history has consumed: per completed month (days folded into one
-/// hash), and per day for the month in progress.
+/// The upstream fingerprints a history has consumed: per day for the latest month or two, and
+/// one hash per earlier month.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ledger {
     /// `YYYY-MM` → hash of the month's day fingerprints in order.
     pub months: BTreeMap<String, String>,
-    /// Days of the month in progress → fingerprint.
+    /// Days of the latest month (and of the one before, until the latest has two days).
     pub days: BTreeMap<NaiveDate, String>,
 }
 
@@ -47,13 +47,29 @@ fn fold<'a>(fps: impl Iterator<Item = (NaiveDate, &'a str)>) -> String {
 }
 
 impl Ledger {
-    /// Record a consumed day (days come in order); the last day of a month folds the month.
+    /// Record a consumed day (days come in order). Months before the previous day's month are
+    /// folded into one hash each: the last day of a month keeps its own entry until the next
+    /// month has a day past its first, as the first day of a month is the neighbour whose arrival
+    /// may change it.
     pub fn record(&mut self, day: NaiveDate, fingerprint: String) {
         self.days.insert(day, fingerprint);
-        if is_month_end(day) {
-            let h = fold(self.days.iter().map(|(d, f)| (*d, f.as_str())));
-            self.months.insert(month_key(day), h);
-            self.days.clear();
+        let keep_from = month_key(day.pred_opt().unwrap_or(day));
+        while let Some((&first, _)) = self.days.first_key_value() {
+            let month = month_key(first);
+            if month >= keep_from {
+                break;
+            }
+            let days: Vec<(NaiveDate, String)> = self
+                .days
+                .iter()
+                .take_while(|(d, _)| month_key(**d) == month)
+                .map(|(d, f)| (*d, f.clone()))
+                .collect();
+            for (d, _) in &days {
+                self.days.remove(d);
+            }
+            let h = fold(days.iter().map(|(d, f)| (*d, f.as_str())));
+            self.months.insert(month, h);
         }
     }
 
@@ -183,6 +199,12 @@ mod tests {
         }
         assert_eq!(l.months.len(), 1, "December folded");
         assert_eq!(l.days.len(), 5, "January by day");
+        // On Jan 1, December's last day still stands on its own.
+        let mut m = Ledger::default();
+        for day in start.iter_days().take(3) {
+            m.record(day, fp(day));
+        }
+        assert!(m.months.is_empty() && m.days.len() == 3);
         assert_eq!(l.first_change(start, fp), None);
         // A change on Jan 3: found to the day.
         let changed = |day: NaiveDate| {

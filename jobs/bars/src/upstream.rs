@@ -3,7 +3,8 @@
 //!
 //! A day's rows in the month file come from the day's converted partitions and its neighbours'
 //! (optimize README: rows near midnight can sit in a neighbour's file), so the fingerprint of
-//! day D covers the partitions of D-1, D and D+1 that any optimize entry lists as inputs, and
+//! day D covers the partitions of D-1, D and D+1 that the optimize entry of D's month lists as
+//! its inputs (a neighbour month's partition only when its rows reach into the month), and
 //! optimize's job version: it changes exactly when the rows of D may have. Fingerprinting days
 //! rather than month files (whose sha256 changes with every day appended to the month) lets a
 //! nightly run continue after yesterday instead of recomputing the month.
@@ -29,8 +30,8 @@ pub struct MonthFile {
 pub struct Upstream {
     /// Months optimize has done; `None` when the month has no file (no rows in it).
     pub months: BTreeMap<FileDate, Option<MonthFile>>,
-    /// Every input partition any entry lists, by its date: (path, sha256).
-    partitions: BTreeMap<NaiveDate, BTreeSet<(String, String)>>,
+    /// Per month, the input partitions its entry lists, by their date: (path, sha256).
+    partitions: BTreeMap<FileDate, BTreeMap<NaiveDate, BTreeSet<(String, String)>>>,
     /// Optimize's job version per month.
     versions: BTreeMap<FileDate, String>,
     /// Days with a partition listed by their own month's entry.
@@ -63,6 +64,8 @@ impl Upstream {
             for (path, sha) in &e.inputs {
                 if let Ok(Partition::Day { date, .. }) = Partition::parse(path) {
                     u.partitions
+                        .entry(month)
+                        .or_default()
                         .entry(date)
                         .or_default()
                         .insert((path.clone(), sha.clone()));
@@ -95,9 +98,11 @@ impl Upstream {
         );
         let lo = day.pred_opt().unwrap_or(day);
         let hi = day.succ_opt().unwrap_or(day);
-        for (_, parts) in self.partitions.range(lo..=hi) {
-            for (p, sha) in parts {
-                s.push_str(&format!("{p} {sha}\n"));
+        if let Some(month) = self.partitions.get(&FileDate::month_of(day)) {
+            for (_, parts) in month.range(lo..=hi) {
+                for (p, sha) in parts {
+                    s.push_str(&format!("{p} {sha}\n"));
+                }
             }
         }
         sha256_hex(s.as_bytes())[..16].to_string()
