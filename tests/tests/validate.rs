@@ -89,6 +89,8 @@ fn load(store: &Path, ds: Dataset, range: DateRange) -> DatasetReport {
 
 /// A gap as (start, end, class) with times as `YYYY-MM-DD HH:MM`.
 type G = (String, String, GapClass);
+/// A symbol-day's verdict: ((symbol, day), (status, gaps)).
+type V = ((String, NaiveDate), (DayStatus, Vec<G>));
 
 /// Every symbol-day that is not plain `ok` or has gaps: (symbol, day) → (status, gaps).
 fn verdicts(r: &DatasetReport) -> BTreeMap<(String, NaiveDate), (DayStatus, Vec<G>)> {
@@ -115,13 +117,7 @@ fn verdicts(r: &DatasetReport) -> BTreeMap<(String, NaiveDate), (DayStatus, Vec<
 }
 
 /// Whole days of one class, with the matching day-long gap each.
-fn whole_days(
-    sym: &str,
-    first: &str,
-    last: &str,
-    status: DayStatus,
-    class: GapClass,
-) -> Vec<((String, NaiveDate), (DayStatus, Vec<G>))> {
+fn whole_days(sym: &str, first: &str, last: &str, status: DayStatus, class: GapClass) -> Vec<V> {
     d(first)
         .iter_days()
         .take_while(|x| *x <= d(last))
@@ -133,12 +129,7 @@ fn whole_days(
         .collect()
 }
 
-fn one(
-    sym: &str,
-    day: &str,
-    status: DayStatus,
-    gaps: &[(&str, &str, GapClass)],
-) -> ((String, NaiveDate), (DayStatus, Vec<G>)) {
+fn one(sym: &str, day: &str, status: DayStatus, gaps: &[(&str, &str, GapClass)]) -> V {
     let gaps = gaps
         .iter()
         .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
@@ -164,7 +155,7 @@ fn findings(r: &DatasetReport) -> Vec<(FindingKind, String, NaiveDate)> {
 }
 
 /// Listing and delisting, the same in every dataset.
-fn listing() -> Vec<((String, NaiveDate), (DayStatus, Vec<G>))> {
+fn listing() -> Vec<V> {
     let mut v = whole_days(
         "SOLUSDT",
         "2024-12-05",
