@@ -29,6 +29,38 @@ fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> 
     Ok(ca.iter().collect())
 }
 
+/// The values of a column without nulls, copied chunk by chunk (no per-value Option).
+fn i64s_fast(df: &DataFrame, name: &str, what: &str) -> Result<Vec<i64>> {
+    let c = col(df, name, what)?
+        .cast(&DataType::Int64)
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    let ca = c
+        .i64()
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    if ca.null_count() > 0 {
+        return Err(Error::Parse(format!("{what}: null in `{name}`")));
+    }
+    let mut v = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        v.extend_from_slice(arr.values());
+    }
+    Ok(v)
+}
+
+fn f64s_fast(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
+    let ca = col(df, name, what)?
+        .f64()
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+    if ca.null_count() > 0 {
+        return Err(Error::Parse(format!("{what}: null in `{name}`")));
+    }
+    let mut v = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        v.extend_from_slice(arr.values());
+    }
+    Ok(v)
+}
+
 fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
     opt_f64s(df, name, what)?
         .into_iter()
@@ -44,35 +76,60 @@ fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> 
     Ok(ca.iter().collect())
 }
 
+/// The columns `push_minutes`, `push_funding` and `push_metrics` read.
+pub const KLINE_COLUMNS: [&str; 10] = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+];
+pub const FUNDING_COLUMNS: [&str; 3] = ["calc_time", "last_funding_rate", "funding_interval_hours"];
+pub const METRICS_COLUMNS: [&str; 7] = [
+    "snapshot_time",
+    "sum_open_interest",
+    "sum_open_interest_value",
+    "count_toptrader_long_short_ratio",
+    "sum_toptrader_long_short_ratio",
+    "count_long_short_ratio",
+    "sum_taker_long_short_vol_ratio",
+];
+
 /// Append an optimized 1m-klines frame to `m`.
 pub fn push_minutes(m: &mut Minutes, df: &DataFrame, what: &str) -> Result<()> {
-    m.open_time.extend(i64s(df, "open_time", what)?);
-    m.open.extend(f64s(df, "open", what)?);
-    m.high.extend(f64s(df, "high", what)?);
-    m.low.extend(f64s(df, "low", what)?);
-    m.close.extend(f64s(df, "close", what)?);
-    m.volume.extend(f64s(df, "volume", what)?);
-    m.quote_volume.extend(f64s(df, "quote_volume", what)?);
-    m.trades.extend(i64s(df, "trades", what)?);
+    m.open_time.extend(i64s_fast(df, "open_time", what)?);
+    m.open.extend(f64s_fast(df, "open", what)?);
+    m.high.extend(f64s_fast(df, "high", what)?);
+    m.low.extend(f64s_fast(df, "low", what)?);
+    m.close.extend(f64s_fast(df, "close", what)?);
+    m.volume.extend(f64s_fast(df, "volume", what)?);
+    m.quote_volume.extend(f64s_fast(df, "quote_volume", what)?);
+    m.trades.extend(i64s_fast(df, "trades", what)?);
     m.taker_buy_volume
-        .extend(f64s(df, "taker_buy_volume", what)?);
+        .extend(f64s_fast(df, "taker_buy_volume", what)?);
     m.taker_buy_quote_volume
-        .extend(f64s(df, "taker_buy_quote_volume", what)?);
+        .extend(f64s_fast(df, "taker_buy_quote_volume", what)?);
     Ok(())
 }
 
 /// Append an optimized fundingRate frame to `f`.
 pub fn push_funding(f: &mut Funding, df: &DataFrame, what: &str) -> Result<()> {
-    f.calc_time.extend(i64s(df, "calc_time", what)?);
-    f.rate.extend(f64s(df, "last_funding_rate", what)?);
+    f.calc_time.extend(i64s_fast(df, "calc_time", what)?);
+    f.rate.extend(f64s_fast(df, "last_funding_rate", what)?);
     f.interval_hours
-        .extend(i64s(df, "funding_interval_hours", what)?);
+        .extend(i64s_fast(df, "funding_interval_hours", what)?);
     Ok(())
 }
 
 /// Append an optimized metrics frame to `mt` (columns renamed to the feature names).
 pub fn push_metrics(mt: &mut Metrics, df: &DataFrame, what: &str) -> Result<()> {
-    mt.snapshot_time.extend(i64s(df, "snapshot_time", what)?);
+    mt.snapshot_time
+        .extend(i64s_fast(df, "snapshot_time", what)?);
     mt.open_interest
         .extend(opt_f64s(df, "sum_open_interest", what)?);
     mt.open_interest_value

@@ -204,7 +204,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         ] {
             let Some(ds) = ds else { continue };
             let m =
-                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &ds.scope(), &sym)).await?;
+                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, ds.scope(), &sym)).await?;
             for e in m.entries().filter(|e| e.status == UnitStatus::Done) {
                 for o in &e.outputs {
                     if let Some(month) = month_of_partition(&o.path) {
@@ -390,7 +390,13 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     let mut metrics = Metrics::default();
     let (mut has_funding, mut has_metrics) = (false, false);
     for (key, (path, _)) in u.months.iter().filter(|(k, _)| k.as_str() != "verdicts") {
-        let Some(df) = frames::read_parquet(&ctx.store, path)
+        let kind = key.split(':').next().unwrap_or("");
+        let columns: &[&str] = match kind {
+            "klines" => &frame::KLINE_COLUMNS,
+            "funding" => &frame::FUNDING_COLUMNS,
+            _ => &frame::METRICS_COLUMNS,
+        };
+        let Some(df) = frames::read_parquet_columns(&ctx.store, path, columns)
             .await
             .map_err(Error::from)?
         else {
@@ -398,9 +404,9 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
                 "{path} is in the optimize manifest but not in the store"
             )));
         };
-        match key.split(':').next() {
-            Some("klines") => frame::push_minutes(&mut minutes, &df, path)?,
-            Some("funding") => {
+        match kind {
+            "klines" => frame::push_minutes(&mut minutes, &df, path)?,
+            "funding" => {
                 has_funding = true;
                 frame::push_funding(&mut funding, &df, path)?
             }
@@ -571,12 +577,13 @@ fn day_hash(
     excluded: bool,
 ) -> String {
     let (s, e) = (day_start_us(day), day_start_us(day) + DAY_US);
-    let mut h = shared::checksum::Hasher::new();
-    h.update(&[excluded as u8]);
+    // Serialized into one buffer and hashed at once (per-value updates cost more than sha256).
+    let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
+    buf.push(excluded as u8);
     let a = m.open_time.partition_point(|&t| t < s - MINUTE_US);
     let b = m.open_time.partition_point(|&t| t < e);
     for i in a..b {
-        h.update(&m.open_time[i].to_le_bytes());
+        buf.extend_from_slice(&m.open_time[i].to_le_bytes());
         for v in [
             m.open[i],
             m.high[i],
@@ -587,30 +594,30 @@ fn day_hash(
             m.taker_buy_volume[i],
             m.taker_buy_quote_volume[i],
         ] {
-            h.update(&v.to_bits().to_le_bytes());
+            buf.extend_from_slice(&v.to_bits().to_le_bytes());
         }
-        h.update(&m.trades[i].to_le_bytes());
+        buf.extend_from_slice(&m.trades[i].to_le_bytes());
     }
-    h.update(b"|funding");
+    buf.extend_from_slice(b"|funding");
     if let Some(f) = funding {
         let a = f
             .calc_time
             .partition_point(|&t| t < s - features::FUNDING_MAX_AGE_US);
         let b = f.calc_time.partition_point(|&t| t < e);
         for i in a..b {
-            h.update(&f.calc_time[i].to_le_bytes());
-            h.update(&f.rate[i].to_bits().to_le_bytes());
-            h.update(&f.interval_hours[i].to_le_bytes());
+            buf.extend_from_slice(&f.calc_time[i].to_le_bytes());
+            buf.extend_from_slice(&f.rate[i].to_bits().to_le_bytes());
+            buf.extend_from_slice(&f.interval_hours[i].to_le_bytes());
         }
     }
-    h.update(b"|metrics");
+    buf.extend_from_slice(b"|metrics");
     if let Some(mt) = metrics {
         let a = mt
             .snapshot_time
             .partition_point(|&t| t < s - features::METRICS_MAX_AGE_US);
         let b = mt.snapshot_time.partition_point(|&t| t < e);
         for i in a..b {
-            h.update(&mt.snapshot_time[i].to_le_bytes());
+            buf.extend_from_slice(&mt.snapshot_time[i].to_le_bytes());
             for v in [
                 mt.open_interest[i],
                 mt.open_interest_value[i],
@@ -620,11 +627,11 @@ fn day_hash(
                 mt.taker_ls_volume_ratio[i],
             ] {
                 match v {
-                    Some(v) => h.update(&v.to_bits().to_le_bytes()),
-                    None => h.update(b"n"),
+                    Some(v) => buf.extend_from_slice(&v.to_bits().to_le_bytes()),
+                    None => buf.push(b'n'),
                 }
             }
         }
     }
-    h.finish_hex()
+    shared::checksum::sha256_hex(&buf)
 }
