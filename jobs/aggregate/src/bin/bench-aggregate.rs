@@ -32,6 +32,9 @@ struct Args {
     /// Where the temp store goes.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Keep the staged store (to profile or check by hand); prints its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 const MIN: i64 = 60_000_000;
@@ -377,6 +380,10 @@ async fn main() -> anyhow::Result<()> {
                 ""
             );
         }
+    }
+    if args.keep {
+        println!("kept the store: {}", root.display());
+        let _ = work.keep();
     }
     println!();
     println!(
