@@ -831,6 +831,18 @@ mod tests {
         }
     }
 
+    /// The requests matching `f` once `want` of them are logged (or 2 s passed): a request is
+    /// logged after its response is written, so a client can read the response first.
+    async fn logged(sim: &SimHandle, want: usize, f: impl Fn(&RequestRecord) -> bool) -> usize {
+        for _ in 0..200 {
+            if sim.count(&f) >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sim.count(&f)
+    }
+
     async fn get(base: SocketAddr, target: &str) -> Resp {
         let mut s = TcpStream::connect(base).await.unwrap();
         send(&mut s, "GET", target).await
@@ -901,15 +913,12 @@ mod tests {
         assert!(xml.contains("<ETag>&quot;"), "{xml}");
         assert!(xml.contains("<StorageClass>STANDARD</StorageClass>"));
         // UTF-8 keys are percent-decoded.
-        // A request is logged after its response is written: let the last one land.
-        for _ in 0..200 {
-            if sim.count(|r| r.path.is_empty()) >= 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(sim.count_path(DAY), 3, "GET, HEAD and the CHECKSUM");
-        assert_eq!(sim.count(|r| r.path.is_empty()), 2);
+        assert_eq!(
+            logged(&sim, 3, |r| r.path.contains(DAY)).await,
+            3,
+            "GET, HEAD and the CHECKSUM"
+        );
+        assert_eq!(logged(&sim, 2, |r| r.path.is_empty()).await, 2);
         let log = get(sim.addr(), "/_sim/log").await;
         assert!(String::from_utf8_lossy(&log.body).contains("\"status\":404"));
         sim.clear_log();
@@ -930,7 +939,7 @@ mod tests {
         let key = "data/futures/um/daily/trades/币安人生USDT/币安人生USDT-trades-2025-01-01.zip";
         let r = get(sim.addr(), &format!("/{}", encode_key(key))).await;
         assert_eq!(r.status, 200);
-        assert_eq!(sim.count_path(key), 1);
+        assert_eq!(logged(&sim, 1, |r| r.path.contains(key)).await, 1);
         sim.shutdown().await;
     }
 
