@@ -6,7 +6,9 @@
 # Usage: tests/bench/aggregate.sh [bench-aggregate flags, e.g. --symbols 20 --repeat 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p aggregate --bin aggregate --bin bench-aggregate
+# The same package set as tests/bench/convert.sh: one feature unification, one release Polars.
+cargo build --release -p convert -p optimize -p archive-sim -p aggregate \
+    --bin aggregate --bin bench-aggregate
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

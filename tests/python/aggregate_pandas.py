@@ -19,7 +19,7 @@ MIN = pd.Timedelta(minutes=1)
 
 
 def read(pattern):
-    files = sorted(glob.glob(pattern))
+    files = sorted(glob.glob(pattern, recursive=True))
     if not files:
         return None
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -196,6 +196,50 @@ pub async fn read_parquet(store: &Store, path: &str) -> Result<Option<DataFrame>
     }
 }
 
+/// Read only `columns` of a Parquet object (in that order); `None` when it does not exist.
+/// Skipping the columns a job does not use skips their decompression too.
+pub async fn read_parquet_columns(
+    store: &Store,
+    path: &str,
+    columns: &[&str],
+) -> Result<Option<DataFrame>> {
+    let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let read = move |r: ParquetReader<_>, p: &str| {
+        r.with_columns(Some(cols))
+            .finish()
+            .ctx(|| format!("reading Parquet {p}"))
+    };
+    if let Some(local) = store.local_path(path) {
+        let p = path.to_string();
+        return tokio::task::spawn_blocking(move || match std::fs::File::open(&local) {
+            Ok(f) => read(ParquetReader::new(f), &p).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Shared(shared::Error::Io {
+                context: format!("opening {p}"),
+                source: e,
+            })),
+        })
+        .await
+        .map_err(|e| {
+            Error::Shared(shared::Error::Io {
+                context: format!("reading {path}"),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+    }
+    match store.get_opt(path).await? {
+        None => Ok(None),
+        Some(b) => {
+            let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+            ParquetReader::new(Cursor::new(b))
+                .with_columns(Some(cols))
+                .finish()
+                .map(Some)
+                .ctx(|| format!("reading Parquet {path}"))
+        }
+    }
+}
+
 /// A Parquet file built in memory one row group at a time, hashed as its bytes are produced:
 /// for outputs whose compressed size fits in memory while their rows do not have to.
 ///
