@@ -24,7 +24,16 @@ fn repo() -> PathBuf {
 
 /// Build every binary the demo runs (the runner finds them through PIPELINE_BIN_DIR).
 fn bin_dir() -> PathBuf {
-    for name in ["download", "extract", "convert", "optimize", "archive-sim"] {
+    for name in [
+        "download",
+        "extract",
+        "convert",
+        "optimize",
+        "validate",
+        "aggregate",
+        "bars",
+        "archive-sim",
+    ] {
         bin(name);
     }
     bin("runner")
@@ -148,7 +157,9 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     let s = summary(&o);
     assert_eq!(s["outcome"], "ok");
     let oc = outcomes(&s);
-    assert_eq!(oc.len(), 12, "{oc:?}");
+    // download/extract/convert/optimize-um × 2 shards, 4 spot steps, validate-um, and
+    // aggregate-um and bars-um × 2 shards.
+    assert_eq!(oc.len(), 17, "{oc:?}");
     assert!(oc.values().all(|v| v == "ok"), "{oc:?}");
     for sh in s["shards"].as_array().unwrap() {
         assert!(
