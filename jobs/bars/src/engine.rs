@@ -186,6 +186,9 @@ impl State {
     }
 }
 
+/// Trades per block of precomputed aggressor signs (16 KiB on the stack).
+const BLOCK: usize = 1024;
+
 const TICK: u8 = 0;
 const VOLUME: u8 = 1;
 const DOLLAR: u8 = 2;
@@ -296,62 +299,92 @@ impl Engine {
         };
         let mut last_p = s.last_price.unwrap_or(price[0]);
         let mut last_b = s.last_sign;
-        for i in 0..n {
-            let p = price[i];
-            let v = qty[i];
-            let b = if TR {
-                let d = p - last_p;
-                last_p = p;
-                last_b = if d > 0.0 {
-                    1.0
-                } else if d < 0.0 {
-                    -1.0
-                } else {
-                    last_b
-                };
-                last_b
-            } else if bm[i] {
-                -1.0
-            } else {
-                1.0
-            };
-            if ticks == 0 {
-                open = p;
-                high = p;
-                low = p;
-                open_time = time[i];
-            }
-            if p > high {
-                high = p;
-            }
-            if p < low {
-                low = p;
-            }
-            close = p;
-            close_time = time[i];
-            let pv = p * v;
-            volume += v;
-            dollar += pv;
-            buy += if b > 0.0 { v } else { 0.0 };
-            ticks += 1;
-            let closes = match M {
-                TICK => ticks >= tick_target,
-                VOLUME => volume >= threshold,
-                DOLLAR => dollar >= threshold,
-                TICK_IMB => {
-                    theta += b;
-                    theta.abs() >= threshold
+        // Aggressor signs go through small buffers, a block at a time: loaded from memory,
+        // they are data to the compiler, which would otherwise see a 0/1 flag and turn the
+        // updates into branches on it (a misprediction on every other flip of the order flow
+        // costs more than the whole update).
+        let mut signs = [0f64; BLOCK];
+        let mut buys = [0f64; BLOCK];
+        let mut base = 0;
+        while base < n {
+            let end = (base + BLOCK).min(n);
+            if !TR {
+                for ((b, w), m) in signs.iter_mut().zip(buys.iter_mut()).zip(&bm[base..end]) {
+                    let m = *m as u8 as f64;
+                    *b = 1.0 - 2.0 * m;
+                    *w = 1.0 - m;
                 }
-                VOLUME_IMB => {
-                    theta += b * v;
-                    theta.abs() >= threshold
+            }
+            // The block as slices of one length: the loops index them without bounds checks.
+            let len = end - base;
+            let (price, qty, time) = (&price[base..end], &qty[base..end], &time[base..end]);
+            let (signs, buys) = (&signs[..len], &buys[..len]);
+            let mut i = 0;
+            // The inner loop runs until a bar closes and holds no call, so the accumulators
+            // stay in registers (a call would clobber every float register and push them to
+            // memory, putting a store-to-load round trip into each loop-carried sum).
+            while i < len {
+                if ticks == 0 {
+                    open = price[i];
+                    high = open;
+                    low = open;
+                    open_time = time[i];
                 }
-                _ => {
-                    theta += b * pv;
-                    theta.abs() >= threshold
+                let mut closed = false;
+                while i < len {
+                    let p = price[i];
+                    let v = qty[i];
+                    // b = ±1 and w = 1 when b = +1, else 0: b·x and w·v are exact.
+                    let (b, w) = if TR {
+                        // sign(p - p_prev), or the previous sign when unchanged, as arithmetic on
+                        // 0/1 flags (price moves are a coin flip to a branch predictor).
+                        let d = p - last_p;
+                        last_p = p;
+                        let up = (d > 0.0) as u8 as f64;
+                        let down = (d < 0.0) as u8 as f64;
+                        last_b = up - down + (1.0 - (up + down)) * last_b;
+                        (last_b, 0.5 + 0.5 * last_b)
+                    } else {
+                        (signs[i], buys[i])
+                    };
+                    if p > high {
+                        high = p;
+                    }
+                    if p < low {
+                        low = p;
+                    }
+                    close = p;
+                    close_time = time[i];
+                    let pv = p * v;
+                    volume += v;
+                    dollar += pv;
+                    buy += v * w;
+                    ticks += 1;
+                    i += 1;
+                    closed = match M {
+                        TICK => ticks >= tick_target,
+                        VOLUME => volume >= threshold,
+                        DOLLAR => dollar >= threshold,
+                        TICK_IMB => {
+                            theta += b;
+                            theta.abs() >= threshold
+                        }
+                        VOLUME_IMB => {
+                            theta += b * v;
+                            theta.abs() >= threshold
+                        }
+                        _ => {
+                            theta += b * pv;
+                            theta.abs() >= threshold
+                        }
+                    };
+                    if closed {
+                        break;
+                    }
                 }
-            };
-            if closes {
+                if !closed {
+                    break;
+                }
                 out.push(Bar {
                     bar: s.next_bar,
                     open_time,
@@ -396,6 +429,7 @@ impl Engine {
                 buy = 0.0;
                 theta = 0.0;
             }
+            base = end;
         }
         s.ticks = ticks;
         s.open_time = open_time;

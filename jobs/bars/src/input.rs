@@ -4,6 +4,7 @@
 //! memory-maps the whole file, so a month of trades would count in full against RSS; and
 //! polars 0.55 has no batched reader.) Also: bringing a store object to a local file.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Cursor;
 use std::os::unix::fs::FileExt;
@@ -118,31 +119,41 @@ impl ParquetFile {
     }
 }
 
-/// A column as a contiguous `f64` slice owner.
-pub fn f64s(s: &Series, name: &str) -> Result<Vec<f64>> {
+/// A float column as one slice: borrowed when it is one chunk (the usual case: one array per
+/// column chunk), else concatenated.
+pub fn f64s<'a>(s: &'a Series, name: &str) -> Result<Cow<'a, [f64]>> {
     let ca = s.f64().map_err(|e| polars(name, s.name().as_str(), e))?;
     if ca.null_count() > 0 {
         return Err(polars(name, s.name().as_str(), "null values"));
     }
-    let mut v = Vec::with_capacity(ca.len());
-    for arr in ca.downcast_iter() {
-        v.extend_from_slice(arr.values().as_slice());
-    }
-    Ok(v)
+    Ok(match ca.cont_slice() {
+        Ok(v) => Cow::Borrowed(v),
+        Err(_) => Cow::Owned(
+            ca.downcast_iter()
+                .flat_map(|a| a.values().iter().copied())
+                .collect(),
+        ),
+    })
 }
 
-/// An integer or timestamp column as `i64`s.
-pub fn i64s(s: &Series, name: &str) -> Result<Vec<i64>> {
-    let phys = s.to_physical_repr();
-    let ca = phys.i64().map_err(|e| polars(name, s.name().as_str(), e))?;
+/// An integer or timestamp column as one `i64` slice (borrowed when it is one chunk).
+pub fn i64s<'a>(s: &'a Series, name: &str) -> Result<Cow<'a, [i64]>> {
+    let ca = match s.dtype() {
+        DataType::Datetime(_, _) => s.datetime().map(|d| d.physical()),
+        _ => s.i64(),
+    }
+    .map_err(|e| polars(name, s.name().as_str(), e))?;
     if ca.null_count() > 0 {
         return Err(polars(name, s.name().as_str(), "null values"));
     }
-    let mut v = Vec::with_capacity(ca.len());
-    for arr in ca.downcast_iter() {
-        v.extend_from_slice(arr.values().as_slice());
-    }
-    Ok(v)
+    Ok(match ca.cont_slice() {
+        Ok(v) => Cow::Borrowed(v),
+        Err(_) => Cow::Owned(
+            ca.downcast_iter()
+                .flat_map(|a| a.values().iter().copied())
+                .collect(),
+        ),
+    })
 }
 
 /// A boolean column as `bool`s.

@@ -83,17 +83,16 @@ pub fn series_to_bars(cols: &[Series], name: &str) -> Result<Vec<Bar>> {
         input::i64s(ct, name)?,
         input::i64s(t, name)?,
     );
-    let fl = |s: &Series| input::f64s(s, name);
     let (o, h, l, c, v, dv, bv, imb, th) = (
-        fl(o)?,
-        fl(h)?,
-        fl(l)?,
-        fl(c)?,
-        fl(v)?,
-        fl(dv)?,
-        fl(bv)?,
-        fl(imb)?,
-        fl(th)?,
+        input::f64s(o, name)?,
+        input::f64s(h, name)?,
+        input::f64s(l, name)?,
+        input::f64s(c, name)?,
+        input::f64s(v, name)?,
+        input::f64s(dv, name)?,
+        input::f64s(bv, name)?,
+        input::f64s(imb, name)?,
+        input::f64s(th, name)?,
     );
     Ok((0..bar.len())
         .map(|i| Bar {

@@ -357,7 +357,6 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
             let qty = input::f64s(&s[1], &file.path)?;
             let time = input::i64s(&s[2], &file.path)?;
             let bm = input::bools(&s[3], &file.path)?;
-            drop(s);
             let all = Trades {
                 price: &price,
                 qty: &qty,

@@ -207,9 +207,9 @@ fn load(path: &Path) -> anyhow::Result<(Columns, f64)> {
     };
     for rg in 0..f.num_row_groups() {
         let s = f.read(rg, &Source::AggTrades.columns())?;
-        c.price.extend(input::f64s(&s[0], "bench")?);
-        c.qty.extend(input::f64s(&s[1], "bench")?);
-        c.time.extend(input::i64s(&s[2], "bench")?);
+        c.price.extend_from_slice(&input::f64s(&s[0], "bench")?);
+        c.qty.extend_from_slice(&input::f64s(&s[1], "bench")?);
+        c.time.extend_from_slice(&input::i64s(&s[2], "bench")?);
         c.bm.extend(input::bools(&s[3], "bench")?);
     }
     Ok((c, t.elapsed().as_secs_f64()))
@@ -400,10 +400,27 @@ fn main() -> anyhow::Result<()> {
             if nb != ours.len() {
                 bail!("numba made {nb} bars, ours {}", ours.len());
             }
-            let last = r["last_imbalance"].as_f64().unwrap_or(f64::NAN);
-            let ours_last = ours.last().map_or(f64::NAN, |b| b.imbalance);
-            if last.to_bits() != ours_last.to_bits() {
-                bail!("numba's last bar has imbalance {last}, ours {ours_last}");
+            // Bar for bar: the same trades in each bar, the same imbalance to 1e-9 (numba's
+            // LLVM may fuse a multiply and an add, which moves the last bits).
+            let nb_file = ParquetFile::open(&out_json.with_extension("json.parquet"), "numba")?;
+            let mut k = 0usize;
+            for rg in 0..nb_file.num_row_groups() {
+                let s = nb_file.read(rg, &["ticks", "imbalance"])?;
+                let (ticks, imb) = (input::f64s(&s[0], "numba")?, input::f64s(&s[1], "numba")?);
+                for (t, x) in ticks.iter().zip(imb.iter()) {
+                    let b = &ours[k];
+                    if *t != b.ticks as f64 || (x - b.imbalance).abs() > 1e-9 * b.imbalance.abs() {
+                        bail!(
+                            "numba's bar {k} differs: ticks {t} vs {}, imbalance {x} vs {}",
+                            b.ticks,
+                            b.imbalance
+                        );
+                    }
+                    k += 1;
+                }
+            }
+            if k != ours.len() {
+                bail!("numba's file holds {k} bars, ours {}", ours.len());
             }
             Ok((secs, rss, r))
         };
