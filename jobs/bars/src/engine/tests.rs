@@ -276,6 +276,69 @@ fn the_tick_rule_signs_by_price_change_and_starts_at_plus_one() {
 }
 
 #[test]
+fn every_bar_type_under_the_tick_rule() {
+    // Tick-rule signs: + (first) + (up) + (same) - (down) + (up) + (same); the aggressor side
+    // says "sell" everywhere, so any use of it would show. p·v: 10, 22, 11, 20, 12, 36.
+    let cols = Cols::new(&[
+        (10.0, 1.0, SELL),
+        (11.0, 2.0, SELL),
+        (11.0, 1.0, SELL),
+        (10.0, 2.0, SELL),
+        (12.0, 1.0, SELL),
+        (12.0, 3.0, SELL),
+    ]);
+    let shape = |bars: &[Bar]| -> Vec<(u64, f64, f64, f64)> {
+        bars.iter()
+            .map(|b| (b.ticks, b.buy_volume, b.imbalance, b.threshold))
+            .collect()
+    };
+    // Volume 3: 1+2 | 1+2 | 1+3.
+    let (bars, _) = run(&standard(BarType::Volume, 3.0, Sign::TickRule), &cols);
+    assert_eq!(
+        shape(&bars),
+        [(2, 3.0, 0.0, 3.0), (2, 1.0, 0.0, 3.0), (2, 4.0, 0.0, 3.0)]
+    );
+    // Dollar 30: 10+22 | 11+20 | 12+36.
+    let (bars, _) = run(&standard(BarType::Dollar, 30.0, Sign::TickRule), &cols);
+    assert_eq!(
+        bars.iter().map(|b| b.dollar_volume).collect::<Vec<_>>(),
+        [32.0, 31.0, 48.0]
+    );
+    assert_eq!(bars[1].buy_volume, 1.0);
+    // Volume imbalance, init 2.5, alphas 1: theta 1, 3 → bar (E_T 2, E_I 1.5 → 3); then
+    // 1, -1, 0, 3 → bar (E_T 4, E_I 0.75 → 3).
+    let spec = imbalance(
+        BarType::VolumeImbalance,
+        2.5,
+        1.0,
+        1.0,
+        None,
+        None,
+        Sign::TickRule,
+    );
+    let (bars, st) = run(&spec, &cols);
+    assert_eq!(shape(&bars), [(2, 3.0, 3.0, 2.5), (4, 5.0, 3.0, 3.0)]);
+    assert_eq!((st.e_t, st.e_i, st.threshold), (Some(4.0), Some(0.75), 3.0));
+    // Dollar imbalance, init 30, alphas 0.5: theta 10, 32 → bar (E_T 2, E_I 16 → 32); then
+    // 11, -9, 3, 39 → bar (E_T 3, E_I .5·9.75 + .5·16 = 12.875 → 38.625).
+    let spec = imbalance(
+        BarType::DollarImbalance,
+        30.0,
+        0.5,
+        0.5,
+        None,
+        None,
+        Sign::TickRule,
+    );
+    let (bars, st) = run(&spec, &cols);
+    assert_eq!(shape(&bars), [(2, 3.0, 32.0, 30.0), (4, 5.0, 39.0, 32.0)]);
+    assert_eq!(
+        (st.e_t, st.e_i, st.threshold),
+        (Some(3.0), Some(12.875), 38.625)
+    );
+}
+
+#[test]
 fn the_tick_rule_carries_its_last_price_and_sign_across_pieces() {
     let cols = Cols::new(&[(10.0, 1.0, BUY), (9.0, 1.0, BUY), (9.0, 1.0, BUY)]);
     let spec = standard(BarType::Tick, 100.0, Sign::TickRule);
