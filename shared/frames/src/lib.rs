@@ -12,6 +12,9 @@ use shared::manifest::Output;
 use shared::store::Store;
 
 pub use polars;
+pub use polars_buffer::Buffer;
+
+pub mod direct;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

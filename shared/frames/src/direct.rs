@@ -1,0 +1,652 @@
+//! A direct reader of flat numeric Parquet columns into caller-owned vectors: pages are
+//! decompressed into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED;
+//! definition levels for nulls), with no Arrow arrays or DataFrames in between.
+//!
+//! Why: `aggregate` and `bars` read hundreds of MB of `f64`/`i64` columns and keep them as plain
+//! vectors. Through Polars' reader each value was decompressed into a fresh buffer, decoded into
+//! an Arrow array, assembled into a frame and copied once more into the job's vectors; most of
+//! that time was page faults on freshly allocated memory (tests/README.md, "Aggregate
+//! benchmark"). Here a column chunk costs one decompression into a warm buffer and one decode
+//! pass that appends to the destination.
+//!
+//! Scope: flat columns (no repetition levels) of physical type INT64, DOUBLE or BOOLEAN, which is
+//! every column the jobs read this way. Anything else is a typed error naming the file and
+//! column, never a silent misread; `tests` below compares every encoding and writer against
+//! Polars' own reader.
+
+use polars_buffer::Buffer;
+use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::page::{DataPage, split_buffer};
+use polars_parquet::parquet::read::{BasicDecompressor, get_page_iterator, read_metadata};
+use polars_parquet::parquet::schema::types::PhysicalType;
+
+use crate::{Error, Result};
+
+/// Where one column's values go; they are appended.
+pub enum Dest<'a> {
+    /// INT64 (integers and timestamps), no nulls allowed.
+    I64(&'a mut Vec<i64>),
+    /// DOUBLE, no nulls allowed.
+    F64(&'a mut Vec<f64>),
+    /// DOUBLE, nulls kept as `None`.
+    OptF64(&'a mut Vec<Option<f64>>),
+    /// BOOLEAN, no nulls allowed.
+    Bool(&'a mut Vec<bool>),
+}
+
+impl Dest<'_> {
+    fn physical(&self) -> PhysicalType {
+        match self {
+            Dest::I64(_) => PhysicalType::Int64,
+            Dest::F64(_) | Dest::OptF64(_) => PhysicalType::Double,
+            Dest::Bool(_) => PhysicalType::Boolean,
+        }
+    }
+}
+
+fn bad(path: &str, column: &str, what: impl std::fmt::Display) -> Error {
+    Error::Shared(shared::Error::Parse(format!(
+        "{path}: column {column}: {what}"
+    )))
+}
+
+/// Scratch buffers reused across pages, columns and files.
+#[derive(Default)]
+pub struct Reader {
+    page: Vec<u8>,
+    levels: Vec<u32>,
+    indices: Vec<u32>,
+    dict_f64: Vec<f64>,
+    dict_i64: Vec<i64>,
+    dict_bool: Vec<bool>,
+    opt: Vec<f64>,
+}
+
+/// A column's dictionary, decoded.
+#[derive(Clone, Copy, PartialEq)]
+enum DictKind {
+    None,
+    F64,
+    I64,
+    Bool,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader::default()
+    }
+
+    /// Append the columns named in `dests` of the Parquet file `bytes` (every row group, in
+    /// order); returns the file's row count. `path` names the file in errors.
+    pub fn read_into(
+        &mut self,
+        bytes: Buffer<u8>,
+        path: &str,
+        dests: &mut [(&str, Dest<'_>)],
+    ) -> Result<usize> {
+        let meta = read_metadata(&mut std::io::Cursor::new(bytes.clone()))
+            .map_err(|e| bad(path, "-", format!("reading the footer: {e}")))?;
+        for rg in &meta.row_groups {
+            for (name, dest) in dests.iter_mut() {
+                let mut chunks = rg
+                    .columns_under_root_iter(name)
+                    .ok_or_else(|| bad(path, name, "not in the file"))?;
+                let chunk = chunks.next().ok_or_else(|| bad(path, name, "no data"))?;
+                if chunks.next().is_some() {
+                    return Err(bad(path, name, "nested columns are not supported"));
+                }
+                let desc = &chunk.descriptor().descriptor;
+                if desc.primitive_type.physical_type != dest.physical() {
+                    return Err(bad(
+                        path,
+                        name,
+                        format!(
+                            "stored as {:?}, read as {:?}",
+                            desc.primitive_type.physical_type,
+                            dest.physical()
+                        ),
+                    ));
+                }
+                if desc.max_rep_level != 0 || desc.max_def_level > 1 {
+                    return Err(bad(path, name, "nested columns are not supported"));
+                }
+                let before = dest_len(dest);
+                let reader = get_page_iterator(
+                    chunk,
+                    std::io::Cursor::new(bytes.clone()),
+                    Vec::new(),
+                    usize::MAX,
+                )
+                .map_err(|e| bad(path, name, format!("seeking the column: {e}")))?;
+                let mut pages = BasicDecompressor::new(reader, std::mem::take(&mut self.page));
+                let mut dict = DictKind::None;
+                if let Some(d) = pages
+                    .read_dict_page()
+                    .map_err(|e| bad(path, name, format!("dictionary page: {e}")))?
+                {
+                    dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
+                }
+                while let Some(item) = pages.next() {
+                    let page = item
+                        .and_then(|p| p.decompress(&mut pages))
+                        .map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
+                    self.decode_page(&page, dict, dest, path, name)?;
+                    pages.reuse_page_buffer(page);
+                }
+                self.page = pages.into_inner();
+                let got = dest_len(dest) - before;
+                if got != rg.num_rows() {
+                    return Err(bad(
+                        path,
+                        name,
+                        format!("{got} values in a row group of {} rows", rg.num_rows()),
+                    ));
+                }
+            }
+        }
+        Ok(meta.num_rows)
+    }
+
+    fn decode_dict(
+        &mut self,
+        buf: &[u8],
+        n: usize,
+        dest: &Dest<'_>,
+        path: &str,
+        name: &str,
+    ) -> Result<DictKind> {
+        let short = || bad(path, name, "dictionary page shorter than its values");
+        Ok(match dest {
+            Dest::F64(_) | Dest::OptF64(_) => {
+                let b = buf.get(..n * 8).ok_or_else(short)?;
+                self.dict_f64.clear();
+                self.dict_f64.extend(
+                    b.chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                );
+                DictKind::F64
+            }
+            Dest::I64(_) => {
+                let b = buf.get(..n * 8).ok_or_else(short)?;
+                self.dict_i64.clear();
+                self.dict_i64.extend(
+                    b.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                );
+                DictKind::I64
+            }
+            Dest::Bool(_) => {
+                if buf.len() * 8 < n {
+                    return Err(short());
+                }
+                self.dict_bool.clear();
+                self.dict_bool
+                    .extend((0..n).map(|i| buf[i / 8] >> (i % 8) & 1 == 1));
+                DictKind::Bool
+            }
+        })
+    }
+
+    fn decode_page(
+        &mut self,
+        page: &DataPage,
+        dict: DictKind,
+        dest: &mut Dest<'_>,
+        path: &str,
+        name: &str,
+    ) -> Result<()> {
+        let err = |what: &str| bad(path, name, what);
+        let n = page.num_values();
+        let split = split_buffer(page).map_err(|e| bad(path, name, e))?;
+        // Definition levels: which of the page's `n` rows have a value.
+        let mut present = n;
+        let mut has_nulls = false;
+        if page.descriptor.max_def_level > 0 {
+            hybrid_rle(split.def, 1, n, &mut self.levels).map_err(err)?;
+            present = self.levels.iter().filter(|&&l| l == 1).count();
+            has_nulls = present < n;
+        }
+        if has_nulls && !matches!(dest, Dest::OptF64(_)) {
+            return Err(err("has nulls, which this column must not"));
+        }
+        let values = split.values;
+        match page.encoding() {
+            Encoding::Plain => match dest {
+                Dest::I64(v) => plain8(values, present, v, i64::from_le_bytes).map_err(err)?,
+                Dest::F64(v) => plain8(values, present, v, f64::from_le_bytes).map_err(err)?,
+                Dest::OptF64(v) => {
+                    self.opt.clear();
+                    plain8(values, present, &mut self.opt, f64::from_le_bytes).map_err(err)?;
+                    spread(&self.levels, has_nulls, &self.opt, v);
+                }
+                Dest::Bool(v) => {
+                    if values.len() * 8 < present {
+                        return Err(err("page shorter than its values"));
+                    }
+                    v.extend((0..present).map(|i| values[i / 8] >> (i % 8) & 1 == 1));
+                }
+            },
+            Encoding::PlainDictionary | Encoding::RleDictionary => {
+                let (&bw, rest) = values
+                    .split_first()
+                    .ok_or_else(|| err("empty dictionary-encoded page"))?;
+                hybrid_rle(rest, bw as u32, present, &mut self.indices).map_err(err)?;
+                let idx = &self.indices;
+                let lookup = |len: usize| -> Result<()> {
+                    match idx.iter().max() {
+                        Some(&m) if m as usize >= len => Err(err("dictionary index out of range")),
+                        _ => Ok(()),
+                    }
+                };
+                match (dest, dict) {
+                    (Dest::F64(v), DictKind::F64) => {
+                        lookup(self.dict_f64.len())?;
+                        v.extend(idx.iter().map(|&i| self.dict_f64[i as usize]));
+                    }
+                    (Dest::OptF64(v), DictKind::F64) => {
+                        lookup(self.dict_f64.len())?;
+                        self.opt.clear();
+                        self.opt
+                            .extend(idx.iter().map(|&i| self.dict_f64[i as usize]));
+                        spread(&self.levels, has_nulls, &self.opt, v);
+                    }
+                    (Dest::I64(v), DictKind::I64) => {
+                        lookup(self.dict_i64.len())?;
+                        v.extend(idx.iter().map(|&i| self.dict_i64[i as usize]));
+                    }
+                    (Dest::Bool(v), DictKind::Bool) => {
+                        lookup(self.dict_bool.len())?;
+                        v.extend(idx.iter().map(|&i| self.dict_bool[i as usize]));
+                    }
+                    _ => return Err(err("dictionary-encoded page without a dictionary")),
+                }
+            }
+            Encoding::DeltaBinaryPacked => match dest {
+                Dest::I64(v) => {
+                    let before = v.len();
+                    delta_binary_packed(values, v).map_err(err)?;
+                    if v.len() - before != present {
+                        return Err(err("delta-packed page with the wrong number of values"));
+                    }
+                }
+                _ => return Err(err("DELTA_BINARY_PACKED on a non-integer column")),
+            },
+            other => {
+                return Err(bad(
+                    path,
+                    name,
+                    format!("encoding {other:?} is not supported"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dest_len(d: &Dest<'_>) -> usize {
+    match d {
+        Dest::I64(v) => v.len(),
+        Dest::F64(v) => v.len(),
+        Dest::OptF64(v) => v.len(),
+        Dest::Bool(v) => v.len(),
+    }
+}
+
+/// `n` little-endian 8-byte values.
+fn plain8<T>(
+    b: &[u8],
+    n: usize,
+    out: &mut Vec<T>,
+    f: fn([u8; 8]) -> T,
+) -> Result<(), &'static str> {
+    let b = b.get(..n * 8).ok_or("page shorter than its values")?;
+    out.extend(b.chunks_exact(8).map(|c| f(c.try_into().expect("8 bytes"))));
+    Ok(())
+}
+
+/// The present values `vals` spread over the rows by their definition levels.
+fn spread(levels: &[u32], has_nulls: bool, vals: &[f64], out: &mut Vec<Option<f64>>) {
+    if !has_nulls {
+        out.extend(vals.iter().map(|&v| Some(v)));
+        return;
+    }
+    let mut it = vals.iter();
+    out.extend(
+        levels
+            .iter()
+            .map(|&l| if l == 1 { it.next().copied() } else { None }),
+    );
+}
+
+fn uleb(b: &mut &[u8]) -> Result<u64, &'static str> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first().ok_or("truncated varint")?;
+        *b = rest;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long")
+}
+
+fn zigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+/// Bits `[bit, bit + w)` of `b`, LSB first; `w <= 64`. Bytes past the end read as zeros.
+#[inline]
+fn bits(b: &[u8], bit: usize, w: u32) -> u64 {
+    if w == 0 {
+        return 0;
+    }
+    let start = bit / 8;
+    if start >= b.len() {
+        return 0;
+    }
+    let mut word = [0u8; 16];
+    let take = b.len().saturating_sub(start).min(16);
+    word[..take].copy_from_slice(&b[start..start + take]);
+    let v = u128::from_le_bytes(word) >> (bit % 8);
+    (v as u64) & (u64::MAX >> (64 - w))
+}
+
+/// The RLE / bit-packed hybrid encoding (levels, dictionary indices): `n` values of `bw` bits.
+fn hybrid_rle(mut b: &[u8], bw: u32, n: usize, out: &mut Vec<u32>) -> Result<(), &'static str> {
+    out.clear();
+    if bw > 32 {
+        return Err("bit width over 32");
+    }
+    let width_bytes = bw.div_ceil(8) as usize;
+    while out.len() < n {
+        let header = uleb(&mut b)?;
+        let left = n - out.len();
+        if header & 1 == 0 {
+            let count = (header >> 1) as usize;
+            let raw = b.get(..width_bytes).ok_or("truncated RLE run")?;
+            let mut v = 0u32;
+            for (i, &x) in raw.iter().enumerate() {
+                v |= (x as u32) << (8 * i);
+            }
+            b = &b[width_bytes..];
+            if count == 0 {
+                return Err("empty RLE run");
+            }
+            out.extend(std::iter::repeat_n(v, count.min(left)));
+        } else {
+            let groups = (header >> 1) as usize;
+            let bytes = groups * bw as usize;
+            let packed = &b[..bytes.min(b.len())];
+            let count = (groups * 8).min(left);
+            if groups == 0 {
+                return Err("empty bit-packed run");
+            }
+            out.extend((0..count).map(|i| bits(packed, i * bw as usize, bw) as u32));
+            b = &b[bytes.min(b.len())..];
+        }
+    }
+    Ok(())
+}
+
+/// DELTA_BINARY_PACKED integers, appended to `out`.
+fn delta_binary_packed(mut b: &[u8], out: &mut Vec<i64>) -> Result<(), &'static str> {
+    let block = uleb(&mut b)? as usize;
+    let minis = uleb(&mut b)? as usize;
+    let total = uleb(&mut b)? as usize;
+    let mut last = zigzag(uleb(&mut b)?);
+    if total == 0 {
+        return Ok(());
+    }
+    if minis == 0 || block % minis != 0 || (block / minis) % 32 != 0 {
+        return Err("malformed delta block header");
+    }
+    let per_mini = block / minis;
+    out.reserve(total);
+    out.push(last);
+    let mut left = total - 1;
+    while left > 0 {
+        let min_delta = zigzag(uleb(&mut b)?);
+        let widths = b.get(..minis).ok_or("truncated delta block")?;
+        b = &b[minis..];
+        for &w in widths {
+            if left == 0 {
+                break;
+            }
+            if w > 64 {
+                return Err("delta bit width over 64");
+            }
+            let bytes = per_mini * w as usize / 8;
+            let packed = &b[..bytes.min(b.len())];
+            let take = per_mini.min(left);
+            for i in 0..take {
+                let d = bits(packed, i * w as usize, w as u32);
+                last = last.wrapping_add(min_delta).wrapping_add(d as i64);
+                out.push(last);
+            }
+            left -= take;
+            b = &b[bytes.min(b.len())..];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ParquetBuffer, ParquetOptions, parquet_bytes};
+    use polars::prelude::*;
+
+    fn frame(n: usize, nulls: bool) -> DataFrame {
+        let t: Vec<i64> = (0..n as i64)
+            .map(|i| 1_700_000_000_000_000 + i * 60_000_000)
+            .collect();
+        // A few distinct values (Polars dictionary-encodes them) and many (plain).
+        let few: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.1).collect();
+        let many: Vec<f64> = (0..n).map(|i| (i as f64).sqrt() * 1.5 - 3.0).collect();
+        let opt: Vec<Option<f64>> = (0..n)
+            .map(|i| (!nulls || i % 5 != 3).then_some(i as f64 / 3.0))
+            .collect();
+        let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 - (i % 4) * 1000).collect();
+        let flags: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+        DataFrame::new(
+            n,
+            vec![
+                Int64Chunked::from_vec("t".into(), t)
+                    .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                    .into_column(),
+                Column::new("few".into(), few),
+                Column::new("many".into(), many),
+                Column::new("opt".into(), opt),
+                Column::new("ids".into(), ids),
+                Column::new("flags".into(), flags),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn read_all(
+        bytes: Vec<u8>,
+    ) -> (
+        Vec<i64>,
+        Vec<f64>,
+        Vec<f64>,
+        Vec<Option<f64>>,
+        Vec<i64>,
+        Vec<bool>,
+    ) {
+        let (mut t, mut few, mut many, mut opt, mut ids, mut flags) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut r = Reader::new();
+        r.read_into(
+            Buffer::from(bytes),
+            "x.parquet",
+            &mut [
+                ("t", Dest::I64(&mut t)),
+                ("few", Dest::F64(&mut few)),
+                ("many", Dest::F64(&mut many)),
+                ("opt", Dest::OptF64(&mut opt)),
+                ("ids", Dest::I64(&mut ids)),
+                ("flags", Dest::Bool(&mut flags)),
+            ],
+        )
+        .unwrap();
+        (t, few, many, opt, ids, flags)
+    }
+
+    fn expect(
+        df: &DataFrame,
+        got: &(
+            Vec<i64>,
+            Vec<f64>,
+            Vec<f64>,
+            Vec<Option<f64>>,
+            Vec<i64>,
+            Vec<bool>,
+        ),
+    ) {
+        let t: Vec<i64> = df
+            .column("t")
+            .unwrap()
+            .datetime()
+            .unwrap()
+            .physical()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(got.0, t);
+        let f =
+            |c: &str| -> Vec<Option<f64>> { df.column(c).unwrap().f64().unwrap().iter().collect() };
+        assert_eq!(got.1.iter().map(|&v| Some(v)).collect::<Vec<_>>(), f("few"));
+        assert_eq!(
+            got.2.iter().map(|&v| Some(v)).collect::<Vec<_>>(),
+            f("many")
+        );
+        assert_eq!(got.3, f("opt"));
+        let ids: Vec<i64> = df
+            .column("ids")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(got.4, ids);
+        let flags: Vec<bool> = df
+            .column("flags")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(got.5, flags);
+    }
+
+    #[test]
+    fn polars_writer_plain_dictionary_nulls_and_row_groups() {
+        for (n, rg, nulls) in [
+            (1, None, false),
+            (1000, None, true),
+            (300_000, Some(70_000), true),
+            (5000, Some(64), false),
+        ] {
+            let mut df = frame(n, nulls);
+            let bytes = parquet_bytes(
+                &mut df,
+                &ParquetOptions {
+                    row_group_rows: rg,
+                    zstd_level: Some(1),
+                },
+            )
+            .unwrap();
+            // The writer chose a dictionary for the low-cardinality column.
+            let meta = read_metadata(&mut std::io::Cursor::new(bytes.clone())).unwrap();
+            let few = meta.row_groups[0]
+                .columns_under_root_iter("few")
+                .unwrap()
+                .next()
+                .unwrap();
+            assert!(few.dictionary_page_offset().is_some());
+            // Same values as Polars' own reader of the same bytes.
+            let polars_df = crate::read_parquet_bytes(bytes.clone().into(), "x").unwrap();
+            assert_eq!(polars_df, df);
+            expect(&df, &read_all(bytes));
+        }
+    }
+
+    #[test]
+    fn own_page_encoding_delta_packed() {
+        for n in [1usize, 2, 127, 128, 129, 10_000, 200_001] {
+            let df = frame(n, true);
+            let mut buf = ParquetBuffer::new(df.schema(), &ParquetOptions::default()).unwrap();
+            buf.write(&df).unwrap();
+            let (bytes, _) = buf.finish("x").unwrap();
+            expect(&df, &read_all(bytes.to_vec()));
+        }
+    }
+
+    #[test]
+    fn wrong_type_missing_column_and_nulls_are_errors_that_name_the_column() {
+        let mut df = frame(100, true);
+        let bytes = parquet_bytes(&mut df, &ParquetOptions::default()).unwrap();
+        let mut r = Reader::new();
+        let (mut a, mut b) = (vec![], vec![]);
+        let e = r
+            .read_into(
+                Buffer::from(bytes.clone()),
+                "f.parquet",
+                &mut [("many", Dest::I64(&mut a))],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.parquet: column many: stored as Double"),
+            "{e}"
+        );
+        let e = r
+            .read_into(
+                Buffer::from(bytes.clone()),
+                "f.parquet",
+                &mut [("nope", Dest::F64(&mut b))],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column nope: not in the file"), "{e}");
+        let e = r
+            .read_into(
+                Buffer::from(bytes),
+                "f.parquet",
+                &mut [("opt", Dest::F64(&mut b))],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column opt: has nulls"), "{e}");
+        let e = r
+            .read_into(
+                Buffer::from(vec![1u8, 2, 3]),
+                "g.parquet",
+                &mut [("opt", Dest::F64(&mut b))],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("g.parquet"), "{e}");
+    }
+
+    #[test]
+    fn hybrid_and_delta_edge_cases() {
+        // Bit-packed run of 3-bit values 0..8, then an RLE run of five 5s.
+        let mut out = Vec::new();
+        hybrid_rle(
+            &[0b11, 0b10001000, 0b11000110, 0b11111010, 10, 5],
+            3,
+            13,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, vec![0, 1, 2, 3, 4, 5, 6, 7, 5, 5, 5, 5, 5]);
+        assert!(hybrid_rle(&[0b11], 3, 8, &mut out).is_ok()); // padding reads as zeros
+        assert!(hybrid_rle(&[], 1, 1, &mut out).is_err());
+        assert_eq!(zigzag(1), -1);
+        assert_eq!(zigzag(4), 2);
+        assert!(delta_binary_packed(&[128, 1, 0, 5, 0], &mut vec![]).is_err());
+    }
+}
