@@ -1055,6 +1055,30 @@ impl BarsKey {
     }
 }
 
+/// `final/<name>/`: one `build` panel — `panel.parquet`, `summary.json` and the Qlib export
+/// under `qlib/`. `name` must be a valid panel name ([`validate_panel_name`]).
+pub fn final_dir(name: &str) -> String {
+    format!("final/{name}/")
+}
+
+/// A panel name is one path segment of `[A-Za-z0-9._-]`, not starting with `.` or `_`, and
+/// without `=` (DuckDB would read `k=v` as a partition column).
+pub fn validate_panel_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(['.', '_'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "panel name `{name}`: use letters, digits, `.`, `_` and `-` (not first)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
