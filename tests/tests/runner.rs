@@ -32,6 +32,7 @@ fn bin_dir() -> PathBuf {
         "validate",
         "aggregate",
         "bars",
+        "build-panel",
         "archive-sim",
     ] {
         bin(name);
@@ -157,9 +158,9 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     let s = summary(&o);
     assert_eq!(s["outcome"], "ok");
     let oc = outcomes(&s);
-    // download/extract/convert/optimize-um × 2 shards, 4 spot steps, validate-um, and
-    // aggregate-um and bars-um × 2 shards.
-    assert_eq!(oc.len(), 17, "{oc:?}");
+    // download/extract/convert/optimize-um × 2 shards, 4 spot steps, validate-um,
+    // aggregate-um and bars-um × 2 shards, and build-um.
+    assert_eq!(oc.len(), 18, "{oc:?}");
     assert!(oc.values().all(|v| v == "ok"), "{oc:?}");
     for sh in s["shards"].as_array().unwrap() {
         assert!(

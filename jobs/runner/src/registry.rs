@@ -214,6 +214,24 @@ pub const JOBS: &[JobSpec] = &[
             memory: "2Gi",
         },
     },
+    // The `build` job (cargo reserves the binary name `build`): one process for the whole panel.
+    JobSpec {
+        name: "build-panel",
+        args: &[
+            v("name"),
+            v("freq"),
+            v("universe"),
+            v("max-ffill-hours"),
+            v("min-coverage"),
+            v("coverage-base"),
+            s("keep-nulls"),
+            v("qlib"),
+        ],
+        resources: Resources {
+            cpu: "1",
+            memory: "4Gi",
+        },
+    },
 ];
 
 /// Binaries of this workspace besides the jobs that a DAG may start as services; the runner
