@@ -35,6 +35,42 @@ impl Minutes {
         self.open_time.is_empty()
     }
 
+    /// Room for `n` more rows in every column.
+    pub fn reserve(&mut self, n: usize) {
+        self.open_time.reserve(n);
+        self.trades.reserve(n);
+        for c in self.f64_columns() {
+            c.reserve(n);
+        }
+    }
+
+    fn f64_columns(&mut self) -> [&mut Vec<f64>; 8] {
+        [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+            &mut self.quote_volume,
+            &mut self.taker_buy_volume,
+            &mut self.taker_buy_quote_volume,
+        ]
+    }
+
+    /// Append `other`'s rows.
+    pub fn append(&mut self, other: Minutes) {
+        if self.is_empty() && self.open_time.capacity() < other.len() {
+            *self = other;
+            return;
+        }
+        let mut other = other;
+        self.open_time.extend_from_slice(&other.open_time);
+        self.trades.extend_from_slice(&other.trades);
+        for (a, b) in self.f64_columns().into_iter().zip(other.f64_columns()) {
+            a.extend_from_slice(b);
+        }
+    }
+
     /// Keep the rows for which `keep(open_time)` holds.
     pub fn retain(&mut self, keep: impl Fn(i64) -> bool) {
         let mask: Vec<bool> = self.open_time.iter().map(|&t| keep(t)).collect();
@@ -66,6 +102,15 @@ pub struct Funding {
     pub interval_hours: Vec<i64>,
 }
 
+impl Funding {
+    /// Append `other`'s records.
+    pub fn append(&mut self, other: Funding) {
+        self.calc_time.extend_from_slice(&other.calc_time);
+        self.rate.extend_from_slice(&other.rate);
+        self.interval_hours.extend_from_slice(&other.interval_hours);
+    }
+}
+
 /// Metrics records, sorted by `snapshot_time` (µs); a blank cell is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
@@ -76,6 +121,32 @@ pub struct Metrics {
     pub top_trader_position_ls_ratio: Vec<Option<f64>>,
     pub account_ls_ratio: Vec<Option<f64>>,
     pub taker_ls_volume_ratio: Vec<Option<f64>>,
+}
+
+impl Metrics {
+    /// Append `other`'s records.
+    pub fn append(&mut self, other: Metrics) {
+        self.snapshot_time.extend_from_slice(&other.snapshot_time);
+        for (a, b) in [
+            (&mut self.open_interest, &other.open_interest),
+            (&mut self.open_interest_value, &other.open_interest_value),
+            (
+                &mut self.top_trader_account_ls_ratio,
+                &other.top_trader_account_ls_ratio,
+            ),
+            (
+                &mut self.top_trader_position_ls_ratio,
+                &other.top_trader_position_ls_ratio,
+            ),
+            (&mut self.account_ls_ratio, &other.account_ls_ratio),
+            (
+                &mut self.taker_ls_volume_ratio,
+                &other.taker_ls_volume_ratio,
+            ),
+        ] {
+            a.extend_from_slice(b);
+        }
+    }
 }
 
 /// The output rows, column by column, in `features.md` order.

@@ -1,6 +1,8 @@
 //! Between Polars frames and the plain columns the feature core works on: optimized klines,
 //! fundingRate and metrics in, feature bars out and back (to keep unchanged rows of a year file).
 
+use frames::Buffer;
+use frames::direct::{Dest, Reader};
 use frames::polars::prelude::*;
 use frames::time_dtype;
 use shared::{Error, Result};
@@ -29,38 +31,6 @@ fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> 
     Ok(ca.iter().collect())
 }
 
-/// The values of a column without nulls, copied chunk by chunk (no per-value Option).
-fn i64s_fast(df: &DataFrame, name: &str, what: &str) -> Result<Vec<i64>> {
-    let c = col(df, name, what)?
-        .cast(&DataType::Int64)
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
-    let ca = c
-        .i64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
-    if ca.null_count() > 0 {
-        return Err(Error::Parse(format!("{what}: null in `{name}`")));
-    }
-    let mut v = Vec::with_capacity(ca.len());
-    for arr in ca.downcast_iter() {
-        v.extend_from_slice(arr.values());
-    }
-    Ok(v)
-}
-
-fn f64s_fast(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
-    let ca = col(df, name, what)?
-        .f64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
-    if ca.null_count() > 0 {
-        return Err(Error::Parse(format!("{what}: null in `{name}`")));
-    }
-    let mut v = Vec::with_capacity(ca.len());
-    for arr in ca.downcast_iter() {
-        v.extend_from_slice(arr.values());
-    }
-    Ok(v)
-}
-
 fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
     opt_f64s(df, name, what)?
         .into_iter()
@@ -76,7 +46,7 @@ fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> 
     Ok(ca.iter().collect())
 }
 
-/// The columns `push_minutes`, `push_funding` and `push_metrics` read.
+/// The columns `read_part` reads of each kind of input.
 pub const KLINE_COLUMNS: [&str; 10] = [
     "open_time",
     "open",
@@ -100,49 +70,82 @@ pub const METRICS_COLUMNS: [&str; 7] = [
     "sum_taker_long_short_vol_ratio",
 ];
 
-/// Append an optimized 1m-klines frame to `m`.
-pub fn push_minutes(m: &mut Minutes, df: &DataFrame, what: &str) -> Result<()> {
-    m.open_time.extend(i64s_fast(df, "open_time", what)?);
-    m.open.extend(f64s_fast(df, "open", what)?);
-    m.high.extend(f64s_fast(df, "high", what)?);
-    m.low.extend(f64s_fast(df, "low", what)?);
-    m.close.extend(f64s_fast(df, "close", what)?);
-    m.volume.extend(f64s_fast(df, "volume", what)?);
-    m.quote_volume.extend(f64s_fast(df, "quote_volume", what)?);
-    m.trades.extend(i64s_fast(df, "trades", what)?);
-    m.taker_buy_volume
-        .extend(f64s_fast(df, "taker_buy_volume", what)?);
-    m.taker_buy_quote_volume
-        .extend(f64s_fast(df, "taker_buy_quote_volume", what)?);
-    Ok(())
+/// One optimized input file, decoded.
+#[derive(Debug)]
+pub enum Part {
+    Minutes(Minutes),
+    Funding(Funding),
+    Metrics(Metrics),
 }
 
-/// Append an optimized fundingRate frame to `f`.
-pub fn push_funding(f: &mut Funding, df: &DataFrame, what: &str) -> Result<()> {
-    f.calc_time.extend(i64s_fast(df, "calc_time", what)?);
-    f.rate.extend(f64s_fast(df, "last_funding_rate", what)?);
-    f.interval_hours
-        .extend(i64s_fast(df, "funding_interval_hours", what)?);
-    Ok(())
+/// The kinds of input file a unit reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Klines,
+    Funding,
+    Metrics,
 }
 
-/// Append an optimized metrics frame to `mt` (columns renamed to the feature names).
-pub fn push_metrics(mt: &mut Metrics, df: &DataFrame, what: &str) -> Result<()> {
-    mt.snapshot_time
-        .extend(i64s_fast(df, "snapshot_time", what)?);
-    mt.open_interest
-        .extend(opt_f64s(df, "sum_open_interest", what)?);
-    mt.open_interest_value
-        .extend(opt_f64s(df, "sum_open_interest_value", what)?);
-    mt.top_trader_account_ls_ratio
-        .extend(opt_f64s(df, "count_toptrader_long_short_ratio", what)?);
-    mt.top_trader_position_ls_ratio
-        .extend(opt_f64s(df, "sum_toptrader_long_short_ratio", what)?);
-    mt.account_ls_ratio
-        .extend(opt_f64s(df, "count_long_short_ratio", what)?);
-    mt.taker_ls_volume_ratio
-        .extend(opt_f64s(df, "sum_taker_long_short_vol_ratio", what)?);
-    Ok(())
+/// Decode one optimized file of `kind` (the columns of `KLINE_COLUMNS`, `FUNDING_COLUMNS` or
+/// `METRICS_COLUMNS`) straight into plain columns; `path` names it in errors.
+pub fn read_part(r: &mut Reader, kind: Kind, bytes: Buffer<u8>, path: &str) -> Result<Part> {
+    let c = |i: usize| match kind {
+        Kind::Klines => KLINE_COLUMNS[i],
+        Kind::Funding => FUNDING_COLUMNS[i],
+        Kind::Metrics => METRICS_COLUMNS[i],
+    };
+    Ok(match kind {
+        Kind::Klines => {
+            let mut m = Minutes::default();
+            r.read_into(
+                bytes,
+                path,
+                &mut [
+                    (c(0), Dest::I64(&mut m.open_time)),
+                    (c(1), Dest::F64(&mut m.open)),
+                    (c(2), Dest::F64(&mut m.high)),
+                    (c(3), Dest::F64(&mut m.low)),
+                    (c(4), Dest::F64(&mut m.close)),
+                    (c(5), Dest::F64(&mut m.volume)),
+                    (c(6), Dest::F64(&mut m.quote_volume)),
+                    (c(7), Dest::I64(&mut m.trades)),
+                    (c(8), Dest::F64(&mut m.taker_buy_volume)),
+                    (c(9), Dest::F64(&mut m.taker_buy_quote_volume)),
+                ],
+            )?;
+            Part::Minutes(m)
+        }
+        Kind::Funding => {
+            let mut f = Funding::default();
+            r.read_into(
+                bytes,
+                path,
+                &mut [
+                    (c(0), Dest::I64(&mut f.calc_time)),
+                    (c(1), Dest::F64(&mut f.rate)),
+                    (c(2), Dest::I64(&mut f.interval_hours)),
+                ],
+            )?;
+            Part::Funding(f)
+        }
+        Kind::Metrics => {
+            let mut mt = Metrics::default();
+            r.read_into(
+                bytes,
+                path,
+                &mut [
+                    (c(0), Dest::I64(&mut mt.snapshot_time)),
+                    (c(1), Dest::OptF64(&mut mt.open_interest)),
+                    (c(2), Dest::OptF64(&mut mt.open_interest_value)),
+                    (c(3), Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
+                    (c(4), Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
+                    (c(5), Dest::OptF64(&mut mt.account_ls_ratio)),
+                    (c(6), Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
+                ],
+            )?;
+            Part::Metrics(mt)
+        }
+    })
 }
 
 /// The output schema's column names, in order.

@@ -28,10 +28,11 @@ use shared::report::{RunHeader, RunReport};
 use shared::{Context, Error, Result};
 
 use features::{Bars, Funding, MINUTE_US, Metrics, Minutes};
+use frame::{Kind, Part};
 
 pub const JOB: &str = "aggregate";
 /// Bump when the output of a unit changes for the same input.
-pub const JOB_VERSION: &str = "1";
+pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
 pub const UPSTREAM: &str = "optimize";
 
@@ -302,12 +303,20 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     let spec = Arc::new(spec);
     let mut total = UnitResult::default();
+    // Units in flight overlap their I/O; the decoding and computing (which use every core on
+    // their own) run for as many units at a time as there are cores, which bounds memory: a
+    // symbol-year of minutes is ~45 MB.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu = Arc::new(tokio::sync::Semaphore::new(cores));
     let work = {
         let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
         move |u: Unit| {
-            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
+            let (spec, ctx, phash, cpu) = (spec.clone(), ctx.clone(), phash.clone(), cpu.clone());
             async move {
                 let key = format!("{}/{}", spec.freq, u.key());
+                let _permit = cpu.acquire().await.expect("never closed");
                 (key, aggregate_unit(&spec, &ctx, &phash, u).await)
             }
         }
@@ -384,35 +393,46 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     let out_path = features_partition(market, &freq, &u.symbol, u.year);
     let mut res = UnitResult::default();
 
-    // Inputs: the months listed (missing ones simply have no rows).
-    let mut minutes = Minutes::default();
-    let mut funding = Funding::default();
-    let mut metrics = Metrics::default();
+    // Inputs: the months listed (missing ones simply have no rows), decoded on every core.
+    let files: Vec<(Kind, String)> = u
+        .months
+        .iter()
+        .filter(|(k, _)| k.as_str() != "verdicts")
+        .map(|(key, (path, _))| {
+            let kind = match key.split(':').next().unwrap_or("") {
+                "klines" => Kind::Klines,
+                "funding" => Kind::Funding,
+                _ => Kind::Metrics,
+            };
+            (kind, path.clone())
+        })
+        .collect();
+    let sources = fetch_sources(&ctx.store, &files).await?;
+    let parts = tokio::task::spawn_blocking(move || decode_parts(files, sources))
+        .await
+        .map_err(|e| Error::Parse(format!("{}: decoding the inputs: {e}", u.key())))??;
+    let (mut minutes, mut funding, mut metrics) =
+        (Minutes::default(), Funding::default(), Metrics::default());
     let (mut has_funding, mut has_metrics) = (false, false);
-    for (key, (path, _)) in u.months.iter().filter(|(k, _)| k.as_str() != "verdicts") {
-        let kind = key.split(':').next().unwrap_or("");
-        let columns: &[&str] = match kind {
-            "klines" => &frame::KLINE_COLUMNS,
-            "funding" => &frame::FUNDING_COLUMNS,
-            _ => &frame::METRICS_COLUMNS,
-        };
-        let Some(df) = frames::read_parquet_columns(&ctx.store, path, columns)
-            .await
-            .map_err(Error::from)?
-        else {
-            return Err(Error::Parse(format!(
-                "{path} is in the optimize manifest but not in the store"
-            )));
-        };
-        match kind {
-            "klines" => frame::push_minutes(&mut minutes, &df, path)?,
-            "funding" => {
+    minutes.reserve(
+        parts
+            .iter()
+            .map(|p| match p {
+                Part::Minutes(m) => m.len(),
+                _ => 0,
+            })
+            .sum(),
+    );
+    for p in parts {
+        match p {
+            Part::Minutes(m) => minutes.append(m),
+            Part::Funding(f) => {
                 has_funding = true;
-                frame::push_funding(&mut funding, &df, path)?
+                funding.append(f)
             }
-            _ => {
+            Part::Metrics(m) => {
                 has_metrics = true;
-                frame::push_metrics(&mut metrics, &df, path)?
+                metrics.append(m)
             }
         }
     }
@@ -430,10 +450,12 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     // Day fingerprints → which days to compute.
     let days: Vec<NaiveDate> = u.first.iter_days().take_while(|d| *d <= u.last).collect();
     let mut hashes = BTreeMap::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
     for &d in &days {
         hashes.insert(
             d,
             day_hash(
+                &mut buf,
                 &minutes,
                 has_funding.then_some(&funding),
                 has_metrics.then_some(&metrics),
@@ -555,6 +577,96 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     Ok(res)
 }
 
+/// Where an input file's bytes come from: a local store's file is read by the decoding thread.
+enum Source {
+    Local(std::path::PathBuf),
+    Fetched(bytes::Bytes),
+}
+
+/// Fetch the inputs of a remote store (eight at a time); name the files of a local one.
+async fn fetch_sources(store: &shared::Store, files: &[(Kind, String)]) -> Result<Vec<Source>> {
+    if store.local_path("").is_some() {
+        return Ok(files
+            .iter()
+            .map(|(_, p)| Source::Local(store.local_path(p).expect("local store")))
+            .collect());
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for chunk in files.chunks(8) {
+        let got = futures::future::join_all(chunk.iter().map(|(_, p)| store.get_opt(p))).await;
+        for ((_, p), g) in chunk.iter().zip(got) {
+            match g? {
+                Some(b) => out.push(Source::Fetched(b)),
+                None => return Err(missing(p)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn missing(path: &str) -> Error {
+    Error::Parse(format!(
+        "{path} is in the optimize manifest but not in the store"
+    ))
+}
+
+/// Decode every input file, on as many threads as there are cores (each with its own reusable
+/// buffers); the parts come back in the order of `files`.
+fn decode_parts(files: Vec<(Kind, String)>, sources: Vec<Source>) -> Result<Vec<Part>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let decode_one = |r: &mut frames::direct::Reader, i: usize| -> Result<Part> {
+        let (kind, path) = &files[i];
+        let bytes = match &sources[i] {
+            Source::Fetched(b) => frames::Buffer::from_owner(b.clone()),
+            Source::Local(p) => match frames::direct::map_file(p) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(path)),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("reading {path}"),
+                        source: e,
+                    });
+                }
+            },
+        };
+        frame::read_part(r, *kind, bytes, path)
+    };
+    let mut done: Vec<(usize, Result<Part>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut r = frames::direct::Reader::new();
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= files.len() {
+                            break out;
+                        }
+                        let p = decode_one(&mut r, i);
+                        let failed = p.is_err();
+                        out.push((i, p));
+                        if failed {
+                            next.store(files.len(), Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("decoder thread panicked"))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, p)| p).collect()
+}
+
 fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
     match t.windows(2).position(|w| w[0] >= w[1]) {
         None => Ok(()),
@@ -569,7 +681,10 @@ fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
 
 /// Everything a day's bars depend on, hashed: its minutes and the one before, the funding
 /// records of the 24 h before its end, the metrics of the hour before its end, its exclusion.
+/// xxh3-128, not sha256: a fingerprint against accidental change (a republished file), where
+/// sha256 over every value was 15% of the job's CPU (tests/README.md); `buf` is reused.
 fn day_hash(
+    buf: &mut Vec<u8>,
     m: &Minutes,
     funding: Option<&Funding>,
     metrics: Option<&Metrics>,
@@ -577,27 +692,27 @@ fn day_hash(
     excluded: bool,
 ) -> String {
     let (s, e) = (day_start_us(day), day_start_us(day) + DAY_US);
-    // Serialized into one buffer and hashed at once (per-value updates cost more than sha256).
-    let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
-    buf.push(excluded as u8);
+    // The minutes' columns are hashed as they lie in memory (native-endian: a fingerprint is
+    // only compared with one made on the same kind of machine); the small rest is serialized.
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[excluded as u8]);
     let a = m.open_time.partition_point(|&t| t < s - MINUTE_US);
     let b = m.open_time.partition_point(|&t| t < e);
-    for i in a..b {
-        buf.extend_from_slice(&m.open_time[i].to_le_bytes());
-        for v in [
-            m.open[i],
-            m.high[i],
-            m.low[i],
-            m.close[i],
-            m.volume[i],
-            m.quote_volume[i],
-            m.taker_buy_volume[i],
-            m.taker_buy_quote_volume[i],
-        ] {
-            buf.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        buf.extend_from_slice(&m.trades[i].to_le_bytes());
+    h.update(bytemuck::cast_slice(&m.open_time[a..b]));
+    h.update(bytemuck::cast_slice(&m.trades[a..b]));
+    for c in [
+        &m.open,
+        &m.high,
+        &m.low,
+        &m.close,
+        &m.volume,
+        &m.quote_volume,
+        &m.taker_buy_volume,
+        &m.taker_buy_quote_volume,
+    ] {
+        h.update(bytemuck::cast_slice(&c[a..b]));
     }
+    buf.clear();
     buf.extend_from_slice(b"|funding");
     if let Some(f) = funding {
         let a = f
@@ -633,5 +748,6 @@ fn day_hash(
             }
         }
     }
-    shared::checksum::sha256_hex(&buf)
+    h.update(buf);
+    format!("{:032x}", h.digest128())
 }

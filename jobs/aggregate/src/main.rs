@@ -21,6 +21,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    frames::tune_allocator();
     let cli = Cli::parse();
     jobmain::main(cli.common.log_format, "aggregate", async move {
         let clock = Clock::System;

@@ -15,12 +15,27 @@
 //! Polars' own reader.
 
 use polars_buffer::Buffer;
+use polars_parquet::parquet::CowBuffer;
+use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::page::{CompressedPage, Page};
 use polars_parquet::parquet::page::{DataPage, split_buffer};
-use polars_parquet::parquet::read::{BasicDecompressor, get_page_iterator, read_metadata};
+use polars_parquet::parquet::read::{decompress, get_page_iterator, read_metadata};
 use polars_parquet::parquet::schema::types::PhysicalType;
 
 use crate::{Error, Result};
+
+/// A local file's bytes, memory-mapped (no copy, no fresh memory to fault in). The pipeline's
+/// files are written whole under a temporary name and renamed, never modified in place.
+pub fn map_file(path: &std::path::Path) -> std::io::Result<Buffer<u8>> {
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() == 0 {
+        return Ok(Buffer::from(Vec::new()));
+    }
+    // SAFETY: see above; a file replaced meanwhile keeps its old pages mapped.
+    let map = unsafe { memmap2::Mmap::map(&f)? };
+    Ok(Buffer::from_owner(map))
+}
 
 /// Where one column's values go; they are appended.
 pub enum Dest<'a> {
@@ -50,10 +65,10 @@ fn bad(path: &str, column: &str, what: impl std::fmt::Display) -> Error {
     )))
 }
 
-/// Scratch buffers reused across pages, columns and files.
-#[derive(Default)]
+/// Scratch buffers (and the zstd context) reused across pages, columns and files.
 pub struct Reader {
     page: Vec<u8>,
+    zstd: DecompressionContext,
     levels: Vec<u32>,
     indices: Vec<u32>,
     dict_f64: Vec<f64>,
@@ -69,6 +84,21 @@ enum DictKind {
     F64,
     I64,
     Bool,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader {
+            page: Vec::new(),
+            zstd: DecompressionContext::Unset,
+            levels: Vec::new(),
+            indices: Vec::new(),
+            dict_f64: Vec::new(),
+            dict_i64: Vec::new(),
+            dict_bool: Vec::new(),
+            opt: Vec::new(),
+        }
+    }
 }
 
 impl Reader {
@@ -111,29 +141,40 @@ impl Reader {
                     return Err(bad(path, name, "nested columns are not supported"));
                 }
                 let before = dest_len(dest);
-                let reader = get_page_iterator(
+                let pages = get_page_iterator(
                     chunk,
                     std::io::Cursor::new(bytes.clone()),
                     Vec::new(),
                     usize::MAX,
                 )
                 .map_err(|e| bad(path, name, format!("seeking the column: {e}")))?;
-                let mut pages = BasicDecompressor::new(reader, std::mem::take(&mut self.page));
+                let compressed = chunk.compression() != Compression::Uncompressed;
                 let mut dict = DictKind::None;
-                if let Some(d) = pages
-                    .read_dict_page()
-                    .map_err(|e| bad(path, name, format!("dictionary page: {e}")))?
-                {
-                    dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
+                for page in pages {
+                    let page = page.map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
+                    let is_dict = matches!(page, CompressedPage::Dict(_));
+                    let page = decompress(page, &mut self.page, &mut self.zstd)
+                        .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?;
+                    match page {
+                        Page::Dict(d) if is_dict && dict == DictKind::None => {
+                            dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
+                            if let CowBuffer::Owned(v) = d.buffer {
+                                self.page = v;
+                            }
+                        }
+                        Page::Dict(_) => {
+                            return Err(bad(path, name, "a second dictionary page"));
+                        }
+                        Page::Data(mut p) => {
+                            self.decode_page(&p, dict, dest, path, name)?;
+                            // The decompression buffer, back for the next page (an uncompressed
+                            // page borrows the file's bytes instead).
+                            if compressed {
+                                self.page = std::mem::take(p.buffer_mut());
+                            }
+                        }
+                    }
                 }
-                while let Some(item) = pages.next() {
-                    let page = item
-                        .and_then(|p| p.decompress(&mut pages))
-                        .map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
-                    self.decode_page(&page, dict, dest, path, name)?;
-                    pages.reuse_page_buffer(page);
-                }
-                self.page = pages.into_inner();
                 let got = dest_len(dest) - before;
                 if got != rg.num_rows() {
                     return Err(bad(
@@ -293,11 +334,12 @@ fn dest_len(d: &Dest<'_>) -> usize {
 }
 
 /// `n` little-endian 8-byte values.
+#[inline]
 fn plain8<T>(
     b: &[u8],
     n: usize,
     out: &mut Vec<T>,
-    f: fn([u8; 8]) -> T,
+    f: impl Fn([u8; 8]) -> T,
 ) -> Result<(), &'static str> {
     let b = b.get(..n * 8).ok_or("page shorter than its values")?;
     out.extend(b.chunks_exact(8).map(|c| f(c.try_into().expect("8 bytes"))));
@@ -398,7 +440,7 @@ fn delta_binary_packed(mut b: &[u8], out: &mut Vec<i64>) -> Result<(), &'static 
     if total == 0 {
         return Ok(());
     }
-    if minis == 0 || block % minis != 0 || (block / minis) % 32 != 0 {
+    if minis == 0 || !block.is_multiple_of(minis) || !(block / minis).is_multiple_of(32) {
         return Err("malformed delta block header");
     }
     let per_mini = block / minis;
@@ -441,13 +483,14 @@ mod tests {
         let t: Vec<i64> = (0..n as i64)
             .map(|i| 1_700_000_000_000_000 + i * 60_000_000)
             .collect();
-        // A few distinct values (Polars dictionary-encodes them) and many (plain).
+        // Few distinct values and many.
         let few: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.1).collect();
         let many: Vec<f64> = (0..n).map(|i| (i as f64).sqrt() * 1.5 - 3.0).collect();
         let opt: Vec<Option<f64>> = (0..n)
             .map(|i| (!nulls || i % 5 != 3).then_some(i as f64 / 3.0))
             .collect();
-        let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 - (i % 4) * 1000).collect();
+        // Nine distinct integers (Polars dictionary-encodes them), with negative deltas.
+        let ids: Vec<i64> = (0..n as i64).map(|i| (i % 9) * 1000 - 4000).collect();
         let flags: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
         DataFrame::new(
             n,
@@ -465,16 +508,16 @@ mod tests {
         .unwrap()
     }
 
-    fn read_all(
-        bytes: Vec<u8>,
-    ) -> (
+    type Cols = (
         Vec<i64>,
         Vec<f64>,
         Vec<f64>,
         Vec<Option<f64>>,
         Vec<i64>,
         Vec<bool>,
-    ) {
+    );
+
+    fn read_all(bytes: Vec<u8>) -> Cols {
         let (mut t, mut few, mut many, mut opt, mut ids, mut flags) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut r = Reader::new();
@@ -494,17 +537,7 @@ mod tests {
         (t, few, many, opt, ids, flags)
     }
 
-    fn expect(
-        df: &DataFrame,
-        got: &(
-            Vec<i64>,
-            Vec<f64>,
-            Vec<f64>,
-            Vec<Option<f64>>,
-            Vec<i64>,
-            Vec<bool>,
-        ),
-    ) {
+    fn expect(df: &DataFrame, got: &Cols) {
         let t: Vec<i64> = df
             .column("t")
             .unwrap()
@@ -558,14 +591,14 @@ mod tests {
                 },
             )
             .unwrap();
-            // The writer chose a dictionary for the low-cardinality column.
+            // The writer chose a dictionary for the low-cardinality integers.
             let meta = read_metadata(&mut std::io::Cursor::new(bytes.clone())).unwrap();
-            let few = meta.row_groups[0]
-                .columns_under_root_iter("few")
+            let ids = meta.row_groups[0]
+                .columns_under_root_iter("ids")
                 .unwrap()
                 .next()
                 .unwrap();
-            assert!(few.dictionary_page_offset().is_some());
+            assert!(ids.dictionary_page_offset().is_some(), "{n}");
             // Same values as Polars' own reader of the same bytes.
             let polars_df = crate::read_parquet_bytes(bytes.clone().into(), "x").unwrap();
             assert_eq!(polars_df, df);

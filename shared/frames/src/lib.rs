@@ -14,7 +14,10 @@ use shared::store::Store;
 pub use polars;
 pub use polars_buffer::Buffer;
 
+pub mod alloc;
 pub mod direct;
+
+pub use alloc::tune_allocator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
