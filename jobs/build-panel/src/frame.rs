@@ -5,7 +5,7 @@
 use frames::polars::prelude::*;
 use shared::{Error, Result};
 
-use crate::panel::{COLUMNS, CS_FACTORS, Col, Kind, Panel, Series, TS_FACTORS};
+use crate::panel::{COLUMNS, CS_FACTORS, Col, Factors, Kind, Panel, Series, TS_FACTORS};
 use crate::universe::FundingRecords;
 
 fn col<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Column> {
@@ -95,7 +95,7 @@ pub fn panel_columns() -> Vec<&'static str> {
 pub fn panel_frame(
     panel: &Panel,
     series: &[Series],
-    factors: &[Vec<Vec<Option<f64>>>],
+    factors: &[Factors],
     range: std::ops::Range<usize>,
 ) -> Result<DataFrame> {
     let rows = &panel.rows[range.clone()];
@@ -120,7 +120,7 @@ pub fn panel_frame(
             .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
             .into_column(),
     );
-    for c in 0..COLUMNS.len() {
+    for (c, (_, kind, _)) in COLUMNS.iter().enumerate() {
         let n = name();
         cols.push(match &series.first().map(|s| &s.cols[c]) {
             Some(Col::I(_)) => {
@@ -140,7 +140,7 @@ pub fn panel_frame(
                     .collect();
                 Column::new(n, v)
             }
-            None => match COLUMNS[c].1 {
+            None => match kind {
                 Kind::F64 => Column::new(n, Vec::<Option<f64>>::new()),
                 Kind::I64 => Column::new(n, Vec::<Option<i64>>::new()),
             },
@@ -151,7 +151,7 @@ pub fn panel_frame(
         .map(|(s, r)| series[*s as usize].filled[*r as usize])
         .collect();
     cols.push(Column::new(name(), filled));
-    for f in 0..TS_FACTORS.len() {
+    for (f, _) in TS_FACTORS.iter().enumerate() {
         let v: Vec<Option<f64>> = rows
             .iter()
             .map(|(s, r)| factors[*s as usize][f][*r as usize])

@@ -451,12 +451,12 @@ pub fn compute(
     from: i64,
     to: i64,
     params: &Params,
-) -> (Vec<Series>, Vec<Vec<Vec<Option<f64>>>>, panel::Panel) {
+) -> (Vec<Series>, Vec<panel::Factors>, panel::Panel) {
+    // Each input is freed once filled: the two copies of the whole history never coexist.
     let series: Vec<Series> = real
-        .iter()
-        .map(|s| panel::forward_fill(s, params.max_ffill_hours))
+        .into_iter()
+        .map(|s| panel::forward_fill(&s, params.max_ffill_hours))
         .collect();
-    drop(real);
     let factors: Vec<_> = series.iter().map(panel::ts_factors).collect();
     let universe = match funding {
         None => Universe::Static,
@@ -580,8 +580,8 @@ async fn build_panel(
         .collect();
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut outputs = vec![out.clone()];
-    if spec.qlib {
-        if let Some((first, last)) = span {
+    if let (true, Some((first, last))) = (spec.qlib, span) {
+        {
             let q = &paths.qlib;
             let cal = format!("{q}calendars/{}.txt", qlib::FREQ);
             ctx.store

@@ -94,6 +94,9 @@ pub const CS_FACTORS: [&str; 2] = ["funding_pressure", "relative_volume"];
 /// `relative_volume` is the eighth.
 const NULL_DROPS: [usize; 7] = [0, 1, 2, 4, 5, 6, 7];
 
+/// The time-series factors of one series: one column per [`TS_FACTORS`] entry.
+pub type Factors = Vec<Vec<Option<f64>>>;
+
 /// One column of values; null is `None`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Col {
@@ -255,9 +258,9 @@ impl Series {
                 i + 1
             ));
         }
-        for c in 0..=CLOSE {
+        for (c, (name, _, _)) in COLUMNS.iter().enumerate().take(CLOSE + 1) {
             if let Some(i) = self.f(c).iter().position(Option::is_none) {
-                return Err(format!("null `{}` at row {i}", COLUMNS[c].0));
+                return Err(format!("null `{name}` at row {i}"));
             }
         }
         Ok(())
@@ -267,8 +270,23 @@ impl Series {
 /// Step 2: inside the listing interval, each hour without a bar that lies within
 /// `max_ffill_hours` of the previous real bar gets a filled row. `real` holds real bars only.
 pub fn forward_fill(real: &Series, max_ffill_hours: i64) -> Series {
-    let mut out = Series::new(real.symbol.clone());
     let n = real.len();
+    // The exact row count first: the columns are allocated once, at their final size.
+    let fills: i64 = real
+        .open_time
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) / HOUR_US - 1).clamp(0, max_ffill_hours))
+        .sum();
+    let rows = n + fills as usize;
+    let mut out = Series::new(real.symbol.clone());
+    out.open_time.reserve_exact(rows);
+    out.filled.reserve_exact(rows);
+    for c in &mut out.cols {
+        match c {
+            Col::F(v) => v.reserve_exact(rows),
+            Col::I(v) => v.reserve_exact(rows),
+        }
+    }
     let push_real = |out: &mut Series, i: usize| {
         out.open_time.push(real.open_time[i]);
         out.filled.push(false);
@@ -330,7 +348,7 @@ fn rolling_mean(open_time: &[i64], v: &[Option<f64>], i: usize, n: i64) -> Optio
 }
 
 /// The time-series factors of one (forward-filled) series, one column per [`TS_FACTORS`] entry.
-pub fn ts_factors(s: &Series) -> Vec<Vec<Option<f64>>> {
+pub fn ts_factors(s: &Series) -> Factors {
     let n = s.len();
     let t = &s.open_time;
     let (high, low, close) = (s.f(HIGH), s.f(LOW), s.f(CLOSE));
@@ -356,7 +374,7 @@ pub fn ts_factors(s: &Series) -> Vec<Vec<Option<f64>>> {
         let j = lag(i, k)?;
         div(close[i]?, close[j]?).map(|x| x - 1.0)
     };
-    let mut out: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); TS_FACTORS.len()];
+    let mut out: Factors = vec![Vec::with_capacity(n); TS_FACTORS.len()];
     let mut true_range = Vec::with_capacity(n);
     for i in 0..n {
         let (h, l) = (high[i].expect("checked"), low[i].expect("checked"));
@@ -475,7 +493,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// [`ts_factors`]), for the hours in `[from, to)`.
 pub fn build(
     series: &[Series],
-    factors: &[Vec<Vec<Option<f64>>>],
+    factors: &[Factors],
     universe: &Universe,
     from: i64,
     to: i64,

@@ -7,7 +7,7 @@
 
 use chrono::DateTime;
 
-use crate::panel::{COLUMNS, CS_FACTORS, HOUR_US, Panel, Series, TS_FACTORS};
+use crate::panel::{COLUMNS, CS_FACTORS, Factors, HOUR_US, Panel, Series, TS_FACTORS};
 
 /// Qlib's name for the hourly frequency (it has no hour unit).
 pub const FREQ: &str = "60min";
@@ -64,7 +64,7 @@ pub fn bin(start_index: usize, values: &[f32]) -> Vec<u8> {
 pub fn value(
     panel: &Panel,
     series: &[Series],
-    factors: &[Vec<Vec<Option<f64>>>],
+    factors: &[Factors],
     k: usize,
     f: usize,
 ) -> Option<f64> {
@@ -90,7 +90,7 @@ pub fn value(
 pub fn symbol_files(
     panel: &Panel,
     series: &[Series],
-    factors: &[Vec<Vec<Option<f64>>>],
+    factors: &[Factors],
     rows: &[usize],
     calendar_first: i64,
 ) -> Vec<(&'static str, Vec<u8>)> {

@@ -298,7 +298,7 @@ fn run(
     from: i64,
     to: i64,
     p: &Params,
-) -> (Vec<Series>, Vec<Vec<Vec<Option<f64>>>>, Panel) {
+) -> (Vec<Series>, Vec<Factors>, Panel) {
     let s: Vec<Series> = series
         .iter()
         .map(|s| forward_fill(s, p.max_ffill_hours))
@@ -524,10 +524,10 @@ fn top_funding_ranks_point_in_time_holds_until_the_next_ranking_and_breaks_ties_
     // 8:59:59.999) but not for 7:00.
     let f3 = vec![
         rec(&[(0, 0.001), (8 * H + 30 * 60 * 1_000_000, 0.009)]),
-        rec(&[(0, 0.002)]),
+        rec(&[(0, 0.002), (7 * H + 5 * ms, 0.002)]),
     ];
     let r3 = top_funding(&n2, &f3, 1);
-    assert_eq!(r3, vec![(0, vec![1]), (8 * H, vec![0])]);
+    assert_eq!(r3, vec![(0, vec![1]), (7 * H, vec![1]), (8 * H, vec![0])]);
 
     // In the panel: members only while ranked, held between rankings; coverage base `all` is
     // the number of members.
@@ -619,17 +619,19 @@ fn world(seed: u64) -> (Vec<Series>, Vec<FundingRecords>) {
             f.rate.push((rng.next() - 0.5) * 2e-3);
             h += step;
         }
+        if i == 1 {
+            // A ranking in the hour before T = 300 (see the perturbation test).
+            let k = f.calc_time.partition_point(|&t| t < 299 * H);
+            f.calc_time.insert(k, 299 * H + 10_000);
+            f.rate.insert(k, 1e-4);
+        }
         funding.push(f);
     }
     (series, funding)
 }
 
 /// Every row of a panel as comparable values: (hour, symbol, every column as bits).
-fn rows_of(
-    s: &[Series],
-    f: &[Vec<Vec<Option<f64>>>],
-    p: &Panel,
-) -> Vec<(i64, String, Vec<Option<u64>>)> {
+fn rows_of(s: &[Series], f: &[Factors], p: &Panel) -> Vec<(i64, String, Vec<Option<u64>>)> {
     p.rows
         .iter()
         .enumerate()
@@ -715,6 +717,11 @@ fn future_perturbation_leaves_every_row_before_t_unchanged() {
                 f.calc_time.insert(k, cut);
                 f.rate.insert(k, 0.5);
             }
+            if i == 2 {
+                // Within the hour after T: invisible to the row labelled T - 1h.
+                f.calc_time.insert(k, cut + 10 * 60 * 1_000_000);
+                f.rate.insert(k, -0.7);
+            }
             if i == 1 {
                 f.calc_time.truncate(k + 2);
                 f.rate.truncate(k + 2);
@@ -740,6 +747,17 @@ fn future_perturbation_leaves_every_row_before_t_unchanged() {
             v.iter().filter(|r| r.0 < t_hour).cloned().collect()
         };
         let (b, a) = (early(&before), early(&after));
+        eprintln!(
+            "{universe:?} {:?}\n{:?}",
+            b.iter()
+                .filter(|r| r.0 >= 298)
+                .map(|r| (r.0, r.1.clone()))
+                .collect::<Vec<_>>(),
+            a.iter()
+                .filter(|r| r.0 >= 298)
+                .map(|r| (r.0, r.1.clone()))
+                .collect::<Vec<_>>()
+        );
         assert!(b.len() > 100, "{universe:?}: {} rows before T", b.len());
         assert_eq!(b, a, "{universe:?} {base:?}: a row before T changed");
         // …and the perturbation did change rows after T (the test can fail).
