@@ -23,6 +23,7 @@ use crate::spec::{BarSpec, Source};
 use crate::state::{self, Checkpoint, Ledger, month_key};
 use crate::upstream::Upstream;
 use crate::{JOB, JOB_VERSION};
+use frames::direct::Dest;
 
 /// Trades per engine call when several specs share a pass: the chunk stays in cache while
 /// every spec runs over it.
@@ -342,42 +343,65 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
             .block_on(LocalCopy::fetch(&ctx.store, &file.path))?
             .ok_or_else(|| Error::Parse(format!("input {} is missing", file.path)))?;
         let pf = ParquetFile::open(local.path(), &file.path)?;
+        // A row group wholly before the first day is not decoded (a nightly run reads the end
+        // of the month only).
         let skip_before = day_start_us(first);
-        for rg in 0..pf.num_row_groups() {
-            if ctx.cancel.is_cancelled() {
-                return Err(Error::Interrupted);
+        let groups: Vec<usize> = (0..pf.num_row_groups())
+            .filter(|&rg| !pf.max_i64(rg, cols[2]).is_some_and(|t| t < skip_before))
+            .collect();
+        // Row group k + 1 is decoded (on its own threads) while the specs run over row group
+        // k; two sets of column buffers go round between the two sides.
+        let past_last = std::thread::scope(|scope| -> Result<bool> {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<RowGroup>>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<RowGroup>();
+            for _ in 0..2 {
+                let _ = empty_tx.send(RowGroup::default());
             }
-            // A row group wholly before the first day is not decoded (a nightly run reads
-            // the end of the month only).
-            if pf.max_i64(rg, cols[2]).is_some_and(|t| t < skip_before) {
-                continue;
-            }
-            let s = pf.read(rg, &cols)?;
-            let price = input::f64s(&s[0], &file.path)?;
-            let qty = input::f64s(&s[1], &file.path)?;
-            let time = input::i64s(&s[2], &file.path)?;
-            let bm = input::bools(&s[3], &file.path)?;
-            let all = Trades {
-                price: &price,
-                qty: &qty,
-                time: &time,
-                buyer_maker: &bm,
-            };
-            let mut i = 0;
-            while i < all.len() {
-                let day = day_of_us(time[i]);
-                let end = day_start_us(day) + DAY_US;
-                let j = i + time[i..].partition_point(|&t| t < end);
-                if day > last {
-                    break 'months;
+            let pf = &pf;
+            scope.spawn(move || {
+                let mut scratch: [input::Scratch; 4] = Default::default();
+                for rg in groups {
+                    let Ok(mut c) = empty_rx.recv() else { break };
+                    let r = c.decode(pf, rg, &cols, &mut scratch).map(|()| c);
+                    let failed = r.is_err();
+                    if full_tx.send(r).is_err() || failed {
+                        break;
+                    }
                 }
-                if day >= first {
-                    days.advance(&mut tracks, day)?;
-                    trades_read += (j - i) as u64;
-                    feed(&mut tracks, day, all.slice(i, j))?;
+            });
+            for c in full_rx {
+                if ctx.cancel.is_cancelled() {
+                    return Err(Error::Interrupted);
                 }
-                i = j;
+                let c = c?;
+                let all = Trades {
+                    price: &c.price,
+                    qty: &c.qty,
+                    time: &c.time,
+                    buyer_maker: &c.bm,
+                };
+                let time = &c.time;
+                let mut i = 0;
+                while i < all.len() {
+                    let day = day_of_us(time[i]);
+                    let end = day_start_us(day) + DAY_US;
+                    let j = i + time[i..].partition_point(|&t| t < end);
+                    if day > last {
+                        return Ok(true);
+                    }
+                    if day >= first {
+                        days.advance(&mut tracks, day)?;
+                        trades_read += (j - i) as u64;
+                        feed(&mut tracks, day, all.slice(i, j))?;
+                    }
+                    i = j;
+                }
+                let _ = empty_tx.send(c);
             }
+            Ok(false)
+        })?;
+        if past_last {
+            break 'months;
         }
         month = next;
     }
@@ -396,6 +420,41 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
         tracks: out,
         trades_read,
     })
+}
+
+/// One row group's trade columns, reused from one row group to the next.
+#[derive(Default)]
+struct RowGroup {
+    price: Vec<f64>,
+    qty: Vec<f64>,
+    time: Vec<i64>,
+    bm: Vec<bool>,
+}
+
+impl RowGroup {
+    fn decode(
+        &mut self,
+        pf: &ParquetFile,
+        rg: usize,
+        cols: &[&str; 4],
+        scratch: &mut [input::Scratch; 4],
+    ) -> Result<()> {
+        self.price.clear();
+        self.qty.clear();
+        self.time.clear();
+        self.bm.clear();
+        pf.decode(
+            rg,
+            cols,
+            scratch,
+            &mut [
+                Dest::F64(&mut self.price),
+                Dest::F64(&mut self.qty),
+                Dest::I64(&mut self.time),
+                Dest::Bool(&mut self.bm),
+            ],
+        )
+    }
 }
 
 /// Feed one day's trades to every spec whose history covers the day.

@@ -18,9 +18,10 @@ use polars_buffer::Buffer;
 use polars_parquet::parquet::CowBuffer;
 use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::metadata::{ColumnChunkMetadata, RowGroupMetadata};
 use polars_parquet::parquet::page::{CompressedPage, Page};
 use polars_parquet::parquet::page::{DataPage, split_buffer};
-use polars_parquet::parquet::read::{decompress, get_page_iterator, read_metadata};
+use polars_parquet::parquet::read::{PageReader, decompress, get_page_iterator, read_metadata};
 use polars_parquet::parquet::schema::types::PhysicalType;
 
 use crate::{Error, Result};
@@ -118,29 +119,7 @@ impl Reader {
             .map_err(|e| bad(path, "-", format!("reading the footer: {e}")))?;
         for rg in &meta.row_groups {
             for (name, dest) in dests.iter_mut() {
-                let mut chunks = rg
-                    .columns_under_root_iter(name)
-                    .ok_or_else(|| bad(path, name, "not in the file"))?;
-                let chunk = chunks.next().ok_or_else(|| bad(path, name, "no data"))?;
-                if chunks.next().is_some() {
-                    return Err(bad(path, name, "nested columns are not supported"));
-                }
-                let desc = &chunk.descriptor().descriptor;
-                if desc.primitive_type.physical_type != dest.physical() {
-                    return Err(bad(
-                        path,
-                        name,
-                        format!(
-                            "stored as {:?}, read as {:?}",
-                            desc.primitive_type.physical_type,
-                            dest.physical()
-                        ),
-                    ));
-                }
-                if desc.max_rep_level != 0 || desc.max_def_level > 1 {
-                    return Err(bad(path, name, "nested columns are not supported"));
-                }
-                let before = dest_len(dest);
+                let chunk = column_chunk(rg, path, name)?;
                 let pages = get_page_iterator(
                     chunk,
                     std::io::Cursor::new(bytes.clone()),
@@ -148,44 +127,98 @@ impl Reader {
                     usize::MAX,
                 )
                 .map_err(|e| bad(path, name, format!("seeking the column: {e}")))?;
-                let compressed = chunk.compression() != Compression::Uncompressed;
-                let mut dict = DictKind::None;
-                for page in pages {
-                    let page = page.map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
-                    let is_dict = matches!(page, CompressedPage::Dict(_));
-                    let page = decompress(page, &mut self.page, &mut self.zstd)
-                        .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?;
-                    match page {
-                        Page::Dict(d) if is_dict && dict == DictKind::None => {
-                            dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
-                            if let CowBuffer::Owned(v) = d.buffer {
-                                self.page = v;
-                            }
-                        }
-                        Page::Dict(_) => {
-                            return Err(bad(path, name, "a second dictionary page"));
-                        }
-                        Page::Data(mut p) => {
-                            self.decode_page(&p, dict, dest, path, name)?;
-                            // The decompression buffer, back for the next page (an uncompressed
-                            // page borrows the file's bytes instead).
-                            if compressed {
-                                self.page = std::mem::take(p.buffer_mut());
-                            }
-                        }
-                    }
-                }
-                let got = dest_len(dest) - before;
-                if got != rg.num_rows() {
-                    return Err(bad(
-                        path,
-                        name,
-                        format!("{got} values in a row group of {} rows", rg.num_rows()),
-                    ));
-                }
+                self.decode_chunk(pages, chunk, rg.num_rows(), path, name, dest)?;
             }
         }
         Ok(meta.num_rows)
+    }
+
+    /// Append one column chunk of a row group of `rows` rows, from the chunk's own bytes (its
+    /// byte range, read by the caller).
+    pub fn read_chunk(
+        &mut self,
+        chunk_bytes: Buffer<u8>,
+        chunk: &ColumnChunkMetadata,
+        rows: usize,
+        path: &str,
+        dest: &mut Dest<'_>,
+    ) -> Result<()> {
+        let name = chunk
+            .descriptor()
+            .path_in_schema
+            .first()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let pages = PageReader::new(
+            std::io::Cursor::new(chunk_bytes),
+            chunk,
+            Vec::new(),
+            usize::MAX,
+        );
+        self.decode_chunk(pages, chunk, rows, path, &name, dest)
+    }
+
+    fn decode_chunk(
+        &mut self,
+        pages: PageReader,
+        chunk: &ColumnChunkMetadata,
+        rows: usize,
+        path: &str,
+        name: &str,
+        dest: &mut Dest<'_>,
+    ) -> Result<()> {
+        let desc = &chunk.descriptor().descriptor;
+        if desc.primitive_type.physical_type != dest.physical() {
+            return Err(bad(
+                path,
+                name,
+                format!(
+                    "stored as {:?}, read as {:?}",
+                    desc.primitive_type.physical_type,
+                    dest.physical()
+                ),
+            ));
+        }
+        if desc.max_rep_level != 0 || desc.max_def_level > 1 {
+            return Err(bad(path, name, "nested columns are not supported"));
+        }
+        let before = dest_len(dest);
+        let compressed = chunk.compression() != Compression::Uncompressed;
+        let mut dict = DictKind::None;
+        for page in pages {
+            let page = page.map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
+            let is_dict = matches!(page, CompressedPage::Dict(_));
+            let page = decompress(page, &mut self.page, &mut self.zstd)
+                .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?;
+            match page {
+                Page::Dict(d) if is_dict && dict == DictKind::None => {
+                    dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
+                    if let CowBuffer::Owned(v) = d.buffer {
+                        self.page = v;
+                    }
+                }
+                Page::Dict(_) => {
+                    return Err(bad(path, name, "a second dictionary page"));
+                }
+                Page::Data(mut p) => {
+                    self.decode_page(&p, dict, dest, path, name)?;
+                    // The decompression buffer, back for the next page (an uncompressed page
+                    // borrows the file's bytes instead).
+                    if compressed {
+                        self.page = std::mem::take(p.buffer_mut());
+                    }
+                }
+            }
+        }
+        let got = dest_len(dest) - before;
+        if got != rows {
+            return Err(bad(
+                path,
+                name,
+                format!("{got} values in a row group of {rows} rows"),
+            ));
+        }
+        Ok(())
     }
 
     fn decode_dict(
@@ -322,6 +355,22 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The chunk of the flat column `name` in row group `rg`.
+pub fn column_chunk<'m>(
+    rg: &'m RowGroupMetadata,
+    path: &str,
+    name: &str,
+) -> Result<&'m ColumnChunkMetadata> {
+    let mut chunks = rg
+        .columns_under_root_iter(name)
+        .ok_or_else(|| bad(path, name, "not in the file"))?;
+    let chunk = chunks.next().ok_or_else(|| bad(path, name, "no data"))?;
+    if chunks.next().is_some() {
+        return Err(bad(path, name, "nested columns are not supported"));
+    }
+    Ok(chunk)
 }
 
 fn dest_len(d: &Dest<'_>) -> usize {

@@ -17,6 +17,7 @@ use bars::input::{self, ParquetFile};
 use bars::spec::{BarSpec, BarType, Rule, Sign, Source};
 use chrono::{Datelike, NaiveDate};
 use clap::Parser;
+use frames::direct::Dest;
 use frames::polars::prelude::DataFrame;
 use frames::{ParquetOptions, ParquetSink, to_column};
 use shared::formats::ColumnData;
@@ -205,12 +206,19 @@ fn load(path: &Path) -> anyhow::Result<(Columns, f64)> {
         time: Vec::with_capacity(f.num_rows()),
         bm: Vec::with_capacity(f.num_rows()),
     };
+    let mut scratch: [input::Scratch; 4] = Default::default();
     for rg in 0..f.num_row_groups() {
-        let s = f.read(rg, &Source::AggTrades.columns())?;
-        c.price.extend_from_slice(&input::f64s(&s[0], "bench")?);
-        c.qty.extend_from_slice(&input::f64s(&s[1], "bench")?);
-        c.time.extend_from_slice(&input::i64s(&s[2], "bench")?);
-        c.bm.extend(input::bools(&s[3], "bench")?);
+        f.decode(
+            rg,
+            &Source::AggTrades.columns(),
+            &mut scratch,
+            &mut [
+                Dest::F64(&mut c.price),
+                Dest::F64(&mut c.qty),
+                Dest::I64(&mut c.time),
+                Dest::Bool(&mut c.bm),
+            ],
+        )?;
     }
     Ok((c, t.elapsed().as_secs_f64()))
 }
