@@ -347,7 +347,7 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
         // of the month only).
         let skip_before = day_start_us(first);
         let groups: Vec<usize> = (0..pf.num_row_groups())
-            .filter(|&rg| !pf.max_i64(rg, cols[2]).is_some_and(|t| t < skip_before))
+            .filter(|&rg| pf.max_i64(rg, cols[2]).is_none_or(|t| t >= skip_before))
             .collect();
         // Row group k + 1 is decoded (on its own threads) while the specs run over row group
         // k; two sets of column buffers go round between the two sides.
