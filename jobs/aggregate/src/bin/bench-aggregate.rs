@@ -365,8 +365,8 @@ async fn main() -> anyhow::Result<()> {
             case,
             "pandas",
             n,
-            v["rows"],
-            v["bars"],
+            v["rows"].to_string(),
+            v["bars"].to_string(),
             pd_secs,
             pd_rate,
             pd.rss_kib
