@@ -531,23 +531,27 @@ async fn build_panel(
     let marker = format!("{}{}", paths.qlib, qlib::MARKER);
     ctx.store.delete(&marker).await?;
 
-    // The panel, in row groups.
+    // The panel, in row groups, through a local temp file (the encoded panel is not held in
+    // memory), uploaded whole.
     let mut out = {
-        let mut buf = frames::ParquetBuffer::new(
+        let mut sink = frames::ParquetSink::new(
             frame::panel_frame(&panel, &series, &factors, 0..0)?.schema(),
-            &frames::ParquetOptions::default(),
+            &frames::ParquetOptions {
+                row_group_rows: Some(ROW_GROUP),
+                zstd_level: None,
+            },
         )
         .map_err(Error::from)?;
         let mut k = 0;
         while k < panel.rows.len() {
             let e = (k + ROW_GROUP).min(panel.rows.len());
-            buf.write(&frame::panel_frame(&panel, &series, &factors, k..e)?)
+            sink.write(&frame::panel_frame(&panel, &series, &factors, k..e)?)
                 .map_err(Error::from)?;
             k = e;
         }
-        let (bytes, out) = buf.finish(&paths.panel).map_err(Error::from)?;
-        ctx.store.put(&paths.panel, bytes).await?;
-        out
+        sink.finish(&ctx.store, &paths.panel)
+            .await
+            .map_err(Error::from)?
     };
     let time = |k: usize| {
         let (s, r) = panel.rows[k];
