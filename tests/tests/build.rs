@@ -523,6 +523,45 @@ async fn panel_against_pandas_summary_rerun_rebuild_top_funding_and_qlib_round_t
     assert!((close(&df2, "AAAUSDT") / close(&df, "AAAUSDT") - 1.5).abs() < 1e-12);
     assert_eq!(close(&df2, "DDDUSDT"), close(&df, "DDDUSDT"));
 
+    // `--universe all` (every symbol in the features store: these four) is the same panel, byte
+    // for byte; `--dry-run` plans it and writes nothing.
+    let r = ok(
+        root,
+        &[
+            "--name",
+            "every",
+            "--symbols",
+            "all",
+            "--universe",
+            "all",
+            "--start",
+            start,
+            "--end",
+            end,
+        ],
+    );
+    assert_eq!(r["details"]["candidates"], 4, "{r}");
+    assert_eq!(
+        sha(&root.join("final/every/panel.parquet")),
+        sha(&panel_path)
+    );
+    let r = ok(
+        root,
+        &[
+            "--name",
+            "dry",
+            "--symbols",
+            SYMBOLS,
+            "--start",
+            start,
+            "--end",
+            end,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(r["outcome"], "dry_run", "{r}");
+    assert!(!root.join("final/dry").exists());
+
     // 6. top-funding:2: at most two symbols an hour, ranked on the staged funding.
     let r = ok(
         root,
