@@ -503,6 +503,13 @@ async fn panel_against_pandas_summary_rerun_rebuild_top_funding_and_qlib_round_t
         assert_eq!(&sha(p), s, "{}", p.display());
     }
 
+    // A deleted export is noticed (its marker is an output of the unit) and rebuilt.
+    std::fs::remove_dir_all(&q).unwrap();
+    let r = ok(root, &args);
+    assert_eq!(r["counts"]["done"], 1, "{r}");
+    assert!(q.join("_SUCCESS").is_file());
+    assert_eq!(sha(&panel_path), before[0].1, "the same panel again");
+
     // 5. One input file changes (AAA republished): the panel is rebuilt.
     stage_features(&store, "AAAUSDT", 3, 0, 31 * 24 - 1, &[], 1.5).await;
     let r = ok(root, &args);

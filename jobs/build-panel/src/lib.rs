@@ -312,11 +312,21 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         let outcome = tally.outcome(ctx.cancel.is_cancelled());
         return Ok(header.report(ctx, outcome, tally, 0, details_base));
     }
-    let up_to_date = !spec.common.force
-        && mine
-            .get(&spec.name)
-            .is_some_and(|e| e.is_done_with(&inputs, JOB_VERSION, &phash))
-        && ctx.store.size_opt(&paths.panel).await?.is_some();
+    // Done with the same inputs, and every output it recorded (panel, Qlib marker, summary)
+    // still there with its size: a deleted export is rebuilt.
+    let mut up_to_date = false;
+    if let Some(e) = mine
+        .get(&spec.name)
+        .filter(|e| !spec.common.force && e.is_done_with(&inputs, JOB_VERSION, &phash))
+    {
+        up_to_date = true;
+        for o in &e.outputs {
+            if ctx.store.size_opt(&o.path).await? != Some(o.size) {
+                up_to_date = false;
+                break;
+            }
+        }
+    }
     if up_to_date {
         tally.skip();
         let outcome = tally.outcome(ctx.cancel.is_cancelled());
