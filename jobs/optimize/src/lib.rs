@@ -23,7 +23,9 @@ use shared::{Context, Result};
 pub use month::{MonthResult, SourceChoice};
 
 pub const JOB: &str = "optimize";
-pub const JOB_VERSION: &str = "1";
+/// 2: pages encoded like `convert`'s (DELTA_BINARY_PACKED integers and timestamps, PLAIN floats)
+/// instead of Polars' writer's PLAIN integers: the same values, a third less for zstd to inflate.
+pub const JOB_VERSION: &str = "2";
 pub const UPSTREAM: &str = "convert";
 
 #[derive(Debug, Clone, Serialize)]

@@ -258,9 +258,7 @@ pub async fn read_parquet_columns(
 pub struct ParquetBuffer {
     sink: HashingBuf,
     writer: polars::io::parquet::write::BatchedWriter<HashingBuf>,
-    /// Per column: its Parquet type and encoding.
-    columns: Vec<(polars_parquet::write::ParquetType, pq::Encoding)>,
-    options: pq::WriteOptions,
+    pages: PageEncoder,
     rows: u64,
 }
 
@@ -286,13 +284,19 @@ impl std::io::Write for HashingBuf {
     }
 }
 
-impl ParquetBuffer {
-    /// Start a file with `schema`.
-    pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetBuffer> {
-        let sink = HashingBuf::default();
-        let mut writer = writer(sink.clone(), opts)?
-            .batched(schema)
-            .ctx(|| "starting a Parquet file".into())?;
+/// Our page encoding (see [`ParquetBuffer`]): per column its Parquet type and encoding, and the
+/// page options; row groups go to a Polars batched writer as pages we compressed.
+struct PageEncoder {
+    columns: Vec<(polars_parquet::write::ParquetType, pq::Encoding)>,
+    options: pq::WriteOptions,
+}
+
+impl PageEncoder {
+    fn new<W: std::io::Write>(
+        writer: &mut polars::io::parquet::write::BatchedWriter<W>,
+        schema: &Schema,
+        opts: &ParquetOptions,
+    ) -> Result<PageEncoder> {
         let fields = writer.parquet_schema().fields().to_vec();
         let columns = fields
             .into_iter()
@@ -311,9 +315,7 @@ impl ParquetBuffer {
             .map(pq::ZstdLevel::try_new)
             .transpose()
             .ctx(|| format!("zstd level {:?}", opts.zstd_level))?;
-        Ok(ParquetBuffer {
-            sink,
-            writer,
+        Ok(PageEncoder {
             columns,
             options: pq::WriteOptions {
                 statistics: StatisticsOptions::default(),
@@ -321,38 +323,97 @@ impl ParquetBuffer {
                 compression: pq::CompressionOptions::Zstd(level),
                 data_page_size: None,
             },
-            rows: 0,
         })
     }
 
-    /// Append `df` (one chunk per column, as `to_frame` builds it) as one row group.
-    pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+    /// One column's pages, compressed.
+    fn column(
+        &self,
+        array: &ArrayRef,
+        (ptype, enc): &(polars_parquet::write::ParquetType, pq::Encoding),
+    ) -> Result<Vec<Vec<pq::CompressedPage>>> {
+        let mut out = Vec::new();
+        for column in pq::array_to_columns(array, ptype.clone(), self.options, &[*enc])
+            .ctx(|| format!("encoding column {}", ptype.name()))?
+        {
+            let mut compressed = Vec::new();
+            for page in column {
+                let page = page.ctx(|| format!("encoding column {}", ptype.name()))?;
+                compressed.push(
+                    pq::compress(page, Vec::new(), self.options.compression)
+                        .map_err(PolarsError::from)
+                        .ctx(|| format!("compressing column {}", ptype.name()))?,
+                );
+            }
+            out.push(compressed);
+        }
+        Ok(out)
+    }
+
+    /// Write `df` as one row group per chunk; returns the rows written. The columns of a large
+    /// row group are encoded and compressed on parallel threads.
+    fn write<W: std::io::Write>(
+        &self,
+        writer: &mut polars::io::parquet::write::BatchedWriter<W>,
+        df: &DataFrame,
+    ) -> Result<u64> {
+        let mut rows = 0u64;
         for batch in df.iter_chunks(CompatLevel::newest(), false) {
             if batch.is_empty() {
                 continue;
             }
+            let arrays = batch.columns();
+            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> = if batch.len() >= 1 << 16 {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = arrays
+                        .iter()
+                        .zip(&self.columns)
+                        .map(|(a, c)| scope.spawn(move || self.column(a, c)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("encoder thread panicked"))
+                        .collect()
+                })
+            } else {
+                arrays
+                    .iter()
+                    .zip(&self.columns)
+                    .map(|(a, c)| self.column(a, c))
+                    .collect()
+            };
             let mut pages = Vec::with_capacity(self.columns.len());
-            for (array, (ptype, enc)) in batch.columns().iter().zip(&self.columns) {
-                for column in pq::array_to_columns(array, ptype.clone(), self.options, &[*enc])
-                    .ctx(|| format!("encoding column {}", ptype.name()))?
-                {
-                    let mut compressed = Vec::new();
-                    for page in column {
-                        let page = page.ctx(|| format!("encoding column {}", ptype.name()))?;
-                        compressed.push(
-                            pq::compress(page, Vec::new(), self.options.compression)
-                                .map_err(PolarsError::from)
-                                .ctx(|| format!("compressing column {}", ptype.name()))?,
-                        );
-                    }
-                    pages.push(compressed);
-                }
+            for c in per_column {
+                pages.extend(c?);
             }
-            self.writer
+            writer
                 .write_row_group(batch.len() as u64, &pages)
                 .ctx(|| "writing a row group".into())?;
-            self.rows += batch.len() as u64;
+            rows += batch.len() as u64;
         }
+        Ok(rows)
+    }
+}
+
+impl ParquetBuffer {
+    /// Start a file with `schema`.
+    pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetBuffer> {
+        let sink = HashingBuf::default();
+        let mut writer = writer(sink.clone(), opts)?
+            .batched(schema)
+            .ctx(|| "starting a Parquet file".into())?;
+        let pages = PageEncoder::new(&mut writer, schema, opts)?;
+        Ok(ParquetBuffer {
+            sink,
+            writer,
+            pages,
+            rows: 0,
+        })
+    }
+
+    /// Append `df` as one row group per chunk (one chunk per column, as `to_frame` builds it).
+    pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+        self.rows += self.pages.write(&mut self.writer, df)?;
         Ok(())
     }
 
@@ -388,6 +449,7 @@ impl ParquetBuffer {
 pub struct ParquetSink {
     tmp: tempfile_path::TempPath,
     writer: polars::io::parquet::write::BatchedWriter<std::fs::File>,
+    pages: PageEncoder,
     rows: u64,
 }
 
@@ -428,21 +490,22 @@ impl ParquetSink {
                 source: e,
             })
         })?;
-        let writer = writer(file, opts)?
+        let mut writer = writer(file, opts)?
             .batched(schema)
             .ctx(|| "starting a Parquet file".into())?;
+        let pages = PageEncoder::new(&mut writer, schema, opts)?;
         Ok(ParquetSink {
             tmp,
             writer,
+            pages,
             rows: 0,
         })
     }
 
+    /// Append `df` as one row group per chunk, with [`ParquetBuffer`]'s page encoding.
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
-        self.rows += df.height() as u64;
-        self.writer
-            .write_batch(df)
-            .ctx(|| "writing a row group".into())
+        self.rows += self.pages.write(&mut self.writer, df)?;
+        Ok(())
     }
 
     pub fn rows(&self) -> u64 {

@@ -65,8 +65,12 @@ async fn put(
     mut df: DataFrame,
 ) -> anyhow::Result<()> {
     let path = ds.optimized_partition(sym, y, m);
-    let out =
-        frames::write_parquet(store, &path, &mut df, &frames::ParquetOptions::default()).await?;
+    // Encoded as `optimize` writes its months (frames' page encoding, one row group).
+    df.rechunk_mut();
+    let mut buf = frames::ParquetBuffer::new(df.schema(), &frames::ParquetOptions::default())?;
+    buf.write(&df)?;
+    let (bytes, out) = buf.finish(&path)?;
+    store.put(&path, bytes).await?;
     let (w, _) =
         ManifestWriter::open(store, &ManifestKey::new("optimize", ds.scope(), sym)).await?;
     w.record(Entry {
