@@ -112,12 +112,16 @@ impl Default for ParquetOptions {
     }
 }
 
-fn writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
-    let level = opts
-        .zstd_level
+/// The zstd level of `opts`, checked (`None`: zstd's default).
+fn zstd_level(opts: &ParquetOptions) -> Result<Option<polars_parquet::write::ZstdLevel>> {
+    opts.zstd_level
         .map(polars_parquet::write::ZstdLevel::try_new)
         .transpose()
-        .ctx(|| format!("zstd level {:?}", opts.zstd_level))?;
+        .ctx(|| format!("zstd level {:?}", opts.zstd_level))
+}
+
+fn writer<W: std::io::Write>(w: W, opts: &ParquetOptions) -> Result<ParquetWriter<W>> {
+    let level = zstd_level(opts)?;
     Ok(ParquetWriter::new(w)
         .with_compression(ParquetCompression::Zstd(level))
         // min/max/null counts: what readers prune row groups by. The distinct-count estimate
@@ -175,31 +179,7 @@ pub fn read_parquet_bytes(bytes: Bytes, path: &str) -> Result<DataFrame> {
 /// Read a Parquet object whole; `None` when it does not exist. A local store reads the file in
 /// place.
 pub async fn read_parquet(store: &Store, path: &str) -> Result<Option<DataFrame>> {
-    if let Some(local) = store.local_path(path) {
-        let p = path.to_string();
-        return tokio::task::spawn_blocking(move || match std::fs::File::open(&local) {
-            Ok(f) => ParquetReader::new(f)
-                .finish()
-                .map(Some)
-                .ctx(|| format!("reading Parquet {p}")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Shared(shared::Error::Io {
-                context: format!("opening {p}"),
-                source: e,
-            })),
-        })
-        .await
-        .map_err(|e| {
-            Error::Shared(shared::Error::Io {
-                context: format!("reading {path}"),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?;
-    }
-    match store.get_opt(path).await? {
-        None => Ok(None),
-        Some(b) => read_parquet_bytes(b, path).map(Some),
-    }
+    read_parquet_projected(store, path, None).await
 }
 
 /// Read only `columns` of a Parquet object (in that order); `None` when it does not exist.
@@ -209,16 +189,29 @@ pub async fn read_parquet_columns(
     path: &str,
     columns: &[&str],
 ) -> Result<Option<DataFrame>> {
-    let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    let read = move |r: ParquetReader<_>, p: &str| {
-        r.with_columns(Some(cols))
+    let cols = columns.iter().map(|c| c.to_string()).collect();
+    read_parquet_projected(store, path, Some(cols)).await
+}
+
+/// `read_parquet` with an optional projection.
+async fn read_parquet_projected(
+    store: &Store,
+    path: &str,
+    columns: Option<Vec<String>>,
+) -> Result<Option<DataFrame>> {
+    fn read<R: polars::io::mmap::MmapBytesReader>(
+        r: ParquetReader<R>,
+        columns: Option<Vec<String>>,
+        p: &str,
+    ) -> Result<DataFrame> {
+        r.with_columns(columns)
             .finish()
             .ctx(|| format!("reading Parquet {p}"))
-    };
+    }
     if let Some(local) = store.local_path(path) {
         let p = path.to_string();
         return tokio::task::spawn_blocking(move || match std::fs::File::open(&local) {
-            Ok(f) => read(ParquetReader::new(f), &p).map(Some),
+            Ok(f) => read(ParquetReader::new(f), columns, &p).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Shared(shared::Error::Io {
                 context: format!("opening {p}"),
@@ -235,14 +228,7 @@ pub async fn read_parquet_columns(
     }
     match store.get_opt(path).await? {
         None => Ok(None),
-        Some(b) => {
-            let cols: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-            ParquetReader::new(Cursor::new(b))
-                .with_columns(Some(cols))
-                .finish()
-                .map(Some)
-                .ctx(|| format!("reading Parquet {path}"))
-        }
+        Some(b) => read(ParquetReader::new(Cursor::new(b)), columns, path).map(Some),
     }
 }
 
@@ -310,11 +296,7 @@ impl PageEncoder {
                 (t, enc)
             })
             .collect();
-        let level = opts
-            .zstd_level
-            .map(pq::ZstdLevel::try_new)
-            .transpose()
-            .ctx(|| format!("zstd level {:?}", opts.zstd_level))?;
+        let level = zstd_level(opts)?;
         Ok(PageEncoder {
             columns,
             options: pq::WriteOptions {
