@@ -81,17 +81,12 @@ impl ParquetFile {
             return columns.iter().map(|c| self.read_column(rg, c)).collect();
         }
         std::thread::scope(|scope| {
-            let handles: Vec<_> = columns
-                .iter()
-                .map(|c| scope.spawn(move || self.read_column(rg, c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(polars(&self.name, "decoding", "thread panicked")))
-                })
-                .collect()
+            self.join(
+                columns
+                    .iter()
+                    .map(|c| scope.spawn(move || self.read_column(rg, c)))
+                    .collect(),
+            )
         })
     }
 
@@ -127,21 +122,30 @@ impl ParquetFile {
             Ok(())
         };
         std::thread::scope(|scope| {
-            let handles: Vec<_> = columns
-                .iter()
-                .zip(scratch.iter_mut())
-                .zip(dests.iter_mut())
-                .map(|((c, sc), d)| scope.spawn(move || one(c, sc, d)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(polars(&self.name, "decoding", "thread panicked")))
-                })
-                .collect::<Result<Vec<()>>>()
+            self.join(
+                columns
+                    .iter()
+                    .zip(scratch.iter_mut())
+                    .zip(dests.iter_mut())
+                    .map(|((c, sc), d)| scope.spawn(move || one(c, sc, d)))
+                    .collect(),
+            )
         })?;
         Ok(())
+    }
+
+    /// The results of per-column threads, in column order.
+    fn join<T>(
+        &self,
+        handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+    ) -> Result<Vec<T>> {
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(polars(&self.name, "decoding", "thread panicked")))
+            })
+            .collect()
     }
 
     fn read_column(&self, rg: usize, column: &str) -> Result<Series> {
