@@ -58,12 +58,7 @@ impl Minutes {
     }
 
     /// Append `other`'s rows.
-    pub fn append(&mut self, other: Minutes) {
-        if self.is_empty() && self.open_time.capacity() < other.len() {
-            *self = other;
-            return;
-        }
-        let mut other = other;
+    pub fn append(&mut self, mut other: Minutes) {
         self.open_time.extend_from_slice(&other.open_time);
         self.trades.extend_from_slice(&other.trades);
         for (a, b) in self.f64_columns().into_iter().zip(other.f64_columns()) {
