@@ -302,7 +302,7 @@ mod tests {
         let store = Store::open("memory://").unwrap();
         let opts = ParquetOptions {
             row_group_rows: Some(4096),
-            zstd_level: None,
+            ..ParquetOptions::default()
         };
         frames::write_parquet(&store, "x.parquet", &mut df, &opts)
             .await

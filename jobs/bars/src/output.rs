@@ -223,7 +223,7 @@ impl YearFiles {
     fn open(&mut self, year: i32) -> Result<()> {
         let opts = ParquetOptions {
             row_group_rows: Some(ROW_GROUP),
-            zstd_level: None,
+            ..ParquetOptions::default()
         };
         let mut cur = Open {
             year,

@@ -548,7 +548,7 @@ async fn build_panel(
             frame::panel_frame(&panel, &series, &factors, 0..0)?.schema(),
             &frames::ParquetOptions {
                 row_group_rows: Some(ROW_GROUP),
-                zstd_level: None,
+                ..frames::ParquetOptions::default()
             },
         )
         .map_err(Error::from)?;

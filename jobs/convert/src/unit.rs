@@ -102,6 +102,8 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
         opts: ParquetOptions {
             row_group_rows: Some(spec.row_group_rows),
             zstd_level: Some(spec.zstd_level),
+            // Daily partitions are re-encoded by `optimize`: no per-row-group choosing here.
+            floats: frames::FloatEncoding::Plain,
         },
         row_group_rows: spec.row_group_rows,
         staging: staging.clone(),
@@ -772,6 +774,7 @@ mod tests {
             opts: ParquetOptions {
                 row_group_rows: Some(2),
                 zstd_level: Some(1),
+                floats: frames::FloatEncoding::Plain,
             },
             row_group_rows: 2,
             staging: "_staging/t/convert".into(),

@@ -141,7 +141,7 @@ mod tests {
         let p = dir.path().join("x.parquet");
         let opts = frames::ParquetOptions {
             row_group_rows: Some(4),
-            zstd_level: None,
+            ..frames::ParquetOptions::default()
         };
         std::fs::write(&p, frames::parquet_bytes(&mut df, &opts).unwrap()).unwrap();
         let mut seen = Vec::new();

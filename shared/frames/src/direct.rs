@@ -1,6 +1,6 @@
 //! A direct reader of flat numeric Parquet columns into caller-owned vectors: pages are
-//! decompressed into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED;
-//! definition levels for nulls), with no Arrow arrays or DataFrames in between.
+//! decompressed into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED,
+//! BYTE_STREAM_SPLIT; definition levels for nulls), with no Arrow arrays or DataFrames in between.
 //!
 //! Why: `aggregate` and `bars` read hundreds of MB of `f64`/`i64` columns and keep them as plain
 //! vectors. Through Polars' reader each value was decompressed into a fresh buffer, decoded into
@@ -335,6 +335,20 @@ impl Reader {
                     _ => return Err(err("dictionary-encoded page without a dictionary")),
                 }
             }
+            Encoding::ByteStreamSplit => {
+                let streams = values
+                    .get(..present * 8)
+                    .ok_or_else(|| err("page shorter than its values"))?;
+                match dest {
+                    Dest::F64(v) => crate::floats::join_bytes(streams, present, v),
+                    Dest::OptF64(v) => {
+                        self.opt.clear();
+                        crate::floats::join_bytes(streams, present, &mut self.opt);
+                        spread(&self.levels, has_nulls, &self.opt, v);
+                    }
+                    _ => return Err(err("BYTE_STREAM_SPLIT on a non-double column")),
+                }
+            }
             Encoding::DeltaBinaryPacked => match dest {
                 Dest::I64(v) => {
                     let before = v.len();
@@ -637,6 +651,7 @@ mod tests {
                 &ParquetOptions {
                     row_group_rows: rg,
                     zstd_level: Some(1),
+                    ..ParquetOptions::default()
                 },
             )
             .unwrap();
@@ -655,14 +670,83 @@ mod tests {
         }
     }
 
+    /// The encodings of the data pages of column `name` in the first row group.
+    fn encodings(bytes: &[u8], name: &str) -> Vec<Encoding> {
+        let meta = read_metadata(&mut std::io::Cursor::new(bytes)).unwrap();
+        let chunk = column_chunk(&meta.row_groups[0], "x", name).unwrap();
+        let r = chunk.byte_range();
+        let chunk_bytes = Buffer::from(bytes[r.start as usize..r.end as usize].to_vec());
+        PageReader::new(
+            std::io::Cursor::new(chunk_bytes),
+            chunk,
+            Vec::new(),
+            usize::MAX,
+        )
+        .filter_map(|p| match p.unwrap() {
+            CompressedPage::Data(d) => Some(d.header().encoding().try_into().unwrap()),
+            CompressedPage::Dict(_) => None,
+        })
+        .collect()
+    }
+
     #[test]
-    fn own_page_encoding_delta_packed() {
-        for n in [1usize, 2, 127, 128, 129, 10_000, 200_001] {
-            let df = frame(n, true);
-            let mut buf = ParquetBuffer::new(df.schema(), &ParquetOptions::default()).unwrap();
-            buf.write(&df).unwrap();
-            let (bytes, _) = buf.finish("x").unwrap();
-            expect(&df, &read_all(bytes.to_vec()));
+    fn own_page_encoding_delta_packed_split_and_dictionary_floats() {
+        use crate::FloatEncoding;
+        for floats in [FloatEncoding::Chosen, FloatEncoding::Plain] {
+            for n in [1usize, 2, 127, 128, 129, 10_000, 200_001] {
+                let mut df = frame(n, true);
+                // Full-precision noise: the column byte streams suit.
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
+                let noisy: Vec<f64> = (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        42_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64
+                    })
+                    .collect();
+                df.with_column(Column::new("noisy".into(), noisy.clone()))
+                    .unwrap();
+                let opts = ParquetOptions {
+                    floats,
+                    ..ParquetOptions::default()
+                };
+                let mut buf = ParquetBuffer::new(df.schema(), &opts).unwrap();
+                buf.write(&df).unwrap();
+                let (bytes, _) = buf.finish("x").unwrap();
+                expect(&df, &read_all(bytes.to_vec()));
+                // Polars reads every encoding chosen, bit for bit.
+                assert_eq!(crate::read_parquet_bytes(bytes.clone(), "x").unwrap(), df);
+                let mut got = vec![];
+                Reader::new()
+                    .read_into(
+                        Buffer::from(bytes.to_vec()),
+                        "x",
+                        &mut [("noisy", Dest::F64(&mut got))],
+                    )
+                    .unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&noisy)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+                let has = |col: &str, e: Encoding| encodings(&bytes, col).contains(&e);
+                match floats {
+                    FloatEncoding::Plain => {
+                        for col in ["few", "many", "opt", "noisy"] {
+                            assert!(has(col, Encoding::Plain), "{col} {n}");
+                            assert!(!has(col, Encoding::ByteStreamSplit), "{col} {n}");
+                        }
+                    }
+                    FloatEncoding::Chosen if n >= 10_000 => {
+                        // 7 distinct values; 20% nulls and distinct values; noise.
+                        assert!(has("few", Encoding::RleDictionary), "{n}");
+                        assert!(!has("opt", Encoding::RleDictionary), "{n}");
+                        assert!(has("noisy", Encoding::ByteStreamSplit), "{n}");
+                    }
+                    FloatEncoding::Chosen => {}
+                }
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub use polars_buffer::Buffer;
 
 pub mod alloc;
 pub mod direct;
+mod floats;
 
 pub use alloc::tune_allocator;
 
@@ -99,6 +100,21 @@ pub struct ParquetOptions {
     pub row_group_rows: Option<usize>,
     /// zstd level (1..=22); `None` is zstd's default, 3.
     pub zstd_level: Option<i32>,
+    /// How [`ParquetBuffer`] and [`ParquetSink`] encode float columns.
+    pub floats: FloatEncoding,
+}
+
+/// The page encoding of float columns written by [`ParquetBuffer`] and [`ParquetSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatEncoding {
+    /// Per row group, from the values: a dictionary when they repeat (prices on a tick grid,
+    /// quantities in lots), else BYTE_STREAM_SPLIT or PLAIN, whichever compresses smaller on a
+    /// sample (see `floats.rs`). What files kept for reading get (`optimize`'s months).
+    #[default]
+    Chosen,
+    /// Always PLAIN: no choosing pass, for files written once and soon re-encoded (`convert`'s
+    /// daily partitions, which `optimize` merges).
+    Plain,
 }
 
 impl Default for ParquetOptions {
@@ -108,6 +124,7 @@ impl Default for ParquetOptions {
             // small enough that readers can skip row groups by their statistics.
             row_group_rows: Some(1 << 20),
             zstd_level: None,
+            floats: FloatEncoding::Chosen,
         }
     }
 }
@@ -273,8 +290,17 @@ impl std::io::Write for HashingBuf {
 /// Our page encoding (see [`ParquetBuffer`]): per column its Parquet type and encoding, and the
 /// page options; row groups go to a Polars batched writer as pages we compressed.
 struct PageEncoder {
-    columns: Vec<(polars_parquet::write::ParquetType, pq::Encoding)>,
+    columns: Vec<(polars_parquet::write::ParquetType, ColumnEncoding)>,
     options: pq::WriteOptions,
+    /// The zstd level pages are compressed at, for the float encoding's trial.
+    level: i32,
+}
+
+/// A column's encoding: fixed by its type, or chosen per row group (floats).
+#[derive(Clone, Copy)]
+enum ColumnEncoding {
+    Fixed(pq::Encoding),
+    ChosenFloat,
 }
 
 impl PageEncoder {
@@ -289,9 +315,16 @@ impl PageEncoder {
             .zip(schema.iter_values())
             .map(|(t, dtype)| {
                 let enc = match dtype {
-                    DataType::Int64 | DataType::Datetime(_, _) => pq::Encoding::DeltaBinaryPacked,
-                    DataType::Float64 | DataType::Boolean => pq::Encoding::Plain,
-                    _ => pq::Encoding::RleDictionary,
+                    DataType::Int64 | DataType::Datetime(_, _) => {
+                        ColumnEncoding::Fixed(pq::Encoding::DeltaBinaryPacked)
+                    }
+                    DataType::Float64 if opts.floats == FloatEncoding::Chosen => {
+                        ColumnEncoding::ChosenFloat
+                    }
+                    DataType::Float64 | DataType::Boolean => {
+                        ColumnEncoding::Fixed(pq::Encoding::Plain)
+                    }
+                    _ => ColumnEncoding::Fixed(pq::Encoding::RleDictionary),
                 };
                 (t, enc)
             })
@@ -299,6 +332,7 @@ impl PageEncoder {
         let level = zstd_level(opts)?;
         Ok(PageEncoder {
             columns,
+            level: opts.zstd_level.unwrap_or(3),
             options: pq::WriteOptions {
                 statistics: StatisticsOptions::default(),
                 version: pq::Version::V1,
@@ -312,15 +346,44 @@ impl PageEncoder {
     fn column(
         &self,
         array: &ArrayRef,
-        (ptype, enc): &(polars_parquet::write::ParquetType, pq::Encoding),
+        (ptype, enc): &(polars_parquet::write::ParquetType, ColumnEncoding),
     ) -> Result<Vec<Vec<pq::CompressedPage>>> {
+        let what = || format!("encoding column {}", ptype.name());
+        let mut split = false;
+        let dict;
+        let (array, enc) = match enc {
+            ColumnEncoding::Fixed(e) => (array, *e),
+            ColumnEncoding::ChosenFloat => {
+                let values = array
+                    .as_any()
+                    .downcast_ref::<polars_arrow::array::PrimitiveArray<f64>>()
+                    .ok_or_else(|| {
+                        Error::Shared(shared::Error::Parse(format!(
+                            "{}: a Float64 column that is not an f64 array",
+                            what()
+                        )))
+                    })?;
+                match floats::choose(values, self.level) {
+                    floats::Choice::Dictionary(d) => {
+                        dict = d.boxed();
+                        (&dict, pq::Encoding::RleDictionary)
+                    }
+                    floats::Choice::Split => {
+                        split = true;
+                        (array, pq::Encoding::Plain)
+                    }
+                    floats::Choice::Plain => (array, pq::Encoding::Plain),
+                }
+            }
+        };
         let mut out = Vec::new();
-        for column in pq::array_to_columns(array, ptype.clone(), self.options, &[*enc])
-            .ctx(|| format!("encoding column {}", ptype.name()))?
-        {
+        for column in pq::array_to_columns(array, ptype.clone(), self.options, &[enc]).ctx(what)? {
             let mut compressed = Vec::new();
             for page in column {
-                let page = page.ctx(|| format!("encoding column {}", ptype.name()))?;
+                let mut page = page.ctx(what)?;
+                if split {
+                    page = split_page(page).ctx(what)?;
+                }
                 compressed.push(
                     pq::compress(page, Vec::new(), self.options.compression)
                         .map_err(PolarsError::from)
@@ -375,6 +438,49 @@ impl PageEncoder {
         }
         Ok(rows)
     }
+}
+
+/// A PLAIN float data page re-encoded BYTE_STREAM_SPLIT: the values after the definition levels
+/// transposed into byte streams, the header's encoding changed; statistics stay as they are.
+fn split_page(page: pq::Page) -> PolarsResult<pq::Page> {
+    use polars_parquet::parquet::page::{DataPage, DataPageHeader, FormatEncoding};
+    let pq::Page::Data(p) = page else {
+        return Ok(page);
+    };
+    let DataPageHeader::V1(mut header) = p.header().clone() else {
+        polars_bail!(ComputeError: "byte-stream-split pages are written as V1 pages");
+    };
+    let buf = p.buffer();
+    // V1: optional columns start with their RLE definition levels, length-prefixed (a written
+    // page's descriptor leaves `max_def_level` at 0; the field's repetition tells).
+    let optional = p.descriptor.primitive_type.field_info.repetition
+        == polars_parquet::parquet::schema::Repetition::Optional;
+    let levels = if optional {
+        let len = buf
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .filter(|len| 4 + len <= buf.len());
+        match len {
+            Some(len) => 4 + len,
+            None => polars_bail!(ComputeError: "a float page shorter than its definition levels"),
+        }
+    } else {
+        0
+    };
+    if (buf.len() - levels) % 8 != 0 {
+        polars_bail!(ComputeError: "a PLAIN double page of {} bytes", buf.len() - levels);
+    }
+    let mut out = vec![0u8; buf.len()];
+    out[..levels].copy_from_slice(&buf[..levels]);
+    floats::split_bytes(&buf[levels..], &mut out[levels..]);
+    header.encoding = FormatEncoding::BYTE_STREAM_SPLIT;
+    let rows = p.num_rows().unwrap_or(header.num_values as usize);
+    Ok(pq::Page::Data(DataPage::new(
+        DataPageHeader::V1(header),
+        polars_parquet::parquet::CowBuffer::Owned(out),
+        p.descriptor.clone(),
+        rows,
+    )))
 }
 
 impl ParquetBuffer {
