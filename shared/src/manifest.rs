@@ -252,13 +252,20 @@ async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
         .as_ref()
         .map(|(_, c)| c.clone())
         .unwrap_or_default();
-    for v in deltas {
-        if covered.contains(&v) {
-            continue;
-        }
+    // The uncovered deltas are fetched 16 at a time (each is a round trip to the store, a
+    // blocking-pool hop even on a local disk) and merged in version order.
+    use futures::StreamExt;
+    let mut docs = futures::stream::iter(deltas.into_iter().filter(|v| !covered.contains(v)))
+        .map(|v| async move {
+            read_json::<DeltaDoc>(store, &delta_path(prefix, v))
+                .await
+                .map(|d| (v, d))
+        })
+        .buffered(16);
+    while let Some(got) = docs.next().await {
         // A delta deleted between list and get was covered by a newer checkpoint: its entries
         // are older than that checkpoint's, and a reload sees them there.
-        if let Some(doc) = read_json::<DeltaDoc>(store, &delta_path(prefix, v)).await? {
+        if let (v, Some(doc)) = got? {
             for e in doc.entries {
                 m.merge(e, v);
             }

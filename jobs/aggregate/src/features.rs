@@ -57,15 +57,6 @@ impl Minutes {
         ]
     }
 
-    /// Append `other`'s rows.
-    pub fn append(&mut self, mut other: Minutes) {
-        self.open_time.extend_from_slice(&other.open_time);
-        self.trades.extend_from_slice(&other.trades);
-        for (a, b) in self.f64_columns().into_iter().zip(other.f64_columns()) {
-            a.extend_from_slice(b);
-        }
-    }
-
     /// Keep the rows for which `keep(open_time)` holds.
     pub fn retain(&mut self, keep: impl Fn(i64) -> bool) {
         let mask: Vec<bool> = self.open_time.iter().map(|&t| keep(t)).collect();
@@ -97,15 +88,6 @@ pub struct Funding {
     pub interval_hours: Vec<i64>,
 }
 
-impl Funding {
-    /// Append `other`'s records.
-    pub fn append(&mut self, other: Funding) {
-        self.calc_time.extend_from_slice(&other.calc_time);
-        self.rate.extend_from_slice(&other.rate);
-        self.interval_hours.extend_from_slice(&other.interval_hours);
-    }
-}
-
 /// Metrics records, sorted by `snapshot_time` (µs); a blank cell is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
@@ -116,32 +98,6 @@ pub struct Metrics {
     pub top_trader_position_ls_ratio: Vec<Option<f64>>,
     pub account_ls_ratio: Vec<Option<f64>>,
     pub taker_ls_volume_ratio: Vec<Option<f64>>,
-}
-
-impl Metrics {
-    /// Append `other`'s records.
-    pub fn append(&mut self, other: Metrics) {
-        self.snapshot_time.extend_from_slice(&other.snapshot_time);
-        for (a, b) in [
-            (&mut self.open_interest, &other.open_interest),
-            (&mut self.open_interest_value, &other.open_interest_value),
-            (
-                &mut self.top_trader_account_ls_ratio,
-                &other.top_trader_account_ls_ratio,
-            ),
-            (
-                &mut self.top_trader_position_ls_ratio,
-                &other.top_trader_position_ls_ratio,
-            ),
-            (&mut self.account_ls_ratio, &other.account_ls_ratio),
-            (
-                &mut self.taker_ls_volume_ratio,
-                &other.taker_ls_volume_ratio,
-            ),
-        ] {
-            a.extend_from_slice(b);
-        }
-    }
 }
 
 /// The output rows, column by column, in `features.md` order.
@@ -298,12 +254,27 @@ pub fn compute(
             tbv += m.taker_buy_volume[k];
             tbqv += m.taker_buy_quote_volume[k];
             vols.push(m.volume[k]);
-            let hl = (m.high[k] / m.low[k]).ln();
-            let co = (m.close[k] / m.open[k]).ln();
+            // Three logarithms per minute are most of the arithmetic; two are often known. A
+            // minute that opens at the previous close (the usual case) has ln(close/open) equal,
+            // bit for bit, to its return; a flat minute has ln(high/low) = ln(1) = 0 exactly.
+            let consecutive = k > 0 && m.open_time[k - 1] == m.open_time[k] - MINUTE_US;
+            let chained = k > 0 && m.open[k].to_bits() == m.close[k - 1].to_bits();
+            let r = if consecutive || chained {
+                (m.close[k] / m.close[k - 1]).ln()
+            } else {
+                f64::NAN
+            };
+            let hl_ratio = m.high[k] / m.low[k];
+            let hl = if hl_ratio == 1.0 { 0.0 } else { hl_ratio.ln() };
+            let co = if chained {
+                r
+            } else {
+                (m.close[k] / m.open[k]).ln()
+            };
             park += hl * hl;
             gk += 0.5 * hl * hl - gk_c * co * co;
-            if k > 0 && m.open_time[k - 1] == m.open_time[k] - MINUTE_US {
-                returns.push((m.close[k] / m.close[k - 1]).ln());
+            if consecutive {
+                returns.push(r);
             }
         }
         let close = m.close[b - 1];

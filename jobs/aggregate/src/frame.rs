@@ -46,7 +46,7 @@ fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> 
     Ok(ca.iter().collect())
 }
 
-/// The columns `read_part` reads of each kind of input.
+/// The columns `read_inputs` reads of each kind of input.
 pub const KLINE_COLUMNS: [&str; 10] = [
     "open_time",
     "open",
@@ -70,14 +70,6 @@ pub const METRICS_COLUMNS: [&str; 7] = [
     "sum_taker_long_short_vol_ratio",
 ];
 
-/// One optimized input file, decoded.
-#[derive(Debug)]
-pub enum Part {
-    Minutes(Minutes),
-    Funding(Funding),
-    Metrics(Metrics),
-}
-
 /// The kinds of input file a unit reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -86,66 +78,128 @@ pub enum Kind {
     Metrics,
 }
 
-/// Decode one optimized file of `kind` (the columns of `KLINE_COLUMNS`, `FUNDING_COLUMNS` or
-/// `METRICS_COLUMNS`) straight into plain columns; `path` names it in errors.
-pub fn read_part(r: &mut Reader, kind: Kind, bytes: Buffer<u8>, path: &str) -> Result<Part> {
-    let c = |i: usize| match kind {
-        Kind::Klines => KLINE_COLUMNS[i],
-        Kind::Funding => FUNDING_COLUMNS[i],
-        Kind::Metrics => METRICS_COLUMNS[i],
-    };
-    Ok(match kind {
-        Kind::Klines => {
-            let mut m = Minutes::default();
-            r.read_into(
-                bytes,
-                path,
-                &mut [
-                    (c(0), Dest::I64(&mut m.open_time)),
-                    (c(1), Dest::F64(&mut m.open)),
-                    (c(2), Dest::F64(&mut m.high)),
-                    (c(3), Dest::F64(&mut m.low)),
-                    (c(4), Dest::F64(&mut m.close)),
-                    (c(5), Dest::F64(&mut m.volume)),
-                    (c(6), Dest::F64(&mut m.quote_volume)),
-                    (c(7), Dest::I64(&mut m.trades)),
-                    (c(8), Dest::F64(&mut m.taker_buy_volume)),
-                    (c(9), Dest::F64(&mut m.taker_buy_quote_volume)),
-                ],
-            )?;
-            Part::Minutes(m)
+/// One optimized input file: its kind, its path (named in errors) and its bytes.
+pub struct InputFile {
+    pub kind: Kind,
+    pub path: String,
+    pub bytes: Buffer<u8>,
+}
+
+/// A unit's inputs, decoded; funding and metrics are `None` when no file of theirs was given.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub minutes: Minutes,
+    pub funding: Option<Funding>,
+    pub metrics: Option<Metrics>,
+}
+
+/// Decode `files` (in order within each kind) straight into the unit's columns: the columns of
+/// `KLINE_COLUMNS` are spread over `threads` threads, each appending its columns file after file
+/// into vectors sized from the footers, so a minute is decompressed and decoded once and never
+/// copied; funding and metrics (small) are decoded meanwhile on the calling thread.
+pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
+    let mut out = Inputs::default();
+    let klines: Vec<(&InputFile, _)> = files
+        .iter()
+        .filter(|f| f.kind == Kind::Klines)
+        .map(|f| Ok((f, frames::direct::footer(&f.bytes, &f.path)?)))
+        .collect::<Result<_>>()?;
+    out.minutes
+        .reserve(klines.iter().map(|(_, meta)| meta.num_rows).sum());
+    let m = &mut out.minutes;
+    let c = KLINE_COLUMNS;
+    let dests = vec![
+        (c[0], Dest::I64(&mut m.open_time)),
+        (c[1], Dest::F64(&mut m.open)),
+        (c[2], Dest::F64(&mut m.high)),
+        (c[3], Dest::F64(&mut m.low)),
+        (c[4], Dest::F64(&mut m.close)),
+        (c[5], Dest::F64(&mut m.volume)),
+        (c[6], Dest::F64(&mut m.quote_volume)),
+        (c[7], Dest::I64(&mut m.trades)),
+        (c[8], Dest::F64(&mut m.taker_buy_volume)),
+        (c[9], Dest::F64(&mut m.taker_buy_quote_volume)),
+    ];
+    let threads = threads.clamp(1, dests.len());
+    let mut groups: Vec<Vec<(&str, Dest<'_>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, d) in dests.into_iter().enumerate() {
+        groups[i % threads].push(d);
+    }
+    let (funding, metrics) = (&mut out.funding, &mut out.metrics);
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = groups
+            .into_iter()
+            .map(|mut group| {
+                let klines = &klines;
+                s.spawn(move || -> Result<()> {
+                    let mut r = Reader::new();
+                    for (f, meta) in klines {
+                        for rg in &meta.row_groups {
+                            for (name, dest) in group.iter_mut() {
+                                r.read_column(&f.bytes, rg, &f.path, name, dest)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut results = vec![read_small(files, funding, metrics)];
+        results.extend(
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("decoder thread panicked")),
+        );
+        results
+    });
+    results.into_iter().collect::<Result<()>>()?;
+    Ok(out)
+}
+
+/// The funding and metrics files of `files`, appended in order.
+fn read_small(
+    files: &[InputFile],
+    funding: &mut Option<Funding>,
+    metrics: &mut Option<Metrics>,
+) -> Result<()> {
+    let mut r = Reader::new();
+    for f in files {
+        let bytes = f.bytes.clone();
+        match f.kind {
+            Kind::Klines => {}
+            Kind::Funding => {
+                let fu = funding.get_or_insert_with(Funding::default);
+                let c = FUNDING_COLUMNS;
+                r.read_into(
+                    bytes,
+                    &f.path,
+                    &mut [
+                        (c[0], Dest::I64(&mut fu.calc_time)),
+                        (c[1], Dest::F64(&mut fu.rate)),
+                        (c[2], Dest::I64(&mut fu.interval_hours)),
+                    ],
+                )?;
+            }
+            Kind::Metrics => {
+                let mt = metrics.get_or_insert_with(Metrics::default);
+                let c = METRICS_COLUMNS;
+                r.read_into(
+                    bytes,
+                    &f.path,
+                    &mut [
+                        (c[0], Dest::I64(&mut mt.snapshot_time)),
+                        (c[1], Dest::OptF64(&mut mt.open_interest)),
+                        (c[2], Dest::OptF64(&mut mt.open_interest_value)),
+                        (c[3], Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
+                        (c[4], Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
+                        (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
+                        (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
+                    ],
+                )?;
+            }
         }
-        Kind::Funding => {
-            let mut f = Funding::default();
-            r.read_into(
-                bytes,
-                path,
-                &mut [
-                    (c(0), Dest::I64(&mut f.calc_time)),
-                    (c(1), Dest::F64(&mut f.rate)),
-                    (c(2), Dest::I64(&mut f.interval_hours)),
-                ],
-            )?;
-            Part::Funding(f)
-        }
-        Kind::Metrics => {
-            let mut mt = Metrics::default();
-            r.read_into(
-                bytes,
-                path,
-                &mut [
-                    (c(0), Dest::I64(&mut mt.snapshot_time)),
-                    (c(1), Dest::OptF64(&mut mt.open_interest)),
-                    (c(2), Dest::OptF64(&mut mt.open_interest_value)),
-                    (c(3), Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
-                    (c(4), Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
-                    (c(5), Dest::OptF64(&mut mt.account_ls_ratio)),
-                    (c(6), Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
-                ],
-            )?;
-            Part::Metrics(mt)
-        }
-    })
+    }
+    Ok(())
 }
 
 /// The output schema's column names, in order.

@@ -28,7 +28,7 @@ use shared::report::{RunHeader, RunReport};
 use shared::{Context, Error, Result};
 
 use features::{Bars, Funding, MINUTE_US, Metrics, Minutes};
-use frame::{Kind, Part};
+use frame::Kind;
 
 pub const JOB: &str = "aggregate";
 /// Bump when the output of a unit changes for the same input.
@@ -195,30 +195,27 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     let range = spec.common.range;
     // Symbol-days the validation reports mark as errors are left out (as if absent) and counted.
     let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
-    for sym in spec.common.shard_of(&symbols) {
-        // Upstream month outputs, for the fast up-to-date check.
-        let mut upstream: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for (kind, ds) in [
-            ("klines", Some(inputs.klines)),
-            ("funding", inputs.funding),
-            ("metrics", inputs.metrics),
-        ] {
-            let Some(ds) = ds else { continue };
-            let m =
-                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, ds.scope(), &sym)).await?;
-            for e in m.entries().filter(|e| e.status == UnitStatus::Done) {
-                for o in &e.outputs {
-                    if let Some(month) = month_of_partition(&o.path) {
-                        upstream.insert(
-                            format!("{kind}:{month}"),
-                            (o.path.clone(), o.sha256.clone()),
-                        );
-                    }
+    // Each symbol's upstream month outputs (for the fast up-to-date check) and its own manifest,
+    // loaded for 8 symbols at a time: each is a few small reads, latency more than work.
+    let loaded: Vec<Result<(String, Upstream, ManifestWriter, Manifest)>> = {
+        use futures::StreamExt;
+        let (store, inputs) = (&ctx.store, &inputs);
+        futures::stream::iter(spec.common.shard_of(&symbols))
+            .map(|sym| {
+                let scope = scope.clone();
+                async move {
+                    let upstream = load_upstream(store, inputs, &sym).await?;
+                    let (writer, mine) =
+                        ManifestWriter::open(store, &ManifestKey::new(JOB, &scope, &sym)).await?;
+                    Ok((sym, upstream, writer, mine))
                 }
-            }
-        }
-        let (writer, mine) =
-            ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, &sym)).await?;
+            })
+            .buffered(8)
+            .collect()
+            .await
+    };
+    for got in loaded {
+        let (sym, upstream, writer, mine) = got?;
         let writer = Arc::new(writer);
         for year in range.start.year()..=range.end.year() {
             let first = range
@@ -356,6 +353,33 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     Ok(header.report(ctx, outcome, tally, total.bytes, details))
 }
 
+/// `kind:YYYY-MM` → (path, sha256) of a symbol's optimized upstream months.
+type Upstream = BTreeMap<String, (String, String)>;
+
+/// The done month outputs of `sym`'s klines, funding and metrics in the optimize manifests.
+async fn load_upstream(store: &shared::Store, inputs: &Inputs, sym: &str) -> Result<Upstream> {
+    let mut upstream = Upstream::new();
+    for (kind, ds) in [
+        ("klines", Some(inputs.klines)),
+        ("funding", inputs.funding),
+        ("metrics", inputs.metrics),
+    ] {
+        let Some(ds) = ds else { continue };
+        let m = Manifest::load(store, &ManifestKey::new(UPSTREAM, ds.scope(), sym)).await?;
+        for e in m.entries().filter(|e| e.status == UnitStatus::Done) {
+            for o in &e.outputs {
+                if let Some(month) = month_of_partition(&o.path) {
+                    upstream.insert(
+                        format!("{kind}:{month}"),
+                        (o.path.clone(), o.sha256.clone()),
+                    );
+                }
+            }
+        }
+    }
+    Ok(upstream)
+}
+
 /// `YYYY-MM` of an optimized partition path (`.../year=Y/month=MM/part-0.parquet`).
 fn month_of_partition(path: &str) -> Option<String> {
     let y = path.split("/year=").nth(1)?.get(..4)?;
@@ -407,35 +431,17 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
             (kind, path.clone())
         })
         .collect();
-    let sources = fetch_sources(&ctx.store, &files).await?;
-    let parts = tokio::task::spawn_blocking(move || decode_parts(files, sources))
+    let files = fetch_sources(&ctx.store, files).await?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let inputs = tokio::task::spawn_blocking(move || frame::read_inputs(&files, threads))
         .await
         .map_err(|e| Error::Parse(format!("{}: decoding the inputs: {e}", u.key())))??;
-    let (mut minutes, mut funding, mut metrics) =
-        (Minutes::default(), Funding::default(), Metrics::default());
-    let (mut has_funding, mut has_metrics) = (false, false);
-    minutes.reserve(
-        parts
-            .iter()
-            .map(|p| match p {
-                Part::Minutes(m) => m.len(),
-                _ => 0,
-            })
-            .sum(),
-    );
-    for p in parts {
-        match p {
-            Part::Minutes(m) => minutes.append(m),
-            Part::Funding(f) => {
-                has_funding = true;
-                funding.append(f)
-            }
-            Part::Metrics(m) => {
-                has_metrics = true;
-                metrics.append(m)
-            }
-        }
-    }
+    let mut minutes = inputs.minutes;
+    let (has_funding, has_metrics) = (inputs.funding.is_some(), inputs.metrics.is_some());
+    let funding = inputs.funding.unwrap_or_default();
+    let metrics = inputs.metrics.unwrap_or_default();
     res.minutes_read = minutes.len() as u64;
     check_sorted(&minutes.open_time, "klines open_time", &u)?;
     check_sorted(&funding.calc_time, "funding calc_time", &u)?;
@@ -531,15 +537,14 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     // Write the year (atomically), then record it with every day's fingerprint.
     let mut outputs = Vec::new();
     if !all.is_empty() {
-        let mut df = frame::to_frame(&all)?;
-        let mut out = frames::write_parquet(
-            &ctx.store,
-            &out_path,
-            &mut df,
-            &frames::ParquetOptions::default(),
-        )
-        .await
-        .map_err(Error::from)?;
+        // Encoded on this thread with `frames`' page encoding (no thread pool for a few
+        // thousand rows), as `optimize` writes its months.
+        let df = frame::to_frame(&all)?;
+        let mut buf = frames::ParquetBuffer::new(df.schema(), &frames::ParquetOptions::default())
+            .map_err(Error::from)?;
+        buf.write(&df).map_err(Error::from)?;
+        let (bytes, mut out) = buf.finish(&out_path).map_err(Error::from)?;
+        ctx.store.put(&out_path, bytes).await?;
         out.time_span = Some([
             all.open_time[0],
             all.open_time[all.len() - 1] + delta - 1000,
@@ -577,27 +582,40 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     Ok(res)
 }
 
-/// Where an input file's bytes come from: a local store's file is read by the decoding thread.
-enum Source {
-    Local(std::path::PathBuf),
-    Fetched(bytes::Bytes),
-}
-
-/// Fetch the inputs of a remote store (eight at a time); name the files of a local one.
-async fn fetch_sources(store: &shared::Store, files: &[(Kind, String)]) -> Result<Vec<Source>> {
-    if store.local_path("").is_some() {
-        return Ok(files
-            .iter()
-            .map(|(_, p)| Source::Local(store.local_path(p).expect("local store")))
-            .collect());
-    }
+/// The input files' bytes: a local store's files memory-mapped (no copy, no fresh memory to
+/// fault in), a remote store's fetched eight at a time.
+async fn fetch_sources(
+    store: &shared::Store,
+    files: Vec<(Kind, String)>,
+) -> Result<Vec<frame::InputFile>> {
     let mut out = Vec::with_capacity(files.len());
+    if store.local_path("").is_some() {
+        for (kind, path) in files {
+            let local = store.local_path(&path).expect("local store");
+            let bytes = match frames::direct::map_file(&local) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(&path)),
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("reading {path}"),
+                        source: e,
+                    });
+                }
+            };
+            out.push(frame::InputFile { kind, path, bytes });
+        }
+        return Ok(out);
+    }
     for chunk in files.chunks(8) {
         let got = futures::future::join_all(chunk.iter().map(|(_, p)| store.get_opt(p))).await;
-        for ((_, p), g) in chunk.iter().zip(got) {
+        for ((kind, path), g) in chunk.iter().zip(got) {
             match g? {
-                Some(b) => out.push(Source::Fetched(b)),
-                None => return Err(missing(p)),
+                Some(b) => out.push(frame::InputFile {
+                    kind: *kind,
+                    path: path.clone(),
+                    bytes: frames::Buffer::from_owner(b),
+                }),
+                None => return Err(missing(path)),
             }
         }
     }
@@ -608,63 +626,6 @@ fn missing(path: &str) -> Error {
     Error::Parse(format!(
         "{path} is in the optimize manifest but not in the store"
     ))
-}
-
-/// Decode every input file, on as many threads as there are cores (each with its own reusable
-/// buffers); the parts come back in the order of `files`.
-fn decode_parts(files: Vec<(Kind, String)>, sources: Vec<Source>) -> Result<Vec<Part>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(files.len())
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let decode_one = |r: &mut frames::direct::Reader, i: usize| -> Result<Part> {
-        let (kind, path) = &files[i];
-        let bytes = match &sources[i] {
-            Source::Fetched(b) => frames::Buffer::from_owner(b.clone()),
-            Source::Local(p) => match frames::direct::map_file(p) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(path)),
-                Err(e) => {
-                    return Err(Error::Io {
-                        context: format!("reading {path}"),
-                        source: e,
-                    });
-                }
-            },
-        };
-        frame::read_part(r, *kind, bytes, path)
-    };
-    let mut done: Vec<(usize, Result<Part>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut r = frames::direct::Reader::new();
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= files.len() {
-                            break out;
-                        }
-                        let p = decode_one(&mut r, i);
-                        let failed = p.is_err();
-                        out.push((i, p));
-                        if failed {
-                            next.store(files.len(), Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("decoder thread panicked"))
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, p)| p).collect()
 }
 
 fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
@@ -694,12 +655,12 @@ fn day_hash(
     let (s, e) = (day_start_us(day), day_start_us(day) + DAY_US);
     // The minutes' columns are hashed as they lie in memory (native-endian: a fingerprint is
     // only compared with one made on the same kind of machine); the small rest is serialized.
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&[excluded as u8]);
+    let mut h = twox_hash::XxHash3_128::new();
+    h.write(&[excluded as u8]);
     let a = m.open_time.partition_point(|&t| t < s - MINUTE_US);
     let b = m.open_time.partition_point(|&t| t < e);
-    h.update(bytemuck::cast_slice(&m.open_time[a..b]));
-    h.update(bytemuck::cast_slice(&m.trades[a..b]));
+    h.write(bytemuck::cast_slice(&m.open_time[a..b]));
+    h.write(bytemuck::cast_slice(&m.trades[a..b]));
     for c in [
         &m.open,
         &m.high,
@@ -710,7 +671,7 @@ fn day_hash(
         &m.taker_buy_volume,
         &m.taker_buy_quote_volume,
     ] {
-        h.update(bytemuck::cast_slice(&c[a..b]));
+        h.write(bytemuck::cast_slice(&c[a..b]));
     }
     buf.clear();
     buf.extend_from_slice(b"|funding");
@@ -748,6 +709,38 @@ fn day_hash(
             }
         }
     }
-    h.update(buf);
-    format!("{:032x}", h.digest128())
+    h.write(buf);
+    format!("{:032x}", h.finish_128())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Day fingerprints already in manifests were made with xxhash-rust's XXH3-128: twox-hash's
+    /// (AVX2 when the CPU has it) must give the same digests, whatever the pieces fed.
+    #[test]
+    fn fingerprints_match_xxhash_rust_xxh3_128() {
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for pieces in [
+            vec![],
+            vec![0],
+            vec![1, 3, 16, 17],
+            vec![128, 129, 240, 241],
+            vec![1024, 1, 100_000],
+            vec![9, 35_000, 64, 8 * 1441, 150_000],
+        ] {
+            let (mut a, mut b) = (
+                twox_hash::XxHash3_128::new(),
+                xxhash_rust::xxh3::Xxh3::new(),
+            );
+            let mut at = 0;
+            for n in &pieces {
+                a.write(&data[at..at + n]);
+                b.update(&data[at..at + n]);
+                at += n;
+            }
+            assert_eq!(a.finish_128(), b.digest128(), "{pieces:?}");
+        }
+    }
 }

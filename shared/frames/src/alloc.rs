@@ -6,6 +6,12 @@
 //! another then spends a third of its CPU in page faults zeroing the same memory again
 //! (measured on `aggregate`, tests/README.md). Setting the mmap threshold to its maximum (32 MiB)
 //! and a high trim threshold keeps that memory warm; peak RSS grows by what was being returned.
+//!
+//! Arenas: glibc gives threads up to 8 per core, and memory freed in one is not reused by a
+//! thread of another. A job whose units allocate on whichever blocking-pool thread runs them
+//! (dozens, after a burst of small store reads) then faults in fresh memory for most units; one
+//! arena per core keeps it to the memory of the units in flight (`aggregate`, 20 symbols: 223k →
+//! 78k page faults, 0.98 → 0.76 s).
 
 /// Apply the settings; call first thing in `main`. A no-op where glibc's `mallopt` is absent.
 pub fn tune_allocator() {
@@ -15,5 +21,7 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
     }
 }

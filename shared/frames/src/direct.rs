@@ -18,7 +18,7 @@ use polars_buffer::Buffer;
 use polars_parquet::parquet::CowBuffer;
 use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
-use polars_parquet::parquet::metadata::{ColumnChunkMetadata, RowGroupMetadata};
+use polars_parquet::parquet::metadata::{ColumnChunkMetadata, FileMetadata, RowGroupMetadata};
 use polars_parquet::parquet::page::{CompressedPage, Page};
 use polars_parquet::parquet::page::{DataPage, split_buffer};
 use polars_parquet::parquet::read::{PageReader, decompress, get_page_iterator, read_metadata};
@@ -115,22 +115,34 @@ impl Reader {
         path: &str,
         dests: &mut [(&str, Dest<'_>)],
     ) -> Result<usize> {
-        let meta = read_metadata(&mut std::io::Cursor::new(bytes.clone()))
-            .map_err(|e| bad(path, "-", format!("reading the footer: {e}")))?;
+        let meta = footer(&bytes, path)?;
         for rg in &meta.row_groups {
             for (name, dest) in dests.iter_mut() {
-                let chunk = column_chunk(rg, path, name)?;
-                let pages = get_page_iterator(
-                    chunk,
-                    std::io::Cursor::new(bytes.clone()),
-                    Vec::new(),
-                    usize::MAX,
-                )
-                .map_err(|e| bad(path, name, format!("seeking the column: {e}")))?;
-                self.decode_chunk(pages, chunk, rg.num_rows(), path, name, dest)?;
+                self.read_column(&bytes, rg, path, name, dest)?;
             }
         }
         Ok(meta.num_rows)
+    }
+
+    /// Append column `name` of row group `rg` of the Parquet file `bytes` (whose footer the
+    /// caller read with [`footer`]): for callers that spread a file's columns over threads.
+    pub fn read_column(
+        &mut self,
+        bytes: &Buffer<u8>,
+        rg: &RowGroupMetadata,
+        path: &str,
+        name: &str,
+        dest: &mut Dest<'_>,
+    ) -> Result<()> {
+        let chunk = column_chunk(rg, path, name)?;
+        let pages = get_page_iterator(
+            chunk,
+            std::io::Cursor::new(bytes.clone()),
+            Vec::new(),
+            usize::MAX,
+        )
+        .map_err(|e| bad(path, name, format!("seeking the column: {e}")))?;
+        self.decode_chunk(pages, chunk, rg.num_rows(), path, name, dest)
     }
 
     /// Append one column chunk of a row group of `rows` rows, from the chunk's own bytes (its
@@ -369,6 +381,12 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The footer of the Parquet file `bytes`; `path` names it in errors.
+pub fn footer(bytes: &Buffer<u8>, path: &str) -> Result<FileMetadata> {
+    read_metadata(&mut std::io::Cursor::new(bytes.clone()))
+        .map_err(|e| bad(path, "-", format!("reading the footer: {e}")))
 }
 
 /// The chunk of the flat column `name` in row group `rg`.
