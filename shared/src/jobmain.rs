@@ -45,6 +45,10 @@ where
             }
         }
     });
+    // Everything the job writes is written. Idle blocking-pool threads (dozens after a burst of
+    // store reads) are left to the process exit instead of being woken and joined one by one,
+    // which took ~50 ms at the end of a 20-symbol `aggregate` run.
+    rt.shutdown_background();
     ExitCode::from(code as u8)
 }
 

@@ -174,15 +174,21 @@ impl Bars {
     }
 
     /// Rows of `a` and `b` interleaved by `open_time` (both sorted, disjoint).
-    pub fn merge(a: &Bars, b: &Bars) -> Bars {
+    pub fn merge(a: Bars, b: Bars) -> Bars {
+        if a.is_empty() {
+            return b;
+        }
+        if b.is_empty() {
+            return a;
+        }
         let mut out = Bars::default();
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             if j == b.len() || (i < a.len() && a.open_time[i] < b.open_time[j]) {
-                out.push_row(a, i);
+                out.push_row(&a, i);
                 i += 1;
             } else {
-                out.push_row(b, j);
+                out.push_row(&b, j);
                 j += 1;
             }
         }
@@ -671,7 +677,7 @@ mod tests {
         let mut parts = Bars::default();
         for d in [2, 0, 1] {
             let p = compute(&m, Some(&f), Some(&mt), H, T0 + d * day, T0 + (d + 1) * day);
-            parts = Bars::merge(&parts, &p);
+            parts = Bars::merge(parts, p);
         }
         assert_eq!(parts, whole);
         assert_eq!(whole.len(), 72);

@@ -453,23 +453,22 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
         minutes.retain(|t| !excluded.contains(&day_of_us(t)));
     }
 
-    // Day fingerprints → which days to compute.
+    // Day fingerprints → which days to compute; the two halves of the days on two threads.
     let days: Vec<NaiveDate> = u.first.iter_days().take_while(|d| *d <= u.last).collect();
-    let mut hashes = BTreeMap::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
-    for &d in &days {
-        hashes.insert(
-            d,
-            day_hash(
-                &mut buf,
-                &minutes,
-                has_funding.then_some(&funding),
-                has_metrics.then_some(&metrics),
-                d,
-                excluded.contains(&d),
-            ),
-        );
-    }
+    let (f, mt) = (
+        has_funding.then_some(&funding),
+        has_metrics.then_some(&metrics),
+    );
+    let hash_days = |ds: &[NaiveDate]| -> Vec<(NaiveDate, String)> {
+        let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
+        ds.iter()
+            .map(|&d| {
+                let h = day_hash(&mut buf, &minutes, f, mt, d, excluded.contains(&d));
+                (d, h)
+            })
+            .collect()
+    };
+    let hashes: BTreeMap<NaiveDate, String> = in_two(&days, hash_days).into_iter().collect();
     res.days_excluded = days.iter().filter(|d| excluded.contains(d)).count() as u64;
 
     // The rows already written, if the file is the one the manifest recorded.
@@ -507,31 +506,37 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
             }
         }
     }
-    // Compute the changed days, run by run of consecutive days.
-    let mut fresh = Bars::default();
+    // Compute the changed days, run by run of consecutive days (bars never straddle a day, so
+    // a run cut at a day boundary gives the same bars); half of the days on a second thread.
     let delta = spec.freq.delta_us();
     let changed_v: Vec<NaiveDate> = changed.iter().copied().collect();
-    let mut k = 0;
-    while k < changed_v.len() {
-        let start = changed_v[k];
-        let mut end = start;
-        while k + 1 < changed_v.len() && changed_v[k + 1] == end.succ_opt().unwrap_or(end) {
+    let compute_days = |ds: &[NaiveDate]| -> Vec<Bars> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < ds.len() {
+            let start = ds[k];
+            let mut end = start;
+            while k + 1 < ds.len() && ds[k + 1] == end.succ_opt().unwrap_or(end) {
+                k += 1;
+                end = ds[k];
+            }
             k += 1;
-            end = changed_v[k];
+            out.push(features::compute(
+                &minutes,
+                f,
+                mt,
+                delta,
+                day_start_us(start),
+                day_start_us(end) + DAY_US,
+            ));
         }
-        k += 1;
-        let bars = features::compute(
-            &minutes,
-            has_funding.then_some(&funding),
-            has_metrics.then_some(&metrics),
-            delta,
-            day_start_us(start),
-            day_start_us(end) + DAY_US,
-        );
-        fresh = Bars::merge(&fresh, &bars);
-    }
+        out
+    };
+    let fresh = in_two(&changed_v, compute_days)
+        .into_iter()
+        .fold(Bars::default(), Bars::merge);
     res.bars_computed = fresh.len() as u64;
-    let all = Bars::merge(&kept, &fresh);
+    let all = Bars::merge(kept, fresh);
     res.bars_written = all.len() as u64;
 
     // Write the year (atomically), then record it with every day's fingerprint.
@@ -626,6 +631,21 @@ fn missing(path: &str) -> Error {
     Error::Parse(format!(
         "{path} is in the optimize manifest but not in the store"
     ))
+}
+
+/// `f` over `items`, the second half on a scoped thread when there are enough items to pay for
+/// it; the results in order.
+fn in_two<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    if items.len() < 8 {
+        return f(items);
+    }
+    let (a, b) = items.split_at(items.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| f(b));
+        let mut out = f(a);
+        out.extend(second.join().expect("worker thread panicked"));
+        out
+    })
 }
 
 fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
