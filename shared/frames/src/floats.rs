@@ -26,10 +26,19 @@ pub(crate) enum Choice {
 /// Most distinct values a dictionary holds (its page is then at most 512 KiB).
 const DICT_MAX: usize = 1 << 16;
 /// Values compressed both ways to choose between BYTE_STREAM_SPLIT and PLAIN.
-const SAMPLE: usize = 8192;
+const SAMPLE: usize = 4096;
+/// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
+const TRIAL_LEVEL: i32 = 1;
 
-/// Choose how to encode `array`, compressing with zstd at `level`.
-pub(crate) fn choose(array: &PrimitiveArray<f64>, level: i32) -> Choice {
+thread_local! {
+    /// One compression context per thread for the trials (a fresh one per column costs more
+    /// than compressing a small column).
+    static TRIAL: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Choose how to encode `array`.
+pub(crate) fn choose(array: &PrimitiveArray<f64>) -> Choice {
     let present = array.len() - array.null_count();
     if present == 0 {
         return Choice::Plain;
@@ -38,7 +47,7 @@ pub(crate) fn choose(array: &PrimitiveArray<f64>, level: i32) -> Choice {
     if let Some(d) = dictionary(array, (present / 4).min(DICT_MAX)) {
         return Choice::Dictionary(d);
     }
-    if split_is_smaller(array.values(), level) {
+    if split_is_smaller(array.values()) {
         Choice::Split
     } else {
         Choice::Plain
@@ -93,17 +102,24 @@ fn dictionary(array: &PrimitiveArray<f64>, limit: usize) -> Option<DictionaryArr
 }
 
 /// Whether a sample from the middle of `values` compresses smaller split into byte streams.
-fn split_is_smaller(values: &[f64], level: i32) -> bool {
+fn split_is_smaller(values: &[f64]) -> bool {
     let n = values.len().min(SAMPLE);
     let start = (values.len() - n) / 2;
     let plain: &[u8] = bytemuck_f64(&values[start..start + n]);
     let mut split = vec![0u8; plain.len()];
     split_bytes(plain, &mut split);
-    let size = |b: &[u8]| zstd::bulk::compress(b, level).map(|c| c.len()).ok();
-    match (size(&split), size(plain)) {
-        (Some(s), Some(p)) => s < p,
-        _ => false,
-    }
+    TRIAL.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_none() {
+            *t = zstd::bulk::Compressor::new(TRIAL_LEVEL).ok();
+        }
+        let Some(c) = t.as_mut() else { return false };
+        let mut size = |b: &[u8]| c.compress(b).map(|c| c.len()).ok();
+        match (size(&split), size(plain)) {
+            (Some(s), Some(p)) => s < p,
+            _ => false,
+        }
+    })
 }
 
 fn bytemuck_f64(v: &[f64]) -> &[u8] {
@@ -309,7 +325,7 @@ mod tests {
             })
             .collect();
         let a = PrimitiveArray::<f64>::from_vec(v.clone());
-        let Choice::Dictionary(d) = choose(&a, 1) else {
+        let Choice::Dictionary(d) = choose(&a) else {
             panic!("expected a dictionary")
         };
         let vals = d
@@ -324,12 +340,12 @@ mod tests {
         // Nulls keep their validity; a column of distinct values is no dictionary.
         let with_nulls =
             PrimitiveArray::<f64>::from_iter((0..400).map(|i| (i % 4 != 0).then_some(1.5)));
-        let Choice::Dictionary(d) = choose(&with_nulls, 1) else {
+        let Choice::Dictionary(d) = choose(&with_nulls) else {
             panic!("expected a dictionary")
         };
         assert_eq!(d.keys().null_count(), 100);
         let distinct = PrimitiveArray::<f64>::from_vec((0..1000).map(|i| i as f64).collect());
-        assert!(!matches!(choose(&distinct, 1), Choice::Dictionary(_)));
+        assert!(!matches!(choose(&distinct), Choice::Dictionary(_)));
     }
 
     #[test]
@@ -344,7 +360,7 @@ mod tests {
                 30_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0
             })
             .collect();
-        assert!(split_is_smaller(&noisy, 1));
+        assert!(split_is_smaller(&noisy));
         // Kline volumes in 0.001 lots, mostly distinct: PLAIN keeps zstd's 8-byte matches.
         let lots: Vec<f64> = (0..20_000)
             .map(|i| {
@@ -355,6 +371,6 @@ mod tests {
                 format!("{v:.3}").parse().unwrap()
             })
             .collect();
-        assert!(!split_is_smaller(&lots, 1));
+        assert!(!split_is_smaller(&lots));
     }
 }

@@ -292,8 +292,6 @@ impl std::io::Write for HashingBuf {
 struct PageEncoder {
     columns: Vec<(polars_parquet::write::ParquetType, ColumnEncoding)>,
     options: pq::WriteOptions,
-    /// The zstd level pages are compressed at, for the float encoding's trial.
-    level: i32,
 }
 
 /// A column's encoding: fixed by its type, or chosen per row group (floats).
@@ -332,7 +330,6 @@ impl PageEncoder {
         let level = zstd_level(opts)?;
         Ok(PageEncoder {
             columns,
-            level: opts.zstd_level.unwrap_or(3),
             options: pq::WriteOptions {
                 statistics: StatisticsOptions::default(),
                 version: pq::Version::V1,
@@ -363,7 +360,7 @@ impl PageEncoder {
                             what()
                         )))
                     })?;
-                match floats::choose(values, self.level) {
+                match floats::choose(values) {
                     floats::Choice::Dictionary(d) => {
                         dict = d.boxed();
                         (&dict, pq::Encoding::RleDictionary)
