@@ -235,8 +235,13 @@ pub fn compute(
     let mut i = m.open_time.partition_point(|&t| t < from_us);
     let mut fi = 0usize;
     let mut mi = 0usize;
-    let mut returns: Vec<f64> = Vec::with_capacity(delta_us.div_euclid(MINUTE_US) as usize);
-    let mut vols: Vec<f64> = Vec::with_capacity(returns.capacity());
+    let per_bar = delta_us.div_euclid(MINUTE_US) as usize;
+    let mut returns: Vec<f64> = Vec::with_capacity(per_bar);
+    // ln(high/low) and ln(close/open) of the bar's minutes: the logarithms are taken in a loop
+    // of their own, so the accumulating loop below makes no calls (a call spills every
+    // accumulator to the stack and back).
+    let (mut lhl, mut lco): (Vec<f64>, Vec<f64>) =
+        (Vec::with_capacity(per_bar), Vec::with_capacity(per_bar));
     while i < n && m.open_time[i] < to_us {
         let t = m.open_time[i].div_euclid(delta_us) * delta_us;
         let end = t + delta_us;
@@ -246,20 +251,9 @@ pub fn compute(
         }
         let b = i;
         returns.clear();
-        vols.clear();
-        let (mut high, mut low) = (f64::NEG_INFINITY, f64::INFINITY);
-        let (mut volume, mut quote_volume, mut tbv, mut tbqv) = (0.0, 0.0, 0.0, 0.0);
-        let mut trades = 0i64;
-        let (mut park, mut gk) = (0.0, 0.0);
+        lhl.clear();
+        lco.clear();
         for k in a..b {
-            high = high.max(m.high[k]);
-            low = low.min(m.low[k]);
-            volume += m.volume[k];
-            quote_volume += m.quote_volume[k];
-            trades += m.trades[k];
-            tbv += m.taker_buy_volume[k];
-            tbqv += m.taker_buy_quote_volume[k];
-            vols.push(m.volume[k]);
             // Three logarithms per minute are most of the arithmetic; two are often known. A
             // minute that opens at the previous close (the usual case) has ln(close/open) equal,
             // bit for bit, to its return; a flat minute has ln(high/low) = ln(1) = 0 exactly.
@@ -271,17 +265,32 @@ pub fn compute(
                 f64::NAN
             };
             let hl_ratio = m.high[k] / m.low[k];
-            let hl = if hl_ratio == 1.0 { 0.0 } else { hl_ratio.ln() };
-            let co = if chained {
+            lhl.push(if hl_ratio == 1.0 { 0.0 } else { hl_ratio.ln() });
+            lco.push(if chained {
                 r
             } else {
                 (m.close[k] / m.open[k]).ln()
-            };
-            park += hl * hl;
-            gk += 0.5 * hl * hl - gk_c * co * co;
+            });
             if consecutive {
                 returns.push(r);
             }
+        }
+        let (mut high, mut low) = (f64::NEG_INFINITY, f64::INFINITY);
+        let (mut volume, mut quote_volume, mut tbv, mut tbqv) = (0.0, 0.0, 0.0, 0.0);
+        let mut trades = 0i64;
+        for k in a..b {
+            high = high.max(m.high[k]);
+            low = low.min(m.low[k]);
+            volume += m.volume[k];
+            quote_volume += m.quote_volume[k];
+            trades += m.trades[k];
+            tbv += m.taker_buy_volume[k];
+            tbqv += m.taker_buy_quote_volume[k];
+        }
+        let (mut park, mut gk) = (0.0, 0.0);
+        for (hl, co) in lhl.iter().zip(&lco) {
+            park += hl * hl;
+            gk += 0.5 * hl * hl - gk_c * co * co;
         }
         let close = m.close[b - 1];
         let vwap = (volume != 0.0)
@@ -314,7 +323,7 @@ pub fn compute(
         out.volume_cv.push(if b - a < 2 || mean_vol == 0.0 {
             None
         } else {
-            std_dev(&vols).and_then(|s| finite(s / mean_vol))
+            std_dev(&m.volume[a..b]).and_then(|s| finite(s / mean_vol))
         });
         out.taker_buy_ratio
             .push((volume != 0.0).then(|| tbv / volume).and_then(finite));
