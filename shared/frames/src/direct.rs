@@ -34,7 +34,9 @@ pub fn map_file(path: &std::path::Path) -> std::io::Result<Buffer<u8>> {
         return Ok(Buffer::from(Vec::new()));
     }
     // SAFETY: see above; a file replaced meanwhile keeps its old pages mapped.
-    let map = unsafe { memmap2::Mmap::map(&f)? };
+    // MAP_POPULATE: the page tables are filled in one call (the file is read whole anyway),
+    // rather than by a fault every 16 pages (`aggregate`, 20 symbol-years: 56k → 45k faults).
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&f)? };
     Ok(Buffer::from_owner(map))
 }
 
