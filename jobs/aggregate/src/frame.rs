@@ -94,9 +94,9 @@ pub struct Inputs {
 }
 
 /// Decode `files` (in order within each kind) straight into the unit's columns: the columns of
-/// `KLINE_COLUMNS` are spread over `threads` threads, each appending its columns file after file
-/// into vectors sized from the footers, so a minute is decompressed and decoded once and never
-/// copied; funding and metrics (small) are decoded meanwhile on the calling thread.
+/// `KLINE_COLUMNS` are spread over `threads` threads (the calling one included), each appending
+/// its columns file after file into vectors sized from the footers, so a minute is decompressed
+/// and decoded once and never copied; funding and metrics (small) go to the calling thread.
 pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
     let mut out = Inputs::default();
     let klines: Vec<(&InputFile, _)> = files
@@ -142,25 +142,26 @@ pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
         groups[i % threads].push(d);
     }
     let (funding, metrics) = (&mut out.funding, &mut out.metrics);
+    let decode = |group: &mut Vec<(&str, Dest<'_>)>| -> Result<()> {
+        let mut r = Reader::new();
+        for (f, meta) in &klines {
+            for rg in &meta.row_groups {
+                for (name, dest) in group.iter_mut() {
+                    r.read_column(&f.bytes, rg, &f.path, name, dest)?;
+                }
+            }
+        }
+        Ok(())
+    };
+    // The calling thread takes the small files and the first group; the others get a thread each.
+    let mut rest = groups.split_off(1);
+    let mut first = groups.pop().expect("one group at least");
     let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let workers: Vec<_> = groups
-            .into_iter()
-            .map(|mut group| {
-                let klines = &klines;
-                s.spawn(move || -> Result<()> {
-                    let mut r = Reader::new();
-                    for (f, meta) in klines {
-                        for rg in &meta.row_groups {
-                            for (name, dest) in group.iter_mut() {
-                                r.read_column(&f.bytes, rg, &f.path, name, dest)?;
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
+        let workers: Vec<_> = rest
+            .iter_mut()
+            .map(|group| s.spawn(|| decode(group)))
             .collect();
-        let mut results = vec![read_small(files, funding, metrics)];
+        let mut results = vec![read_small(files, funding, metrics), decode(&mut first)];
         results.extend(
             workers
                 .into_iter()
