@@ -727,6 +727,14 @@ mod tests {
                     .collect();
                 df.with_column(Column::new("noisy".into(), noisy.clone()))
                     .unwrap();
+                // The same with nulls: split pages hold only the present values.
+                let noisy_opt: Vec<Option<f64>> = noisy
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i % 5 != 2).then_some(*v))
+                    .collect();
+                df.with_column(Column::new("noisy_opt".into(), noisy_opt.clone()))
+                    .unwrap();
                 let opts = ParquetOptions {
                     floats,
                     ..ParquetOptions::default()
@@ -750,10 +758,24 @@ mod tests {
                         .zip(&noisy)
                         .all(|(a, b)| a.to_bits() == b.to_bits())
                 );
+                let mut got_opt = vec![];
+                Reader::new()
+                    .read_into(
+                        Buffer::from(bytes.to_vec()),
+                        "x",
+                        &mut [("noisy_opt", Dest::OptF64(&mut got_opt))],
+                    )
+                    .unwrap();
+                assert_eq!(got_opt.len(), n);
+                assert!(got_opt.iter().zip(&noisy_opt).all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
+                    (None, None) => true,
+                    _ => false,
+                }));
                 let has = |col: &str, e: Encoding| encodings(&bytes, col).contains(&e);
                 match floats {
                     FloatEncoding::Plain => {
-                        for col in ["few", "many", "opt", "noisy"] {
+                        for col in ["few", "many", "opt", "noisy", "noisy_opt"] {
                             assert!(has(col, Encoding::Plain), "{col} {n}");
                             assert!(!has(col, Encoding::ByteStreamSplit), "{col} {n}");
                         }
@@ -763,6 +785,7 @@ mod tests {
                         assert!(has("few", Encoding::RleDictionary), "{n}");
                         assert!(!has("opt", Encoding::RleDictionary), "{n}");
                         assert!(has("noisy", Encoding::ByteStreamSplit), "{n}");
+                        assert!(has("noisy_opt", Encoding::ByteStreamSplit), "{n}");
                     }
                     FloatEncoding::Chosen => {}
                 }
