@@ -179,6 +179,36 @@ fn read_small(
     funding: &mut Option<Funding>,
     metrics: &mut Option<Metrics>,
 ) -> Result<()> {
+    // Every column sized once from the footers (growing a vector of a year of metrics by
+    // doubling copied it and faulted in each larger buffer).
+    let rows = |kind: Kind| -> Result<usize> {
+        let mut n = 0;
+        for f in files.iter().filter(|f| f.kind == kind) {
+            n += frames::direct::footer(&f.bytes, &f.path)?.num_rows;
+        }
+        Ok(n)
+    };
+    let (n_funding, n_metrics) = (rows(Kind::Funding)?, rows(Kind::Metrics)?);
+    if n_funding > 0 {
+        let fu = funding.get_or_insert_with(Funding::default);
+        fu.calc_time.reserve(n_funding);
+        fu.rate.reserve(n_funding);
+        fu.interval_hours.reserve(n_funding);
+    }
+    if n_metrics > 0 {
+        let mt = metrics.get_or_insert_with(Metrics::default);
+        mt.snapshot_time.reserve(n_metrics);
+        for v in [
+            &mut mt.open_interest,
+            &mut mt.open_interest_value,
+            &mut mt.top_trader_account_ls_ratio,
+            &mut mt.top_trader_position_ls_ratio,
+            &mut mt.account_ls_ratio,
+            &mut mt.taker_ls_volume_ratio,
+        ] {
+            v.reserve(n_metrics);
+        }
+    }
     let mut r = Reader::new();
     for f in files {
         let bytes = f.bytes.clone();
