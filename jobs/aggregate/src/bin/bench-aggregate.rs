@@ -4,14 +4,15 @@
 //! implementation in `tests/python/aggregate_pandas.py` on the same files, whose bars it also
 //! compares with the job's. Run it through `tests/bench/aggregate.sh` (release build, venv).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{NaiveDate, Utc};
 use clap::Parser as ClapParser;
 use frames::polars::prelude::*;
+use shared::bench::timed;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, UnitStatus};
 use shared::paths::{DataType as Dt, Dataset, Interval, Market};
 
@@ -198,59 +199,6 @@ async fn stage(store: &shared::Store, sym: &str, year: i32, seed: u64) -> anyhow
         put(store, mt, sym, year, m, DataFrame::new(k, cols)?).await?;
     }
     Ok(rows)
-}
-
-struct Timed {
-    secs: f64,
-    rss_kib: Option<u64>,
-    stdout: String,
-}
-
-/// Run under `/usr/bin/time` (peak RSS); the fastest of `repeat`.
-fn timed(
-    mut make: impl FnMut() -> Command,
-    repeat: usize,
-    scratch: &Path,
-) -> anyhow::Result<Timed> {
-    let mut best: Option<Timed> = None;
-    for _ in 0..repeat.max(1) {
-        let time_file = scratch.join("time.txt");
-        let inner = make();
-        let mut c = Command::new("/usr/bin/time");
-        c.args(["-f", "%M", "-o"])
-            .arg(&time_file)
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let t0 = Instant::now();
-        let out = c.output().context("running /usr/bin/time")?;
-        let secs = t0.elapsed().as_secs_f64();
-        if !out.status.success() {
-            bail!(
-                "{:?} failed: {}",
-                inner.get_program(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let rss_kib = std::fs::read_to_string(&time_file)
-            .ok()
-            .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
-        let t = Timed {
-            secs,
-            rss_kib,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        };
-        if best.as_ref().is_none_or(|b| t.secs < b.secs) {
-            best = Some(t);
-        }
-    }
-    Ok(best.expect("one run"))
 }
 
 #[tokio::main]
