@@ -2,7 +2,7 @@
 //! fundingRate and metrics in, feature bars out and back (to keep unchanged rows of a year file).
 
 use frames::Buffer;
-use frames::direct::{Dest, Reader};
+use frames::direct::{Dest, FileMetadata, Reader};
 use frames::polars::prelude::*;
 use frames::time_dtype;
 use shared::{Error, Result};
@@ -145,11 +145,7 @@ pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
     let decode = |group: &mut Vec<(&str, Dest<'_>)>| -> Result<()> {
         let mut r = Reader::new();
         for (f, meta) in &klines {
-            for rg in &meta.row_groups {
-                for (name, dest) in group.iter_mut() {
-                    r.read_column(&f.bytes, rg, &f.path, name, dest)?;
-                }
-            }
+            decode_file(&mut r, f, meta, group)?;
         }
         Ok(())
     };
@@ -179,25 +175,39 @@ fn read_small(
     funding: &mut Option<Funding>,
     metrics: &mut Option<Metrics>,
 ) -> Result<()> {
+    let footers = |kind: Kind| -> Result<Vec<(&InputFile, FileMetadata)>> {
+        files
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| Ok((f, frames::direct::footer(&f.bytes, &f.path)?)))
+            .collect()
+    };
+    let rows = |v: &[(&InputFile, FileMetadata)]| v.iter().map(|(_, m)| m.num_rows).sum::<usize>();
+    let mut r = Reader::new();
     // Every column sized once from the footers (growing a vector of a year of metrics by
     // doubling copied it and faulted in each larger buffer).
-    let rows = |kind: Kind| -> Result<usize> {
-        let mut n = 0;
-        for f in files.iter().filter(|f| f.kind == kind) {
-            n += frames::direct::footer(&f.bytes, &f.path)?.num_rows;
-        }
-        Ok(n)
-    };
-    let (n_funding, n_metrics) = (rows(Kind::Funding)?, rows(Kind::Metrics)?);
-    if n_funding > 0 {
+    let funding_files = footers(Kind::Funding)?;
+    if !funding_files.is_empty() {
+        let n = rows(&funding_files);
         let fu = funding.get_or_insert_with(Funding::default);
-        fu.calc_time.reserve(n_funding);
-        fu.rate.reserve(n_funding);
-        fu.interval_hours.reserve(n_funding);
+        fu.calc_time.reserve(n);
+        fu.rate.reserve(n);
+        fu.interval_hours.reserve(n);
+        let c = FUNDING_COLUMNS;
+        let mut dests = [
+            (c[0], Dest::I64(&mut fu.calc_time)),
+            (c[1], Dest::F64(&mut fu.rate)),
+            (c[2], Dest::I64(&mut fu.interval_hours)),
+        ];
+        for (f, meta) in &funding_files {
+            decode_file(&mut r, f, meta, &mut dests)?;
+        }
     }
-    if n_metrics > 0 {
+    let metrics_files = footers(Kind::Metrics)?;
+    if !metrics_files.is_empty() {
+        let n = rows(&metrics_files);
         let mt = metrics.get_or_insert_with(Metrics::default);
-        mt.snapshot_time.reserve(n_metrics);
+        mt.snapshot_time.reserve(n);
         for v in [
             &mut mt.open_interest,
             &mut mt.open_interest_value,
@@ -206,44 +216,35 @@ fn read_small(
             &mut mt.account_ls_ratio,
             &mut mt.taker_ls_volume_ratio,
         ] {
-            v.reserve(n_metrics);
+            v.reserve(n);
+        }
+        let c = METRICS_COLUMNS;
+        let mut dests = [
+            (c[0], Dest::I64(&mut mt.snapshot_time)),
+            (c[1], Dest::OptF64(&mut mt.open_interest)),
+            (c[2], Dest::OptF64(&mut mt.open_interest_value)),
+            (c[3], Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
+            (c[4], Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
+            (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
+            (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
+        ];
+        for (f, meta) in &metrics_files {
+            decode_file(&mut r, f, meta, &mut dests)?;
         }
     }
-    let mut r = Reader::new();
-    for f in files {
-        let bytes = f.bytes.clone();
-        match f.kind {
-            Kind::Klines => {}
-            Kind::Funding => {
-                let fu = funding.get_or_insert_with(Funding::default);
-                let c = FUNDING_COLUMNS;
-                r.read_into(
-                    bytes,
-                    &f.path,
-                    &mut [
-                        (c[0], Dest::I64(&mut fu.calc_time)),
-                        (c[1], Dest::F64(&mut fu.rate)),
-                        (c[2], Dest::I64(&mut fu.interval_hours)),
-                    ],
-                )?;
-            }
-            Kind::Metrics => {
-                let mt = metrics.get_or_insert_with(Metrics::default);
-                let c = METRICS_COLUMNS;
-                r.read_into(
-                    bytes,
-                    &f.path,
-                    &mut [
-                        (c[0], Dest::I64(&mut mt.snapshot_time)),
-                        (c[1], Dest::OptF64(&mut mt.open_interest)),
-                        (c[2], Dest::OptF64(&mut mt.open_interest_value)),
-                        (c[3], Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
-                        (c[4], Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
-                        (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
-                        (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
-                    ],
-                )?;
-            }
+    Ok(())
+}
+
+/// Append the columns of `dests` of file `f` (whose footer is `meta`), row group by row group.
+fn decode_file(
+    r: &mut Reader,
+    f: &InputFile,
+    meta: &FileMetadata,
+    dests: &mut [(&str, Dest<'_>)],
+) -> Result<()> {
+    for rg in &meta.row_groups {
+        for (name, dest) in dests.iter_mut() {
+            r.read_column(&f.bytes, rg, &f.path, name, dest)?;
         }
     }
     Ok(())
