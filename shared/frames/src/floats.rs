@@ -105,7 +105,7 @@ fn dictionary(array: &PrimitiveArray<f64>, limit: usize) -> Option<DictionaryArr
 fn split_is_smaller(values: &[f64]) -> bool {
     let n = values.len().min(SAMPLE);
     let start = (values.len() - n) / 2;
-    let plain: &[u8] = bytemuck_f64(&values[start..start + n]);
+    let plain: &[u8] = bytemuck::cast_slice::<f64, u8>(&values[start..start + n]);
     let mut split = vec![0u8; plain.len()];
     split_bytes(plain, &mut split);
     TRIAL.with(|t| {
@@ -120,11 +120,6 @@ fn split_is_smaller(values: &[f64]) -> bool {
             _ => false,
         }
     })
-}
-
-fn bytemuck_f64(v: &[f64]) -> &[u8] {
-    // SAFETY: f64 has no padding and every byte pattern is a valid u8.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 /// Transpose an 8×8 byte matrix held as 8 little-endian rows.
@@ -290,7 +285,7 @@ mod tests {
                 .chain(std::iter::empty())
                 .collect();
             let mut split = vec![0u8; n * 8];
-            split_bytes(bytemuck_f64(&v), &mut split);
+            split_bytes(bytemuck::cast_slice::<f64, u8>(&v), &mut split);
             assert_eq!(split, naive_split(&v), "n={n}");
             let mut back = vec![-1.0];
             join_bytes(&split, n, &mut back);
