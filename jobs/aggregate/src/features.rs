@@ -35,6 +35,33 @@ impl Minutes {
         self.open_time.is_empty()
     }
 
+    /// No rows (the capacity stays).
+    pub fn clear(&mut self) {
+        self.open_time.clear();
+        self.trades.clear();
+        for c in self.f64_columns() {
+            c.clear();
+        }
+    }
+
+    /// Append rows `rows` of `other`.
+    pub fn extend_from(&mut self, other: &Minutes, rows: std::ops::Range<usize>) {
+        self.open_time
+            .extend_from_slice(&other.open_time[rows.clone()]);
+        self.open.extend_from_slice(&other.open[rows.clone()]);
+        self.high.extend_from_slice(&other.high[rows.clone()]);
+        self.low.extend_from_slice(&other.low[rows.clone()]);
+        self.close.extend_from_slice(&other.close[rows.clone()]);
+        self.volume.extend_from_slice(&other.volume[rows.clone()]);
+        self.quote_volume
+            .extend_from_slice(&other.quote_volume[rows.clone()]);
+        self.trades.extend_from_slice(&other.trades[rows.clone()]);
+        self.taker_buy_volume
+            .extend_from_slice(&other.taker_buy_volume[rows.clone()]);
+        self.taker_buy_quote_volume
+            .extend_from_slice(&other.taker_buy_quote_volume[rows]);
+    }
+
     /// Room for `n` more rows in every column.
     pub fn reserve(&mut self, n: usize) {
         self.open_time.reserve(n);
@@ -198,6 +225,51 @@ impl Bars {
     pub fn is_empty(&self) -> bool {
         self.open_time.is_empty()
     }
+
+    /// `parts` (each sorted, their time ranges disjoint) as one, in `open_time` order.
+    pub fn concat(mut parts: Vec<Bars>) -> Bars {
+        parts.retain(|p| !p.is_empty());
+        parts.sort_by_key(|p| p.open_time[0]);
+        let mut parts = parts.into_iter();
+        let Some(mut out) = parts.next() else {
+            return Bars::default();
+        };
+        for p in parts {
+            macro_rules! extend {
+                ($($f:ident),*) => { $( out.$f.extend_from_slice(&p.$f); )* };
+            }
+            extend!(
+                open_time,
+                open,
+                high,
+                low,
+                close,
+                volume,
+                quote_volume,
+                trades,
+                taker_buy_volume,
+                taker_buy_quote_volume,
+                minutes,
+                vwap,
+                vwap_deviation,
+                realized_vol,
+                realized_variance,
+                volume_cv,
+                taker_buy_ratio,
+                parkinson_vol,
+                garman_klass_vol,
+                funding_rate,
+                funding_interval_hours,
+                open_interest,
+                open_interest_value,
+                top_trader_account_ls_ratio,
+                top_trader_position_ls_ratio,
+                account_ls_ratio,
+                taker_ls_volume_ratio
+            );
+        }
+        out
+    }
 }
 
 /// A finite value, or null: nothing NaN or infinite reaches the output.
@@ -233,8 +305,10 @@ pub fn compute(
     let ln2 = std::f64::consts::LN_2;
     let gk_c = 2.0 * ln2 - 1.0;
     let mut i = m.open_time.partition_point(|&t| t < from_us);
-    let mut fi = 0usize;
-    let mut mi = 0usize;
+    // The as-of cursors start past every record before `from_us` (each is at or before every
+    // close time here): a month's call does not scan the year's records before it.
+    let mut fi = funding.map_or(0, |f| f.calc_time.partition_point(|&t| t < from_us));
+    let mut mi = metrics.map_or(0, |mt| mt.snapshot_time.partition_point(|&t| t < from_us));
     let per_bar = delta_us.div_euclid(MINUTE_US) as usize;
     let mut returns: Vec<f64> = Vec::with_capacity(per_bar);
     // ln(high/low) and ln(close/open) of the bar's minutes: the logarithms are taken in a loop

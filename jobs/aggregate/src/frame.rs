@@ -1,6 +1,7 @@
 //! Between Polars frames and the plain columns the feature core works on: optimized klines,
 //! fundingRate and metrics in, feature bars out and back (to keep unchanged rows of a year file).
 
+use chrono::NaiveDate;
 use frames::Buffer;
 use frames::direct::{Dest, FileMetadata, Reader};
 use frames::polars::prelude::*;
@@ -46,7 +47,7 @@ fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> 
     Ok(ca.iter().collect())
 }
 
-/// The columns `read_inputs` reads of each kind of input.
+/// The columns read of each kind of input.
 pub const KLINE_COLUMNS: [&str; 10] = [
     "open_time",
     "open",
@@ -78,53 +79,36 @@ pub enum Kind {
     Metrics,
 }
 
-/// One optimized input file: its kind, its path (named in errors) and its bytes.
+/// One optimized input file: its kind, its month (first day), its path (named in errors) and
+/// its bytes.
 pub struct InputFile {
     pub kind: Kind,
+    pub month: NaiveDate,
     pub path: String,
     pub bytes: Buffer<u8>,
 }
 
-/// A unit's inputs, decoded; funding and metrics are `None` when no file of theirs was given.
-#[derive(Debug, Default)]
-pub struct Inputs {
-    pub minutes: Minutes,
-    pub funding: Option<Funding>,
-    pub metrics: Option<Metrics>,
-}
-
-/// Decode `files` (in order within each kind) straight into the unit's columns: the columns of
-/// `KLINE_COLUMNS` are spread over `threads` threads (the calling one included), each appending
-/// its columns file after file into vectors sized from the footers, so a minute is decompressed
-/// and decoded once and never copied; funding and metrics (small) go to the calling thread.
-pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
-    let mut out = Inputs::default();
-    let klines: Vec<(&InputFile, _)> = files
+/// The kline files of `files`, in order, with their footers.
+pub fn kline_footers(files: &[InputFile]) -> Result<Vec<(&InputFile, FileMetadata)>> {
+    files
         .iter()
         .filter(|f| f.kind == Kind::Klines)
         .map(|f| Ok((f, frames::direct::footer(&f.bytes, &f.path)?)))
-        .collect::<Result<_>>()?;
-    out.minutes
-        .reserve(klines.iter().map(|(_, meta)| meta.num_rows).sum());
-    let m = &mut out.minutes;
-    // Tens of MB about to be written once: faulted in 2 MiB at a time where THP allows.
-    for v in [&mut m.open_time, &mut m.trades] {
-        frames::alloc::prefer_huge_pages(v);
-    }
-    for v in [
-        &mut m.open,
-        &mut m.high,
-        &mut m.low,
-        &mut m.close,
-        &mut m.volume,
-        &mut m.quote_volume,
-        &mut m.taker_buy_volume,
-        &mut m.taker_buy_quote_volume,
-    ] {
-        frames::alloc::prefer_huge_pages(v);
-    }
+        .collect()
+}
+
+/// Decode kline file `f` (whose footer is `meta`) into `m`, replacing its rows: the vectors keep
+/// their capacity, so a buffer reused month after month is faulted in once.
+pub fn read_month(
+    r: &mut Reader,
+    f: &InputFile,
+    meta: &FileMetadata,
+    m: &mut Minutes,
+) -> Result<()> {
+    m.clear();
+    m.reserve(meta.num_rows);
     let c = KLINE_COLUMNS;
-    let dests = vec![
+    let mut dests = [
         (c[0], Dest::I64(&mut m.open_time)),
         (c[1], Dest::F64(&mut m.open)),
         (c[2], Dest::F64(&mut m.high)),
@@ -136,41 +120,11 @@ pub fn read_inputs(files: &[InputFile], threads: usize) -> Result<Inputs> {
         (c[8], Dest::F64(&mut m.taker_buy_volume)),
         (c[9], Dest::F64(&mut m.taker_buy_quote_volume)),
     ];
-    let threads = threads.clamp(1, dests.len());
-    let mut groups: Vec<Vec<(&str, Dest<'_>)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, d) in dests.into_iter().enumerate() {
-        groups[i % threads].push(d);
-    }
-    let (funding, metrics) = (&mut out.funding, &mut out.metrics);
-    let decode = |group: &mut Vec<(&str, Dest<'_>)>| -> Result<()> {
-        let mut r = Reader::new();
-        for (f, meta) in &klines {
-            decode_file(&mut r, f, meta, group)?;
-        }
-        Ok(())
-    };
-    // The calling thread takes the small files and the first group; the others get a thread each.
-    let mut rest = groups.split_off(1);
-    let mut first = groups.pop().expect("one group at least");
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let workers: Vec<_> = rest
-            .iter_mut()
-            .map(|group| s.spawn(|| decode(group)))
-            .collect();
-        let mut results = vec![read_small(files, funding, metrics), decode(&mut first)];
-        results.extend(
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("decoder thread panicked")),
-        );
-        results
-    });
-    results.into_iter().collect::<Result<()>>()?;
-    Ok(out)
+    decode_file(r, f, meta, &mut dests)
 }
 
-/// The funding and metrics files of `files`, appended in order.
-fn read_small(
+/// The funding and metrics files of `files`, appended in order (`None`: no file of the kind).
+pub fn read_small(
     files: &[InputFile],
     funding: &mut Option<Funding>,
     metrics: &mut Option<Metrics>,

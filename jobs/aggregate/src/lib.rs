@@ -10,6 +10,7 @@
 
 pub mod features;
 pub mod frame;
+pub mod months;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,7 +37,7 @@ pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
 pub const UPSTREAM: &str = "optimize";
 
-const DAY_US: i64 = 86_400_000_000;
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// A bar length that divides a day: `1m` … `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -158,14 +159,14 @@ pub struct UnitResult {
     pub bytes: u64,
 }
 
-fn day_start_us(d: NaiveDate) -> i64 {
+pub(crate) fn day_start_us(d: NaiveDate) -> i64 {
     d.and_hms_opt(0, 0, 0)
         .expect("midnight")
         .and_utc()
         .timestamp_micros()
 }
 
-fn day_of_us(t: i64) -> NaiveDate {
+pub(crate) fn day_of_us(t: i64) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt((t.div_euclid(DAY_US) + 719_163) as i32)
         .unwrap_or(NaiveDate::MIN)
 }
@@ -407,7 +408,7 @@ fn up_to_date(
             .all(|d| p.inputs.contains_key(&day_key(d)))
 }
 
-fn day_key(d: NaiveDate) -> String {
+pub(crate) fn day_key(d: NaiveDate) -> String {
     format!("day:{d}")
 }
 
@@ -416,60 +417,6 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     let freq = spec.freq.to_string();
     let out_path = features_partition(market, &freq, &u.symbol, u.year);
     let mut res = UnitResult::default();
-
-    // Inputs: the months listed (missing ones simply have no rows), decoded on every core.
-    let files: Vec<(Kind, String)> = u
-        .months
-        .iter()
-        .filter(|(k, _)| k.as_str() != "verdicts")
-        .map(|(key, (path, _))| {
-            let kind = match key.split(':').next().unwrap_or("") {
-                "klines" => Kind::Klines,
-                "funding" => Kind::Funding,
-                _ => Kind::Metrics,
-            };
-            (kind, path.clone())
-        })
-        .collect();
-    let files = fetch_sources(&ctx.store, files).await?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let inputs = tokio::task::spawn_blocking(move || frame::read_inputs(&files, threads))
-        .await
-        .map_err(|e| Error::Parse(format!("{}: decoding the inputs: {e}", u.key())))??;
-    let mut minutes = inputs.minutes;
-    let (has_funding, has_metrics) = (inputs.funding.is_some(), inputs.metrics.is_some());
-    let funding = inputs.funding.unwrap_or_default();
-    let metrics = inputs.metrics.unwrap_or_default();
-    res.minutes_read = minutes.len() as u64;
-    check_sorted(&minutes.open_time, "klines open_time", &u)?;
-    check_sorted(&funding.calc_time, "funding calc_time", &u)?;
-    check_sorted(&metrics.snapshot_time, "metrics snapshot_time", &u)?;
-
-    // Symbol-days the validation report marks as errors are left out, as if absent.
-    let excluded = &u.excluded;
-    if !excluded.is_empty() {
-        minutes.retain(|t| !excluded.contains(&day_of_us(t)));
-    }
-
-    // Day fingerprints → which days to compute; the two halves of the days on two threads.
-    let days: Vec<NaiveDate> = u.first.iter_days().take_while(|d| *d <= u.last).collect();
-    let (f, mt) = (
-        has_funding.then_some(&funding),
-        has_metrics.then_some(&metrics),
-    );
-    let hash_days = |ds: &[NaiveDate]| -> Vec<(NaiveDate, String)> {
-        let mut buf: Vec<u8> = Vec::with_capacity(1441 * 80 + 4096);
-        ds.iter()
-            .map(|&d| {
-                let h = day_hash(&mut buf, &minutes, f, mt, d, excluded.contains(&d));
-                (d, h)
-            })
-            .collect()
-    };
-    let hashes: BTreeMap<NaiveDate, String> = in_two(&days, hash_days).into_iter().collect();
-    res.days_excluded = days.iter().filter(|d| excluded.contains(d)).count() as u64;
 
     // The rows already written, if the file is the one the manifest recorded.
     let existing = match &u.previous {
@@ -489,13 +436,54 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
         (Some(p), Some(_)) => p.inputs.clone(),
         _ => BTreeMap::new(),
     };
-    let changed: BTreeSet<NaiveDate> = days
+
+    // Inputs: the months listed (missing ones simply have no rows), passed over month by month
+    // on every core: fingerprints of every day, bars of the changed ones.
+    let files: Vec<(Kind, NaiveDate, String)> = u
+        .months
         .iter()
-        .copied()
-        .filter(|d| prev_inputs.get(&day_key(*d)) != Some(&hashes[d]))
+        .filter_map(|(key, (path, _))| {
+            let (kind, month) = key.split_once(':')?;
+            let kind = match kind {
+                "klines" => Kind::Klines,
+                "funding" => Kind::Funding,
+                "metrics" => Kind::Metrics,
+                _ => return None,
+            };
+            let month = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok()?;
+            Some((kind, month, path.clone()))
+        })
         .collect();
+    let files = fetch_sources(&ctx.store, files).await?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let days = months::Days {
+        first: u.first,
+        last: u.last,
+        excluded: u.excluded.clone(),
+        previous: prev_inputs,
+        delta_us: spec.freq.delta_us(),
+        unit: u.key(),
+    };
+    let (days, pass) = tokio::task::spawn_blocking(move || {
+        let pass = months::run(&files, &days, threads);
+        (days, pass)
+    })
+    .await
+    .map_err(|e| Error::Parse(format!("{}: the month pass: {e}", u.key())))?;
+    let pass = pass?;
+    let prev_inputs = days.previous;
+    res.minutes_read = pass.minutes_read;
+    let n_days = pass.hashes.len();
+    res.days_excluded = pass
+        .hashes
+        .keys()
+        .filter(|d| u.excluded.contains(d))
+        .count() as u64;
+    let changed = pass.changed;
     res.days_computed = changed.len() as u64;
-    res.days_kept = (days.len() - changed.len()) as u64;
+    res.days_kept = (n_days - changed.len()) as u64;
 
     // Keep the existing rows of unchanged days (and of days outside this run's range).
     let mut kept = Bars::default();
@@ -506,38 +494,12 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
             }
         }
     }
-    // Compute the changed days, run by run of consecutive days (bars never straddle a day, so
-    // a run cut at a day boundary gives the same bars); half of the days on a second thread.
-    let delta = spec.freq.delta_us();
-    let changed_v: Vec<NaiveDate> = changed.iter().copied().collect();
-    let compute_days = |ds: &[NaiveDate]| -> Vec<Bars> {
-        let mut out = Vec::new();
-        let mut k = 0;
-        while k < ds.len() {
-            let start = ds[k];
-            let mut end = start;
-            while k + 1 < ds.len() && ds[k + 1] == end.succ_opt().unwrap_or(end) {
-                k += 1;
-                end = ds[k];
-            }
-            k += 1;
-            out.push(features::compute(
-                &minutes,
-                f,
-                mt,
-                delta,
-                day_start_us(start),
-                day_start_us(end) + DAY_US,
-            ));
-        }
-        out
-    };
-    let fresh = in_two(&changed_v, compute_days)
-        .into_iter()
-        .fold(Bars::default(), Bars::merge);
+    let fresh = pass.bars;
     res.bars_computed = fresh.len() as u64;
     let all = Bars::merge(kept, fresh);
     res.bars_written = all.len() as u64;
+    let delta = spec.freq.delta_us();
+    let hashes = pass.hashes;
 
     // Write the year (atomically), then record it with every day's fingerprint.
     let mut outputs = Vec::new();
@@ -591,11 +553,11 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
 /// fault in), a remote store's fetched eight at a time.
 async fn fetch_sources(
     store: &shared::Store,
-    files: Vec<(Kind, String)>,
+    files: Vec<(Kind, NaiveDate, String)>,
 ) -> Result<Vec<frame::InputFile>> {
     let mut out = Vec::with_capacity(files.len());
     if store.local_path("").is_some() {
-        for (kind, path) in files {
+        for (kind, month, path) in files {
             let local = store.local_path(&path).expect("local store");
             let bytes = match frames::direct::map_file(&local) {
                 Ok(b) => b,
@@ -607,16 +569,22 @@ async fn fetch_sources(
                     });
                 }
             };
-            out.push(frame::InputFile { kind, path, bytes });
+            out.push(frame::InputFile {
+                kind,
+                month,
+                path,
+                bytes,
+            });
         }
         return Ok(out);
     }
     for chunk in files.chunks(8) {
-        let got = futures::future::join_all(chunk.iter().map(|(_, p)| store.get_opt(p))).await;
-        for ((kind, path), g) in chunk.iter().zip(got) {
+        let got = futures::future::join_all(chunk.iter().map(|(_, _, p)| store.get_opt(p))).await;
+        for ((kind, month, path), g) in chunk.iter().zip(got) {
             match g? {
                 Some(b) => out.push(frame::InputFile {
                     kind: *kind,
+                    month: *month,
                     path: path.clone(),
                     bytes: frames::Buffer::from_owner(b),
                 }),
@@ -633,38 +601,11 @@ fn missing(path: &str) -> Error {
     ))
 }
 
-/// `f` over `items`, the second half on a scoped thread when there are enough items to pay for
-/// it; the results in order.
-fn in_two<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
-    if items.len() < 8 {
-        return f(items);
-    }
-    let (a, b) = items.split_at(items.len() / 2);
-    std::thread::scope(|s| {
-        let second = s.spawn(|| f(b));
-        let mut out = f(a);
-        out.extend(second.join().expect("worker thread panicked"));
-        out
-    })
-}
-
-fn check_sorted(t: &[i64], what: &str, u: &Unit) -> Result<()> {
-    match t.windows(2).position(|w| w[0] >= w[1]) {
-        None => Ok(()),
-        Some(i) => Err(Error::Parse(format!(
-            "{} {}: {what} not strictly increasing at row {} (run optimize)",
-            u.symbol,
-            u.year,
-            i + 1
-        ))),
-    }
-}
-
 /// Everything a day's bars depend on, hashed: its minutes and the one before, the funding
 /// records of the 24 h before its end, the metrics of the hour before its end, its exclusion.
 /// xxh3-128, not sha256: a fingerprint against accidental change (a republished file), where
 /// sha256 over every value was 15% of the job's CPU (tests/README.md); `buf` is reused.
-fn day_hash(
+pub(crate) fn day_hash(
     buf: &mut Vec<u8>,
     m: &Minutes,
     funding: Option<&Funding>,

@@ -18,10 +18,11 @@ use polars_buffer::Buffer;
 use polars_parquet::parquet::CowBuffer;
 use polars_parquet::parquet::compression::{Compression, DecompressionContext};
 use polars_parquet::parquet::encoding::Encoding;
+use polars_parquet::parquet::metadata::Descriptor;
 pub use polars_parquet::parquet::metadata::FileMetadata;
 use polars_parquet::parquet::metadata::{ColumnChunkMetadata, RowGroupMetadata};
 use polars_parquet::parquet::page::{CompressedPage, Page};
-use polars_parquet::parquet::page::{DataPage, split_buffer};
+use polars_parquet::parquet::page::{DataPage, DataPageHeader, split_buffer};
 use polars_parquet::parquet::read::{PageReader, decompress, get_page_iterator, read_metadata};
 use polars_parquet::parquet::schema::types::PhysicalType;
 
@@ -73,6 +74,9 @@ fn bad(path: &str, column: &str, what: impl std::fmt::Display) -> Error {
 pub struct Reader {
     page: Vec<u8>,
     zstd: DecompressionContext,
+    /// Single-shot zstd for data pages: Polars' `decompress` streams every page through the
+    /// context's window and copies it out again (a second pass over each page's bytes).
+    dctx: Option<zstd::zstd_safe::DCtx<'static>>,
     levels: Vec<u32>,
     indices: Vec<u32>,
     dict_f64: Vec<f64>,
@@ -95,6 +99,7 @@ impl Default for Reader {
         Reader {
             page: Vec::new(),
             zstd: DecompressionContext::Unset,
+            dctx: None,
             levels: Vec::new(),
             indices: Vec::new(),
             dict_f64: Vec::new(),
@@ -203,8 +208,17 @@ impl Reader {
         for page in pages {
             let page = page.map_err(|e| bad(path, name, format!("reading a page: {e}")))?;
             let is_dict = matches!(page, CompressedPage::Dict(_));
-            let page = decompress(page, &mut self.page, &mut self.zstd)
-                .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?;
+            let page = match page {
+                CompressedPage::Data(p)
+                    if p.compression() == Compression::Zstd
+                        && matches!(p.header(), DataPageHeader::V1(_)) =>
+                {
+                    self.zstd_page(p, desc)
+                        .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?
+                }
+                page => decompress(page, &mut self.page, &mut self.zstd)
+                    .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?,
+            };
             match page {
                 Page::Dict(d) if is_dict && dict == DictKind::None => {
                     dict = self.decode_dict(&d.buffer, d.num_values, dest, path, name)?;
@@ -234,6 +248,33 @@ impl Reader {
             ));
         }
         Ok(())
+    }
+
+    /// A zstd V1 data page, decompressed in one call into the reused page buffer.
+    fn zstd_page(
+        &mut self,
+        mut p: polars_parquet::parquet::page::CompressedDataPage,
+        desc: &Descriptor,
+    ) -> std::result::Result<Page, String> {
+        let n = p.uncompressed_size();
+        let header = p.header().clone();
+        let values = p.num_values();
+        let mut out = std::mem::take(&mut self.page);
+        out.clear();
+        out.reserve(n);
+        let dctx = self.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+        let got = dctx
+            .decompress(&mut out, &p.slice_mut()[..])
+            .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())?;
+        if got != n {
+            return Err(format!("{got} bytes where the header says {n}"));
+        }
+        Ok(Page::Data(DataPage::new(
+            header,
+            CowBuffer::Owned(out),
+            desc.clone(),
+            values,
+        )))
     }
 
     fn decode_dict(

@@ -1,0 +1,584 @@
+//! A unit's pass over its klines, month file by month file: each month is decoded into a buffer
+//! its thread reuses, and its days are fingerprinted and (the changed ones) computed while the
+//! month is still in cache; months are spread over threads. A month's first day, whose first
+//! return needs the last minute of the month before, is finished once every month is read.
+//!
+//! Why months, not the year at once: a symbol-year of minutes is ~42 MB of fresh memory to fault
+//! in and stream through three times (decode, fingerprint, compute); a month is ~3.6 MB, written
+//! and read again while it is hot, and the two threads overlap the three steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{Datelike, Months, NaiveDate};
+use frames::direct::Reader;
+use shared::{Error, Result};
+
+use crate::features::{self, Bars, Funding, Metrics, Minutes};
+use crate::frame::{self, InputFile};
+use crate::{DAY_US, day_hash, day_key, day_of_us, day_start_us};
+
+/// The days a unit computes, and what decides which of them to recompute.
+pub struct Days {
+    /// The unit's days, inclusive; other days of the months read are only context.
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+    /// Days the validation report marks as errors: their minutes are left out.
+    pub excluded: BTreeSet<NaiveDate>,
+    /// The fingerprints (`day:YYYY-MM-DD`) of the days whose bars are kept from the year file:
+    /// a day whose fingerprint is unchanged is not recomputed.
+    pub previous: BTreeMap<String, String>,
+    /// Bar length.
+    pub delta_us: i64,
+    /// Names the unit in errors (`SYMBOL/YEAR`).
+    pub unit: String,
+}
+
+/// What the pass found and computed.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Every day of the unit's range, fingerprinted.
+    pub hashes: BTreeMap<NaiveDate, String>,
+    /// The days whose fingerprint changed; their bars are in `bars`.
+    pub changed: BTreeSet<NaiveDate>,
+    pub bars: Bars,
+    /// Minutes decoded (before exclusions).
+    pub minutes_read: u64,
+}
+
+/// One month file's share of the pass.
+struct MonthOut {
+    month: NaiveDate,
+    /// Its last minute after exclusions (none if it has no rows).
+    last: Minutes,
+    /// The rows of its first day, when that day is the unit's: finished at the end.
+    head: Minutes,
+    hashes: Vec<(NaiveDate, String)>,
+    changed: Vec<NaiveDate>,
+    bars: Vec<Bars>,
+    rows: u64,
+}
+
+type Small = (Option<Funding>, Option<Metrics>);
+
+/// Run the pass over `files` (a unit's inputs: kline months in month order, funding, metrics)
+/// on up to `threads` threads.
+pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
+    let klines = frame::kline_footers(files)?;
+    // Funding and metrics (whole, for the lookups) are decoded by the first thread while the
+    // others start on months; every thread waits for them before its first fingerprint.
+    let small: OnceLock<Result<Small>> = OnceLock::new();
+    let load_small = || {
+        small.get_or_init(|| {
+            let (mut funding, mut metrics) = (None, None);
+            frame::read_small(files, &mut funding, &mut metrics)?;
+            if let Some(f) = &funding {
+                check_sorted(&f.calc_time, "funding calc_time", &days.unit)?;
+            }
+            if let Some(m) = &metrics {
+                check_sorted(&m.snapshot_time, "metrics snapshot_time", &days.unit)?;
+            }
+            Ok((funding, metrics))
+        })
+    };
+    let next = AtomicUsize::new(0);
+    let worker = |first_thread: bool| -> Result<Vec<MonthOut>> {
+        if first_thread && load_small().is_err() {
+            return Ok(Vec::new());
+        }
+        let (mut reader, mut m, mut buf) = (Reader::new(), Minutes::default(), Vec::new());
+        let mut outs = Vec::new();
+        while let Some((f, meta)) = klines.get(next.fetch_add(1, Ordering::Relaxed)) {
+            frame::read_month(&mut reader, f, meta, &mut m)?;
+            let Ok((funding, metrics)) = load_small() else {
+                break;
+            };
+            outs.push(month(
+                f,
+                &mut m,
+                funding.as_ref(),
+                metrics.as_ref(),
+                days,
+                &mut buf,
+            )?);
+        }
+        Ok(outs)
+    };
+    let threads = threads.clamp(1, klines.len().max(1));
+    let results: Vec<Result<Vec<MonthOut>>> = std::thread::scope(|s| {
+        let worker = &worker;
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(|| worker(false))).collect();
+        let mut results = vec![worker(true)];
+        results.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("month thread panicked")),
+        );
+        results
+    });
+    let (funding, metrics) = small
+        .into_inner()
+        .expect("the first thread decodes funding and metrics")?;
+    let mut outs: Vec<MonthOut> = results
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    outs.sort_by_key(|o| o.month);
+
+    let mut pass = Pass {
+        minutes_read: outs.iter().map(|o| o.rows).sum(),
+        ..Pass::default()
+    };
+    let mut parts = Vec::new();
+    for o in &mut outs {
+        pass.hashes.extend(o.hashes.drain(..));
+        pass.changed.extend(o.changed.drain(..));
+        parts.append(&mut o.bars);
+    }
+    // The days left: each month's first day (with the minute before it, the last of the nearest
+    // earlier month that has one) and the days of months that have no file.
+    let by_month: BTreeMap<NaiveDate, &MonthOut> = outs.iter().map(|o| (o.month, o)).collect();
+    let (mut m, mut buf) = (Minutes::default(), Vec::new());
+    for d in days.first.iter_days().take_while(|d| *d <= days.last) {
+        if pass.hashes.contains_key(&d) {
+            continue;
+        }
+        let start = month_start(d);
+        m.clear();
+        if let Some(before) = by_month
+            .range(..start)
+            .rev()
+            .map(|(_, o)| &o.last)
+            .find(|l| !l.is_empty())
+        {
+            m.extend_from(before, 0..1);
+        }
+        if let Some(o) = by_month.get(&start).filter(|_| d == start) {
+            m.extend_from(&o.head, 0..o.head.len());
+        }
+        let (f, mt) = (funding.as_ref(), metrics.as_ref());
+        let h = day_hash(&mut buf, &m, f, mt, d, days.excluded.contains(&d));
+        if days.previous.get(&day_key(d)) != Some(&h) {
+            pass.changed.insert(d);
+            parts.push(features::compute(
+                &m,
+                f,
+                mt,
+                days.delta_us,
+                day_start_us(d),
+                day_start_us(d) + DAY_US,
+            ));
+        }
+        pass.hashes.insert(d, h);
+    }
+    pass.bars = Bars::concat(parts);
+    Ok(pass)
+}
+
+/// The first day of `d`'s month.
+fn month_start(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).expect("day 1")
+}
+
+/// Month file `f`, decoded into `m`: checked, its excluded days dropped, its days in the unit's
+/// range (but the first) fingerprinted and the changed ones computed.
+fn month(
+    f: &InputFile,
+    m: &mut Minutes,
+    funding: Option<&Funding>,
+    metrics: Option<&Metrics>,
+    days: &Days,
+    buf: &mut Vec<u8>,
+) -> Result<MonthOut> {
+    let start = f.month;
+    let end = start + Months::new(1);
+    let rows = m.len() as u64;
+    check_sorted(&m.open_time, "klines open_time", &f.path)?;
+    let (lo, hi) = (day_start_us(start), day_start_us(end));
+    if m.open_time.first().is_some_and(|&t| t < lo) || m.open_time.last().is_some_and(|&t| t >= hi)
+    {
+        return Err(Error::Parse(format!(
+            "{}: klines rows outside {} (run optimize)",
+            f.path,
+            start.format("%Y-%m")
+        )));
+    }
+    if days.excluded.range(start..end).next().is_some() {
+        m.retain(|t| !days.excluded.contains(&day_of_us(t)));
+    }
+    let mut out = MonthOut {
+        month: start,
+        last: Minutes::default(),
+        head: Minutes::default(),
+        hashes: Vec::new(),
+        changed: Vec::new(),
+        bars: Vec::new(),
+        rows,
+    };
+    if !m.is_empty() {
+        out.last.extend_from(m, m.len() - 1..m.len());
+    }
+    if (days.first..=days.last).contains(&start) {
+        let n = m.open_time.partition_point(|&t| t < lo + DAY_US);
+        out.head.extend_from(m, 0..n);
+    }
+    // This month's days of the unit, but the first (finished at the end).
+    let from = days.first.max(start.succ_opt().expect("a day after"));
+    let to = days.last.min(end.pred_opt().expect("a day before"));
+    for d in from.iter_days().take_while(|d| *d <= to) {
+        let h = day_hash(buf, m, funding, metrics, d, days.excluded.contains(&d));
+        if days.previous.get(&day_key(d)) != Some(&h) {
+            out.changed.push(d);
+        }
+        out.hashes.push((d, h));
+    }
+    // The changed days, run by run of consecutive days (bars never straddle a day, so a run cut
+    // at a day boundary gives the same bars).
+    let mut k = 0;
+    while k < out.changed.len() {
+        let a = out.changed[k];
+        let mut b = a;
+        while k + 1 < out.changed.len() && Some(out.changed[k + 1]) == b.succ_opt() {
+            k += 1;
+            b = out.changed[k];
+        }
+        k += 1;
+        out.bars.push(features::compute(
+            m,
+            funding,
+            metrics,
+            days.delta_us,
+            day_start_us(a),
+            day_start_us(b) + DAY_US,
+        ));
+    }
+    Ok(out)
+}
+
+/// `t` strictly increasing, or an error naming `what` and `whose` (a file or a unit).
+fn check_sorted(t: &[i64], what: &str, whose: &str) -> Result<()> {
+    match t.windows(2).position(|w| w[0] >= w[1]) {
+        None => Ok(()),
+        Some(i) => Err(Error::Parse(format!(
+            "{whose}: {what} not strictly increasing at row {} (run optimize)",
+            i + 2
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The month pass against one pass over the concatenated minutes (what the job computed
+    //! before it went month by month): same fingerprints, same bars, bit for bit.
+    use super::*;
+    use crate::frame::{FUNDING_COLUMNS, KLINE_COLUMNS, Kind, METRICS_COLUMNS};
+    use frames::polars::prelude::*;
+
+    const MIN: i64 = features::MINUTE_US;
+
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn parquet(n: usize, cols: Vec<Column>) -> frames::Buffer<u8> {
+        let df = DataFrame::new(n, cols).unwrap();
+        let mut buf =
+            frames::ParquetBuffer::new(df.schema(), &frames::ParquetOptions::default()).unwrap();
+        buf.write(&df).unwrap();
+        frames::Buffer::from_owner(buf.finish("t.parquet").unwrap().0)
+    }
+
+    fn time(name: &str, v: &[i64]) -> Column {
+        Column::new(name.into(), v)
+            .cast(&frames::time_dtype())
+            .unwrap()
+    }
+
+    /// Minutes from 2023-01-30 to 2023-04-03 with gaps, flat and idle minutes, opens away from
+    /// the previous close, and Apr 1 starting at 00:07.
+    fn minutes() -> Minutes {
+        let mut m = Minutes::default();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (start, end) = (
+            day_start_us(date(2023, 1, 30)),
+            day_start_us(date(2023, 4, 4)),
+        );
+        let apr1 = day_start_us(date(2023, 4, 1));
+        let mut close = 100.0;
+        let mut t = start;
+        while t < end {
+            let u = rng.unit();
+            if (u < 0.01 && t % DAY_US != 0) || (apr1..apr1 + 7 * MIN).contains(&t) {
+                t += MIN;
+                continue;
+            }
+            let open = if u < 0.05 { close * 1.001 } else { close };
+            close = open * (1.0 + (rng.unit() - 0.5) * 0.002);
+            let flat = u > 0.97;
+            let (hi, lo) = if flat {
+                (open, open)
+            } else {
+                (
+                    open.max(close) * (1.0 + rng.unit() * 1e-3),
+                    open.min(close) * (1.0 - rng.unit() * 1e-3),
+                )
+            };
+            if flat {
+                close = open;
+            }
+            let volume = if u > 0.95 { 0.0 } else { rng.unit() * 10.0 };
+            m.open_time.push(t);
+            m.open.push(open);
+            m.high.push(hi);
+            m.low.push(lo);
+            m.close.push(close);
+            m.volume.push(volume);
+            m.quote_volume.push(volume * close);
+            m.trades.push((volume * 3.0) as i64);
+            m.taker_buy_volume.push(volume * 0.4);
+            m.taker_buy_quote_volume.push(volume * 0.4 * close);
+            t += MIN;
+        }
+        m
+    }
+
+    fn kline_file(m: &Minutes, month: NaiveDate) -> InputFile {
+        let (lo, hi) = (day_start_us(month), day_start_us(month + Months::new(1)));
+        let (a, b) = (
+            m.open_time.partition_point(|&t| t < lo),
+            m.open_time.partition_point(|&t| t < hi),
+        );
+        let c = KLINE_COLUMNS;
+        let cols = vec![
+            time(c[0], &m.open_time[a..b]),
+            Column::new(c[1].into(), &m.open[a..b]),
+            Column::new(c[2].into(), &m.high[a..b]),
+            Column::new(c[3].into(), &m.low[a..b]),
+            Column::new(c[4].into(), &m.close[a..b]),
+            Column::new(c[5].into(), &m.volume[a..b]),
+            Column::new(c[6].into(), &m.quote_volume[a..b]),
+            Column::new(c[7].into(), &m.trades[a..b]),
+            Column::new(c[8].into(), &m.taker_buy_volume[a..b]),
+            Column::new(c[9].into(), &m.taker_buy_quote_volume[a..b]),
+        ];
+        InputFile {
+            kind: Kind::Klines,
+            month,
+            path: format!("klines/{month}"),
+            bytes: parquet(b - a, cols),
+        }
+    }
+
+    /// Funding every 8 h (a few ms late), metrics every 5 min with blanks, over the whole span.
+    fn small() -> (Funding, Metrics) {
+        let (start, end) = (
+            day_start_us(date(2023, 1, 29)),
+            day_start_us(date(2023, 4, 4)),
+        );
+        let mut f = Funding::default();
+        let mut t = start;
+        while t < end {
+            f.calc_time.push(t + 3_000);
+            f.rate.push(1e-4 * ((t / MIN) % 7) as f64);
+            f.interval_hours.push(8);
+            t += 480 * MIN;
+        }
+        let mut mt = Metrics::default();
+        let mut t = start;
+        let mut k = 0u64;
+        while t < end {
+            mt.snapshot_time.push(t);
+            let v = |j: u64| (!(k + j).is_multiple_of(11)).then_some((k + j) as f64 * 0.5);
+            mt.open_interest.push(v(0));
+            mt.open_interest_value.push(v(1));
+            mt.top_trader_account_ls_ratio.push(v(2));
+            mt.top_trader_position_ls_ratio.push(v(3));
+            mt.account_ls_ratio.push(v(4));
+            mt.taker_ls_volume_ratio.push(v(5));
+            t += 5 * MIN;
+            k += 1;
+        }
+        (f, mt)
+    }
+
+    fn small_files(f: &Funding, mt: &Metrics) -> Vec<InputFile> {
+        let c = FUNDING_COLUMNS;
+        let funding = parquet(
+            f.calc_time.len(),
+            vec![
+                time(c[0], &f.calc_time),
+                Column::new(c[1].into(), &f.rate),
+                Column::new(c[2].into(), &f.interval_hours),
+            ],
+        );
+        let c = METRICS_COLUMNS;
+        let metrics = parquet(
+            mt.snapshot_time.len(),
+            vec![
+                time(c[0], &mt.snapshot_time),
+                Column::new(c[1].into(), &mt.open_interest),
+                Column::new(c[2].into(), &mt.open_interest_value),
+                Column::new(c[3].into(), &mt.top_trader_account_ls_ratio),
+                Column::new(c[4].into(), &mt.top_trader_position_ls_ratio),
+                Column::new(c[5].into(), &mt.account_ls_ratio),
+                Column::new(c[6].into(), &mt.taker_ls_volume_ratio),
+            ],
+        );
+        let month = date(2023, 1, 1);
+        vec![
+            InputFile {
+                kind: Kind::Funding,
+                month,
+                path: "funding".into(),
+                bytes: funding,
+            },
+            InputFile {
+                kind: Kind::Metrics,
+                month,
+                path: "metrics".into(),
+                bytes: metrics,
+            },
+        ]
+    }
+
+    #[test]
+    fn month_by_month_equals_one_pass_over_the_concatenated_minutes() {
+        let all = minutes();
+        let (f, mt) = small();
+        // January (the lookback month), February and April: March has no file.
+        let mut files: Vec<InputFile> = [date(2023, 1, 1), date(2023, 2, 1), date(2023, 4, 1)]
+            .into_iter()
+            .map(|m| kline_file(&all, m))
+            .collect();
+        files.extend(small_files(&f, &mt));
+        // What the files hold, as one frame: March dropped, the excluded days too. Feb 1 00:00
+        // follows Jan 31 23:59 (its return and fingerprint need January's last minute).
+        let mar = (
+            day_start_us(date(2023, 3, 1)),
+            day_start_us(date(2023, 4, 1)),
+        );
+        let excluded: BTreeSet<NaiveDate> = [date(2023, 2, 2), date(2023, 2, 14)].into();
+        let mut one = all.clone();
+        one.retain(|t| !(mar.0..mar.1).contains(&t) && !excluded.contains(&day_of_us(t)));
+        let (first, last) = (date(2023, 1, 31), date(2023, 4, 2));
+        let range: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+        let mut buf = Vec::new();
+        let want_hashes: BTreeMap<NaiveDate, String> = range
+            .iter()
+            .map(|&d| {
+                let h = day_hash(
+                    &mut buf,
+                    &one,
+                    Some(&f),
+                    Some(&mt),
+                    d,
+                    excluded.contains(&d),
+                );
+                (d, h)
+            })
+            .collect();
+
+        for delta_us in [15 * MIN, 60 * MIN, 240 * MIN, DAY_US] {
+            let want_bars = features::compute(
+                &one,
+                Some(&f),
+                Some(&mt),
+                delta_us,
+                day_start_us(first),
+                day_start_us(last) + DAY_US,
+            );
+            assert!(want_bars.len() >= 29, "{}", want_bars.len());
+            for threads in [1, 2, 3] {
+                let mut days = Days {
+                    first,
+                    last,
+                    excluded: excluded.clone(),
+                    previous: BTreeMap::new(),
+                    delta_us,
+                    unit: "TEST/2023".into(),
+                };
+                let pass = run(&files, &days, threads).unwrap();
+                let what = format!("Δ {delta_us} µs, {threads} threads");
+                assert_eq!(
+                    pass.minutes_read,
+                    (all.len() - {
+                        let a = all.open_time.partition_point(|&t| t < mar.0);
+                        all.open_time.partition_point(|&t| t < mar.1) - a
+                    }) as u64,
+                    "{what}"
+                );
+                assert_eq!(pass.hashes, want_hashes, "{what}");
+                assert_eq!(pass.changed.len(), range.len(), "{what}");
+                assert_eq!(pass.bars, want_bars, "{what}");
+
+                // Days whose recorded fingerprint matches are not recomputed: every other day
+                // here, among them month starts (Feb 1, Mar 1, Apr 1) and most of March (no file).
+                days.previous = want_hashes
+                    .iter()
+                    .filter(|(d, _)| d.day() % 2 == 1)
+                    .map(|(d, h)| (crate::day_key(*d), h.clone()))
+                    .collect();
+                let pass = run(&files, &days, threads).unwrap();
+                let changed: BTreeSet<NaiveDate> =
+                    range.iter().copied().filter(|d| d.day() % 2 == 0).collect();
+                assert_eq!(pass.changed, changed, "{what}");
+                assert_eq!(pass.hashes, want_hashes, "{what}");
+                let mut want = Bars::default();
+                for i in 0..want_bars.len() {
+                    if changed.contains(&day_of_us(want_bars.open_time[i])) {
+                        want.push_row(&want_bars, i);
+                    }
+                }
+                assert_eq!(pass.bars, want, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_out_of_order_or_outside_their_month_name_the_file() {
+        let all = minutes();
+        let (f, mt) = small();
+        let mut files = vec![kline_file(&all, date(2023, 2, 1))];
+        files.extend(small_files(&f, &mt));
+        let days = Days {
+            first: date(2023, 2, 1),
+            last: date(2023, 2, 28),
+            excluded: BTreeSet::new(),
+            previous: BTreeMap::new(),
+            delta_us: 60 * MIN,
+            unit: "TEST/2023".into(),
+        };
+        // February's rows filed as March's.
+        files[0].month = date(2023, 3, 1);
+        let e = run(&files, &days, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("klines/2023-02-01: klines rows outside 2023-03"),
+            "{e}"
+        );
+        // Two rows swapped.
+        let mut m = all.clone();
+        let i = m
+            .open_time
+            .partition_point(|&t| t < day_start_us(date(2023, 2, 10)));
+        m.open_time.swap(i, i + 1);
+        files[0] = kline_file(&m, date(2023, 2, 1));
+        let e = run(&files, &days, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("klines open_time not strictly increasing at row"),
+            "{e}"
+        );
+    }
+}
