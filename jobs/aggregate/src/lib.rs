@@ -550,7 +550,8 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
 }
 
 /// The input files' bytes: a local store's files memory-mapped (no copy, no fresh memory to
-/// fault in), a remote store's fetched eight at a time.
+/// fault in; each is populated by the thread that decodes it), a remote store's fetched eight
+/// at a time.
 async fn fetch_sources(
     store: &shared::Store,
     files: Vec<(Kind, NaiveDate, String)>,

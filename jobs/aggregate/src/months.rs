@@ -16,7 +16,7 @@ use frames::direct::Reader;
 use shared::{Error, Result};
 
 use crate::features::{self, Bars, Funding, Metrics, Minutes};
-use crate::frame::{self, InputFile};
+use crate::frame::{self, InputFile, Kind};
 use crate::{DAY_US, day_hash, day_key, day_of_us, day_start_us};
 
 /// The days a unit computes, and what decides which of them to recompute.
@@ -72,6 +72,9 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
     let load_small = || {
         small.get_or_init(|| {
             let (mut funding, mut metrics) = (None, None);
+            for f in files.iter().filter(|f| f.kind != Kind::Klines) {
+                frames::direct::populate(&f.bytes);
+            }
             frame::read_small(files, &mut funding, &mut metrics)?;
             if let Some(f) = &funding {
                 check_sorted(&f.calc_time, "funding calc_time", &days.unit)?;
@@ -90,6 +93,7 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
         let (mut reader, mut m, mut buf) = (Reader::new(), Minutes::default(), Vec::new());
         let mut outs = Vec::new();
         while let Some((f, meta)) = klines.get(next.fetch_add(1, Ordering::Relaxed)) {
+            frames::direct::populate(&f.bytes);
             frame::read_month(&mut reader, f, meta, &mut m)?;
             let Ok((funding, metrics)) = load_small() else {
                 break;
@@ -274,7 +278,7 @@ mod tests {
     //! The month pass against one pass over the concatenated minutes (what the job computed
     //! before it went month by month): same fingerprints, same bars, bit for bit.
     use super::*;
-    use crate::frame::{FUNDING_COLUMNS, KLINE_COLUMNS, Kind, METRICS_COLUMNS};
+    use crate::frame::{FUNDING_COLUMNS, KLINE_COLUMNS, METRICS_COLUMNS};
     use frames::polars::prelude::*;
 
     const MIN: i64 = features::MINUTE_US;

@@ -25,8 +25,9 @@ pub(crate) enum Choice {
 
 /// Most distinct values a dictionary holds (its page is then at most 512 KiB).
 const DICT_MAX: usize = 1 << 16;
-/// Values compressed both ways to choose between BYTE_STREAM_SPLIT and PLAIN.
-const SAMPLE: usize = 4096;
+/// Values compressed both ways to choose between BYTE_STREAM_SPLIT and PLAIN: an eighth of the
+/// column, within these bounds (a trial on a small column cost more than compressing it).
+const SAMPLE: (usize, usize) = (1024, 4096);
 /// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
 const TRIAL_LEVEL: i32 = 1;
 
@@ -103,7 +104,9 @@ fn dictionary(array: &PrimitiveArray<f64>, limit: usize) -> Option<DictionaryArr
 
 /// Whether a sample from the middle of `values` compresses smaller split into byte streams.
 fn split_is_smaller(values: &[f64]) -> bool {
-    let n = values.len().min(SAMPLE);
+    let n = values
+        .len()
+        .min((values.len() / 8).clamp(SAMPLE.0, SAMPLE.1));
     let start = (values.len() - n) / 2;
     let plain: &[u8] = bytemuck::cast_slice::<f64, u8>(&values[start..start + n]);
     let mut split = vec![0u8; plain.len()];

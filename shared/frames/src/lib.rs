@@ -405,25 +405,40 @@ impl PageEncoder {
                 continue;
             }
             let arrays = batch.columns();
-            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> = if batch.len() >= 1 << 16 {
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = arrays
+            // Enough cells to pay for threads: the columns shared out over the cores.
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(arrays.len());
+            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> =
+                if threads > 1 && batch.len() * arrays.len() >= 1 << 17 {
+                    let next = std::sync::atomic::AtomicUsize::new(0);
+                    let work = || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let (Some(a), Some(c)) = (arrays.get(i), self.columns.get(i)) else {
+                                return done;
+                            };
+                            done.push((i, self.column(a, c)));
+                        }
+                    };
+                    let mut done: Vec<_> = std::thread::scope(|scope| {
+                        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+                        let mut done = work();
+                        for h in others {
+                            done.extend(h.join().expect("encoder thread panicked"));
+                        }
+                        done
+                    });
+                    done.sort_by_key(|(i, _)| *i);
+                    done.into_iter().map(|(_, r)| r).collect()
+                } else {
+                    arrays
                         .iter()
                         .zip(&self.columns)
-                        .map(|(a, c)| scope.spawn(move || self.column(a, c)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("encoder thread panicked"))
+                        .map(|(a, c)| self.column(a, c))
                         .collect()
-                })
-            } else {
-                arrays
-                    .iter()
-                    .zip(&self.columns)
-                    .map(|(a, c)| self.column(a, c))
-                    .collect()
-            };
+                };
             let mut pages = Vec::with_capacity(self.columns.len());
             for c in per_column {
                 pages.extend(c?);
