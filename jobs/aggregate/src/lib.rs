@@ -301,9 +301,9 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     let spec = Arc::new(spec);
     let mut total = UnitResult::default();
-    // Units in flight overlap their I/O; the decoding and computing (which use every core on
-    // their own) run for as many units at a time as there are cores, which bounds memory: a
-    // symbol-year of minutes is ~45 MB.
+    // Units in flight overlap their I/O; the month passes (which use every core on their own)
+    // run for as many units at a time as there are cores, which bounds memory: a pass holds a
+    // month of minutes per thread (~3.6 MB each) and the year's funding and metrics (~12 MB).
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
