@@ -406,39 +406,40 @@ impl PageEncoder {
             }
             let arrays = batch.columns();
             // Enough cells to pay for threads: the columns shared out over the cores.
-            let threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(arrays.len());
-            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> =
-                if threads > 1 && batch.len() * arrays.len() >= 1 << 17 {
-                    let next = std::sync::atomic::AtomicUsize::new(0);
-                    let work = || {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let (Some(a), Some(c)) = (arrays.get(i), self.columns.get(i)) else {
-                                return done;
-                            };
-                            done.push((i, self.column(a, c)));
-                        }
-                    };
-                    let mut done: Vec<_> = std::thread::scope(|scope| {
-                        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-                        let mut done = work();
-                        for h in others {
-                            done.extend(h.join().expect("encoder thread panicked"));
-                        }
-                        done
-                    });
-                    done.sort_by_key(|(i, _)| *i);
-                    done.into_iter().map(|(_, r)| r).collect()
-                } else {
-                    arrays
-                        .iter()
-                        .zip(&self.columns)
-                        .map(|(a, c)| self.column(a, c))
-                        .collect()
+            let threads = if batch.len() * arrays.len() >= 1 << 17 {
+                cores().min(arrays.len())
+            } else {
+                1
+            };
+            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> = if threads > 1 {
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let work = || {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (Some(a), Some(c)) = (arrays.get(i), self.columns.get(i)) else {
+                            return done;
+                        };
+                        done.push((i, self.column(a, c)));
+                    }
                 };
+                let mut done: Vec<_> = std::thread::scope(|scope| {
+                    let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+                    let mut done = work();
+                    for h in others {
+                        done.extend(h.join().expect("encoder thread panicked"));
+                    }
+                    done
+                });
+                done.sort_by_key(|(i, _)| *i);
+                done.into_iter().map(|(_, r)| r).collect()
+            } else {
+                arrays
+                    .iter()
+                    .zip(&self.columns)
+                    .map(|(a, c)| self.column(a, c))
+                    .collect()
+            };
             let mut pages = Vec::with_capacity(self.columns.len());
             for c in per_column {
                 pages.extend(c?);
@@ -450,6 +451,13 @@ impl PageEncoder {
         }
         Ok(rows)
     }
+}
+
+/// The cores this process may use, asked once (`available_parallelism` reads cgroup files on
+/// Linux: a small file's write must not pay for that).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// A PLAIN float data page re-encoded BYTE_STREAM_SPLIT: the values after the definition levels
