@@ -115,6 +115,32 @@ pub struct Funding {
     pub interval_hours: Vec<i64>,
 }
 
+impl Funding {
+    pub fn len(&self) -> usize {
+        self.calc_time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calc_time.is_empty()
+    }
+
+    /// No records (the capacity stays).
+    pub fn clear(&mut self) {
+        self.calc_time.clear();
+        self.rate.clear();
+        self.interval_hours.clear();
+    }
+
+    /// Append records `rows` of `other`.
+    pub fn extend_from(&mut self, other: &Funding, rows: std::ops::Range<usize>) {
+        self.calc_time
+            .extend_from_slice(&other.calc_time[rows.clone()]);
+        self.rate.extend_from_slice(&other.rate[rows.clone()]);
+        self.interval_hours
+            .extend_from_slice(&other.interval_hours[rows]);
+    }
+}
+
 /// Metrics records, sorted by `snapshot_time` (µs); a blank cell is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
@@ -125,6 +151,52 @@ pub struct Metrics {
     pub top_trader_position_ls_ratio: Vec<Option<f64>>,
     pub account_ls_ratio: Vec<Option<f64>>,
     pub taker_ls_volume_ratio: Vec<Option<f64>>,
+}
+
+impl Metrics {
+    pub fn len(&self) -> usize {
+        self.snapshot_time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot_time.is_empty()
+    }
+
+    fn values(&mut self) -> [&mut Vec<Option<f64>>; 6] {
+        [
+            &mut self.open_interest,
+            &mut self.open_interest_value,
+            &mut self.top_trader_account_ls_ratio,
+            &mut self.top_trader_position_ls_ratio,
+            &mut self.account_ls_ratio,
+            &mut self.taker_ls_volume_ratio,
+        ]
+    }
+
+    /// No records (the capacity stays).
+    pub fn clear(&mut self) {
+        self.snapshot_time.clear();
+        for v in self.values() {
+            v.clear();
+        }
+    }
+
+    /// Append records `rows` of `other`.
+    pub fn extend_from(&mut self, other: &Metrics, rows: std::ops::Range<usize>) {
+        self.snapshot_time
+            .extend_from_slice(&other.snapshot_time[rows.clone()]);
+        let from = [
+            &other.open_interest,
+            &other.open_interest_value,
+            &other.top_trader_account_ls_ratio,
+            &other.top_trader_position_ls_ratio,
+            &other.account_ls_ratio,
+            &other.taker_ls_volume_ratio,
+        ];
+        for (to, from) in self.values().into_iter().zip(from) {
+            to.extend_from_slice(&from[rows.clone()]);
+        }
+    }
 }
 
 /// The output rows, column by column, in `features.md` order.

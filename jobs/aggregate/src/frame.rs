@@ -88,18 +88,9 @@ pub struct InputFile {
     pub bytes: Buffer<u8>,
 }
 
-/// The kline files of `files`, in order, with their footers.
-pub fn kline_footers(files: &[InputFile]) -> Result<Vec<(&InputFile, FileMetadata)>> {
-    files
-        .iter()
-        .filter(|f| f.kind == Kind::Klines)
-        .map(|f| Ok((f, frames::direct::footer(&f.bytes, &f.path)?)))
-        .collect()
-}
-
 /// Decode kline file `f` (whose footer is `meta`) into `m`, replacing its rows: the vectors keep
 /// their capacity, so a buffer reused month after month is faulted in once.
-pub fn read_month(
+pub fn read_klines(
     r: &mut Reader,
     f: &InputFile,
     meta: &FileMetadata,
@@ -123,70 +114,42 @@ pub fn read_month(
     decode_file(r, f, meta, &mut dests)
 }
 
-/// The funding and metrics files of `files`, appended in order (`None`: no file of the kind).
-pub fn read_small(
-    files: &[InputFile],
-    funding: &mut Option<Funding>,
-    metrics: &mut Option<Metrics>,
+/// Decode fundingRate file `f` into `fu`, replacing its records (capacity kept).
+pub fn read_funding(
+    r: &mut Reader,
+    f: &InputFile,
+    meta: &FileMetadata,
+    fu: &mut Funding,
 ) -> Result<()> {
-    let footers = |kind: Kind| -> Result<Vec<(&InputFile, FileMetadata)>> {
-        files
-            .iter()
-            .filter(|f| f.kind == kind)
-            .map(|f| Ok((f, frames::direct::footer(&f.bytes, &f.path)?)))
-            .collect()
-    };
-    let rows = |v: &[(&InputFile, FileMetadata)]| v.iter().map(|(_, m)| m.num_rows).sum::<usize>();
-    let mut r = Reader::new();
-    // Every column sized once from the footers (growing a vector of a year of metrics by
-    // doubling copied it and faulted in each larger buffer).
-    let funding_files = footers(Kind::Funding)?;
-    if !funding_files.is_empty() {
-        let n = rows(&funding_files);
-        let fu = funding.get_or_insert_with(Funding::default);
-        fu.calc_time.reserve(n);
-        fu.rate.reserve(n);
-        fu.interval_hours.reserve(n);
-        let c = FUNDING_COLUMNS;
-        let mut dests = [
-            (c[0], Dest::I64(&mut fu.calc_time)),
-            (c[1], Dest::F64(&mut fu.rate)),
-            (c[2], Dest::I64(&mut fu.interval_hours)),
-        ];
-        for (f, meta) in &funding_files {
-            decode_file(&mut r, f, meta, &mut dests)?;
-        }
-    }
-    let metrics_files = footers(Kind::Metrics)?;
-    if !metrics_files.is_empty() {
-        let n = rows(&metrics_files);
-        let mt = metrics.get_or_insert_with(Metrics::default);
-        mt.snapshot_time.reserve(n);
-        for v in [
-            &mut mt.open_interest,
-            &mut mt.open_interest_value,
-            &mut mt.top_trader_account_ls_ratio,
-            &mut mt.top_trader_position_ls_ratio,
-            &mut mt.account_ls_ratio,
-            &mut mt.taker_ls_volume_ratio,
-        ] {
-            v.reserve(n);
-        }
-        let c = METRICS_COLUMNS;
-        let mut dests = [
-            (c[0], Dest::I64(&mut mt.snapshot_time)),
-            (c[1], Dest::OptF64(&mut mt.open_interest)),
-            (c[2], Dest::OptF64(&mut mt.open_interest_value)),
-            (c[3], Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
-            (c[4], Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
-            (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
-            (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
-        ];
-        for (f, meta) in &metrics_files {
-            decode_file(&mut r, f, meta, &mut dests)?;
-        }
-    }
-    Ok(())
+    fu.clear();
+    let c = FUNDING_COLUMNS;
+    let mut dests = [
+        (c[0], Dest::I64(&mut fu.calc_time)),
+        (c[1], Dest::F64(&mut fu.rate)),
+        (c[2], Dest::I64(&mut fu.interval_hours)),
+    ];
+    decode_file(r, f, meta, &mut dests)
+}
+
+/// Decode metrics file `f` into `mt`, replacing its records (capacity kept).
+pub fn read_metrics(
+    r: &mut Reader,
+    f: &InputFile,
+    meta: &FileMetadata,
+    mt: &mut Metrics,
+) -> Result<()> {
+    mt.clear();
+    let c = METRICS_COLUMNS;
+    let mut dests = [
+        (c[0], Dest::I64(&mut mt.snapshot_time)),
+        (c[1], Dest::OptF64(&mut mt.open_interest)),
+        (c[2], Dest::OptF64(&mut mt.open_interest_value)),
+        (c[3], Dest::OptF64(&mut mt.top_trader_account_ls_ratio)),
+        (c[4], Dest::OptF64(&mut mt.top_trader_position_ls_ratio)),
+        (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
+        (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
+    ];
+    decode_file(r, f, meta, &mut dests)
 }
 
 /// Append the columns of `dests` of file `f` (whose footer is `meta`), row group by row group.

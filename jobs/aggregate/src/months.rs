@@ -1,21 +1,30 @@
-//! A unit's pass over its klines, month file by month file: each month is decoded into a buffer
-//! its thread reuses, and its days are fingerprinted and (the changed ones) computed while the
-//! month is still in cache; months are spread over threads. A month's first day, whose first
-//! return needs the last minute of the month before, is finished once every month is read.
+//! A unit's pass over its inputs, month by month: each month's kline, funding and metrics files
+//! are decoded into buffers its thread reuses, and its days are fingerprinted and (the changed
+//! ones) computed while the month is still in cache; months are spread over threads. A month's
+//! first day, which needs the end of the month before (its last minute, the funding records of
+//! the 24 h and the metrics of the hour before), is finished once every month is read.
 //!
-//! Why months, not the year at once: a symbol-year of minutes is ~42 MB of fresh memory to fault
-//! in and stream through three times (decode, fingerprint, compute); a month is ~3.6 MB, written
-//! and read again while it is hot, and the two threads overlap the three steps.
+//! Why months, not the year at once: a symbol-year of minutes is ~42 MB (its metrics ~12 MB) of
+//! fresh memory to fault in and stream through three times (decode, fingerprint, compute); a
+//! month is a few MB, written and read again while it is hot, and nothing waits for a whole
+//! year of any input to be decoded.
+//!
+//! Why a month's other days need nothing of the month before: a bar takes the latest funding
+//! record at most 24 h older than its close and the latest metrics record at most 1 h older, and
+//! a day's fingerprint covers the same windows; from a month's second day on, both lie inside the
+//! month (metrics partitions go by `create_time`, so a month's file may end with a snapshot of the
+//! next month's first minute: it belongs to that month's first day, which takes it from here).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{Datelike, Months, NaiveDate};
-use frames::direct::Reader;
+use frames::direct::{FileMetadata, Reader};
 use shared::{Error, Result};
 
-use crate::features::{self, Bars, Funding, Metrics, Minutes};
+use crate::features::{
+    self, Bars, FUNDING_MAX_AGE_US, Funding, METRICS_MAX_AGE_US, Metrics, Minutes,
+};
 use crate::frame::{self, InputFile, Kind};
 use crate::{DAY_US, day_hash, day_key, day_of_us, day_start_us};
 
@@ -47,73 +56,70 @@ pub struct Pass {
     pub minutes_read: u64,
 }
 
-/// One month file's share of the pass.
+/// A file and its footer.
+type Footed<'a> = (&'a InputFile, FileMetadata);
+
+/// One month's files (any of them may be missing).
+#[derive(Default)]
+struct MonthFiles<'a> {
+    klines: Option<Footed<'a>>,
+    funding: Option<Footed<'a>>,
+    metrics: Option<Footed<'a>>,
+}
+
+/// One month's share of the pass, and what its neighbours' first days need of it.
 struct MonthOut {
     month: NaiveDate,
     /// Its last minute after exclusions (none if it has no rows).
     last: Minutes,
-    /// The rows of its first day, when that day is the unit's: finished at the end.
-    head: Minutes,
+    /// Its first day's minutes, funding and metrics (that day is finished at the end).
+    head: (Minutes, Funding, Metrics),
+    /// The funding records of its last 24 h and the metrics of its last hour (and after).
+    tail: (Funding, Metrics),
     hashes: Vec<(NaiveDate, String)>,
     changed: Vec<NaiveDate>,
     bars: Vec<Bars>,
     rows: u64,
 }
 
-type Small = (Option<Funding>, Option<Metrics>);
+/// A thread's buffers, reused month after month.
+#[derive(Default)]
+struct Scratch {
+    reader: Reader,
+    minutes: Minutes,
+    funding: Funding,
+    metrics: Metrics,
+    hash: Vec<u8>,
+}
 
-/// Run the pass over `files` (a unit's inputs: kline months in month order, funding, metrics)
-/// on up to `threads` threads.
+/// Run the pass over `files` (a unit's inputs: kline, funding and metrics months) on up to
+/// `threads` threads.
 pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
-    let klines = frame::kline_footers(files)?;
-    // Funding and metrics (whole, for the lookups) are decoded by the first thread while the
-    // others start on months; every thread waits for them before its first fingerprint.
-    let small: OnceLock<Result<Small>> = OnceLock::new();
-    let load_small = || {
-        small.get_or_init(|| {
-            let (mut funding, mut metrics) = (None, None);
-            for f in files.iter().filter(|f| f.kind != Kind::Klines) {
-                frames::direct::populate(&f.bytes);
-            }
-            frame::read_small(files, &mut funding, &mut metrics)?;
-            if let Some(f) = &funding {
-                check_sorted(&f.calc_time, "funding calc_time", &days.unit)?;
-            }
-            if let Some(m) = &metrics {
-                check_sorted(&m.snapshot_time, "metrics snapshot_time", &days.unit)?;
-            }
-            Ok((funding, metrics))
-        })
-    };
-    let next = AtomicUsize::new(0);
-    let worker = |first_thread: bool| -> Result<Vec<MonthOut>> {
-        if first_thread && load_small().is_err() {
-            return Ok(Vec::new());
+    let mut months: BTreeMap<NaiveDate, MonthFiles> = BTreeMap::new();
+    for f in files {
+        let footed = Some((f, frames::direct::footer(&f.bytes, &f.path)?));
+        let slot = months.entry(f.month).or_default();
+        match f.kind {
+            Kind::Klines => slot.klines = footed,
+            Kind::Funding => slot.funding = footed,
+            Kind::Metrics => slot.metrics = footed,
         }
-        let (mut reader, mut m, mut buf) = (Reader::new(), Minutes::default(), Vec::new());
+    }
+    let months: Vec<(NaiveDate, MonthFiles)> = months.into_iter().collect();
+    let next = AtomicUsize::new(0);
+    let worker = || -> Result<Vec<MonthOut>> {
+        let mut s = Scratch::default();
         let mut outs = Vec::new();
-        while let Some((f, meta)) = klines.get(next.fetch_add(1, Ordering::Relaxed)) {
-            frames::direct::populate(&f.bytes);
-            frame::read_month(&mut reader, f, meta, &mut m)?;
-            let Ok((funding, metrics)) = load_small() else {
-                break;
-            };
-            outs.push(month(
-                f,
-                &mut m,
-                funding.as_ref(),
-                metrics.as_ref(),
-                days,
-                &mut buf,
-            )?);
+        while let Some((start, files)) = months.get(next.fetch_add(1, Ordering::Relaxed)) {
+            outs.push(month(*start, files, &mut s, days)?);
         }
         Ok(outs)
     };
-    let threads = threads.clamp(1, klines.len().max(1));
+    let threads = threads.clamp(1, months.len().max(1));
     let results: Vec<Result<Vec<MonthOut>>> = std::thread::scope(|s| {
         let worker = &worker;
-        let others: Vec<_> = (1..threads).map(|_| s.spawn(|| worker(false))).collect();
-        let mut results = vec![worker(true)];
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(worker)).collect();
+        let mut results = vec![worker()];
         results.extend(
             others
                 .into_iter()
@@ -121,9 +127,6 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
         );
         results
     });
-    let (funding, metrics) = small
-        .into_inner()
-        .expect("the first thread decodes funding and metrics")?;
     let mut outs: Vec<MonthOut> = results
         .into_iter()
         .collect::<Result<Vec<_>>>()?
@@ -142,16 +145,20 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
         pass.changed.extend(o.changed.drain(..));
         parts.append(&mut o.bars);
     }
-    // The days left: each month's first day (with the minute before it, the last of the nearest
-    // earlier month that has one) and the days of months that have no file.
+    // The days left: each month's first day, and the days of months that have no file. A first
+    // day takes the last minute before it (of the nearest earlier month that has one) and the
+    // tail of the month before.
     let by_month: BTreeMap<NaiveDate, &MonthOut> = outs.iter().map(|o| (o.month, o)).collect();
-    let (mut m, mut buf) = (Minutes::default(), Vec::new());
+    let mut s = Scratch::default();
     for d in days.first.iter_days().take_while(|d| *d <= days.last) {
         if pass.hashes.contains_key(&d) {
             continue;
         }
         let start = month_start(d);
+        let (m, fu, mt) = (&mut s.minutes, &mut s.funding, &mut s.metrics);
         m.clear();
+        fu.clear();
+        mt.clear();
         if let Some(before) = by_month
             .range(..start)
             .rev()
@@ -160,17 +167,36 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
         {
             m.extend_from(before, 0..1);
         }
-        if let Some(o) = by_month.get(&start).filter(|_| d == start) {
-            m.extend_from(&o.head, 0..o.head.len());
+        if d == start {
+            let prev = start - Months::new(1);
+            if let Some(o) = by_month.get(&prev) {
+                fu.extend_from(&o.tail.0, 0..o.tail.0.len());
+                mt.extend_from(&o.tail.1, 0..o.tail.1.len());
+            }
+            if let Some(o) = by_month.get(&start) {
+                let (hm, hf, hmt) = &o.head;
+                m.extend_from(hm, 0..hm.len());
+                fu.extend_from(hf, 0..hf.len());
+                mt.extend_from(hmt, 0..hmt.len());
+            }
+            let joined = format!("{} across {} and {}", days.unit, prev, start);
+            check_sorted(&fu.calc_time, "funding calc_time", &joined)?;
+            check_sorted(&mt.snapshot_time, "metrics snapshot_time", &joined)?;
         }
-        let (f, mt) = (funding.as_ref(), metrics.as_ref());
-        let h = day_hash(&mut buf, &m, f, mt, d, days.excluded.contains(&d));
+        let h = day_hash(
+            &mut s.hash,
+            m,
+            Some(fu),
+            Some(mt),
+            d,
+            days.excluded.contains(&d),
+        );
         if days.previous.get(&day_key(d)) != Some(&h) {
             pass.changed.insert(d);
             parts.push(features::compute(
-                &m,
-                f,
-                mt,
+                m,
+                Some(fu),
+                Some(mt),
                 days.delta_us,
                 day_start_us(d),
                 day_start_us(d) + DAY_US,
@@ -187,36 +213,54 @@ fn month_start(d: NaiveDate) -> NaiveDate {
     d.with_day(1).expect("day 1")
 }
 
-/// Month file `f`, decoded into `m`: checked, its excluded days dropped, its days in the unit's
-/// range (but the first) fingerprinted and the changed ones computed.
-fn month(
-    f: &InputFile,
-    m: &mut Minutes,
-    funding: Option<&Funding>,
-    metrics: Option<&Metrics>,
-    days: &Days,
-    buf: &mut Vec<u8>,
-) -> Result<MonthOut> {
-    let start = f.month;
+/// The month starting `start`, decoded into `s` from `files`: checked, its excluded days dropped,
+/// its days in the unit's range (but the first) fingerprinted and the changed ones computed.
+fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> Result<MonthOut> {
     let end = start + Months::new(1);
-    let rows = m.len() as u64;
-    check_sorted(&m.open_time, "klines open_time", &f.path)?;
     let (lo, hi) = (day_start_us(start), day_start_us(end));
-    if m.open_time.first().is_some_and(|&t| t < lo) || m.open_time.last().is_some_and(|&t| t >= hi)
-    {
-        return Err(Error::Parse(format!(
-            "{}: klines rows outside {} (run optimize)",
-            f.path,
-            start.format("%Y-%m")
-        )));
+    let Scratch {
+        reader,
+        minutes: m,
+        funding: fu,
+        metrics: mt,
+        hash: buf,
+    } = s;
+    m.clear();
+    fu.clear();
+    mt.clear();
+    if let Some((f, meta)) = &files.klines {
+        frames::direct::populate(&f.bytes);
+        frame::read_klines(reader, f, meta, m)?;
+        check_sorted(&m.open_time, "klines open_time", &f.path)?;
+        if m.open_time.first().is_some_and(|&t| t < lo)
+            || m.open_time.last().is_some_and(|&t| t >= hi)
+        {
+            return Err(Error::Parse(format!(
+                "{}: klines rows outside {} (run optimize)",
+                f.path,
+                start.format("%Y-%m")
+            )));
+        }
     }
+    if let Some((f, meta)) = &files.funding {
+        frames::direct::populate(&f.bytes);
+        frame::read_funding(reader, f, meta, fu)?;
+        check_sorted(&fu.calc_time, "funding calc_time", &f.path)?;
+    }
+    if let Some((f, meta)) = &files.metrics {
+        frames::direct::populate(&f.bytes);
+        frame::read_metrics(reader, f, meta, mt)?;
+        check_sorted(&mt.snapshot_time, "metrics snapshot_time", &f.path)?;
+    }
+    let rows = m.len() as u64;
     if days.excluded.range(start..end).next().is_some() {
         m.retain(|t| !days.excluded.contains(&day_of_us(t)));
     }
     let mut out = MonthOut {
         month: start,
         last: Minutes::default(),
-        head: Minutes::default(),
+        head: Default::default(),
+        tail: Default::default(),
         hashes: Vec::new(),
         changed: Vec::new(),
         bars: Vec::new(),
@@ -225,15 +269,31 @@ fn month(
     if !m.is_empty() {
         out.last.extend_from(m, m.len() - 1..m.len());
     }
+    // What the next month's first day needs: the records its lookbacks reach.
+    let from = fu
+        .calc_time
+        .partition_point(|&t| t < hi - FUNDING_MAX_AGE_US);
+    out.tail.0.extend_from(fu, from..fu.len());
+    let from = mt
+        .snapshot_time
+        .partition_point(|&t| t < hi - METRICS_MAX_AGE_US);
+    out.tail.1.extend_from(mt, from..mt.len());
+    // This month's first day, when it is the unit's: its rows, finished at the end.
     if (days.first..=days.last).contains(&start) {
-        let n = m.open_time.partition_point(|&t| t < lo + DAY_US);
-        out.head.extend_from(m, 0..n);
+        let day2 = lo + DAY_US;
+        let n = m.open_time.partition_point(|&t| t < day2);
+        out.head.0.extend_from(m, 0..n);
+        let n = fu.calc_time.partition_point(|&t| t < day2);
+        out.head.1.extend_from(fu, 0..n);
+        let n = mt.snapshot_time.partition_point(|&t| t < day2);
+        out.head.2.extend_from(mt, 0..n);
     }
-    // This month's days of the unit, but the first (finished at the end).
+    // This month's days of the unit, but the first.
     let from = days.first.max(start.succ_opt().expect("a day after"));
     let to = days.last.min(end.pred_opt().expect("a day before"));
+    let (f, mt) = (Some(&*fu), Some(&*mt));
     for d in from.iter_days().take_while(|d| *d <= to) {
-        let h = day_hash(buf, m, funding, metrics, d, days.excluded.contains(&d));
+        let h = day_hash(buf, m, f, mt, d, days.excluded.contains(&d));
         if days.previous.get(&day_key(d)) != Some(&h) {
             out.changed.push(d);
         }
@@ -252,8 +312,8 @@ fn month(
         k += 1;
         out.bars.push(features::compute(
             m,
-            funding,
-            metrics,
+            f,
+            mt,
             days.delta_us,
             day_start_us(a),
             day_start_us(b) + DAY_US,
@@ -386,7 +446,7 @@ mod tests {
         }
     }
 
-    /// Funding every 8 h (a few ms late), metrics every 5 min with blanks, over the whole span.
+    /// Funding every 8 h (a few ms off), metrics every 5 min with blanks, over the whole span.
     fn small() -> (Funding, Metrics) {
         let (start, end) = (
             day_start_us(date(2023, 1, 29)),
@@ -394,8 +454,12 @@ mod tests {
         );
         let mut f = Funding::default();
         let mut t = start;
+        let mut k = 0;
         while t < end {
-            f.calc_time.push(t + 3_000);
+            // A few ms late or early: Feb 1 and Mar 1 00:00 settle in the month before.
+            f.calc_time
+                .push(t + if k % 2 == 0 { 3_000 } else { -2_000 });
+            k += 1;
             f.rate.push(1e-4 * ((t / MIN) % 7) as f64);
             f.interval_hours.push(8);
             t += 480 * MIN;
@@ -404,6 +468,14 @@ mod tests {
         let mut t = start;
         let mut k = 0u64;
         while t < end {
+            // No snapshots in a month's first half hour but the one at 00:00 (filed with the
+            // month before): its first bars take that one.
+            let since = t - day_start_us(month_start(day_of_us(t)));
+            if since > 0 && since <= 30 * MIN && day_of_us(t).day() == 1 {
+                t += 5 * MIN;
+                k += 1;
+                continue;
+            }
             mt.snapshot_time.push(t);
             let v = |j: u64| (!(k + j).is_multiple_of(11)).then_some((k + j) as f64 * 0.5);
             mt.open_interest.push(v(0));
@@ -418,51 +490,63 @@ mod tests {
         (f, mt)
     }
 
+    /// Funding and metrics as monthly files, partitioned as `optimize` does: funding by
+    /// `calc_time`, metrics by `create_time` (the snapshot 5 minutes earlier), so each metrics
+    /// file but the last ends with a snapshot of the next month's first minute.
     fn small_files(f: &Funding, mt: &Metrics) -> Vec<InputFile> {
-        let c = FUNDING_COLUMNS;
-        let funding = parquet(
-            f.calc_time.len(),
-            vec![
-                time(c[0], &f.calc_time),
-                Column::new(c[1].into(), &f.rate),
-                Column::new(c[2].into(), &f.interval_hours),
-            ],
-        );
-        let c = METRICS_COLUMNS;
-        let metrics = parquet(
-            mt.snapshot_time.len(),
-            vec![
-                time(c[0], &mt.snapshot_time),
-                Column::new(c[1].into(), &mt.open_interest),
-                Column::new(c[2].into(), &mt.open_interest_value),
-                Column::new(c[3].into(), &mt.top_trader_account_ls_ratio),
-                Column::new(c[4].into(), &mt.top_trader_position_ls_ratio),
-                Column::new(c[5].into(), &mt.account_ls_ratio),
-                Column::new(c[6].into(), &mt.taker_ls_volume_ratio),
-            ],
-        );
-        let month = date(2023, 1, 1);
-        vec![
-            InputFile {
+        let months = [(2023, 1), (2023, 2), (2023, 3), (2023, 4)].map(|(y, m)| date(y, m, 1));
+        let mut out = Vec::new();
+        for month in months {
+            let (lo, hi) = (day_start_us(month), day_start_us(month + Months::new(1)));
+            let rows = |t: &[i64], shift: i64| {
+                t.partition_point(|&x| x - shift < lo)..t.partition_point(|&x| x - shift < hi)
+            };
+            let r = rows(&f.calc_time, 0);
+            let c = FUNDING_COLUMNS;
+            let funding = parquet(
+                r.len(),
+                vec![
+                    time(c[0], &f.calc_time[r.clone()]),
+                    Column::new(c[1].into(), &f.rate[r.clone()]),
+                    Column::new(c[2].into(), &f.interval_hours[r]),
+                ],
+            );
+            let r = rows(&mt.snapshot_time, 5 * MIN);
+            let c = METRICS_COLUMNS;
+            let metrics = parquet(
+                r.len(),
+                vec![
+                    time(c[0], &mt.snapshot_time[r.clone()]),
+                    Column::new(c[1].into(), &mt.open_interest[r.clone()]),
+                    Column::new(c[2].into(), &mt.open_interest_value[r.clone()]),
+                    Column::new(c[3].into(), &mt.top_trader_account_ls_ratio[r.clone()]),
+                    Column::new(c[4].into(), &mt.top_trader_position_ls_ratio[r.clone()]),
+                    Column::new(c[5].into(), &mt.account_ls_ratio[r.clone()]),
+                    Column::new(c[6].into(), &mt.taker_ls_volume_ratio[r]),
+                ],
+            );
+            out.push(InputFile {
                 kind: Kind::Funding,
                 month,
-                path: "funding".into(),
+                path: format!("funding/{month}"),
                 bytes: funding,
-            },
-            InputFile {
+            });
+            out.push(InputFile {
                 kind: Kind::Metrics,
                 month,
-                path: "metrics".into(),
+                path: format!("metrics/{month}"),
                 bytes: metrics,
-            },
-        ]
+            });
+        }
+        out
     }
 
     #[test]
     fn month_by_month_equals_one_pass_over_the_concatenated_minutes() {
         let all = minutes();
         let (f, mt) = small();
-        // January (the lookback month), February and April: March has no file.
+        // Klines of January (the lookback month), February and April: March has only funding
+        // and metrics.
         let mut files: Vec<InputFile> = [date(2023, 1, 1), date(2023, 2, 1), date(2023, 4, 1)]
             .into_iter()
             .map(|m| kline_file(&all, m))
