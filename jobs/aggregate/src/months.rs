@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{Datelike, Months, NaiveDate};
-use frames::direct::{FileMetadata, Reader};
+use frames::direct::Reader;
 use shared::{Error, Result};
 
 use crate::features::{
@@ -56,15 +56,12 @@ pub struct Pass {
     pub minutes_read: u64,
 }
 
-/// A file and its footer.
-type Footed<'a> = (&'a InputFile, FileMetadata);
-
 /// One month's files (any of them may be missing).
 #[derive(Default)]
 struct MonthFiles<'a> {
-    klines: Option<Footed<'a>>,
-    funding: Option<Footed<'a>>,
-    metrics: Option<Footed<'a>>,
+    klines: Option<&'a InputFile>,
+    funding: Option<&'a InputFile>,
+    metrics: Option<&'a InputFile>,
 }
 
 /// One month's share of the pass, and what its neighbours' first days need of it.
@@ -97,12 +94,11 @@ struct Scratch {
 pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
     let mut months: BTreeMap<NaiveDate, MonthFiles> = BTreeMap::new();
     for f in files {
-        let footed = Some((f, frames::direct::footer(&f.bytes, &f.path)?));
         let slot = months.entry(f.month).or_default();
         match f.kind {
-            Kind::Klines => slot.klines = footed,
-            Kind::Funding => slot.funding = footed,
-            Kind::Metrics => slot.metrics = footed,
+            Kind::Klines => slot.klines = Some(f),
+            Kind::Funding => slot.funding = Some(f),
+            Kind::Metrics => slot.metrics = Some(f),
         }
     }
     let months: Vec<(NaiveDate, MonthFiles)> = months.into_iter().collect();
@@ -228,9 +224,11 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
     m.clear();
     fu.clear();
     mt.clear();
-    if let Some((f, meta)) = &files.klines {
+    if let Some(f) = files.klines {
+        // Footer, pages: each file is read by the thread that decodes it.
         frames::direct::populate(&f.bytes);
-        frame::read_klines(reader, f, meta, m)?;
+        let meta = frames::direct::footer(&f.bytes, &f.path)?;
+        frame::read_klines(reader, f, &meta, m)?;
         check_sorted(&m.open_time, "klines open_time", &f.path)?;
         if m.open_time.first().is_some_and(|&t| t < lo)
             || m.open_time.last().is_some_and(|&t| t >= hi)
@@ -242,14 +240,16 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
             )));
         }
     }
-    if let Some((f, meta)) = &files.funding {
+    if let Some(f) = files.funding {
         frames::direct::populate(&f.bytes);
-        frame::read_funding(reader, f, meta, fu)?;
+        let meta = frames::direct::footer(&f.bytes, &f.path)?;
+        frame::read_funding(reader, f, &meta, fu)?;
         check_sorted(&fu.calc_time, "funding calc_time", &f.path)?;
     }
-    if let Some((f, meta)) = &files.metrics {
+    if let Some(f) = files.metrics {
         frames::direct::populate(&f.bytes);
-        frame::read_metrics(reader, f, meta, mt)?;
+        let meta = frames::direct::footer(&f.bytes, &f.path)?;
+        frame::read_metrics(reader, f, &meta, mt)?;
         check_sorted(&mt.snapshot_time, "metrics snapshot_time", &f.path)?;
     }
     let rows = m.len() as u64;
