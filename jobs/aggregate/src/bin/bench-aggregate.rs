@@ -219,11 +219,15 @@ async fn main() -> anyhow::Result<()> {
     for (i, s) in symbols.iter().enumerate() {
         minutes_per_symbol = stage(&store, s, args.year, 1000 + i as u64).await?;
     }
+    // The staged files written back to disk now, not by the kernel's flusher threads during
+    // the first timed runs (on 2 cores they took a core from them).
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
     eprintln!(
-        "staged {} symbols × {} minutes (+ funding, metrics) in {:.1} s",
+        "staged {} symbols × {} minutes (+ funding, metrics) in {:.1} s{}",
         symbols.len(),
         minutes_per_symbol,
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        if synced { ", synced to disk" } else { "" }
     );
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("exe dir")?.join("aggregate");
