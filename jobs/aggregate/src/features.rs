@@ -199,6 +199,42 @@ impl Metrics {
     }
 }
 
+/// Calls the macro `$m` with every column of [`Bars`], in order: the one list the row helpers
+/// below share.
+macro_rules! bar_columns {
+    ($m:ident) => {
+        $m!(
+            open_time,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            quote_volume,
+            trades,
+            taker_buy_volume,
+            taker_buy_quote_volume,
+            minutes,
+            vwap,
+            vwap_deviation,
+            realized_vol,
+            realized_variance,
+            volume_cv,
+            taker_buy_ratio,
+            parkinson_vol,
+            garman_klass_vol,
+            funding_rate,
+            funding_interval_hours,
+            open_interest,
+            open_interest_value,
+            top_trader_account_ls_ratio,
+            top_trader_position_ls_ratio,
+            account_ls_ratio,
+            taker_ls_volume_ratio
+        )
+    };
+}
+
 /// The output rows, column by column, in `features.md` order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bars {
@@ -241,35 +277,7 @@ impl Bars {
         macro_rules! push {
             ($($f:ident),*) => { $( self.$f.push(other.$f[i]); )* };
         }
-        push!(
-            open_time,
-            open,
-            high,
-            low,
-            close,
-            volume,
-            quote_volume,
-            trades,
-            taker_buy_volume,
-            taker_buy_quote_volume,
-            minutes,
-            vwap,
-            vwap_deviation,
-            realized_vol,
-            realized_variance,
-            volume_cv,
-            taker_buy_ratio,
-            parkinson_vol,
-            garman_klass_vol,
-            funding_rate,
-            funding_interval_hours,
-            open_interest,
-            open_interest_value,
-            top_trader_account_ls_ratio,
-            top_trader_position_ls_ratio,
-            account_ls_ratio,
-            taker_ls_volume_ratio
-        );
+        bar_columns!(push);
     }
 
     /// Rows of `a` and `b` interleaved by `open_time` (both sorted, disjoint).
@@ -310,35 +318,7 @@ impl Bars {
             macro_rules! extend {
                 ($($f:ident),*) => { $( out.$f.extend_from_slice(&p.$f); )* };
             }
-            extend!(
-                open_time,
-                open,
-                high,
-                low,
-                close,
-                volume,
-                quote_volume,
-                trades,
-                taker_buy_volume,
-                taker_buy_quote_volume,
-                minutes,
-                vwap,
-                vwap_deviation,
-                realized_vol,
-                realized_variance,
-                volume_cv,
-                taker_buy_ratio,
-                parkinson_vol,
-                garman_klass_vol,
-                funding_rate,
-                funding_interval_hours,
-                open_interest,
-                open_interest_value,
-                top_trader_account_ls_ratio,
-                top_trader_position_ls_ratio,
-                account_ls_ratio,
-                taker_ls_volume_ratio
-            );
+            bar_columns!(extend);
         }
         out
     }
