@@ -62,15 +62,6 @@ impl Minutes {
             .extend_from_slice(&other.taker_buy_quote_volume[rows]);
     }
 
-    /// Room for `n` more rows in every column.
-    pub fn reserve(&mut self, n: usize) {
-        self.open_time.reserve(n);
-        self.trades.reserve(n);
-        for c in self.f64_columns() {
-            c.reserve(n);
-        }
-    }
-
     fn f64_columns(&mut self) -> [&mut Vec<f64>; 8] {
         [
             &mut self.open,

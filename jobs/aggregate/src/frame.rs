@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 use frames::Buffer;
-use frames::direct::{Dest, FileMetadata, Reader};
+use frames::direct::{Dest, Reader};
 use frames::polars::prelude::*;
 use frames::time_dtype;
 use shared::{Error, Result};
@@ -88,16 +88,10 @@ pub struct InputFile {
     pub bytes: Buffer<u8>,
 }
 
-/// Decode kline file `f` (whose footer is `meta`) into `m`, replacing its rows: the vectors keep
+/// Decode kline file `f` into `m`, replacing its rows: the vectors keep
 /// their capacity, so a buffer reused month after month is faulted in once.
-pub fn read_klines(
-    r: &mut Reader,
-    f: &InputFile,
-    meta: &FileMetadata,
-    m: &mut Minutes,
-) -> Result<()> {
+pub fn read_klines(r: &mut Reader, f: &InputFile, m: &mut Minutes) -> Result<()> {
     m.clear();
-    m.reserve(meta.num_rows);
     let c = KLINE_COLUMNS;
     let mut dests = [
         (c[0], Dest::I64(&mut m.open_time)),
@@ -111,16 +105,11 @@ pub fn read_klines(
         (c[8], Dest::F64(&mut m.taker_buy_volume)),
         (c[9], Dest::F64(&mut m.taker_buy_quote_volume)),
     ];
-    decode_file(r, f, meta, &mut dests)
+    decode_file(r, f, &mut dests)
 }
 
 /// Decode fundingRate file `f` into `fu`, replacing its records (capacity kept).
-pub fn read_funding(
-    r: &mut Reader,
-    f: &InputFile,
-    meta: &FileMetadata,
-    fu: &mut Funding,
-) -> Result<()> {
+pub fn read_funding(r: &mut Reader, f: &InputFile, fu: &mut Funding) -> Result<()> {
     fu.clear();
     let c = FUNDING_COLUMNS;
     let mut dests = [
@@ -128,16 +117,11 @@ pub fn read_funding(
         (c[1], Dest::F64(&mut fu.rate)),
         (c[2], Dest::I64(&mut fu.interval_hours)),
     ];
-    decode_file(r, f, meta, &mut dests)
+    decode_file(r, f, &mut dests)
 }
 
 /// Decode metrics file `f` into `mt`, replacing its records (capacity kept).
-pub fn read_metrics(
-    r: &mut Reader,
-    f: &InputFile,
-    meta: &FileMetadata,
-    mt: &mut Metrics,
-) -> Result<()> {
+pub fn read_metrics(r: &mut Reader, f: &InputFile, mt: &mut Metrics) -> Result<()> {
     mt.clear();
     let c = METRICS_COLUMNS;
     let mut dests = [
@@ -149,16 +133,17 @@ pub fn read_metrics(
         (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
         (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
     ];
-    decode_file(r, f, meta, &mut dests)
+    decode_file(r, f, &mut dests)
 }
 
-/// Append the columns of `dests` of file `f` (whose footer is `meta`), row group by row group.
-fn decode_file(
-    r: &mut Reader,
-    f: &InputFile,
-    meta: &FileMetadata,
-    dests: &mut [(&str, Dest<'_>)],
-) -> Result<()> {
+/// Append the columns of `dests` of file `f`, row group by row group: its pages faulted in and
+/// its footer parsed on the calling thread, the one that decodes it.
+fn decode_file(r: &mut Reader, f: &InputFile, dests: &mut [(&str, Dest<'_>)]) -> Result<()> {
+    frames::direct::populate(&f.bytes);
+    let meta = frames::direct::footer(&f.bytes, &f.path)?;
+    for (_, dest) in dests.iter_mut() {
+        dest.reserve(meta.num_rows);
+    }
     for rg in &meta.row_groups {
         for (name, dest) in dests.iter_mut() {
             r.read_column(&f.bytes, rg, &f.path, name, dest)?;

@@ -304,10 +304,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     // Units in flight overlap their I/O; the month passes (which use every core on their own)
     // run for as many units at a time as there are cores, which bounds memory: a pass holds a
     // month of minutes per thread (~3.6 MB each) and the year's funding and metrics (~12 MB).
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let cpu = Arc::new(tokio::sync::Semaphore::new(cores));
+    let cpu = Arc::new(tokio::sync::Semaphore::new(frames::cores()));
     let work = {
         let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
         move |u: Unit| {
@@ -455,9 +452,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
         })
         .collect();
     let files = fetch_sources(&ctx.store, files).await?;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = frames::cores();
     let days = months::Days {
         first: u.first,
         last: u.last,

@@ -225,10 +225,7 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
     fu.clear();
     mt.clear();
     if let Some(f) = files.klines {
-        // Footer, pages: each file is read by the thread that decodes it.
-        frames::direct::populate(&f.bytes);
-        let meta = frames::direct::footer(&f.bytes, &f.path)?;
-        frame::read_klines(reader, f, &meta, m)?;
+        frame::read_klines(reader, f, m)?;
         check_sorted(&m.open_time, "klines open_time", &f.path)?;
         if m.open_time.first().is_some_and(|&t| t < lo)
             || m.open_time.last().is_some_and(|&t| t >= hi)
@@ -241,15 +238,11 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
         }
     }
     if let Some(f) = files.funding {
-        frames::direct::populate(&f.bytes);
-        let meta = frames::direct::footer(&f.bytes, &f.path)?;
-        frame::read_funding(reader, f, &meta, fu)?;
+        frame::read_funding(reader, f, fu)?;
         check_sorted(&fu.calc_time, "funding calc_time", &f.path)?;
     }
     if let Some(f) = files.metrics {
-        frames::direct::populate(&f.bytes);
-        let meta = frames::direct::footer(&f.bytes, &f.path)?;
-        frame::read_metrics(reader, f, &meta, mt)?;
+        frame::read_metrics(reader, f, mt)?;
         check_sorted(&mt.snapshot_time, "metrics snapshot_time", &f.path)?;
     }
     let rows = m.len() as u64;

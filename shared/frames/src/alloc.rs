@@ -21,8 +21,7 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
+        libc::mallopt(libc::M_ARENA_MAX, crate::cores() as libc::c_int);
     }
 }
 

@@ -76,6 +76,16 @@ pub enum Dest<'a> {
 }
 
 impl Dest<'_> {
+    /// Room for `n` more values.
+    pub fn reserve(&mut self, n: usize) {
+        match self {
+            Dest::I64(v) => v.reserve(n),
+            Dest::F64(v) => v.reserve(n),
+            Dest::OptF64(v) => v.reserve(n),
+            Dest::Bool(v) => v.reserve(n),
+        }
+    }
+
     fn physical(&self) -> PhysicalType {
         match self {
             Dest::I64(_) => PhysicalType::Int64,

@@ -454,8 +454,8 @@ impl PageEncoder {
 }
 
 /// The cores this process may use, asked once (`available_parallelism` reads cgroup files on
-/// Linux: a small file's write must not pay for that).
-fn cores() -> usize {
+/// Linux: a small file's write, or a job's unit, must not pay for that).
+pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
