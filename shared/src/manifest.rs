@@ -195,67 +195,124 @@ struct LogView {
     older_checkpoints: Vec<u64>,
 }
 
+fn parse_json<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 async fn read_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>> {
     match store.get_opt(path).await? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::Manifest {
-                path: path.to_string(),
-                reason: e.to_string(),
-            }),
+        Some(b) => parse_json(path, &b).map(Some),
+    }
+}
+
+/// A load in progress: what the listing showed, then the newest checkpoint and the deltas it
+/// does not cover merged in. Shared by the remote and the local-folder paths.
+struct Loading {
+    manifest: Manifest,
+    view: LogView,
+    deltas: BTreeSet<u64>,
+    checkpoints: BTreeSet<u64>,
+}
+
+impl Loading {
+    fn listed<'a>(prefix: &str, paths: impl Iterator<Item = &'a str>) -> Loading {
+        let (mut deltas, mut checkpoints) = (BTreeSet::new(), BTreeSet::new());
+        for path in paths {
+            match classify(prefix, path) {
+                Some(Obj::Delta(v)) => {
+                    deltas.insert(v);
+                }
+                Some(Obj::Checkpoint(v)) => {
+                    checkpoints.insert(v);
+                }
+                None => {}
+            }
+        }
+        let max_version = deltas
+            .iter()
+            .chain(&checkpoints)
+            .copied()
+            .max()
+            .unwrap_or(0);
+        Loading {
+            manifest: Manifest::default(),
+            view: LogView {
+                max_version,
+                ..Default::default()
+            },
+            deltas,
+            checkpoints,
+        }
+    }
+
+    /// Checkpoint versions, newest first: the first readable one is used (an older one
+    /// survives a concurrent cleanup race).
+    fn checkpoints_newest_first(&self) -> Vec<u64> {
+        self.checkpoints.iter().rev().copied().collect()
+    }
+
+    fn use_checkpoint(&mut self, cv: u64, doc: CheckpointDoc) {
+        for (e, v) in doc.entries {
+            self.manifest.merge(e, v);
+        }
+        self.view.checkpoint = Some((cv, doc.covers.into_iter().collect()));
+    }
+
+    /// The deltas the checkpoint in use does not cover, in version order.
+    fn uncovered(&mut self) -> Vec<u64> {
+        let used = self.view.checkpoint.as_ref().map(|(v, _)| *v);
+        self.view.older_checkpoints = self
+            .checkpoints
+            .iter()
+            .copied()
+            .filter(|c| Some(*c) != used)
+            .collect();
+        let covered = self.view.checkpoint.as_ref().map(|(_, c)| c);
+        self.deltas
+            .iter()
+            .copied()
+            .filter(|v| covered.is_none_or(|c| !c.contains(v)))
+            .collect()
+    }
+
+    /// Merge delta `v` (`None`: deleted between list and get, so covered by a newer
+    /// checkpoint whose entries are newer; a reload sees them there).
+    fn add_delta(&mut self, v: u64, doc: Option<DeltaDoc>) {
+        if let Some(doc) = doc {
+            for e in doc.entries {
+                self.manifest.merge(e, v);
+            }
+            self.view.uncovered.insert(v);
+        }
     }
 }
 
 async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
-    let mut deltas = BTreeSet::new();
-    let mut checkpoints = BTreeSet::new();
-    for (path, _) in store.list(prefix).await? {
-        match classify(prefix, &path) {
-            Some(Obj::Delta(v)) => {
-                deltas.insert(v);
-            }
-            Some(Obj::Checkpoint(v)) => {
-                checkpoints.insert(v);
-            }
-            None => {}
-        }
+    if let Some(dir) = store.local_path(prefix) {
+        let owned = prefix.to_string();
+        return tokio::task::spawn_blocking(move || load_view_local(&dir, &owned))
+            .await
+            .map_err(|e| Error::Manifest {
+                path: prefix.to_string(),
+                reason: format!("loading: {e}"),
+            })?;
     }
-    let mut m = Manifest::default();
-    let mut view = LogView {
-        max_version: deltas
-            .iter()
-            .chain(checkpoints.iter())
-            .copied()
-            .max()
-            .unwrap_or(0),
-        ..Default::default()
-    };
-    // The newest readable checkpoint; an older one survives a concurrent cleanup race.
-    for &cv in checkpoints.iter().rev() {
-        let path = checkpoint_path(prefix, cv);
-        if let Some(doc) = read_json::<CheckpointDoc>(store, &path).await? {
-            for (e, v) in doc.entries {
-                m.merge(e, v);
-            }
-            view.checkpoint = Some((cv, doc.covers.into_iter().collect()));
+    let listing = store.list(prefix).await?;
+    let mut l = Loading::listed(prefix, listing.iter().map(|(p, _)| p.as_str()));
+    for cv in l.checkpoints_newest_first() {
+        if let Some(doc) = read_json(store, &checkpoint_path(prefix, cv)).await? {
+            l.use_checkpoint(cv, doc);
             break;
         }
     }
-    view.older_checkpoints = checkpoints
-        .iter()
-        .copied()
-        .filter(|c| Some(*c) != view.checkpoint.as_ref().map(|(v, _)| *v))
-        .collect();
-    let covered = view
-        .checkpoint
-        .as_ref()
-        .map(|(_, c)| c.clone())
-        .unwrap_or_default();
-    // The uncovered deltas are fetched 16 at a time (each is a round trip to the store, a
-    // blocking-pool hop even on a local disk) and merged in version order.
+    // The uncovered deltas are fetched 16 at a time (each is a round trip to the store) and
+    // merged in version order.
     use futures::StreamExt;
-    let mut docs = futures::stream::iter(deltas.into_iter().filter(|v| !covered.contains(v)))
+    let mut docs = futures::stream::iter(l.uncovered())
         .map(|v| async move {
             read_json::<DeltaDoc>(store, &delta_path(prefix, v))
                 .await
@@ -263,16 +320,54 @@ async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
         })
         .buffered(16);
     while let Some(got) = docs.next().await {
-        // A delta deleted between list and get was covered by a newer checkpoint: its entries
-        // are older than that checkpoint's, and a reload sees them there.
-        if let (v, Some(doc)) = got? {
-            for e in doc.entries {
-                m.merge(e, v);
-            }
-            view.uncovered.insert(v);
+        let (v, doc) = got?;
+        l.add_delta(v, doc);
+    }
+    Ok((l.manifest, l.view))
+}
+
+/// [`load_view`] on a local folder: the listing and every read on one blocking thread, instead
+/// of a blocking-pool hop per object (a manifest is a few small files; the hops were most of
+/// the time a job spent planning).
+fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<(Manifest, LogView)> {
+    let io = |path: &str, e: std::io::Error| Error::Io {
+        context: format!("reading manifest {path}"),
+        source: e,
+    };
+    let names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|d| d.ok())
+            .filter(|d| d.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|d| d.file_name().into_string().ok())
+            .map(|n| format!("{prefix}{n}"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(prefix, e)),
+    };
+    let read = |path: &str| -> Result<Option<Vec<u8>>> {
+        let file = dir.join(path.strip_prefix(prefix).unwrap_or(path));
+        match std::fs::read(file) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(path, e)),
+        }
+    };
+    let mut l = Loading::listed(prefix, names.iter().map(String::as_str));
+    for cv in l.checkpoints_newest_first() {
+        let path = checkpoint_path(prefix, cv);
+        if let Some(b) = read(&path)? {
+            l.use_checkpoint(cv, parse_json(&path, &b)?);
+            break;
         }
     }
-    Ok((m, view))
+    for v in l.uncovered() {
+        let path = delta_path(prefix, v);
+        let doc = read(&path)?
+            .map(|b| parse_json::<DeltaDoc>(&path, &b))
+            .transpose()?;
+        l.add_delta(v, doc);
+    }
+    Ok((l.manifest, l.view))
 }
 
 impl Manifest {
@@ -521,6 +616,41 @@ mod tests {
             Manifest::load(&store, &key()).await.unwrap().len(),
             m.len() + 1
         );
+    }
+
+    #[tokio::test]
+    async fn a_local_folder_loads_what_the_object_store_path_loads() {
+        // A log with a checkpoint, deltas it covers (not yet cleaned up) and deltas after it,
+        // written to memory, then copied object by object into a local folder.
+        let mem = Store::open("memory://").unwrap();
+        let (w, _) = ManifestWriter::open(&mem, &key()).await.unwrap();
+        for i in 0..(CHECKPOINT_EVERY + 7) {
+            w.record(entry(&format!("u{}", i % 40), "r", i as i64))
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap()).unwrap();
+        for (path, _) in mem.list(&key().prefix()).await.unwrap() {
+            let b = mem.get_opt(&path).await.unwrap().unwrap();
+            local.put(&path, b).await.unwrap();
+        }
+        let (m_mem, v_mem) = load_view(&mem, &key().prefix()).await.unwrap();
+        let (m_loc, v_loc) = load_view(&local, &key().prefix()).await.unwrap();
+        assert!(v_loc.checkpoint.is_some());
+        assert_eq!(m_loc, m_mem);
+        assert_eq!(m_loc.len(), 40);
+        assert_eq!(v_loc.max_version, v_mem.max_version);
+        assert_eq!(v_loc.uncovered, v_mem.uncovered);
+        assert_eq!(v_loc.checkpoint, v_mem.checkpoint);
+        assert_eq!(v_loc.older_checkpoints, v_mem.older_checkpoints);
+        // A missing folder is an empty manifest; a corrupt delta is named.
+        let other = ManifestKey::new("download", "futures-um/klines-1m", "ETHUSDT");
+        assert!(Manifest::load(&local, &other).await.unwrap().is_empty());
+        let bad = format!("{}{:020}.json", key().prefix(), v_loc.max_version + 1);
+        local.put(&bad, Bytes::from_static(b"[")).await.unwrap();
+        let e = Manifest::load(&local, &key()).await.unwrap_err();
+        assert!(e.to_string().contains(&bad), "{e}");
     }
 
     #[tokio::test]
