@@ -263,6 +263,16 @@ impl Bars {
         self.open_time.len()
     }
 
+    /// No rows, room for `n` in every column.
+    pub fn with_capacity(n: usize) -> Bars {
+        let mut b = Bars::default();
+        macro_rules! reserve {
+            ($($f:ident),*) => { $( b.$f.reserve_exact(n); )* };
+        }
+        bar_columns!(reserve);
+        b
+    }
+
     /// Append row `i` of `other`.
     pub fn push_row(&mut self, other: &Bars, i: usize) {
         macro_rules! push {
@@ -301,10 +311,10 @@ impl Bars {
     pub fn concat(mut parts: Vec<Bars>) -> Bars {
         parts.retain(|p| !p.is_empty());
         parts.sort_by_key(|p| p.open_time[0]);
-        let mut parts = parts.into_iter();
-        let Some(mut out) = parts.next() else {
-            return Bars::default();
-        };
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        let mut out = Bars::with_capacity(parts.iter().map(Bars::len).sum());
         for p in parts {
             macro_rules! extend {
                 ($($f:ident),*) => { $( out.$f.extend_from_slice(&p.$f); )* };
@@ -342,8 +352,10 @@ pub fn compute(
     from_us: i64,
     to_us: i64,
 ) -> Bars {
-    let mut out = Bars::default();
     let n = m.len();
+    // Room for every bar of the range that can hold a minute.
+    let span = (to_us.saturating_sub(from_us)).max(0) / delta_us + 1;
+    let mut out = Bars::with_capacity((span as usize).min(n));
     let minutes_per_bar = (delta_us / MINUTE_US) as f64;
     let ln2 = std::f64::consts::LN_2;
     let gk_c = 2.0 * ln2 - 1.0;

@@ -105,7 +105,7 @@ pub fn read_klines(r: &mut Reader, f: &InputFile, m: &mut Minutes) -> Result<()>
         (c[8], Dest::F64(&mut m.taker_buy_volume)),
         (c[9], Dest::F64(&mut m.taker_buy_quote_volume)),
     ];
-    decode_file(r, f, &mut dests)
+    decode_file(r, f, &mut dests, MONTH_MINUTES)
 }
 
 /// Decode fundingRate file `f` into `fu`, replacing its records (capacity kept).
@@ -117,7 +117,7 @@ pub fn read_funding(r: &mut Reader, f: &InputFile, fu: &mut Funding) -> Result<(
         (c[1], Dest::F64(&mut fu.rate)),
         (c[2], Dest::I64(&mut fu.interval_hours)),
     ];
-    decode_file(r, f, &mut dests)
+    decode_file(r, f, &mut dests, MONTH_MINUTES / 60 + 1)
 }
 
 /// Decode metrics file `f` into `mt`, replacing its records (capacity kept).
@@ -133,16 +133,26 @@ pub fn read_metrics(r: &mut Reader, f: &InputFile, mt: &mut Metrics) -> Result<(
         (c[5], Dest::OptF64(&mut mt.account_ls_ratio)),
         (c[6], Dest::OptF64(&mut mt.taker_ls_volume_ratio)),
     ];
-    decode_file(r, f, &mut dests)
+    decode_file(r, f, &mut dests, MONTH_MINUTES / 5 + 1)
 }
 
+/// Minutes in a 31-day month: a thread's buffers are sized for the longest month at once, so
+/// the next, longer month does not grow (copy and fault in) them again.
+const MONTH_MINUTES: usize = 31 * 1440;
+
 /// Append the columns of `dests` of file `f`, row group by row group: its pages faulted in and
-/// its footer parsed on the calling thread, the one that decodes it.
-fn decode_file(r: &mut Reader, f: &InputFile, dests: &mut [(&str, Dest<'_>)]) -> Result<()> {
+/// its footer parsed on the calling thread, the one that decodes it. The columns get room for
+/// the file's rows, and at least `rows`.
+fn decode_file(
+    r: &mut Reader,
+    f: &InputFile,
+    dests: &mut [(&str, Dest<'_>)],
+    rows: usize,
+) -> Result<()> {
     frames::direct::populate(&f.bytes);
     let meta = frames::direct::footer(&f.bytes, &f.path)?;
     for (_, dest) in dests.iter_mut() {
-        dest.reserve(meta.num_rows);
+        dest.reserve(meta.num_rows.max(rows));
     }
     for rg in &meta.row_groups {
         for (name, dest) in dests.iter_mut() {

@@ -76,13 +76,22 @@ pub enum Dest<'a> {
 }
 
 impl Dest<'_> {
-    /// Room for `n` more values.
+    /// Room for `n` more values. An empty vector that is too small gets a fresh allocation
+    /// instead of growing: `realloc` would copy its whole stale capacity (and fault in the copy).
     pub fn reserve(&mut self, n: usize) {
+        fn room<T>(v: &mut Vec<T>, n: usize) {
+            if v.is_empty() && v.capacity() < n {
+                *v = Vec::new();
+                *v = Vec::with_capacity(n);
+            } else {
+                v.reserve(n);
+            }
+        }
         match self {
-            Dest::I64(v) => v.reserve(n),
-            Dest::F64(v) => v.reserve(n),
-            Dest::OptF64(v) => v.reserve(n),
-            Dest::Bool(v) => v.reserve(n),
+            Dest::I64(v) => room(v, n),
+            Dest::F64(v) => room(v, n),
+            Dest::OptF64(v) => room(v, n),
+            Dest::Bool(v) => room(v, n),
         }
     }
 
