@@ -1,7 +1,10 @@
-//! Timing a job binary for the bench commands: wall time and peak RSS under `/usr/bin/time`,
-//! the fastest of a few runs (the machine is shared), with the run's stdout for its report.
+//! Timing a job binary for the bench commands: its process wall time (spawn to exit) and peak
+//! RSS, the fastest of a few runs (the machine is shared), with the run's stdout for its report.
+//!
+//! The child is spawned directly and reaped with `wait4`, whose resource usage carries its peak
+//! RSS: no `/usr/bin/time` in between, whose own start (≈ 1 ms here) the figure would include.
 
-use std::path::Path;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -9,58 +12,112 @@ use crate::error::{Error, Result};
 
 /// One timed run.
 pub struct Timed {
-    /// Process wall time, start to exit.
+    /// Process wall time, spawn to exit.
     pub secs: f64,
-    /// Peak resident set size, when `/usr/bin/time` reported it.
+    /// Peak resident set size (the kernel's `ru_maxrss`), where the platform reports it.
     pub rss_kib: Option<u64>,
     pub stdout: String,
 }
 
-/// Run the command `make` builds under `/usr/bin/time` `repeat` times (at least once); the
-/// fastest run. `scratch` holds the time file. A failing run is an error carrying its stderr.
-pub fn timed(mut make: impl FnMut() -> Command, repeat: usize, scratch: &Path) -> Result<Timed> {
+/// Run the command `make` builds `repeat` times (at least once); the fastest run. A failing run
+/// is an error carrying its stderr.
+pub fn timed(mut make: impl FnMut() -> Command, repeat: usize) -> Result<Timed> {
     let mut best: Option<Timed> = None;
     for _ in 0..repeat.max(1) {
-        let time_file = scratch.join("time.txt");
-        let inner = make();
-        let mut c = Command::new("/usr/bin/time");
-        c.args(["-f", "%M", "-o"])
-            .arg(&time_file)
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let t0 = Instant::now();
-        let out = c.output().map_err(|e| Error::Io {
-            context: "running /usr/bin/time".into(),
-            source: e,
-        })?;
-        let secs = t0.elapsed().as_secs_f64();
-        if !out.status.success() {
-            return Err(Error::Io {
-                context: format!("{:?}", inner.get_program()),
-                source: std::io::Error::other(format!(
-                    "failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )),
-            });
-        }
-        let rss_kib = std::fs::read_to_string(&time_file)
-            .ok()
-            .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
-        let t = Timed {
-            secs,
-            rss_kib,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        };
+        let t = run_once(make())?;
         if best.as_ref().is_none_or(|b| t.secs < b.secs) {
             best = Some(t);
         }
     }
     Ok(best.expect("one run at least"))
+}
+
+fn run_once(mut c: Command) -> Result<Timed> {
+    let what = format!("{:?}", c.get_program());
+    let io = |context: String, source: std::io::Error| Error::Io { context, source };
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let mut child = c.spawn().map_err(|e| io(format!("starting {what}"), e))?;
+    let (mut out, mut err) = (
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
+    // Both pipes drained at once, so a chatty child never blocks on a full one.
+    let stderr = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let mut stdout = Vec::new();
+    out.read_to_end(&mut stdout)
+        .map_err(|e| io(format!("reading the output of {what}"), e))?;
+    let (success, rss_kib) = reap(&mut child).map_err(|e| io(format!("waiting for {what}"), e))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let stderr = stderr.join().unwrap_or_default();
+    if !success {
+        return Err(io(
+            what,
+            std::io::Error::other(format!("failed: {}", String::from_utf8_lossy(&stderr))),
+        ));
+    }
+    Ok(Timed {
+        secs,
+        rss_kib,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+    })
+}
+
+/// Wait for `child`: whether it exited with 0, and its peak RSS in KiB.
+#[cfg(unix)]
+fn reap(child: &mut std::process::Child) -> std::io::Result<(bool, Option<u64>)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own unreaped child (std has not waited on it); the pointers are
+        // to live locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // Linux reports ru_maxrss in KiB.
+    Ok((ok, Some(usage.ru_maxrss as u64)))
+}
+
+#[cfg(not(unix))]
+fn reap(child: &mut std::process::Child) -> std::io::Result<(bool, Option<u64>)> {
+    Ok((child.wait()?.success(), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_stdout_failure_and_peak_rss() {
+        let mut ok = || {
+            let mut c = Command::new("sh");
+            c.args(["-c", "echo hello; echo noise >&2"]);
+            c
+        };
+        let t = timed(&mut ok, 2).unwrap();
+        assert_eq!(t.stdout, "hello\n");
+        assert!(t.secs > 0.0);
+        #[cfg(target_os = "linux")]
+        assert!(t.rss_kib.is_some_and(|k| k > 0), "{:?}", t.rss_kib);
+        let failing = || {
+            let mut c = Command::new("sh");
+            c.args(["-c", "echo why >&2; exit 3"]);
+            c
+        };
+        let e = timed(failing, 1).err().expect("a failing run is an error");
+        assert!(e.to_string().contains("why"), "{e}");
+    }
 }

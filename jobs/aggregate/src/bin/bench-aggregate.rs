@@ -205,7 +205,10 @@ async fn stage(store: &shared::Store, sym: &str, year: i32, seed: u64) -> anyhow
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let work = match &args.work_dir {
-        Some(d) => tempfile::tempdir_in(d)?,
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            tempfile::tempdir_in(d)?
+        }
         None => tempfile::tempdir()?,
     };
     let root = work.path().join("store");
@@ -268,7 +271,6 @@ async fn main() -> anyhow::Result<()> {
                 c
             },
             args.repeat,
-            work.path(),
         )?;
         let report: serde_json::Value = serde_json::from_str(
             ours.stdout
@@ -310,7 +312,6 @@ async fn main() -> anyhow::Result<()> {
                 c
             },
             args.repeat,
-            work.path(),
         )?;
         let v: serde_json::Value =
             serde_json::from_str(pd.stdout.lines().last().context("pandas output")?)?;

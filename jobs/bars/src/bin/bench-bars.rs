@@ -282,7 +282,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let work = match &args.work_dir {
-        Some(d) => tempfile::tempdir_in(d)?,
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            tempfile::tempdir_in(d)?
+        }
         None => tempfile::tempdir()?,
     };
     let store = work.path().join("store");

@@ -2,7 +2,8 @@
 //! some delisted early, short and long gaps, nulls) and their settled funding, with the
 //! `aggregate` and `optimize` manifest entries, in a temp local store; then times the release
 //! `build-panel` binary building the panel and its Qlib export (static universe and
-//! `top-funding`): rows/s and peak RSS (`/usr/bin/time`). Run it through `tests/bench/build.sh`.
+//! `top-funding`): rows/s and peak RSS (`shared::bench::timed`). Run it through
+//! `tests/bench/build.sh`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -315,7 +316,6 @@ async fn main() -> anyhow::Result<()> {
                 c
             },
             args.repeat,
-            work.path(),
         )?;
         let report: serde_json::Value = serde_json::from_str(
             t.stdout
