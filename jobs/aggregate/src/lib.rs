@@ -502,14 +502,16 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     // Write the year (atomically), then record it with every day's fingerprint.
     let mut outputs = Vec::new();
     if !all.is_empty() {
-        // Encoded on this thread with `frames`' page encoding (no thread pool for a few
-        // thousand rows), as `optimize` writes its months.
+        // `frames`' page encoding (a year's columns shared out over the cores), as `optimize`
+        // writes its months; hashed on another thread while the store writes it.
         let df = frame::to_frame(&all)?;
         let mut buf = frames::ParquetBuffer::new(df.schema(), &frames::ParquetOptions::default())
             .map_err(Error::from)?;
         buf.write(&df).map_err(Error::from)?;
-        let (bytes, mut out) = buf.finish(&out_path).map_err(Error::from)?;
-        ctx.store.put(&out_path, bytes).await?;
+        let mut out = buf
+            .finish_to(&ctx.store, &out_path)
+            .await
+            .map_err(Error::from)?;
         out.time_span = Some([
             all.open_time[0],
             all.open_time[all.len() - 1] + delta - 1000,

@@ -259,27 +259,37 @@ async fn read_parquet_projected(
 /// ends in PLAIN for prices and quantities anyway). Every Parquet reader used here (Polars,
 /// PyArrow, DuckDB) reads both encodings.
 pub struct ParquetBuffer {
-    sink: HashingBuf,
-    writer: polars::io::parquet::write::BatchedWriter<HashingBuf>,
+    sink: SharedBuf,
+    writer: polars::io::parquet::write::BatchedWriter<SharedBuf>,
     pages: PageEncoder,
     rows: u64,
 }
 
 use polars_parquet::write as pq;
 
-/// The bytes written so far and their running sha256, shared with the writer that fills them
-/// (Polars' batched writer does not hand its sink back).
+/// The bytes written so far, shared with the writer that fills them (Polars' batched writer
+/// does not hand its sink back). They are hashed once finished: by [`ParquetBuffer::finish`]
+/// in place, by [`ParquetBuffer::finish_to`] on another thread while the store writes them.
 #[derive(Clone, Default)]
-struct HashingBuf(std::sync::Arc<std::sync::Mutex<(Vec<u8>, shared::checksum::Hasher)>>);
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for HashingBuf {
+impl SharedBuf {
+    /// Room for `n` more bytes: a row group's pages are copied in at once instead of growing the
+    /// buffer by doubling (each doubling copies, and faults in, what came before).
+    fn reserve(&self, n: usize) {
+        if let Ok(mut g) = self.0.lock() {
+            g.reserve(n);
+        }
+    }
+}
+
+impl std::io::Write for SharedBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         let mut g = self
             .0
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
-        g.0.extend_from_slice(b);
-        g.1.update(b);
+        g.extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -398,6 +408,7 @@ impl PageEncoder {
         &self,
         writer: &mut polars::io::parquet::write::BatchedWriter<W>,
         df: &DataFrame,
+        reserve: &dyn Fn(usize),
     ) -> Result<u64> {
         let mut rows = 0u64;
         for batch in df.iter_chunks(CompatLevel::newest(), false) {
@@ -444,6 +455,17 @@ impl PageEncoder {
             for c in per_column {
                 pages.extend(c?);
             }
+            // The data pages' bytes (headers and dictionaries are small next to them).
+            reserve(
+                pages
+                    .iter()
+                    .flatten()
+                    .map(|p| match p {
+                        pq::CompressedPage::Data(d) => d.compressed_size() + 64,
+                        pq::CompressedPage::Dict(_) => 0,
+                    })
+                    .sum(),
+            );
             writer
                 .write_row_group(batch.len() as u64, &pages)
                 .ctx(|| "writing a row group".into())?;
@@ -506,7 +528,7 @@ fn split_page(page: pq::Page) -> PolarsResult<pq::Page> {
 impl ParquetBuffer {
     /// Start a file with `schema`.
     pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetBuffer> {
-        let sink = HashingBuf::default();
+        let sink = SharedBuf::default();
         let mut writer = writer(sink.clone(), opts)?
             .batched(schema)
             .ctx(|| "starting a Parquet file".into())?;
@@ -521,7 +543,10 @@ impl ParquetBuffer {
 
     /// Append `df` as one row group per chunk (one chunk per column, as `to_frame` builds it).
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
-        self.rows += self.pages.write(&mut self.writer, df)?;
+        let sink = &self.sink;
+        self.rows += self
+            .pages
+            .write(&mut self.writer, df, &|n| sink.reserve(n))?;
         Ok(())
     }
 
@@ -529,26 +554,51 @@ impl ParquetBuffer {
         self.rows
     }
 
-    /// Finish the file: its bytes and the manifest output for `path` (not yet written there).
-    pub fn finish(self, path: &str) -> Result<(Bytes, Output)> {
+    /// The finished file's bytes.
+    fn bytes(self, path: &str) -> Result<(Bytes, u64)> {
         self.writer
             .finish()
             .ctx(|| format!("finishing Parquet {path}"))?;
         drop(self.writer);
-        let (bytes, hasher) = std::sync::Arc::try_unwrap(self.sink.0)
+        let bytes = std::sync::Arc::try_unwrap(self.sink.0)
             .ok()
             .and_then(|m| m.into_inner().ok())
             .ok_or_else(|| {
                 Error::Shared(shared::Error::Parse(format!("{path}: writer still held")))
             })?;
-        let out = Output {
-            path: path.to_string(),
-            size: bytes.len() as u64,
-            sha256: hasher.finish_hex(),
-            rows: Some(self.rows),
-            time_span: None,
+        Ok((Bytes::from(bytes), self.rows))
+    }
+
+    /// Finish the file: its bytes and the manifest output for `path` (not yet written there).
+    pub fn finish(self, path: &str) -> Result<(Bytes, Output)> {
+        let (bytes, rows) = self.bytes(path)?;
+        let out = output(path, &bytes, sha256_hex(&bytes), rows);
+        Ok((bytes, out))
+    }
+
+    /// Finish the file and put it at `path` in `store`, hashing it on a thread of its own
+    /// meanwhile (the hash is not on the path to the store); the manifest output.
+    pub async fn finish_to(self, store: &Store, path: &str) -> Result<Output> {
+        let (bytes, rows) = self.bytes(path)?;
+        let hashing = {
+            let bytes = bytes.clone();
+            tokio::task::spawn_blocking(move || sha256_hex(&bytes))
         };
-        Ok((Bytes::from(bytes), out))
+        store.put(path, bytes.clone()).await?;
+        let sha = hashing
+            .await
+            .map_err(|e| Error::Shared(shared::Error::Parse(format!("{path}: hashing: {e}"))))?;
+        Ok(output(path, &bytes, sha, rows))
+    }
+}
+
+fn output(path: &str, bytes: &[u8], sha256: String, rows: u64) -> Output {
+    Output {
+        path: path.to_string(),
+        size: bytes.len() as u64,
+        sha256,
+        rows: Some(rows),
+        time_span: None,
     }
 }
 
@@ -612,7 +662,7 @@ impl ParquetSink {
 
     /// Append `df` as one row group per chunk, with [`ParquetBuffer`]'s page encoding.
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
-        self.rows += self.pages.write(&mut self.writer, df)?;
+        self.rows += self.pages.write(&mut self.writer, df, &|_| {})?;
         Ok(())
     }
 
@@ -794,24 +844,36 @@ mod fixture_tests {
                 );
                 // The same rows through ParquetBuffer's own page encoding (delta-packed
                 // integers), in row groups of 7 rows.
-                let mut buf = ParquetBuffer::new(
-                    df.schema(),
-                    &ParquetOptions {
-                        zstd_level: Some(1),
-                        ..ParquetOptions::default()
-                    },
-                )
-                .unwrap();
-                let mut off = 0;
-                while off < df.height() {
-                    let mut part = df.slice(off as i64, 7);
-                    part.rechunk_mut();
-                    buf.write(&part).unwrap();
-                    off += 7;
-                }
-                let (bytes, out) = buf.finish("x").unwrap();
+                let buffer = || {
+                    let mut buf = ParquetBuffer::new(
+                        df.schema(),
+                        &ParquetOptions {
+                            zstd_level: Some(1),
+                            ..ParquetOptions::default()
+                        },
+                    )
+                    .unwrap();
+                    let mut off = 0;
+                    while off < df.height() {
+                        let mut part = df.slice(off as i64, 7);
+                        part.rechunk_mut();
+                        buf.write(&part).unwrap();
+                        off += 7;
+                    }
+                    buf
+                };
+                let (bytes, out) = buffer().finish("x").unwrap();
                 assert_eq!(out.rows, Some(rows as u64));
                 assert_eq!(out.sha256, sha256_hex(&bytes));
+                // Put while hashing: the same bytes in the store, the same output.
+                let put = buffer().finish_to(&store, "t/y").await.unwrap();
+                let stored = store.get_opt("t/y").await.unwrap().unwrap();
+                assert_eq!(stored, bytes, "{name}");
+                assert_eq!(
+                    (put.sha256.as_str(), put.size),
+                    (out.sha256.as_str(), out.size)
+                );
+                assert_eq!((put.path.as_str(), put.rows), ("t/y", out.rows));
                 let back = read_parquet_bytes(bytes, "x").unwrap();
                 assert!(
                     back.equals_missing(&df),
