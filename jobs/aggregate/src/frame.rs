@@ -81,6 +81,7 @@ pub enum Kind {
 
 /// One optimized input file: its kind, its month (first day), its path (named in errors) and
 /// its bytes.
+#[derive(Clone)]
 pub struct InputFile {
     pub kind: Kind,
     pub month: NaiveDate,

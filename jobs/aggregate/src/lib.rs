@@ -462,10 +462,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
         unit: u.key(),
     };
     let (days, pass) = tokio::task::spawn_blocking(move || {
-        let pass = months::run(&files, &days, threads);
-        // Unmapping the files (their page tables, a TLB shootdown each) is left to a thread of
-        // its own, off the unit's path to its output.
-        std::thread::spawn(move || drop(files));
+        let pass = months::run(files, &days, threads);
         (days, pass)
     })
     .await

@@ -16,6 +16,7 @@
 //! next month's first minute: it belongs to that month's first day, which takes it from here).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{Datelike, Months, NaiveDate};
@@ -56,12 +57,13 @@ pub struct Pass {
     pub minutes_read: u64,
 }
 
-/// One month's files (any of them may be missing).
+/// One month's files (any of them may be missing), owned by the thread that reads them: their
+/// mappings are dropped once decoded, on that thread.
 #[derive(Default)]
-struct MonthFiles<'a> {
-    klines: Option<&'a InputFile>,
-    funding: Option<&'a InputFile>,
-    metrics: Option<&'a InputFile>,
+struct MonthFiles {
+    klines: Option<InputFile>,
+    funding: Option<InputFile>,
+    metrics: Option<InputFile>,
 }
 
 /// One month's share of the pass, and what its neighbours' first days need of it.
@@ -91,7 +93,7 @@ struct Scratch {
 
 /// Run the pass over `files` (a unit's inputs: kline, funding and metrics months) on up to
 /// `threads` threads.
-pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
+pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
     let mut months: BTreeMap<NaiveDate, MonthFiles> = BTreeMap::new();
     for f in files {
         let slot = months.entry(f.month).or_default();
@@ -101,12 +103,17 @@ pub fn run(files: &[InputFile], days: &Days, threads: usize) -> Result<Pass> {
             Kind::Metrics => slot.metrics = Some(f),
         }
     }
-    let months: Vec<(NaiveDate, MonthFiles)> = months.into_iter().collect();
+    // Each month's files, taken by the thread that reads it.
+    let months: Vec<(NaiveDate, Mutex<MonthFiles>)> = months
+        .into_iter()
+        .map(|(start, files)| (start, Mutex::new(files)))
+        .collect();
     let next = AtomicUsize::new(0);
     let worker = || -> Result<Vec<MonthOut>> {
         let mut s = Scratch::default();
         let mut outs = Vec::new();
         while let Some((start, files)) = months.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let files = std::mem::take(&mut *files.lock().expect("not poisoned"));
             outs.push(month(*start, files, &mut s, days)?);
         }
         Ok(outs)
@@ -211,7 +218,7 @@ fn month_start(d: NaiveDate) -> NaiveDate {
 
 /// The month starting `start`, decoded into `s` from `files`: checked, its excluded days dropped,
 /// its days in the unit's range (but the first) fingerprinted and the changed ones computed.
-fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> Result<MonthOut> {
+fn month(start: NaiveDate, files: MonthFiles, s: &mut Scratch, days: &Days) -> Result<MonthOut> {
     let end = start + Months::new(1);
     let (lo, hi) = (day_start_us(start), day_start_us(end));
     let Scratch {
@@ -224,7 +231,7 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
     m.clear();
     fu.clear();
     mt.clear();
-    if let Some(f) = files.klines {
+    if let Some(f) = &files.klines {
         frame::read_klines(reader, f, m)?;
         check_sorted(&m.open_time, "klines open_time", &f.path)?;
         if m.open_time.first().is_some_and(|&t| t < lo)
@@ -237,14 +244,17 @@ fn month(start: NaiveDate, files: &MonthFiles, s: &mut Scratch, days: &Days) -> 
             )));
         }
     }
-    if let Some(f) = files.funding {
+    if let Some(f) = &files.funding {
         frame::read_funding(reader, f, fu)?;
         check_sorted(&fu.calc_time, "funding calc_time", &f.path)?;
     }
-    if let Some(f) = files.metrics {
+    if let Some(f) = &files.metrics {
         frame::read_metrics(reader, f, mt)?;
         check_sorted(&mt.snapshot_time, "metrics snapshot_time", &f.path)?;
     }
+    // Unmapped here, while the other threads compute: not all at once after the pass, on the
+    // unit's path to its output.
+    drop(files);
     let rows = m.len() as u64;
     if days.excluded.range(start..end).next().is_some() {
         m.retain(|t| !days.excluded.contains(&day_of_us(t)));
@@ -591,7 +601,7 @@ mod tests {
                     delta_us,
                     unit: "TEST/2023".into(),
                 };
-                let pass = run(&files, &days, threads).unwrap();
+                let pass = run(files.clone(), &days, threads).unwrap();
                 let what = format!("Δ {delta_us} µs, {threads} threads");
                 assert_eq!(
                     pass.minutes_read,
@@ -612,7 +622,7 @@ mod tests {
                     .filter(|(d, _)| d.day() % 2 == 1)
                     .map(|(d, h)| (crate::day_key(*d), h.clone()))
                     .collect();
-                let pass = run(&files, &days, threads).unwrap();
+                let pass = run(files.clone(), &days, threads).unwrap();
                 let changed: BTreeSet<NaiveDate> =
                     range.iter().copied().filter(|d| d.day() % 2 == 0).collect();
                 assert_eq!(pass.changed, changed, "{what}");
@@ -644,7 +654,7 @@ mod tests {
         };
         // February's rows filed as March's.
         files[0].month = date(2023, 3, 1);
-        let e = run(&files, &days, 2).unwrap_err().to_string();
+        let e = run(files.clone(), &days, 2).unwrap_err().to_string();
         assert!(
             e.contains("klines/2023-02-01: klines rows outside 2023-03"),
             "{e}"
@@ -656,7 +666,7 @@ mod tests {
             .partition_point(|&t| t < day_start_us(date(2023, 2, 10)));
         m.open_time.swap(i, i + 1);
         files[0] = kline_file(&m, date(2023, 2, 1));
-        let e = run(&files, &days, 2).unwrap_err().to_string();
+        let e = run(files, &days, 2).unwrap_err().to_string();
         assert!(
             e.contains("klines open_time not strictly increasing at row"),
             "{e}"
