@@ -2,7 +2,8 @@
 //! are decoded into buffers its thread reuses, and its days are fingerprinted and (the changed
 //! ones) computed while the month is still in cache; months are spread over threads. A month's
 //! first day, which needs the end of the month before (its last minute, the funding records of
-//! the 24 h and the metrics of the hour before), is finished once every month is read.
+//! the 24 h and the metrics of the hour before), is finished by whichever thread completes the
+//! second of the two months; when the month before has no minute (or is not read), at the end.
 //!
 //! Why months, not the year at once: a symbol-year of minutes is ~42 MB (its metrics ~12 MB) of
 //! fresh memory to fault in and stream through three times (decode, fingerprint, compute); a
@@ -71,7 +72,8 @@ struct MonthOut {
     month: NaiveDate,
     /// Its last minute after exclusions (none if it has no rows).
     last: Minutes,
-    /// Its first day's minutes, funding and metrics (that day is finished at the end).
+    /// Its first day's minutes, funding and metrics (that day is finished once the month before
+    /// is read).
     head: (Minutes, Funding, Metrics),
     /// The funding records of its last 24 h and the metrics of its last hour (and after).
     tail: (Funding, Metrics),
@@ -91,6 +93,14 @@ struct Scratch {
     hash: Vec<u8>,
 }
 
+/// The months read so far, shared by the month threads: a month's first day is finished by
+/// whichever thread completes the second of the two months it needs.
+struct Shared {
+    outs: Vec<Option<MonthOut>>,
+    /// Whether each month's first day has been taken by a thread.
+    first_taken: Vec<bool>,
+}
+
 /// Run the pass over `files` (a unit's inputs: kline, funding and metrics months) on up to
 /// `threads` threads.
 pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
@@ -108,18 +118,65 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
         .into_iter()
         .map(|(start, files)| (start, Mutex::new(files)))
         .collect();
-    let next = AtomicUsize::new(0);
-    let worker = || -> Result<Vec<MonthOut>> {
-        let mut s = Scratch::default();
-        let mut outs = Vec::new();
-        while let Some((start, files)) = months.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let files = std::mem::take(&mut *files.lock().expect("not poisoned"));
-            outs.push(month(*start, files, &mut s, days)?);
-        }
-        Ok(outs)
+    let n = months.len();
+    let in_range = |start: NaiveDate| (days.first..=days.last).contains(&start);
+    let shared = Mutex::new(Shared {
+        outs: (0..n).map(|_| None).collect(),
+        first_taken: vec![false; n],
+    });
+    let lock = || shared.lock().expect("not poisoned");
+    // Month `j`'s first day can be finished from months `j - 1` and `j` alone when they are
+    // consecutive and `j - 1` has a last minute; otherwise it is left to the end (it needs an
+    // earlier month's last minute, or has none).
+    let local_first = |sh: &Shared, j: usize| {
+        j > 0
+            && j < n
+            && in_range(months[j].0)
+            && !sh.first_taken[j]
+            && months[j - 1].0 + Months::new(1) == months[j].0
+            && sh.outs[j].is_some()
+            && sh.outs[j - 1].as_ref().is_some_and(|o| !o.last.is_empty())
     };
-    let threads = threads.clamp(1, months.len().max(1));
-    let results: Vec<Result<Vec<MonthOut>>> = std::thread::scope(|s| {
+    let next = AtomicUsize::new(0);
+    let worker = || -> Result<()> {
+        let mut s = Scratch::default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((start, files)) = months.get(i) else {
+                break;
+            };
+            let files = std::mem::take(&mut *files.lock().expect("not poisoned"));
+            let out = month(*start, files, &mut s, days)?;
+            // Store it; take the first days it completes (its own, and the next month's).
+            let mut firsts = Vec::new();
+            {
+                let mut sh = lock();
+                sh.outs[i] = Some(out);
+                for j in [i, i + 1] {
+                    if local_first(&sh, j) {
+                        sh.first_taken[j] = true;
+                        let (prev, cur) = (sh.outs[j - 1].as_ref(), sh.outs[j].as_ref());
+                        let (prev, cur) = (prev.expect("read"), cur.expect("read"));
+                        firsts.push((j, FirstDay::of(prev, cur)));
+                    }
+                }
+            }
+            for (j, first) in firsts {
+                let d = months[j].0;
+                let (h, bars) = finish_day(&mut s, d, &first, days)?;
+                let mut sh = lock();
+                let o = sh.outs[j].as_mut().expect("read");
+                if let Some(b) = bars {
+                    o.changed.push(d);
+                    o.bars.push(b);
+                }
+                o.hashes.push((d, h));
+            }
+        }
+        Ok(())
+    };
+    let threads = threads.clamp(1, n.max(1));
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
         let worker = &worker;
         let others: Vec<_> = (1..threads).map(|_| s.spawn(worker)).collect();
         let mut results = vec![worker()];
@@ -130,13 +187,9 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
         );
         results
     });
-    let mut outs: Vec<MonthOut> = results
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    outs.sort_by_key(|o| o.month);
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let sh = shared.into_inner().expect("not poisoned");
+    let mut outs: Vec<MonthOut> = sh.outs.into_iter().flatten().collect();
 
     let mut pass = Pass {
         minutes_read: outs.iter().map(|o| o.rows).sum(),
@@ -148,9 +201,9 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
         pass.changed.extend(o.changed.drain(..));
         parts.append(&mut o.bars);
     }
-    // The days left: each month's first day, and the days of months that have no file. A first
-    // day takes the last minute before it (of the nearest earlier month that has one) and the
-    // tail of the month before.
+    // The days left: the first days no month thread could finish, and the days of months that
+    // have no file. A first day takes the last minute before it (of the nearest earlier month
+    // that has one) and the tail of the month before.
     let by_month: BTreeMap<NaiveDate, &MonthOut> = outs.iter().map(|o| (o.month, o)).collect();
     let mut s = Scratch::default();
     for d in days.first.iter_days().take_while(|d| *d <= days.last) {
@@ -158,57 +211,103 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
             continue;
         }
         let start = month_start(d);
-        let (m, fu, mt) = (&mut s.minutes, &mut s.funding, &mut s.metrics);
-        m.clear();
-        fu.clear();
-        mt.clear();
-        if let Some(before) = by_month
-            .range(..start)
-            .rev()
-            .map(|(_, o)| &o.last)
-            .find(|l| !l.is_empty())
-        {
-            m.extend_from(before, 0..1);
-        }
+        let mut first = FirstDay {
+            before: by_month
+                .range(..start)
+                .rev()
+                .map(|(_, o)| &o.last)
+                .find(|l| !l.is_empty())
+                .cloned(),
+            ..FirstDay::default()
+        };
         if d == start {
-            let prev = start - Months::new(1);
-            if let Some(o) = by_month.get(&prev) {
-                fu.extend_from(&o.tail.0, 0..o.tail.0.len());
-                mt.extend_from(&o.tail.1, 0..o.tail.1.len());
+            if let Some(o) = by_month.get(&(start - Months::new(1))) {
+                first.tail = Some(o.tail.clone());
             }
             if let Some(o) = by_month.get(&start) {
-                let (hm, hf, hmt) = &o.head;
-                m.extend_from(hm, 0..hm.len());
-                fu.extend_from(hf, 0..hf.len());
-                mt.extend_from(hmt, 0..hmt.len());
+                first.head = Some(o.head.clone());
             }
-            let joined = format!("{} across {} and {}", days.unit, prev, start);
-            check_sorted(&fu.calc_time, "funding calc_time", &joined)?;
-            check_sorted(&mt.snapshot_time, "metrics snapshot_time", &joined)?;
         }
-        let h = day_hash(
-            &mut s.hash,
-            m,
-            Some(fu),
-            Some(mt),
-            d,
-            days.excluded.contains(&d),
-        );
-        if days.previous.get(&day_key(d)) != Some(&h) {
+        let (h, bars) = finish_day(&mut s, d, &first, days)?;
+        if let Some(b) = bars {
             pass.changed.insert(d);
-            parts.push(features::compute(
-                m,
-                Some(fu),
-                Some(mt),
-                days.delta_us,
-                day_start_us(d),
-                day_start_us(d) + DAY_US,
-            ));
+            parts.push(b);
         }
         pass.hashes.insert(d, h);
     }
     pass.bars = Bars::concat(parts);
     Ok(pass)
+}
+
+/// What a day finished apart from its month needs: the last minute before it, and for a
+/// month's first day the tail of the month before and its own head.
+#[derive(Default)]
+struct FirstDay {
+    before: Option<Minutes>,
+    tail: Option<(Funding, Metrics)>,
+    head: Option<(Minutes, Funding, Metrics)>,
+}
+
+impl FirstDay {
+    /// Month `cur`'s first day from `prev` (the month before) and `cur`.
+    fn of(prev: &MonthOut, cur: &MonthOut) -> FirstDay {
+        FirstDay {
+            before: Some(prev.last.clone()),
+            tail: Some(prev.tail.clone()),
+            head: Some(cur.head.clone()),
+        }
+    }
+}
+
+/// Day `d` from `first`: its fingerprint, and its bars when the fingerprint changed.
+fn finish_day(
+    s: &mut Scratch,
+    d: NaiveDate,
+    first: &FirstDay,
+    days: &Days,
+) -> Result<(String, Option<Bars>)> {
+    let start = month_start(d);
+    let (m, fu, mt) = (&mut s.minutes, &mut s.funding, &mut s.metrics);
+    m.clear();
+    fu.clear();
+    mt.clear();
+    if let Some(before) = &first.before {
+        m.extend_from(before, 0..before.len().min(1));
+    }
+    if d == start {
+        if let Some((tf, tm)) = &first.tail {
+            fu.extend_from(tf, 0..tf.len());
+            mt.extend_from(tm, 0..tm.len());
+        }
+        if let Some((hm, hf, hmt)) = &first.head {
+            m.extend_from(hm, 0..hm.len());
+            fu.extend_from(hf, 0..hf.len());
+            mt.extend_from(hmt, 0..hmt.len());
+        }
+        let prev = start - Months::new(1);
+        let joined = format!("{} across {} and {}", days.unit, prev, start);
+        check_sorted(&fu.calc_time, "funding calc_time", &joined)?;
+        check_sorted(&mt.snapshot_time, "metrics snapshot_time", &joined)?;
+    }
+    let h = day_hash(
+        &mut s.hash,
+        m,
+        Some(fu),
+        Some(mt),
+        d,
+        days.excluded.contains(&d),
+    );
+    let bars = (days.previous.get(&day_key(d)) != Some(&h)).then(|| {
+        features::compute(
+            m,
+            Some(fu),
+            Some(mt),
+            days.delta_us,
+            day_start_us(d),
+            day_start_us(d) + DAY_US,
+        )
+    });
+    Ok((h, bars))
 }
 
 /// The first day of `d`'s month.
@@ -281,7 +380,7 @@ fn month(start: NaiveDate, files: MonthFiles, s: &mut Scratch, days: &Days) -> R
         .snapshot_time
         .partition_point(|&t| t < hi - METRICS_MAX_AGE_US);
     out.tail.1.extend_from(mt, from..mt.len());
-    // This month's first day, when it is the unit's: its rows, finished at the end.
+    // This month's first day, when it is the unit's: its rows, finished with the month before.
     if (days.first..=days.last).contains(&start) {
         let day2 = lo + DAY_US;
         let n = m.open_time.partition_point(|&t| t < day2);
