@@ -147,24 +147,20 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
             };
             let files = std::mem::take(&mut *files.lock().expect("not poisoned"));
             let out = month(*start, files, &mut s, days)?;
-            // Store it; take the first days it completes (its own, and the next month's).
-            let mut firsts = Vec::new();
-            {
-                let mut sh = lock();
-                sh.outs[i] = Some(out);
-                for j in [i, i + 1] {
-                    if local_first(&sh, j) {
-                        sh.first_taken[j] = true;
-                        let (prev, cur) = (sh.outs[j - 1].as_ref(), sh.outs[j].as_ref());
-                        let (prev, cur) = (prev.expect("read"), cur.expect("read"));
-                        firsts.push((j, FirstDay::of(prev, cur)));
-                    }
+            // Store it, and finish the first days it completes (its own, and the next month's)
+            // from the two months in place: a day's work under the lock, which the other
+            // threads take only as they finish a month.
+            let mut sh = lock();
+            sh.outs[i] = Some(out);
+            for j in [i, i + 1] {
+                if !local_first(&sh, j) {
+                    continue;
                 }
-            }
-            for (j, first) in firsts {
+                sh.first_taken[j] = true;
                 let d = months[j].0;
-                let (h, bars) = finish_day(&mut s, d, &first, days)?;
-                let mut sh = lock();
+                let (prev, cur) = (sh.outs[j - 1].as_ref(), sh.outs[j].as_ref());
+                let (prev, cur) = (prev.expect("read"), cur.expect("read"));
+                let (h, bars) = finish_day(&mut s, d, &FirstDay::of(prev, cur), days)?;
                 let o = sh.outs[j].as_mut().expect("read");
                 if let Some(b) = bars {
                     o.changed.push(d);
@@ -216,16 +212,15 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
                 .range(..start)
                 .rev()
                 .map(|(_, o)| &o.last)
-                .find(|l| !l.is_empty())
-                .cloned(),
+                .find(|l| !l.is_empty()),
             ..FirstDay::default()
         };
         if d == start {
             if let Some(o) = by_month.get(&(start - Months::new(1))) {
-                first.tail = Some(o.tail.clone());
+                first.tail = Some(&o.tail);
             }
             if let Some(o) = by_month.get(&start) {
-                first.head = Some(o.head.clone());
+                first.head = Some(&o.head);
             }
         }
         let (h, bars) = finish_day(&mut s, d, &first, days)?;
@@ -242,19 +237,19 @@ pub fn run(files: Vec<InputFile>, days: &Days, threads: usize) -> Result<Pass> {
 /// What a day finished apart from its month needs: the last minute before it, and for a
 /// month's first day the tail of the month before and its own head.
 #[derive(Default)]
-struct FirstDay {
-    before: Option<Minutes>,
-    tail: Option<(Funding, Metrics)>,
-    head: Option<(Minutes, Funding, Metrics)>,
+struct FirstDay<'a> {
+    before: Option<&'a Minutes>,
+    tail: Option<&'a (Funding, Metrics)>,
+    head: Option<&'a (Minutes, Funding, Metrics)>,
 }
 
-impl FirstDay {
+impl<'a> FirstDay<'a> {
     /// Month `cur`'s first day from `prev` (the month before) and `cur`.
-    fn of(prev: &MonthOut, cur: &MonthOut) -> FirstDay {
+    fn of(prev: &'a MonthOut, cur: &'a MonthOut) -> FirstDay<'a> {
         FirstDay {
-            before: Some(prev.last.clone()),
-            tail: Some(prev.tail.clone()),
-            head: Some(cur.head.clone()),
+            before: Some(&prev.last),
+            tail: Some(&prev.tail),
+            head: Some(&cur.head),
         }
     }
 }
@@ -271,15 +266,15 @@ fn finish_day(
     m.clear();
     fu.clear();
     mt.clear();
-    if let Some(before) = &first.before {
+    if let Some(before) = first.before {
         m.extend_from(before, 0..before.len().min(1));
     }
     if d == start {
-        if let Some((tf, tm)) = &first.tail {
+        if let Some((tf, tm)) = first.tail {
             fu.extend_from(tf, 0..tf.len());
             mt.extend_from(tm, 0..tm.len());
         }
-        if let Some((hm, hf, hmt)) = &first.head {
+        if let Some((hm, hf, hmt)) = first.head {
             m.extend_from(hm, 0..hm.len());
             fu.extend_from(hf, 0..hf.len());
             mt.extend_from(hmt, 0..hmt.len());
