@@ -17,19 +17,36 @@ pub struct Timed {
     /// Peak resident set size (the kernel's `ru_maxrss`), where the platform reports it.
     pub rss_kib: Option<u64>,
     pub stdout: String,
+    /// Every run's process wall and stdout, in the order they ran (the fastest is the above).
+    pub runs: Vec<(f64, String)>,
 }
 
-/// Run the command `make` builds `repeat` times (at least once); the fastest run. A failing run
-/// is an error carrying its stderr.
+/// Run the command `make` builds `repeat` times (at least once); the fastest run, with every
+/// run's figures. A failing run is an error carrying its stderr.
 pub fn timed(mut make: impl FnMut() -> Command, repeat: usize) -> Result<Timed> {
     let mut best: Option<Timed> = None;
+    let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
         let t = run_once(make())?;
+        runs.push((t.secs, t.stdout.clone()));
         if best.as_ref().is_none_or(|b| t.secs < b.secs) {
             best = Some(t);
         }
     }
-    Ok(best.expect("one run at least"))
+    let mut best = best.expect("one run at least");
+    best.runs = runs;
+    Ok(best)
+}
+
+/// The median of `xs` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(xs[n / 2]),
+        _ => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
 }
 
 fn run_once(mut c: Command) -> Result<Timed> {
@@ -64,6 +81,7 @@ fn run_once(mut c: Command) -> Result<Timed> {
         secs,
         rss_kib,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        runs: Vec::new(),
     })
 }
 
@@ -107,9 +125,18 @@ mod tests {
             c.args(["-c", "echo hello; echo noise >&2"]);
             c
         };
-        let t = timed(&mut ok, 2).unwrap();
+        let t = timed(&mut ok, 3).unwrap();
         assert_eq!(t.stdout, "hello\n");
         assert!(t.secs > 0.0);
+        assert_eq!(t.runs.len(), 3);
+        assert!(
+            t.runs
+                .iter()
+                .all(|(s, out)| *s >= t.secs && out == "hello\n")
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
         #[cfg(target_os = "linux")]
         assert!(t.rss_kib.is_some_and(|k| k > 0), "{:?}", t.rss_kib);
         let failing = || {
