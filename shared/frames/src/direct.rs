@@ -81,6 +81,7 @@ impl Dest<'_> {
     pub fn reserve(&mut self, n: usize) {
         fn room<T>(v: &mut Vec<T>, n: usize) {
             if v.is_empty() && v.capacity() < n {
+                // The old allocation is freed first, so malloc may reuse it for the new one.
                 *v = Vec::new();
                 *v = Vec::with_capacity(n);
             } else {

@@ -31,13 +31,6 @@ const SAMPLE: (usize, usize) = (1024, 4096);
 /// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
 const TRIAL_LEVEL: i32 = 1;
 
-thread_local! {
-    /// One compression context per thread for the trials (a fresh one per column costs more
-    /// than compressing a small column).
-    static TRIAL: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
 /// Choose how to encode `array`.
 pub(crate) fn choose(array: &PrimitiveArray<f64>) -> Choice {
     let present = array.len() - array.null_count();
@@ -111,18 +104,13 @@ fn split_is_smaller(values: &[f64]) -> bool {
     let plain: &[u8] = bytemuck::cast_slice::<f64, u8>(&values[start..start + n]);
     let mut split = vec![0u8; plain.len()];
     split_bytes(plain, &mut split);
-    TRIAL.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.is_none() {
-            *t = zstd::bulk::Compressor::new(TRIAL_LEVEL).ok();
-        }
-        let Some(c) = t.as_mut() else { return false };
-        let mut size = |b: &[u8]| c.compress(b).map(|c| c.len()).ok();
-        match (size(&split), size(plain)) {
-            (Some(s), Some(p)) => s < p,
-            _ => false,
-        }
-    })
+    // This thread's context for the trial level (a fresh one per column costs more than
+    // compressing a small column).
+    let size = |b: &[u8]| crate::zstd_compress(TRIAL_LEVEL, b).map(|c| c.len()).ok();
+    match (size(&split), size(plain)) {
+        (Some(s), Some(p)) => s < p,
+        _ => false,
+    }
 }
 
 /// Transpose an 8×8 byte matrix held as 8 little-endian rows.

@@ -475,14 +475,30 @@ impl PageEncoder {
 }
 
 thread_local! {
-    /// This thread's zstd context for pages, and its level.
-    static PAGE_ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// This thread's zstd contexts, one per level used (pages', the float trial's).
+    static ZSTD: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A page compressed with this thread's zstd context: Polars' `compress` makes a context for
-/// every page and zeroes an output buffer of the bound's size first, which for the small pages of
-/// a month's row group cost more than compressing them. The same level and codec, the same bytes
+/// `src` compressed at zstd `level` with this thread's context for that level, made on first
+/// use: a fresh context per call costs more than compressing a small page or sample.
+pub(crate) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Vec<u8>> {
+    ZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        let i = match z.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                z.push((level, zstd::bulk::Compressor::new(level)?));
+                z.len() - 1
+            }
+        };
+        z[i].1.compress(src)
+    })
+}
+
+/// A page compressed with this thread's zstd context ([`zstd_compress`]): Polars' `compress`
+/// makes a context for every page and zeroes an output buffer of the bound's size first, which
+/// for a small page costs more than compressing it. The same level and codec, the same bytes
 /// (zstd's output does not depend on the context's history). Other codecs go through Polars.
 fn compress_page(
     page: pq::Page,
@@ -496,15 +512,7 @@ fn compress_page(
     };
     let level = level.map(|v| v.compression_level()).unwrap_or_default();
     let zstd = |src: &[u8]| -> PolarsResult<Vec<u8>> {
-        PAGE_ZSTD
-            .with(|z| {
-                let mut z = z.borrow_mut();
-                if z.as_ref().is_none_or(|(l, _)| *l != level) {
-                    *z = Some((level, zstd::bulk::Compressor::new(level)?));
-                }
-                z.as_mut().expect("set above").1.compress(src)
-            })
-            .map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
+        zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
     };
     match page {
         pq::Page::Data(p) => {
