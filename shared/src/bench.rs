@@ -27,7 +27,7 @@ pub fn timed(mut make: impl FnMut() -> Command, repeat: usize) -> Result<Timed> 
     let mut best: Option<Timed> = None;
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
-        let t = run_once(make())?;
+        let t = timed_once(make())?;
         runs.push((t.secs, t.stdout.clone()));
         if best.as_ref().is_none_or(|b| t.secs < b.secs) {
             best = Some(t);
@@ -49,7 +49,9 @@ pub fn median(mut xs: Vec<f64>) -> Option<f64> {
     }
 }
 
-fn run_once(mut c: Command) -> Result<Timed> {
+/// Run `c` once: its process wall, peak RSS and stdout (`runs` is left empty). A failing run is
+/// an error carrying its stderr.
+pub fn timed_once(mut c: Command) -> Result<Timed> {
     let what = format!("{:?}", c.get_program());
     let io = |context: String, source: std::io::Error| Error::Io { context, source };
     c.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -201,6 +201,15 @@ async fn stage(store: &shared::Store, sym: &str, year: i32, seed: u64) -> anyhow
     Ok(rows)
 }
 
+/// The last JSON object line of a run's stdout (the job's report, the pandas script's figures).
+fn last_json(stdout: &str) -> Option<serde_json::Value> {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -272,13 +281,7 @@ async fn main() -> anyhow::Result<()> {
             },
             args.repeat,
         )?;
-        let report: serde_json::Value = serde_json::from_str(
-            ours.stdout
-                .lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .context("report")?,
-        )?;
+        let report = last_json(&ours.stdout).context("the job's report")?;
         let minutes = report["details"]["minutes_read"].as_u64().unwrap_or(0);
         let bars = report["details"]["bars_written"].as_u64().unwrap_or(0);
         let case = if n == 1 { "one symbol" } else { "many" };
@@ -342,27 +345,17 @@ async fn main() -> anyhow::Result<()> {
         }
         // The medians of the runs, the same two ways: a run the machine slowed throughout shows
         // here, where the best of each hides it.
-        let own_clock = |out: &str, key: &str, nested: bool| {
-            out.lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .and_then(|j| {
-                    let j = if nested { j["details"].clone() } else { j };
-                    j[key].as_f64()
-                })
-        };
         let ours_med = shared::bench::median(ours.runs.iter().map(|(s, _)| *s).collect());
         let ours_own_med = shared::bench::median(
             ours.runs
                 .iter()
-                .filter_map(|(_, o)| own_clock(o, "seconds", true))
+                .filter_map(|(_, o)| last_json(o)?["details"]["seconds"].as_f64())
                 .collect(),
         );
         let pd_med = shared::bench::median(
             pd.runs
                 .iter()
-                .filter_map(|(_, o)| own_clock(o, "seconds", false))
+                .filter_map(|(_, o)| last_json(o)?["seconds"].as_f64())
                 .collect(),
         );
         if let (Some(wall), Some(own), Some(p)) = (ours_med, ours_own_med, pd_med) {

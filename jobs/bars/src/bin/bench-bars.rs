@@ -2,13 +2,13 @@
 //! default) as `optimize` would (one Parquet file, 1 Mi-row row groups, with its optimize
 //! manifest entry) into a temp local store, then measures, in one run on the same file:
 //! the engine's core loop in process (trades already in memory), the release `bars` binary end
-//! to end from Parquet (wall and peak RSS under `/usr/bin/time`), and a numba implementation of
+//! to end from Parquet (process wall and peak RSS), and a numba implementation of
 //! dollar-imbalance bars (`tests/bench/bars_numba.py`: its loop alone, and the whole process
 //! with the pyarrow read). The numba bars are checked against ours. Run it through
 //! `tests/bench/bars.sh`, which builds in release and makes the numba virtualenv.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -244,29 +244,11 @@ fn core_loop(spec: &BarSpec, c: &Columns, repeat: usize) -> (f64, Vec<Bar>) {
     (best, bars)
 }
 
-/// Wall seconds and peak RSS (KiB) of a command under `/usr/bin/time`; its stdout.
-fn timed(mut cmd: Command, time_file: &Path) -> anyhow::Result<(f64, u64, String)> {
-    let t = Instant::now();
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    let secs = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let rss = std::fs::read_to_string(time_file)
-        .ok()
-        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
-        .unwrap_or(0);
-    Ok((secs, rss, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn under_time(bin: &Path, time_file: &Path) -> Command {
-    let mut c = Command::new("/usr/bin/time");
-    c.args(["-f", "%M", "-o"]).arg(time_file).arg(bin);
-    c
+/// Wall seconds and peak RSS (KiB) of a command (`shared::bench`, as the other benches time
+/// their jobs); its stdout.
+fn timed(cmd: Command) -> anyhow::Result<(f64, u64, String)> {
+    let t = shared::bench::timed_once(cmd)?;
+    Ok((t.secs, t.rss_kib.unwrap_or(0), t.stdout))
 }
 
 struct Row {
@@ -337,7 +319,6 @@ fn main() -> anyhow::Result<()> {
     // End to end: the release `bars` binary from the Parquet file, a fresh history each run.
     let exe = std::env::current_exe()?;
     let bars_bin = exe.with_file_name("bars");
-    let time_file = work.path().join("time.txt");
     let grids: [(&str, Vec<String>); 2] = [
         (
             "",
@@ -368,13 +349,13 @@ fn main() -> anyhow::Result<()> {
             for sub in ["bars", "_state", "_manifest/bars", "reports"] {
                 let _ = std::fs::remove_dir_all(store.join(sub));
             }
-            let mut c = under_time(&bars_bin, &time_file);
+            let mut c = Command::new(&bars_bin);
             c.args(["--store", store.to_str().context("utf-8")?])
                 .args(["--market", "um", "--symbols", SYMBOL])
                 .args(["--start", "2024-01-01", "--end", "2024-01-31"])
                 .args(&grid)
                 .env("RUST_LOG", "warn");
-            let (secs, rss, stdout) = timed(c, &time_file)?;
+            let (secs, rss, stdout) = timed(c)?;
             let report: serde_json::Value =
                 serde_json::from_str(stdout.lines().last().context("no report")?)?;
             let units = report["details"]["units"].as_array().context("units")?;
@@ -399,13 +380,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(python) = &args.python {
         let out_json = work.path().join("numba.json");
         let numba = |mode: &str| -> anyhow::Result<(f64, u64, serde_json::Value)> {
-            let mut c = under_time(python, &time_file);
+            let mut c = Command::new(python);
             c.arg(&args.numba_script)
                 .arg(mode)
                 .arg(&file)
                 .args([INIT, ALPHA, ALPHA, INIT / 10.0, INIT * 10.0].map(|x| format!("{x:?}")))
                 .arg(&out_json);
-            let (secs, rss, _) = timed(c, &time_file)?;
+            let (secs, rss, _) = timed(c)?;
             let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_json)?)?;
             let nb = r["bars"].as_u64().unwrap_or(0) as usize;
             if nb != ours.len() {
