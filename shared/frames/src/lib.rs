@@ -688,16 +688,27 @@ mod tempfile_path {
     pub struct TempPath(pub PathBuf);
 
     impl TempPath {
-        pub fn new(dir: &Path) -> TempPath {
-            let name = format!(
-                ".frames-{}-{:x}.parquet.tmp",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            );
-            TempPath(dir.join(name))
+        /// A new, empty file in `dir`, removed on drop.
+        pub fn create(dir: &Path) -> std::io::Result<(TempPath, std::fs::File)> {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            TempPath::create_at(dir, now)
+        }
+
+        /// [`TempPath::create`] at time `now`. The name is the process id, a counter of this
+        /// process's temp files and the time (against a reused process id): the time alone
+        /// gave two sinks made in the same clock tick by two units one name, and one's drop
+        /// removed the other's file. `create_new` never truncates a file that is not ours (nor
+        /// is one removed when the creation fails).
+        fn create_at(dir: &Path, now: u128) -> std::io::Result<(TempPath, std::fs::File)> {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!(".frames-{}-{n}-{now:x}.parquet.tmp", std::process::id());
+            let path = dir.join(name);
+            let file = std::fs::File::create_new(&path)?;
+            Ok((TempPath(path), file))
         }
     }
 
@@ -706,15 +717,35 @@ mod tempfile_path {
             let _ = std::fs::remove_file(&self.0);
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn temp_files_made_in_one_clock_tick_are_each_their_own() {
+            let dir = std::env::temp_dir();
+            let (a, _) = TempPath::create_at(&dir, 42).unwrap();
+            let (b, _) = TempPath::create_at(&dir, 42).unwrap();
+            assert_ne!(a.0, b.0);
+            // Dropping one removes its file and leaves the other in place.
+            let (a_path, b_path) = (a.0.clone(), b.0.clone());
+            drop(a);
+            assert!(!a_path.exists());
+            assert!(b_path.exists());
+            drop(b);
+            assert!(!b_path.exists());
+        }
+    }
 }
 
 impl ParquetSink {
     /// Start a file with `schema`.
     pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetSink> {
-        let tmp = tempfile_path::TempPath::new(&std::env::temp_dir());
-        let file = std::fs::File::create(&tmp.0).map_err(|e| {
+        let dir = std::env::temp_dir();
+        let (tmp, file) = tempfile_path::TempPath::create(&dir).map_err(|e| {
             Error::Shared(shared::Error::Io {
-                context: format!("creating {}", tmp.0.display()),
+                context: format!("creating a temp file in {}", dir.display()),
                 source: e,
             })
         })?;
