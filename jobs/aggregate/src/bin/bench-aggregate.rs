@@ -380,7 +380,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "secs: rust = process wall time (start to exit, reading Parquet and writing the year files); pandas = the script's own clock after imports (reading Parquet and computing; it writes nothing); own clock = the job's report (its run from after start-up, planning and writing included) against the same pandas figure; medians = the middle run of each side, both ways. minutes/s = input minutes / secs. ratio = rust minutes/s ÷ pandas minutes/s, same run."
+        "secs: rust = process wall time (start to exit, reading Parquet and writing the year files); pandas = the script's own clock after imports (reading Parquet, computing and writing its bars; its check against the job's output is outside it); own clock = the job's report (its run from after start-up, planning and writing included) against the same pandas figure; medians = the middle run of each side, both ways. minutes/s = input minutes / secs. ratio = rust minutes/s ÷ pandas minutes/s, same run."
     );
     Ok(())
 }
