@@ -23,7 +23,9 @@ pub use polars_parquet::parquet::metadata::FileMetadata;
 use polars_parquet::parquet::metadata::{ColumnChunkMetadata, RowGroupMetadata};
 use polars_parquet::parquet::page::{CompressedPage, Page};
 use polars_parquet::parquet::page::{DataPage, DataPageHeader, split_buffer};
-use polars_parquet::parquet::read::{PageReader, decompress, get_page_iterator, read_metadata};
+use polars_parquet::parquet::read::{
+    PageReader, decompress, deserialize_metadata, get_page_iterator,
+};
 use polars_parquet::parquet::schema::types::PhysicalType;
 
 use crate::{Error, Result};
@@ -468,9 +470,27 @@ impl Reader {
     }
 }
 
-/// The footer of the Parquet file `bytes`; `path` names it in errors.
+/// The footer of the Parquet file `bytes`; `path` names it in errors. Parsed where it lies:
+/// `read_metadata` would copy the file's last 64 KiB into a fresh buffer first (for a month of
+/// minutes, 36 files a symbol-year: 2.3 MB copied and faulted in for footers of ~2 KB).
 pub fn footer(bytes: &Buffer<u8>, path: &str) -> Result<FileMetadata> {
-    read_metadata(&mut std::io::Cursor::new(bytes.clone()))
+    let n = bytes.len();
+    if n < 12 || bytes[n - 4..] != *b"PAR1" || bytes[..4] != *b"PAR1" {
+        return Err(bad(
+            path,
+            "-",
+            format!("not a Parquet file ({n} bytes, no PAR1 at both ends)"),
+        ));
+    }
+    let len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    if len > n - 12 {
+        return Err(bad(
+            path,
+            "-",
+            format!("footer length {len} does not fit in the file's {n} bytes"),
+        ));
+    }
+    deserialize_metadata(bytes.clone().sliced(n - 8 - len..n - 8))
         .map_err(|e| bad(path, "-", format!("reading the footer: {e}")))
 }
 
@@ -657,6 +677,37 @@ mod tests {
     use super::*;
     use crate::{ParquetBuffer, ParquetOptions, parquet_bytes};
     use polars::prelude::*;
+    use polars_parquet::parquet::read::read_metadata;
+
+    #[test]
+    fn footers_are_parsed_in_place_or_refused_naming_the_file() {
+        let mut df = frame(5000, true);
+        let bytes = Buffer::from(parquet_bytes(&mut df, &ParquetOptions::default()).unwrap());
+        let want = read_metadata(&mut std::io::Cursor::new(bytes.clone())).unwrap();
+        let got = footer(&bytes, "x.parquet").unwrap();
+        assert_eq!(got.num_rows, want.num_rows);
+        assert_eq!(got.row_groups.len(), want.row_groups.len());
+        assert_eq!(
+            format!("{:?}", got.schema_descr),
+            format!("{:?}", want.schema_descr)
+        );
+        // Truncated, with a length past the start, and not Parquet at all.
+        let n = bytes.len();
+        let cut = Buffer::from(bytes[n / 2..].to_vec());
+        let mut long = bytes.to_vec();
+        long[n - 8..n - 4].copy_from_slice(&(n as u32).to_le_bytes());
+        let long = Buffer::from(long);
+        let text = Buffer::from(b"open_time,open\n1,2\n".to_vec());
+        for (b, what) in [
+            (&cut, "no PAR1 at both ends"),
+            (&long, "does not fit"),
+            (&text, "not a Parquet file"),
+        ] {
+            let e = footer(b, "m/part-0.parquet").unwrap_err().to_string();
+            assert!(e.starts_with("m/part-0.parquet: "), "{e}");
+            assert!(e.contains(what), "{e}");
+        }
+    }
 
     fn frame(n: usize, nulls: bool) -> DataFrame {
         let t: Vec<i64> = (0..n as i64)
