@@ -7,9 +7,11 @@
 //!   never overwrite each other — this works on every backend, the local folder included, which
 //!   has no compare-and-swap on existing objects;
 //! - checkpoints `<version:020>.checkpoint.json` holding the merged state and the exact list of
-//!   delta versions they cover, written every [`CHECKPOINT_EVERY`] deltas; deltas covered by the
-//!   previous checkpoint are then deleted, which keeps listings short without ever dropping a
-//!   delta that a checkpoint has not absorbed.
+//!   delta versions they cover, written every [`CHECKPOINT_EVERY`] deltas, or sooner once the
+//!   deltas since the last one outweigh it (and [`CHECKPOINT_BYTES`]): a job whose every run
+//!   rewrites a large entry (a year's day fingerprints) would otherwise make each load parse up
+//!   to 63 copies of it. Deltas covered by the previous checkpoint are then deleted, which keeps
+//!   listings short without ever dropping a delta that a checkpoint has not absorbed.
 //!
 //! Entries merge last-writer-wins per unit on `(recorded_at, version)`, which makes the merge
 //! independent of the order in which objects are read.
@@ -26,8 +28,12 @@ use crate::error::{Error, Result};
 use crate::paths::manifest_prefix;
 use crate::store::Store;
 
-/// Deltas between checkpoints.
+/// Deltas between checkpoints, at most.
 pub const CHECKPOINT_EVERY: usize = 64;
+
+/// Bytes of deltas since the last checkpoint that call for a new one when they also outweigh
+/// it: a load then parses at most about twice the state's size, or this.
+pub const CHECKPOINT_BYTES: u64 = 64 << 10;
 
 /// What happened to a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +199,17 @@ struct LogView {
     uncovered: BTreeSet<u64>,
     /// Checkpoints older than the latest.
     older_checkpoints: Vec<u64>,
+    /// Size of the latest checkpoint, and of the deltas it does not cover.
+    checkpoint_bytes: u64,
+    uncovered_bytes: u64,
+}
+
+impl LogView {
+    /// Whether the deltas since the last checkpoint call for a new one.
+    fn wants_checkpoint(&self) -> bool {
+        self.uncovered.len() >= CHECKPOINT_EVERY
+            || self.uncovered_bytes >= CHECKPOINT_BYTES.max(self.checkpoint_bytes)
+    }
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<T> {
@@ -202,10 +219,14 @@ fn parse_json<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<
     })
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>> {
+/// The object at `path` parsed, and its size.
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    store: &Store,
+    path: &str,
+) -> Result<Option<(T, u64)>> {
     match store.get_opt(path).await? {
         None => Ok(None),
-        Some(b) => parse_json(path, &b).map(Some),
+        Some(b) => parse_json(path, &b).map(|d| Some((d, b.len() as u64))),
     }
 }
 
@@ -255,11 +276,13 @@ impl Loading {
         self.checkpoints.iter().rev().copied().collect()
     }
 
-    fn use_checkpoint(&mut self, cv: u64, doc: CheckpointDoc) {
+    /// Take checkpoint `cv` (`bytes` long).
+    fn use_checkpoint(&mut self, cv: u64, doc: CheckpointDoc, bytes: u64) {
         for (e, v) in doc.entries {
             self.manifest.merge(e, v);
         }
         self.view.checkpoint = Some((cv, doc.covers.into_iter().collect()));
+        self.view.checkpoint_bytes = bytes;
     }
 
     /// The deltas the checkpoint in use does not cover, in version order.
@@ -281,12 +304,13 @@ impl Loading {
 
     /// Merge delta `v` (`None`: deleted between list and get, so covered by a newer
     /// checkpoint whose entries are newer; a reload sees them there).
-    fn add_delta(&mut self, v: u64, doc: Option<DeltaDoc>) {
-        if let Some(doc) = doc {
+    fn add_delta(&mut self, v: u64, doc: Option<(DeltaDoc, u64)>) {
+        if let Some((doc, bytes)) = doc {
             for e in doc.entries {
                 self.manifest.merge(e, v);
             }
             self.view.uncovered.insert(v);
+            self.view.uncovered_bytes += bytes;
         }
     }
 }
@@ -304,8 +328,8 @@ async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
     let listing = store.list(prefix).await?;
     let mut l = Loading::listed(prefix, listing.iter().map(|(p, _)| p.as_str()));
     for cv in l.checkpoints_newest_first() {
-        if let Some(doc) = read_json(store, &checkpoint_path(prefix, cv)).await? {
-            l.use_checkpoint(cv, doc);
+        if let Some((doc, bytes)) = read_json(store, &checkpoint_path(prefix, cv)).await? {
+            l.use_checkpoint(cv, doc, bytes);
             break;
         }
     }
@@ -356,14 +380,14 @@ fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<(Manifest, Log
     for cv in l.checkpoints_newest_first() {
         let path = checkpoint_path(prefix, cv);
         if let Some(b) = read(&path)? {
-            l.use_checkpoint(cv, parse_json(&path, &b)?);
+            l.use_checkpoint(cv, parse_json(&path, &b)?, b.len() as u64);
             break;
         }
     }
     for v in l.uncovered() {
         let path = delta_path(prefix, v);
         let doc = read(&path)?
-            .map(|b| parse_json::<DeltaDoc>(&path, &b))
+            .map(|b| parse_json::<DeltaDoc>(&path, &b).map(|d| (d, b.len() as u64)))
             .transpose()?;
         l.add_delta(v, doc);
     }
@@ -435,7 +459,8 @@ impl ManifestWriter {
         }
         log.max_version = v;
         log.uncovered.insert(v);
-        if log.uncovered.len() >= CHECKPOINT_EVERY {
+        log.uncovered_bytes += body.len() as u64;
+        if log.wants_checkpoint() {
             self.checkpoint(log).await?;
         }
         Ok(())
@@ -458,6 +483,7 @@ impl ManifestWriter {
             context: format!("serializing a checkpoint of {}", self.prefix),
             source: e,
         })?;
+        let checkpoint_bytes = body.len() as u64;
         let path = checkpoint_path(&self.prefix, version);
         // Losing this race means someone else checkpointed the same version: fine either way.
         self.store.put_if_absent(&path, Bytes::from(body)).await?;
@@ -479,6 +505,8 @@ impl ManifestWriter {
             checkpoint: Some((version, covers)),
             uncovered: BTreeSet::new(),
             older_checkpoints: view.checkpoint.iter().map(|(v, _)| *v).collect(),
+            checkpoint_bytes,
+            uncovered_bytes: 0,
         };
         Ok(())
     }
@@ -616,6 +644,59 @@ mod tests {
             Manifest::load(&store, &key()).await.unwrap().len(),
             m.len() + 1
         );
+    }
+
+    #[tokio::test]
+    async fn large_deltas_are_checkpointed_by_size() {
+        // A unit rewritten by every run with a year of day fingerprints (~17 KB a delta): the
+        // deltas a load reads stay within the size rule, not up to 63 of them.
+        for url in ["memory://", "local"] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = if url == "local" {
+                Store::open(dir.path().to_str().unwrap()).unwrap()
+            } else {
+                Store::open(url).unwrap()
+            };
+            let big = |run: usize| {
+                let mut e = entry("SYM/2023", &format!("r{run}"), run as i64);
+                e.inputs = (0..365)
+                    .map(|d| (format!("day:{d:03}"), format!("{:032x}", d * 1000 + run)))
+                    .collect();
+                e
+            };
+            let delta = serde_json::to_vec(&DeltaDoc {
+                entries: vec![big(0)],
+            })
+            .unwrap()
+            .len() as u64;
+            assert!(delta > 15_000, "{delta}");
+            let mut checkpoints = 0;
+            for run in 0..20 {
+                let (w, m) = ManifestWriter::open(&store, &key()).await.unwrap();
+                if run > 0 {
+                    assert_eq!(m.get("SYM/2023").unwrap().run_id, format!("r{}", run - 1));
+                }
+                w.record(big(run)).await.unwrap();
+                let (m, view) = load_view(&store, &key().prefix()).await.unwrap();
+                assert_eq!(m.len(), 1);
+                assert_eq!(m.get("SYM/2023"), Some(&big(run)));
+                assert!(
+                    view.uncovered_bytes < CHECKPOINT_BYTES.max(view.checkpoint_bytes),
+                    "{url}, run {run}: {} bytes of deltas after a {}-byte checkpoint",
+                    view.uncovered_bytes,
+                    view.checkpoint_bytes
+                );
+                assert!(
+                    view.uncovered.len() as u64 <= CHECKPOINT_BYTES / delta,
+                    "{url}"
+                );
+                checkpoints += view.uncovered.is_empty() as usize;
+            }
+            // One checkpoint every few runs, and the listing stays short.
+            assert!((4..=10).contains(&checkpoints), "{url}: {checkpoints}");
+            let objs = store.list(&key().prefix()).await.unwrap();
+            assert!(objs.len() <= 8, "{url}: {objs:?}");
+        }
     }
 
     #[tokio::test]
