@@ -559,6 +559,15 @@ mod tests {
         ManifestKey::new("download", "futures-um/klines-1m", "BTCUSDT")
     }
 
+    /// The store a test runs on: `"local"` is a folder in `dir`, anything else a store URL.
+    fn store_of(url: &str, dir: &std::path::Path) -> Store {
+        if url == "local" {
+            Store::open(dir.to_str().unwrap()).unwrap()
+        } else {
+            Store::open(url).unwrap()
+        }
+    }
+
     #[tokio::test]
     async fn records_survive_reload_and_last_writer_wins() {
         let store = Store::open("memory://").unwrap();
@@ -589,11 +598,7 @@ mod tests {
         // Two writers opened on the same (empty) state race for the same versions.
         for url in ["memory://", "local"] {
             let dir = tempfile::tempdir().unwrap();
-            let store = if url == "local" {
-                Store::open(dir.path().to_str().unwrap()).unwrap()
-            } else {
-                Store::open(url).unwrap()
-            };
+            let store = store_of(url, dir.path());
             let (w1, _) = ManifestWriter::open(&store, &key()).await.unwrap();
             let (w2, _) = ManifestWriter::open(&store, &key()).await.unwrap();
             let (w1, w2) = (Arc::new(w1), Arc::new(w2));
@@ -652,11 +657,7 @@ mod tests {
         // deltas a load reads stay within the size rule, not up to 63 of them.
         for url in ["memory://", "local"] {
             let dir = tempfile::tempdir().unwrap();
-            let store = if url == "local" {
-                Store::open(dir.path().to_str().unwrap()).unwrap()
-            } else {
-                Store::open(url).unwrap()
-            };
+            let store = store_of(url, dir.path());
             let big = |run: usize| {
                 let mut e = entry("SYM/2023", &format!("r{run}"), run as i64);
                 e.inputs = (0..365)

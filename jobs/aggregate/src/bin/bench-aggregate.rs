@@ -316,8 +316,7 @@ async fn main() -> anyhow::Result<()> {
             },
             args.repeat,
         )?;
-        let v: serde_json::Value =
-            serde_json::from_str(pd.stdout.lines().last().context("pandas output")?)?;
+        let v = last_json(&pd.stdout).context("the pandas script's figures")?;
         let pd_secs = v["seconds"].as_f64().unwrap_or(pd.secs);
         let pd_rate = v["rows"].as_f64().unwrap_or(0.0) / pd_secs;
         println!(
