@@ -226,8 +226,10 @@ macro_rules! bar_columns {
     };
 }
 
-/// The output rows, column by column, in `features.md` order.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The output rows, column by column, in `features.md` order. A nullable float column holds
+/// NaN for null ([`NULL`]): no value a bar computes is NaN ([`finite`] turns NaN and ±∞ into
+/// null), and the column moves into Polars as it is, with a validity mask, not as a copy.
+#[derive(Debug, Clone, Default)]
 pub struct Bars {
     pub open_time: Vec<i64>,
     pub open: Vec<f64>,
@@ -240,22 +242,61 @@ pub struct Bars {
     pub taker_buy_volume: Vec<f64>,
     pub taker_buy_quote_volume: Vec<f64>,
     pub minutes: Vec<i64>,
-    pub vwap: Vec<Option<f64>>,
-    pub vwap_deviation: Vec<Option<f64>>,
-    pub realized_vol: Vec<Option<f64>>,
-    pub realized_variance: Vec<Option<f64>>,
-    pub volume_cv: Vec<Option<f64>>,
-    pub taker_buy_ratio: Vec<Option<f64>>,
-    pub parkinson_vol: Vec<Option<f64>>,
-    pub garman_klass_vol: Vec<Option<f64>>,
-    pub funding_rate: Vec<Option<f64>>,
+    pub vwap: Vec<f64>,
+    pub vwap_deviation: Vec<f64>,
+    pub realized_vol: Vec<f64>,
+    pub realized_variance: Vec<f64>,
+    pub volume_cv: Vec<f64>,
+    pub taker_buy_ratio: Vec<f64>,
+    pub parkinson_vol: Vec<f64>,
+    pub garman_klass_vol: Vec<f64>,
+    pub funding_rate: Vec<f64>,
     pub funding_interval_hours: Vec<Option<i64>>,
-    pub open_interest: Vec<Option<f64>>,
-    pub open_interest_value: Vec<Option<f64>>,
-    pub top_trader_account_ls_ratio: Vec<Option<f64>>,
-    pub top_trader_position_ls_ratio: Vec<Option<f64>>,
-    pub account_ls_ratio: Vec<Option<f64>>,
-    pub taker_ls_volume_ratio: Vec<Option<f64>>,
+    pub open_interest: Vec<f64>,
+    pub open_interest_value: Vec<f64>,
+    pub top_trader_account_ls_ratio: Vec<f64>,
+    pub top_trader_position_ls_ratio: Vec<f64>,
+    pub account_ls_ratio: Vec<f64>,
+    pub taker_ls_volume_ratio: Vec<f64>,
+}
+
+/// Null in a nullable float column of [`Bars`].
+pub const NULL: f64 = f64::NAN;
+
+/// The same value, bit for bit (so NaN, a null, equals NaN).
+trait Same {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Same for f64 {
+    fn same(&self, other: &f64) -> bool {
+        self.to_bits() == other.to_bits()
+    }
+}
+
+impl Same for i64 {
+    fn same(&self, other: &i64) -> bool {
+        self == other
+    }
+}
+
+impl Same for Option<i64> {
+    fn same(&self, other: &Option<i64>) -> bool {
+        self == other
+    }
+}
+
+/// Bars are equal when every column holds the same values, bit for bit.
+impl PartialEq for Bars {
+    fn eq(&self, other: &Bars) -> bool {
+        macro_rules! same {
+            ($($f:ident),*) => {
+                true $( && self.$f.len() == other.$f.len()
+                    && self.$f.iter().zip(&other.$f).all(|(a, b)| a.same(b)) )*
+            };
+        }
+        bar_columns!(same)
+    }
 }
 
 impl Bars {
@@ -326,8 +367,8 @@ impl Bars {
 }
 
 /// A finite value, or null: nothing NaN or infinite reaches the output.
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { NULL }
 }
 
 /// Sample standard deviation (ddof = 1) of `xs` (two passes, in order); needs 2 values.
@@ -338,7 +379,7 @@ fn std_dev(xs: &[f64]) -> Option<f64> {
     }
     let mean = xs.iter().sum::<f64>() / n as f64;
     let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-    finite((ss / (n - 1) as f64).sqrt())
+    Some((ss / (n - 1) as f64).sqrt())
 }
 
 /// Bars of length `delta_us` (which divides a day) whose open time lies in `[from_us, to_us)`,
@@ -422,9 +463,11 @@ pub fn compute(
             gk += 0.5 * hl * hl - gk_c * co * co;
         }
         let close = m.close[b - 1];
-        let vwap = (volume != 0.0)
-            .then(|| quote_volume / volume)
-            .and_then(finite);
+        let vwap = if volume != 0.0 {
+            finite(quote_volume / volume)
+        } else {
+            NULL
+        };
         out.open_time.push(t);
         out.open.push(m.open[a]);
         out.high.push(high);
@@ -437,25 +480,29 @@ pub fn compute(
         out.taker_buy_quote_volume.push(tbqv);
         out.minutes.push((b - a) as i64);
         out.vwap.push(vwap);
-        out.vwap_deviation.push(
-            vwap.filter(|v| *v != 0.0)
-                .and_then(|v| finite((close - v) / v)),
-        );
+        out.vwap_deviation.push(if vwap.is_nan() || vwap == 0.0 {
+            NULL
+        } else {
+            finite((close - vwap) / vwap)
+        });
         out.realized_vol
-            .push(std_dev(&returns).and_then(|s| finite(s * minutes_per_bar.sqrt())));
+            .push(std_dev(&returns).map_or(NULL, |s| finite(s * minutes_per_bar.sqrt())));
         out.realized_variance.push(if returns.is_empty() {
-            None
+            NULL
         } else {
             finite(returns.iter().map(|r| r * r).sum())
         });
         let mean_vol = volume / (b - a) as f64;
         out.volume_cv.push(if b - a < 2 || mean_vol == 0.0 {
-            None
+            NULL
         } else {
-            std_dev(&m.volume[a..b]).and_then(|s| finite(s / mean_vol))
+            std_dev(&m.volume[a..b]).map_or(NULL, |s| finite(s / mean_vol))
         });
-        out.taker_buy_ratio
-            .push((volume != 0.0).then(|| tbv / volume).and_then(finite));
+        out.taker_buy_ratio.push(if volume != 0.0 {
+            finite(tbv / volume)
+        } else {
+            NULL
+        });
         out.parkinson_vol.push(finite((park / (4.0 * ln2)).sqrt()));
         out.garman_klass_vol.push(finite(gk.max(0.0).sqrt()));
 
@@ -470,10 +517,10 @@ pub fn compute(
                     Some(j) if close_time - f.calc_time[j] <= FUNDING_MAX_AGE_US => {
                         (finite(f.rate[j]), Some(f.interval_hours[j]))
                     }
-                    _ => (None, None),
+                    _ => (NULL, None),
                 }
             }
-            None => (None, None),
+            None => (NULL, None),
         };
         out.funding_rate.push(rate);
         out.funding_interval_hours.push(hours);
@@ -491,6 +538,7 @@ pub fn compute(
         };
         let pick = |col: fn(&Metrics) -> &Vec<Option<f64>>| {
             rec.and_then(|j| metrics.and_then(|mt| col(mt)[j]))
+                .map_or(NULL, finite)
         };
         out.open_interest.push(pick(|mt| &mt.open_interest));
         out.open_interest_value
@@ -535,6 +583,15 @@ mod tests {
         m
     }
 
+    /// A nullable column's value as an option (NaN is null).
+    fn opt(x: f64) -> Option<f64> {
+        (!x.is_nan()).then_some(x)
+    }
+
+    fn opts(v: &[f64]) -> Vec<Option<f64>> {
+        v.iter().copied().map(opt).collect()
+    }
+
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1.0)
     }
@@ -568,17 +625,17 @@ mod tests {
         );
         assert_eq!(b.minutes[0], 3);
         let vwap = 1228.0 / 12.0;
-        assert!(close(b.vwap[0].unwrap(), vwap));
-        assert!(close(b.vwap_deviation[0].unwrap(), (103.0 - vwap) / vwap));
+        assert!(close(b.vwap[0], vwap));
+        assert!(close(b.vwap_deviation[0], (103.0 - vwap) / vwap));
         // Returns: 00:00 over 23:59 (the previous bar's minute), 00:01 over 00:00.
         let (r1, r2) = ((101.0f64 / 100.0).ln(), (102.0f64 / 101.0).ln());
         let mean = (r1 + r2) / 2.0;
         let sd = (((r1 - mean).powi(2) + (r2 - mean).powi(2)) / 1.0).sqrt();
-        assert!(close(b.realized_vol[0].unwrap(), sd * 60f64.sqrt()));
-        assert!(close(b.realized_variance[0].unwrap(), r1 * r1 + r2 * r2));
+        assert!(close(b.realized_vol[0], sd * 60f64.sqrt()));
+        assert!(close(b.realized_variance[0], r1 * r1 + r2 * r2));
         // Volumes 2, 4, 6: mean 4, sample std 2.
-        assert!(close(b.volume_cv[0].unwrap(), 0.5));
-        assert!(close(b.taker_buy_ratio[0].unwrap(), 4.0 / 12.0));
+        assert!(close(b.volume_cv[0], 0.5));
+        assert!(close(b.taker_buy_ratio[0], 4.0 / 12.0));
         let hl = [
             (102.0f64 / 99.0).ln(),
             (103.0f64 / 100.0).ln(),
@@ -590,15 +647,15 @@ mod tests {
             (103.0f64 / 102.0).ln(),
         ];
         let park = (hl.iter().map(|x| x * x).sum::<f64>() / (4.0 * 2f64.ln())).sqrt();
-        assert!(close(b.parkinson_vol[0].unwrap(), park));
+        assert!(close(b.parkinson_vol[0], park));
         let gk: f64 = (0..3)
             .map(|i| 0.5 * hl[i] * hl[i] - (2.0 * 2f64.ln() - 1.0) * co[i] * co[i])
             .sum();
-        assert!(close(b.garman_klass_vol[0].unwrap(), gk.max(0.0).sqrt()));
+        assert!(close(b.garman_klass_vol[0], gk.max(0.0).sqrt()));
         // No funding or metrics given: null.
-        assert_eq!(b.funding_rate[0], None);
+        assert_eq!(opt(b.funding_rate[0]), None);
         assert_eq!(b.funding_interval_hours[0], None);
-        assert_eq!(b.open_interest[0], None);
+        assert_eq!(opt(b.open_interest[0]), None);
     }
 
     #[test]
@@ -614,21 +671,28 @@ mod tests {
         assert_eq!(b.minutes, vec![1, 1]);
         // Zero volume: vwap, its deviation and the taker ratio are null, not 0 or NaN.
         assert_eq!(
-            (b.vwap[0], b.vwap_deviation[0], b.taker_buy_ratio[0]),
+            (
+                opt(b.vwap[0]),
+                opt(b.vwap_deviation[0]),
+                opt(b.taker_buy_ratio[0])
+            ),
             (None, None, None)
         );
         // The first minute of the history has no return: no variance, no vol.
-        assert_eq!((b.realized_variance[0], b.realized_vol[0]), (None, None));
+        assert_eq!(
+            (opt(b.realized_variance[0]), opt(b.realized_vol[0])),
+            (None, None)
+        );
         // One minute: no volume_cv; a flat candle has zero range.
-        assert_eq!(b.volume_cv[0], None);
-        assert_eq!(b.parkinson_vol[0], Some(0.0));
-        assert_eq!(b.garman_klass_vol[0], Some(0.0));
+        assert_eq!(opt(b.volume_cv[0]), None);
+        assert_eq!(opt(b.parkinson_vol[0]), Some(0.0));
+        assert_eq!(opt(b.garman_klass_vol[0]), Some(0.0));
         // Bar 1: one return (over bar 0's minute): a variance, but no std of one value.
         let r = (101.0f64 / 100.0).ln();
-        assert!(close(b.realized_variance[1].unwrap(), r * r));
-        assert_eq!(b.realized_vol[1], None);
-        assert_eq!(b.volume_cv[1], None);
-        assert!(close(b.vwap[1].unwrap(), 100.0));
+        assert!(close(b.realized_variance[1], r * r));
+        assert_eq!(opt(b.realized_vol[1]), None);
+        assert_eq!(opt(b.volume_cv[1]), None);
+        assert!(close(b.vwap[1], 100.0));
         // A bar with no minute is not emitted: nothing between them, nothing after.
         assert_eq!(b.open_time, vec![T0, T0 + H]);
     }
@@ -651,7 +715,7 @@ mod tests {
         let b = compute(&m, Some(&f), None, H, T0, T0 + 6 * H);
         assert_eq!(b.len(), 6);
         assert_eq!(
-            b.funding_rate,
+            opts(&b.funding_rate),
             vec![
                 Some(0.0001),
                 Some(0.0001),
@@ -670,7 +734,7 @@ mod tests {
             interval_hours: vec![8],
         };
         let b = compute(&m, Some(&old), None, H, T0, T0 + 6 * H);
-        assert!(b.funding_rate.iter().all(|x| x.is_none()));
+        assert!(b.funding_rate.iter().all(|x| x.is_nan()));
         // Exactly 24h old at the close is still fresh.
         let edge = Funding {
             calc_time: vec![T0 + H - 1_000 - FUNDING_MAX_AGE_US],
@@ -678,8 +742,8 @@ mod tests {
             interval_hours: vec![8],
         };
         let b = compute(&m, Some(&edge), None, H, T0, T0 + 6 * H);
-        assert_eq!(b.funding_rate[0], Some(0.1));
-        assert_eq!(b.funding_rate[1], None);
+        assert_eq!(opt(b.funding_rate[0]), Some(0.1));
+        assert_eq!(opt(b.funding_rate[1]), None);
     }
 
     #[test]
@@ -702,13 +766,16 @@ mod tests {
             taker_ls_volume_ratio: vec![Some(1.0), Some(1.01)],
         };
         let b = compute(&m, None, Some(&mt), H, T0, T0 + 3 * H);
-        assert_eq!(b.open_interest, vec![Some(10.0), Some(11.0), None]);
-        assert_eq!(b.open_interest_value, vec![Some(100.0), Some(110.0), None]);
-        assert_eq!(b.top_trader_account_ls_ratio[1], Some(1.6));
-        assert_eq!(b.top_trader_position_ls_ratio[0], Some(1.1));
+        assert_eq!(opts(&b.open_interest), vec![Some(10.0), Some(11.0), None]);
+        assert_eq!(
+            opts(&b.open_interest_value),
+            vec![Some(100.0), Some(110.0), None]
+        );
+        assert_eq!(opt(b.top_trader_account_ls_ratio[1]), Some(1.6));
+        assert_eq!(opt(b.top_trader_position_ls_ratio[0]), Some(1.1));
         // Blank in the record used: null, not the older 0.9.
-        assert_eq!(b.account_ls_ratio, vec![Some(0.9), None, None]);
-        assert_eq!(b.taker_ls_volume_ratio[1], Some(1.01));
+        assert_eq!(opts(&b.account_ls_ratio), vec![Some(0.9), None, None]);
+        assert_eq!(opt(b.taker_ls_volume_ratio[1]), Some(1.01));
     }
 
     /// A deterministic, irregular series over `days` days from T0 (gaps included).

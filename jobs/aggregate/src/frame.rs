@@ -39,6 +39,14 @@ fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
         .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
 }
 
+/// A nullable float column with NaN for null (as [`Bars`] holds them).
+fn nan_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
+    Ok(opt_f64s(df, name, what)?
+        .into_iter()
+        .map(|x| x.unwrap_or(crate::features::NULL))
+        .collect())
+}
+
 fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> {
     let c = col(df, name, what)?;
     let ca = c
@@ -195,44 +203,47 @@ pub const COLUMNS: [&str; 27] = [
 ];
 
 /// Bars as a frame: `open_time` a UTC µs timestamp, counts Int64, features Float64 (nullable).
-pub fn to_frame(b: &Bars) -> Result<DataFrame> {
+/// The columns move into the frame as they are (a nullable one gets a validity mask), no copy.
+pub fn to_frame(b: Bars) -> Result<DataFrame> {
     let n = |i: usize| PlSmallStr::from(COLUMNS[i]);
-    let f = |i: usize, v: &Vec<f64>| Column::new(n(i), v.as_slice());
-    let o = |i: usize, v: &Vec<Option<f64>>| Column::new(n(i), v.as_slice());
-    let time = Int64Chunked::from_vec(n(0), b.open_time.clone())
+    let f = |i: usize, v: Vec<f64>| Float64Chunked::from_vec(n(i), v).into_column();
+    let o = |i: usize, v: Vec<f64>| frames::nan_null_column(COLUMNS[i], v);
+    let int = |i: usize, v: Vec<i64>| Int64Chunked::from_vec(n(i), v).into_column();
+    let rows = b.len();
+    let time = Int64Chunked::from_vec(n(0), b.open_time)
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         .into_column();
     let cols = vec![
         time,
-        f(1, &b.open),
-        f(2, &b.high),
-        f(3, &b.low),
-        f(4, &b.close),
-        f(5, &b.volume),
-        f(6, &b.quote_volume),
-        Column::new(n(7), b.trades.as_slice()),
-        f(8, &b.taker_buy_volume),
-        f(9, &b.taker_buy_quote_volume),
-        Column::new(n(10), b.minutes.as_slice()),
-        o(11, &b.vwap),
-        o(12, &b.vwap_deviation),
-        o(13, &b.realized_vol),
-        o(14, &b.realized_variance),
-        o(15, &b.volume_cv),
-        o(16, &b.taker_buy_ratio),
-        o(17, &b.parkinson_vol),
-        o(18, &b.garman_klass_vol),
-        o(19, &b.funding_rate),
+        f(1, b.open),
+        f(2, b.high),
+        f(3, b.low),
+        f(4, b.close),
+        f(5, b.volume),
+        f(6, b.quote_volume),
+        int(7, b.trades),
+        f(8, b.taker_buy_volume),
+        f(9, b.taker_buy_quote_volume),
+        int(10, b.minutes),
+        o(11, b.vwap),
+        o(12, b.vwap_deviation),
+        o(13, b.realized_vol),
+        o(14, b.realized_variance),
+        o(15, b.volume_cv),
+        o(16, b.taker_buy_ratio),
+        o(17, b.parkinson_vol),
+        o(18, b.garman_klass_vol),
+        o(19, b.funding_rate),
         Column::new(n(20), b.funding_interval_hours.as_slice()),
-        o(21, &b.open_interest),
-        o(22, &b.open_interest_value),
-        o(23, &b.top_trader_account_ls_ratio),
-        o(24, &b.top_trader_position_ls_ratio),
-        o(25, &b.account_ls_ratio),
-        o(26, &b.taker_ls_volume_ratio),
+        o(21, b.open_interest),
+        o(22, b.open_interest_value),
+        o(23, b.top_trader_account_ls_ratio),
+        o(24, b.top_trader_position_ls_ratio),
+        o(25, b.account_ls_ratio),
+        o(26, b.taker_ls_volume_ratio),
     ];
     debug_assert_eq!(cols[0].dtype(), &time_dtype());
-    DataFrame::new(b.len(), cols).map_err(|e| Error::Parse(format!("assembling bars: {e}")))
+    DataFrame::new(rows, cols).map_err(|e| Error::Parse(format!("assembling bars: {e}")))
 }
 
 /// Bars back from a frame `to_frame` wrote.
@@ -249,21 +260,21 @@ pub fn from_frame(df: &DataFrame, what: &str) -> Result<Bars> {
         taker_buy_volume: f64s(df, COLUMNS[8], what)?,
         taker_buy_quote_volume: f64s(df, COLUMNS[9], what)?,
         minutes: i64s(df, COLUMNS[10], what)?,
-        vwap: opt_f64s(df, COLUMNS[11], what)?,
-        vwap_deviation: opt_f64s(df, COLUMNS[12], what)?,
-        realized_vol: opt_f64s(df, COLUMNS[13], what)?,
-        realized_variance: opt_f64s(df, COLUMNS[14], what)?,
-        volume_cv: opt_f64s(df, COLUMNS[15], what)?,
-        taker_buy_ratio: opt_f64s(df, COLUMNS[16], what)?,
-        parkinson_vol: opt_f64s(df, COLUMNS[17], what)?,
-        garman_klass_vol: opt_f64s(df, COLUMNS[18], what)?,
-        funding_rate: opt_f64s(df, COLUMNS[19], what)?,
+        vwap: nan_f64s(df, COLUMNS[11], what)?,
+        vwap_deviation: nan_f64s(df, COLUMNS[12], what)?,
+        realized_vol: nan_f64s(df, COLUMNS[13], what)?,
+        realized_variance: nan_f64s(df, COLUMNS[14], what)?,
+        volume_cv: nan_f64s(df, COLUMNS[15], what)?,
+        taker_buy_ratio: nan_f64s(df, COLUMNS[16], what)?,
+        parkinson_vol: nan_f64s(df, COLUMNS[17], what)?,
+        garman_klass_vol: nan_f64s(df, COLUMNS[18], what)?,
+        funding_rate: nan_f64s(df, COLUMNS[19], what)?,
         funding_interval_hours: opt_i64s(df, COLUMNS[20], what)?,
-        open_interest: opt_f64s(df, COLUMNS[21], what)?,
-        open_interest_value: opt_f64s(df, COLUMNS[22], what)?,
-        top_trader_account_ls_ratio: opt_f64s(df, COLUMNS[23], what)?,
-        top_trader_position_ls_ratio: opt_f64s(df, COLUMNS[24], what)?,
-        account_ls_ratio: opt_f64s(df, COLUMNS[25], what)?,
-        taker_ls_volume_ratio: opt_f64s(df, COLUMNS[26], what)?,
+        open_interest: nan_f64s(df, COLUMNS[21], what)?,
+        open_interest_value: nan_f64s(df, COLUMNS[22], what)?,
+        top_trader_account_ls_ratio: nan_f64s(df, COLUMNS[23], what)?,
+        top_trader_position_ls_ratio: nan_f64s(df, COLUMNS[24], what)?,
+        account_ls_ratio: nan_f64s(df, COLUMNS[25], what)?,
+        taker_ls_volume_ratio: nan_f64s(df, COLUMNS[26], what)?,
     })
 }

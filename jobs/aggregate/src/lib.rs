@@ -501,7 +501,11 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     if !all.is_empty() {
         // `frames`' page encoding (a year's columns shared out over the cores), as `optimize`
         // writes its months; hashed on another thread while the store writes it.
-        let df = frame::to_frame(&all)?;
+        let span = [
+            all.open_time[0],
+            all.open_time[all.len() - 1] + delta - 1000,
+        ];
+        let df = frame::to_frame(all)?;
         let mut buf = frames::ParquetBuffer::new(df.schema(), &frames::ParquetOptions::default())
             .map_err(Error::from)?;
         buf.write(&df).map_err(Error::from)?;
@@ -509,10 +513,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
             .finish_to(&ctx.store, &out_path)
             .await
             .map_err(Error::from)?;
-        out.time_span = Some([
-            all.open_time[0],
-            all.open_time[all.len() - 1] + delta - 1000,
-        ]);
+        out.time_span = Some(span);
         res.bytes = out.size;
         outputs.push(out);
     } else if existing.as_ref().is_some_and(|b| !b.is_empty()) {

@@ -60,6 +60,19 @@ impl<T> PolarsContext<T> for PolarsResult<T> {
     }
 }
 
+/// A float column of `values` in which NaN marks null, moved into Polars without a copy: the
+/// values become the array's buffer and the NaNs its validity mask (none when there are none).
+pub fn nan_null_column(name: &str, values: Vec<f64>) -> Column {
+    let nulls = values.iter().filter(|x| x.is_nan()).count();
+    let validity = (nulls > 0).then(|| {
+        values
+            .iter()
+            .map(|x| !x.is_nan())
+            .collect::<polars_arrow::bitmap::Bitmap>()
+    });
+    Float64Chunked::from_vec_validity(name.into(), values, validity).into_column()
+}
+
 /// The Polars type of a normalized timestamp: µs since the epoch, UTC.
 pub fn time_dtype() -> DataType {
     DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
@@ -867,6 +880,40 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn nan_marked_floats_move_in_as_nulls_and_come_back_from_parquet_as_nulls() {
+        let values = vec![1.5, f64::NAN, -0.0, f64::NAN, 2.0];
+        let ptr = values.as_ptr();
+        let c = nan_null_column("x", values);
+        let ca = c.f64().unwrap();
+        // The vector became the array's buffer.
+        assert_eq!(ca.downcast_iter().next().unwrap().values().as_ptr(), ptr);
+        let want = vec![Some(1.5), None, Some(-0.0), None, Some(2.0)];
+        assert_eq!(ca.iter().collect::<Vec<_>>(), want);
+        assert_eq!(ca.null_count(), 2);
+        // No NaN: no mask at all.
+        let c = nan_null_column("y", vec![0.0, 3.0]);
+        assert!(
+            c.f64()
+                .unwrap()
+                .downcast_iter()
+                .all(|a| a.validity().is_none())
+        );
+        // Written and read back: nulls, not NaN values.
+        let mut df = DataFrame::new(
+            5,
+            vec![nan_null_column(
+                "x",
+                vec![1.5, f64::NAN, -0.0, f64::NAN, 2.0],
+            )],
+        )
+        .unwrap();
+        let bytes = parquet_bytes(&mut df, &ParquetOptions::default()).unwrap();
+        let back = read_parquet_bytes(bytes.into(), "t.parquet").unwrap();
+        let got: Vec<Option<f64>> = back.column("x").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(got, want);
     }
 }
 
