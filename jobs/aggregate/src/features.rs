@@ -756,14 +756,15 @@ mod tests {
         let five = 300_000_000;
         let mt = Metrics {
             // 00:55 (fresh for the 00:00 bar), 01:00 exactly (the 01:00 bar's start: after the
-            // 00:00 bar's close) with a blank long/short ratio, nothing after 01:00.
+            // 00:00 bar's close) with a blank long/short ratio and a NaN taker ratio, nothing
+            // after 01:00.
             snapshot_time: vec![T0 + 11 * five, T0 + H],
             open_interest: vec![Some(10.0), Some(11.0)],
             open_interest_value: vec![Some(100.0), Some(110.0)],
             top_trader_account_ls_ratio: vec![Some(1.5), Some(1.6)],
             top_trader_position_ls_ratio: vec![Some(1.1), Some(1.2)],
             account_ls_ratio: vec![Some(0.9), None],
-            taker_ls_volume_ratio: vec![Some(1.0), Some(1.01)],
+            taker_ls_volume_ratio: vec![Some(1.0), Some(f64::NAN)],
         };
         let b = compute(&m, None, Some(&mt), H, T0, T0 + 3 * H);
         assert_eq!(opts(&b.open_interest), vec![Some(10.0), Some(11.0), None]);
@@ -775,7 +776,8 @@ mod tests {
         assert_eq!(opt(b.top_trader_position_ls_ratio[0]), Some(1.1));
         // Blank in the record used: null, not the older 0.9.
         assert_eq!(opts(&b.account_ls_ratio), vec![Some(0.9), None, None]);
-        assert_eq!(opt(b.taker_ls_volume_ratio[1]), Some(1.01));
+        // NaN in the record used: null too (never NaN, never the older value).
+        assert_eq!(opts(&b.taker_ls_volume_ratio), vec![Some(1.0), None, None]);
     }
 
     /// A deterministic, irregular series over `days` days from T0 (gaps included).
