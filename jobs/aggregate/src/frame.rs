@@ -33,26 +33,24 @@ fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> 
 }
 
 fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
-    opt_f64s(df, name, what)?
-        .into_iter()
+    float_column(df, name, what)?
+        .iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
 }
 
 /// A nullable float column with NaN for null (as [`Bars`] holds them).
 fn nan_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
-    Ok(opt_f64s(df, name, what)?
-        .into_iter()
+    Ok(float_column(df, name, what)?
+        .iter()
         .map(|x| x.unwrap_or(crate::features::NULL))
         .collect())
 }
 
-fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> {
-    let c = col(df, name, what)?;
-    let ca = c
+fn float_column<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Float64Chunked> {
+    col(df, name, what)?
         .f64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
-    Ok(ca.iter().collect())
+        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))
 }
 
 /// The columns read of each kind of input.

@@ -63,8 +63,7 @@ impl<T> PolarsContext<T> for PolarsResult<T> {
 /// A float column of `values` in which NaN marks null, moved into Polars without a copy: the
 /// values become the array's buffer and the NaNs its validity mask (none when there are none).
 pub fn nan_null_column(name: &str, values: Vec<f64>) -> Column {
-    let nulls = values.iter().filter(|x| x.is_nan()).count();
-    let validity = (nulls > 0).then(|| {
+    let validity = values.iter().any(|x| x.is_nan()).then(|| {
         values
             .iter()
             .map(|x| !x.is_nan())

@@ -47,12 +47,6 @@ const MIN: i64 = 60_000_000;
 const TICKS: f64 = 100.0;
 const LOTS: f64 = 1000.0;
 
-/// `x` on a grid of `1 / per`: the double nearest the decimal, as parsing the CSV gives (an
-/// integer divided by `per` is rounded once, to that double).
-fn on(x: f64, per: f64) -> f64 {
-    (x * per).round() / per
-}
-
 fn utc(v: Vec<i64>, name: &str) -> Column {
     Int64Chunked::from_vec(name.into(), v)
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
@@ -116,6 +110,15 @@ async fn stage(
     let mt = Dataset::new(Market::Um, Dt::Metrics, None)?;
     let mut rng = Rng(seed | 1);
     let mut price = 100.0 + seed as f64;
+    // `x` on a grid of `1 / per`: the double nearest the decimal, as parsing the CSV gives (an
+    // integer divided by `per` is rounded once, to that double); unrounded at full precision.
+    let on = |x: f64, per: f64| {
+        if full_precision {
+            x
+        } else {
+            (x * per).round() / per
+        }
+    };
     let mut rows = 0u64;
     for m in 1..=12u32 {
         let first = NaiveDate::from_ymd_opt(year, m, 1).unwrap();
@@ -143,38 +146,27 @@ async fn stage(
         );
         for i in 0..n as i64 {
             let o = price;
-            let row = if full_precision {
-                price *= 1.0 + (rng.next() - 0.5) * 0.002;
-                let v = if rng.next() < 0.01 {
-                    0.0
-                } else {
-                    rng.next() * 50.0
-                };
-                let (hi, lo) = (
-                    o.max(price) * (1.0 + rng.next() * 1e-3),
-                    o.min(price) * (1.0 - rng.next() * 1e-3),
-                );
-                let tbv = v * rng.next();
-                [o, hi, lo, price, v, v * price, tbv, tbv * price]
+            // As the archive has them: prices on the tick, quantities in lots, quote volumes
+            // in tick × lot, traded across the minute's range. Full precision: unrounded, the
+            // quote volumes at the close, as sessions 1–7 staged them (the same draws).
+            price = on(price * (1.0 + (rng.next() - 0.5) * 0.002), TICKS);
+            let v = if rng.next() < 0.01 {
+                0.0
             } else {
-                // As the archive has them: prices on the tick, quantities in lots, quote
-                // volumes in tick × lot (each the double nearest its decimal, as parsing the
-                // CSV gives), traded across the minute's range.
-                price = on(price * (1.0 + (rng.next() - 0.5) * 0.002), TICKS);
-                let v = if rng.next() < 0.01 {
-                    0.0
-                } else {
-                    on(rng.next() * 50.0, LOTS)
-                };
-                let (hi, lo) = (
-                    on(o.max(price) * (1.0 + rng.next() * 1e-3), TICKS),
-                    on(o.min(price) * (1.0 - rng.next() * 1e-3), TICKS),
-                );
-                let vwap = lo + (hi - lo) * rng.next();
-                let tbv = on(v * rng.next(), LOTS);
-                let q = TICKS * LOTS;
-                [o, hi, lo, price, v, on(v * vwap, q), tbv, on(tbv * vwap, q)]
+                on(rng.next() * 50.0, LOTS)
             };
+            let (hi, lo) = (
+                on(o.max(price) * (1.0 + rng.next() * 1e-3), TICKS),
+                on(o.min(price) * (1.0 - rng.next() * 1e-3), TICKS),
+            );
+            let vwap = if full_precision {
+                price
+            } else {
+                lo + (hi - lo) * rng.next()
+            };
+            let tbv = on(v * rng.next(), LOTS);
+            let q = TICKS * LOTS;
+            let row = [o, hi, lo, price, v, on(v * vwap, q), tbv, on(tbv * vwap, q)];
             ot.push(t0 + i * MIN);
             ct.push(t0 + (i + 1) * MIN - 1000);
             for (col, x) in c.iter_mut().zip(row) {
