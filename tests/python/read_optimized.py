@@ -1,17 +1,22 @@
 """Reads an `optimized/<market>/<dataset>/` tree (or a `parquet/` one) as one Hive-partitioned
-dataset with DuckDB, Polars and PyArrow, and checks that all three see the same rows, columns
-and UTC timestamps.
+dataset with DuckDB, Polars and PyArrow, and checks that all three see the same rows, columns,
+UTC timestamps and float values (bit for bit, rows ordered by symbol and time), whatever codec
+each column chunk was written with (zstd, or LZ4_RAW for some PLAIN floats of `optimize`).
 
 Usage: read_optimized.py DATASET_DIR TIME_COLUMN EXPECTED_ROWS [PARTITION_COLUMNS]
 PARTITION_COLUMNS is comma-separated, `symbol,year,month` by default (`symbol,date` for `parquet/`).
-Prints one JSON line with what each reader saw; exits non-zero on any disagreement.
+Prints one JSON line with what each reader saw and, under "codecs", each column's codecs over
+all files (from the Parquet footers); exits non-zero on any disagreement.
 """
 import json
 import sys
 
 import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 
 def main() -> None:
@@ -19,7 +24,15 @@ def main() -> None:
     parts = (sys.argv[4] if len(sys.argv) > 4 else "symbol,year,month").split(",")
     seen = {}
 
-    t = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    codecs = {}
+    for f in dataset.files:
+        meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                col = meta.row_group(g).column(c)
+                codecs.setdefault(col.path_in_schema, set()).add(col.compression)
+    t = dataset.to_table()
     seen["pyarrow"] = {
         "rows": t.num_rows,
         "columns": sorted(t.column_names),
@@ -47,9 +60,27 @@ def main() -> None:
         "symbols": syms,
     }
 
+    # Every float column, bit for bit, in one row order (symbol, then time; ties keep no order,
+    # so each reader's rows are sorted by the values too).
+    floats = sorted(f.name for f in t.schema if pa.types.is_floating(f.type))
+    key = ["symbol", time_col] + floats
+    by = {
+        "pyarrow": t.sort_by([(k, "ascending") for k in key]),
+        "polars": df.sort(key).to_arrow(),
+        "duckdb": con.sql(f"select * from {src} order by {', '.join(key)}").to_arrow_table(),
+    }
+    for name, tab in by.items():
+        for col in floats:
+            a = by_values(tab, col)
+            b = by_values(by["pyarrow"], col)
+            if a.shape != b.shape or not np.array_equal(a.view(np.uint64), b.view(np.uint64)):
+                sys.exit(f"{name} disagrees on the values of {col}")
+    seen["codecs"] = {k: sorted(v) for k, v in sorted(codecs.items())}
+    seen["floats_compared"] = floats
     print(json.dumps(seen))
     first = seen["pyarrow"]
-    for name, s in seen.items():
+    for name in ("pyarrow", "polars", "duckdb"):
+        s = seen[name]
         if s["rows"] != expected:
             sys.exit(f"{name} read {s['rows']} rows, expected {expected}")
         if s["tz"] != "UTC":
@@ -60,6 +91,13 @@ def main() -> None:
         for part in parts:
             if part not in s["columns"]:
                 sys.exit(f"{name} did not see the hive partition column {part}")
+
+
+def by_values(tab, col):
+    """Column `col` of a table as float64 (nulls as NaN), for a bitwise comparison."""
+    return np.ascontiguousarray(
+        tab.column(col).to_numpy(zero_copy_only=False), dtype=np.float64
+    )
 
 
 if __name__ == "__main__":

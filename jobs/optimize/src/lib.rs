@@ -33,6 +33,11 @@ pub struct Spec {
     pub common: CommonSpec,
     /// Rows per row group of the compacted files.
     pub row_group_rows: usize,
+    /// Float pages zstd only ([`frames::FloatEncoding::Chosen`]): the smallest files, where by
+    /// default PLAIN ones may be LZ4 to read faster ([`frames::FloatEncoding::ChosenLz4`]). Not
+    /// part of the params hash: the values are the same either way, so months already written
+    /// keep their pages until rewritten (`--force`).
+    pub smallest_floats: bool,
 }
 
 /// One input partition: a converted day from one source period.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate};
 use frames::polars::prelude::*;
-use frames::{ParquetOptions, ParquetSink, PolarsContext};
+use frames::{FloatEncoding, ParquetOptions, ParquetSink, PolarsContext};
 use serde::Serialize;
 use shared::formats::format_of;
 use shared::manifest::{Entry, UnitStatus};
@@ -82,6 +82,11 @@ pub(crate) async fn optimize(
         .optimized_partition(&u.symbol, first.year(), first.month());
     let opts = ParquetOptions {
         row_group_rows: Some(spec.row_group_rows),
+        floats: if spec.smallest_floats {
+            FloatEncoding::Chosen
+        } else {
+            FloatEncoding::ChosenLz4
+        },
         ..ParquetOptions::default()
     };
     let handle = tokio::runtime::Handle::current();

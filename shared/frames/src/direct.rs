@@ -1,5 +1,5 @@
 //! A direct reader of flat numeric Parquet columns into caller-owned vectors: pages are
-//! decompressed into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED,
+//! decompressed (zstd and LZ4_RAW in one call, other codecs through Polars) into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED,
 //! BYTE_STREAM_SPLIT; definition levels for nulls), with no Arrow arrays or DataFrames in between.
 //!
 //! Why: `aggregate` and `bars` read hundreds of MB of `f64`/`i64` columns and keep them as plain
@@ -253,10 +253,10 @@ impl Reader {
             let is_dict = matches!(page, CompressedPage::Dict(_));
             let page = match page {
                 CompressedPage::Data(p)
-                    if p.compression() == Compression::Zstd
+                    if matches!(p.compression(), Compression::Zstd | Compression::Lz4Raw)
                         && matches!(p.header(), DataPageHeader::V1(_)) =>
                 {
-                    self.zstd_page(p, desc)
+                    self.one_call_page(p, desc)
                         .map_err(|e| bad(path, name, format!("decompressing a page: {e}")))?
                 }
                 page => decompress(page, &mut self.page, &mut self.zstd)
@@ -293,8 +293,8 @@ impl Reader {
         Ok(())
     }
 
-    /// A zstd V1 data page, decompressed in one call into the reused page buffer.
-    fn zstd_page(
+    /// A zstd or LZ4_RAW V1 data page, decompressed in one call into the reused page buffer.
+    fn one_call_page(
         &mut self,
         mut p: polars_parquet::parquet::page::CompressedDataPage,
         desc: &Descriptor,
@@ -305,10 +305,14 @@ impl Reader {
         let mut out = std::mem::take(&mut self.page);
         out.clear();
         out.reserve(n);
-        let dctx = self.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
-        let got = dctx
-            .decompress(&mut out, &p.slice_mut()[..])
-            .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())?;
+        let got = match p.compression() {
+            Compression::Lz4Raw => lz4_block(&p.slice_mut()[..], n, &mut out)?,
+            _ => {
+                let dctx = self.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+                dctx.decompress(&mut out, &p.slice_mut()[..])
+                    .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())?
+            }
+        };
         if got != n {
             return Err(format!("{got} bytes where the header says {n}"));
         }
@@ -508,6 +512,29 @@ pub fn column_chunk<'m>(
         return Err(bad(path, name, "nested columns are not supported"));
     }
     Ok(chunk)
+}
+
+/// One LZ4 block of at most `n` bytes decompressed into `out`'s spare capacity (room for `n`
+/// already reserved, not zeroed first); returns its length.
+fn lz4_block(src: &[u8], n: usize, out: &mut Vec<u8>) -> std::result::Result<usize, String> {
+    let too_big = || "an LZ4 page of over 2 GiB".to_string();
+    let (src_len, cap) = (
+        i32::try_from(src.len()).map_err(|_| too_big())?,
+        i32::try_from(n).map_err(|_| too_big())?,
+    );
+    assert!(out.is_empty() && out.capacity() >= n, "room for the page");
+    // SAFETY: LZ4_decompress_safe reads `src_len` bytes of `src`, writes at most `cap` bytes into
+    // `out`'s capacity (reserved above) and never past it, whatever the input; it returns how many
+    // it wrote, or a negative number for a malformed block.
+    let got = unsafe {
+        lz4::liblz4::LZ4_decompress_safe(src.as_ptr().cast(), out.as_mut_ptr().cast(), src_len, cap)
+    };
+    if got < 0 {
+        return Err("a malformed LZ4 block".into());
+    }
+    // SAFETY: LZ4 initialized the first `got <= cap` bytes.
+    unsafe { out.set_len(got as usize) };
+    Ok(got as usize)
 }
 
 fn dest_len(d: &Dest<'_>) -> usize {
@@ -837,6 +864,14 @@ mod tests {
         }
     }
 
+    /// The codec of column `name` in the first row group.
+    fn codec(bytes: &[u8], name: &str) -> Compression {
+        let meta = read_metadata(&mut std::io::Cursor::new(bytes)).unwrap();
+        column_chunk(&meta.row_groups[0], "x", name)
+            .unwrap()
+            .compression()
+    }
+
     /// The encodings of the data pages of column `name` in the first row group.
     fn encodings(bytes: &[u8], name: &str) -> Vec<Encoding> {
         let meta = read_metadata(&mut std::io::Cursor::new(bytes)).unwrap();
@@ -859,9 +894,27 @@ mod tests {
     #[test]
     fn own_page_encoding_delta_packed_split_and_dictionary_floats() {
         use crate::FloatEncoding;
-        for floats in [FloatEncoding::Chosen, FloatEncoding::Plain] {
+        for floats in [
+            FloatEncoding::Chosen,
+            FloatEncoding::ChosenLz4,
+            FloatEncoding::Plain,
+        ] {
             for n in [1usize, 2, 127, 128, 129, 10_000, 200_001] {
                 let mut df = frame(n, true);
+                // Kline closes on a 0.01 tick, a random walk: distinct decimals, PLAIN's case.
+                let mut x = 0x2545_f491_4f6c_dd1du64 ^ n as u64;
+                let mut p = 65_000.0f64;
+                let decimals: Vec<f64> = (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        p += ((x >> 40) % 2001) as f64 / 100.0 - 10.0;
+                        (p * 100.0).round() / 100.0
+                    })
+                    .collect();
+                df.with_column(Column::new("decimals".into(), decimals.clone()))
+                    .unwrap();
                 // Full-precision noise: the column byte streams suit.
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
                 let noisy: Vec<f64> = (0..n)
@@ -905,6 +958,19 @@ mod tests {
                         .zip(&noisy)
                         .all(|(a, b)| a.to_bits() == b.to_bits())
                 );
+                let mut got = vec![];
+                Reader::new()
+                    .read_into(
+                        Buffer::from(bytes.to_vec()),
+                        "x",
+                        &mut [("decimals", Dest::F64(&mut got))],
+                    )
+                    .unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&decimals)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
                 let mut got_opt = vec![];
                 Reader::new()
                     .read_into(
@@ -920,21 +986,34 @@ mod tests {
                     _ => false,
                 }));
                 let has = |col: &str, e: Encoding| encodings(&bytes, col).contains(&e);
+                let cols = ["few", "many", "opt", "noisy", "noisy_opt", "decimals"];
                 match floats {
                     FloatEncoding::Plain => {
-                        for col in ["few", "many", "opt", "noisy", "noisy_opt"] {
+                        for col in cols {
                             assert!(has(col, Encoding::Plain), "{col} {n}");
                             assert!(!has(col, Encoding::ByteStreamSplit), "{col} {n}");
+                            assert_eq!(codec(&bytes, col), Compression::Zstd, "{col} {n}");
                         }
                     }
-                    FloatEncoding::Chosen if n >= 10_000 => {
+                    FloatEncoding::Chosen | FloatEncoding::ChosenLz4 if n >= 10_000 => {
                         // 7 distinct values; 20% nulls and distinct values; noise.
                         assert!(has("few", Encoding::RleDictionary), "{n}");
                         assert!(!has("opt", Encoding::RleDictionary), "{n}");
                         assert!(has("noisy", Encoding::ByteStreamSplit), "{n}");
                         assert!(has("noisy_opt", Encoding::ByteStreamSplit), "{n}");
+                        // Distinct decimals: PLAIN, LZ4 only when asked for.
+                        assert!(has("decimals", Encoding::Plain), "{n}");
+                        let lz4 = floats == FloatEncoding::ChosenLz4;
+                        for col in cols {
+                            let want = if lz4 && col == "decimals" {
+                                Compression::Lz4Raw
+                            } else {
+                                Compression::Zstd
+                            };
+                            assert_eq!(codec(&bytes, col), want, "{col} {n}");
+                        }
                     }
-                    FloatEncoding::Chosen => {}
+                    FloatEncoding::Chosen | FloatEncoding::ChosenLz4 => {}
                 }
             }
         }
@@ -985,6 +1064,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("g.parquet"), "{e}");
+    }
+
+    #[test]
+    fn lz4_blocks_inflate_in_one_call_or_are_refused() {
+        let plain: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| ((i / 3) as f64 * 0.01).to_le_bytes())
+            .collect();
+        let block = crate::lz4_compress(&plain).unwrap();
+        assert!(block.len() < plain.len() / 2);
+        let mut out = Vec::with_capacity(plain.len());
+        assert_eq!(lz4_block(&block, plain.len(), &mut out), Ok(plain.len()));
+        assert_eq!(out, plain);
+        // Cut short, or more bytes in it than the header allows: refused, nothing written past
+        // the room given.
+        for (src, n) in [
+            (&block[..block.len() / 2], plain.len()),
+            (&block[..], plain.len() - 1),
+            (&[0xF0u8][..], 100),
+        ] {
+            let mut out = Vec::with_capacity(n);
+            assert_eq!(
+                lz4_block(src, n, &mut out),
+                Err("a malformed LZ4 block".to_string())
+            );
+            assert!(out.is_empty());
+        }
+        // The empty page.
+        let empty = crate::lz4_compress(&[]).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(lz4_block(&empty, 0, &mut out), Ok(0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! How a float column's pages are encoded, chosen per row group from its values: dictionary,
-//! BYTE_STREAM_SPLIT or PLAIN; and the byte-stream-split transposition, both ways.
+//! BYTE_STREAM_SPLIT, or PLAIN compressed with zstd or LZ4; and the byte-stream-split
+//! transposition, both ways.
 //!
 //! Why per row group: market data holds both kinds of doubles. Trade prices on a tick grid and
 //! quantities in lots repeat a few thousand values over millions of rows; a dictionary of them
@@ -7,9 +8,18 @@
 //! Sums and products (quote volumes, VWAP inputs) are nearly all distinct, with random low
 //! mantissa bytes; split into byte streams, the sign/exponent streams compress to almost nothing
 //! and the noisy ones are stored raw, so zstd inflates them at memory speed instead of
-//! Huffman-decoding every byte (tests/README.md, "Float encodings"). Some decimal columns
-//! (kline volumes in 0.001 lots) still compress better PLAIN, where zstd finds repeated 8-byte
-//! values; so between the two the smaller on a sample wins.
+//! Huffman-decoding every byte (tests/README.md, "Float encodings"). Distinct decimals (kline
+//! prices on a tick, volumes in lots) compress better PLAIN, where zstd finds repeated byte runs;
+//! so between the two the smaller on a sample wins.
+//!
+//! Why LZ4 for PLAIN: those decimals are the one case where zstd is slow to read. Its output for
+//! them is a dense string of short matches, which zstd's sequence decoder inflates at ≈ 1.2 GB/s
+//! here, against ≈ 4 GB/s for LZ4 on the same bytes and memory speed for split pages (a month of
+//! kline prices: 110 kB zstd, 151 kB LZ4, 195 kB split; tests/README.md, "Aggregate benchmark",
+//! session 9). Files read far more often than written (`optimize`'s months feed every later job
+//! and every study) ask for LZ4 ([`crate::FloatEncoding::ChosenLz4`]): their PLAIN pages are
+//! written LZ4_RAW (high-compression mode, level [`LZ4_LEVEL`]) when that costs at most
+//! [`LZ4_MAX_GROWTH`] times zstd's bytes on the sample, and zstd otherwise. Every reader used here (Polars, PyArrow, DuckDB) reads LZ4_RAW.
 
 use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray};
 use polars_arrow::datatypes::{ArrowDataType, IntegerType};
@@ -20,7 +30,10 @@ pub(crate) enum Choice {
     Dictionary(DictionaryArray<u32>),
     /// PLAIN values transposed into 8 byte streams.
     Split,
+    /// PLAIN values, zstd-compressed like every other page.
     Plain,
+    /// PLAIN values, compressed LZ4_RAW at [`LZ4_LEVEL`].
+    PlainLz4,
 }
 
 /// Most distinct values a dictionary holds (its page is then at most 512 KiB).
@@ -30,9 +43,18 @@ const DICT_MAX: usize = 1 << 16;
 const SAMPLE: (usize, usize) = (1024, 4096);
 /// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
 const TRIAL_LEVEL: i32 = 1;
+/// LZ4's high-compression level for PLAIN float pages: on decimal prices and volumes it writes
+/// 8–17% fewer bytes than the fast mode and still compresses at ≈ 110–140 MB/s; its output
+/// inflates as fast as the fast mode's (levels above 6 gain 1–2% at a tenth of the speed).
+pub(crate) const LZ4_LEVEL: i32 = 3;
+/// How many times zstd's bytes (on the sample) a PLAIN page may take to be written LZ4 instead:
+/// reading decimals 3× faster is worth a third more bytes, not twice as many (where zstd's
+/// entropy coding does most of the work, LZ4 loses far more than that and zstd stays).
+const LZ4_MAX_GROWTH: f64 = 1.5;
 
-/// Choose how to encode `array`.
-pub(crate) fn choose(array: &PrimitiveArray<f64>) -> Choice {
+/// Choose how to encode `array`; `lz4`: whether PLAIN pages may be LZ4
+/// ([`crate::FloatEncoding::ChosenLz4`]).
+pub(crate) fn choose(array: &PrimitiveArray<f64>, lz4: bool) -> Choice {
     let present = array.len() - array.null_count();
     if present == 0 {
         return Choice::Plain;
@@ -41,10 +63,9 @@ pub(crate) fn choose(array: &PrimitiveArray<f64>) -> Choice {
     if let Some(d) = dictionary(array, (present / 4).min(DICT_MAX)) {
         return Choice::Dictionary(d);
     }
-    if split_is_smaller(array) {
-        Choice::Split
-    } else {
-        Choice::Plain
+    match trial(array, lz4) {
+        Some(t) => t.pick(),
+        None => Choice::Plain,
     }
 }
 
@@ -95,10 +116,38 @@ fn dictionary(array: &PrimitiveArray<f64>, limit: usize) -> Option<DictionaryArr
     .ok()
 }
 
-/// Whether a sample from the middle of `array` compresses smaller split into byte streams. The
-/// sample holds the window's present values only: what a null slot holds is not written, and
-/// must not sway the choice.
-fn split_is_smaller(array: &PrimitiveArray<f64>) -> bool {
+/// Compressed sizes of the trial sample, each way it can be written.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    /// BYTE_STREAM_SPLIT, zstd.
+    split: usize,
+    /// PLAIN, zstd.
+    plain: usize,
+    /// PLAIN, LZ4 at [`LZ4_LEVEL`]; measured only when PLAIN beats split.
+    lz4: Option<usize>,
+}
+
+impl Trial {
+    /// Split when it compresses smaller (its pages inflate at memory speed); else PLAIN, LZ4 when
+    /// it costs at most [`LZ4_MAX_GROWTH`] times zstd's bytes.
+    fn pick(self) -> Choice {
+        if self.split < self.plain {
+            Choice::Split
+        } else if self
+            .lz4
+            .is_some_and(|l| l as f64 <= self.plain as f64 * LZ4_MAX_GROWTH)
+        {
+            Choice::PlainLz4
+        } else {
+            Choice::Plain
+        }
+    }
+}
+
+/// A sample from the middle of `array` compressed each way ([`Trial`]), LZ4 only if `lz4`; `None`
+/// if a compressor failed. The sample holds the window's present values only: what a null slot holds is not
+/// written, and must not sway the choice.
+fn trial(array: &PrimitiveArray<f64>, lz4: bool) -> Option<Trial> {
     let values = array.values().as_slice();
     let n = values
         .len()
@@ -122,10 +171,23 @@ fn split_is_smaller(array: &PrimitiveArray<f64>) -> bool {
     // This thread's context for the trial level (a fresh one per column costs more than
     // compressing a small column).
     let size = |b: &[u8]| crate::zstd_compress(TRIAL_LEVEL, b).map(|c| c.len()).ok();
-    match (size(&split), size(plain)) {
-        (Some(s), Some(p)) => s < p,
-        _ => false,
-    }
+    let (split, plain_size) = (size(&split)?, size(plain)?);
+    let lz4 = if lz4 && plain_size <= split {
+        Some(crate::lz4_compress(plain).ok()?.len())
+    } else {
+        None
+    };
+    Some(Trial {
+        split,
+        plain: plain_size,
+        lz4,
+    })
+}
+
+/// Whether the trial sample compresses smaller split into byte streams.
+#[cfg(test)]
+fn split_is_smaller(array: &PrimitiveArray<f64>) -> bool {
+    trial(array, false).is_some_and(|t| t.split < t.plain)
 }
 
 /// Transpose an 8×8 byte matrix held as 8 little-endian rows.
@@ -326,7 +388,7 @@ mod tests {
             })
             .collect();
         let a = PrimitiveArray::<f64>::from_vec(v.clone());
-        let Choice::Dictionary(d) = choose(&a) else {
+        let Choice::Dictionary(d) = choose(&a, true) else {
             panic!("expected a dictionary")
         };
         let vals = d
@@ -341,12 +403,12 @@ mod tests {
         // Nulls keep their validity; a column of distinct values is no dictionary.
         let with_nulls =
             PrimitiveArray::<f64>::from_iter((0..400).map(|i| (i % 4 != 0).then_some(1.5)));
-        let Choice::Dictionary(d) = choose(&with_nulls) else {
+        let Choice::Dictionary(d) = choose(&with_nulls, true) else {
             panic!("expected a dictionary")
         };
         assert_eq!(d.keys().null_count(), 100);
         let distinct = PrimitiveArray::<f64>::from_vec((0..1000).map(|i| i as f64).collect());
-        assert!(!matches!(choose(&distinct), Choice::Dictionary(_)));
+        assert!(!matches!(choose(&distinct, true), Choice::Dictionary(_)));
     }
 
     #[test]
@@ -383,5 +445,49 @@ mod tests {
         let with_nulls =
             PrimitiveArray::<f64>::new(ArrowDataType::Float64, mixed.into(), Some(validity));
         assert!(!split_is_smaller(&with_nulls));
+    }
+
+    #[test]
+    fn distinct_decimals_go_lz4_when_asked_and_within_its_bound() {
+        // Kline closes on a 0.01 tick, a month of a random walk: distinct, and PLAIN beats split.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut p = 65_000.0f64;
+        let prices: Vec<f64> = (0..43_200)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                p += ((x >> 40) % 2001) as f64 / 100.0 - 10.0;
+                (p * 100.0).round() / 100.0
+            })
+            .collect();
+        let a = PrimitiveArray::from_vec(prices);
+        let t = trial(&a, true).unwrap();
+        assert!(t.plain <= t.split, "{t:?}");
+        assert!(
+            t.lz4.unwrap() as f64 <= LZ4_MAX_GROWTH * t.plain as f64,
+            "{t:?}"
+        );
+        assert!(matches!(choose(&a, true), Choice::PlainLz4));
+        assert!(matches!(choose(&a, false), Choice::Plain));
+        assert!(trial(&a, false).unwrap().lz4.is_none());
+        // Full-precision noise splits either way, and is never compressed LZ4 on trial.
+        let noisy: Vec<f64> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                30_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0
+            })
+            .collect();
+        let a = PrimitiveArray::from_vec(noisy);
+        assert!(matches!(choose(&a, true), Choice::Split));
+        assert!(trial(&a, true).unwrap().lz4.is_none());
+        // The rule on its own: split when smaller than PLAIN; LZ4 up to the bound, not past it.
+        let pick = |split, plain, lz4| Trial { split, plain, lz4 }.pick();
+        assert!(matches!(pick(100, 90, Some(135)), Choice::PlainLz4));
+        assert!(matches!(pick(100, 90, Some(136)), Choice::Plain));
+        assert!(matches!(pick(100, 90, None), Choice::Plain));
+        assert!(matches!(pick(89, 90, Some(10)), Choice::Split));
     }
 }

@@ -121,9 +121,16 @@ pub struct ParquetOptions {
 pub enum FloatEncoding {
     /// Per row group, from the values: a dictionary when they repeat (prices on a tick grid,
     /// quantities in lots), else BYTE_STREAM_SPLIT or PLAIN, whichever compresses smaller on a
-    /// sample (see `floats.rs`). What files kept for reading get (`optimize`'s months).
+    /// sample (see `floats.rs`). Every page zstd, like the rest of the file.
     #[default]
     Chosen,
+    /// As [`FloatEncoding::Chosen`], and PLAIN pages are written LZ4_RAW where that costs at most
+    /// 1.5× zstd's bytes: zstd inflates distinct decimals (kline prices and volumes) at a third of
+    /// LZ4's speed (see `floats.rs`). For files read far more often than written: `optimize`'s
+    /// months, which every later job reads. Not for a job's own output rewritten at every run
+    /// (`aggregate`'s year files), where the LZ4 trial and its high-compression mode would cost
+    /// more than the reads they save.
+    ChosenLz4,
     /// Always PLAIN: no choosing pass, for files written once and soon re-encoded (`convert`'s
     /// daily partitions, which `optimize` merges).
     Plain,
@@ -320,7 +327,10 @@ struct PageEncoder {
 #[derive(Clone, Copy)]
 enum ColumnEncoding {
     Fixed(pq::Encoding),
-    ChosenFloat,
+    /// Per row group ([`floats::choose`]); `lz4`: PLAIN pages may be LZ4.
+    ChosenFloat {
+        lz4: bool,
+    },
 }
 
 impl PageEncoder {
@@ -338,8 +348,10 @@ impl PageEncoder {
                     DataType::Int64 | DataType::Datetime(_, _) => {
                         ColumnEncoding::Fixed(pq::Encoding::DeltaBinaryPacked)
                     }
-                    DataType::Float64 if opts.floats == FloatEncoding::Chosen => {
-                        ColumnEncoding::ChosenFloat
+                    DataType::Float64 if opts.floats != FloatEncoding::Plain => {
+                        ColumnEncoding::ChosenFloat {
+                            lz4: opts.floats == FloatEncoding::ChosenLz4,
+                        }
                     }
                     DataType::Float64 | DataType::Boolean => {
                         ColumnEncoding::Fixed(pq::Encoding::Plain)
@@ -369,10 +381,11 @@ impl PageEncoder {
     ) -> Result<Vec<Vec<pq::CompressedPage>>> {
         let what = || format!("encoding column {}", ptype.name());
         let mut split = false;
+        let mut codec = PageCodec::File(self.options.compression);
         let dict;
         let (array, enc) = match enc {
             ColumnEncoding::Fixed(e) => (array, *e),
-            ColumnEncoding::ChosenFloat => {
+            ColumnEncoding::ChosenFloat { lz4 } => {
                 let values = array
                     .as_any()
                     .downcast_ref::<polars_arrow::array::PrimitiveArray<f64>>()
@@ -382,7 +395,7 @@ impl PageEncoder {
                             what()
                         )))
                     })?;
-                match floats::choose(values) {
+                match floats::choose(values, *lz4) {
                     floats::Choice::Dictionary(d) => {
                         dict = d.boxed();
                         (&dict, pq::Encoding::RleDictionary)
@@ -392,6 +405,10 @@ impl PageEncoder {
                         (array, pq::Encoding::Plain)
                     }
                     floats::Choice::Plain => (array, pq::Encoding::Plain),
+                    floats::Choice::PlainLz4 => {
+                        codec = PageCodec::Lz4;
+                        (array, pq::Encoding::Plain)
+                    }
                 }
             }
         };
@@ -404,7 +421,7 @@ impl PageEncoder {
                     page = split_page(page).ctx(what)?;
                 }
                 compressed.push(
-                    compress_page(page, self.options.compression)
+                    compress_page(page, codec)
                         .ctx(|| format!("compressing column {}", ptype.name()))?,
                 );
             }
@@ -508,47 +525,91 @@ pub(crate) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Vec<u8>> 
     })
 }
 
-/// A page compressed with this thread's zstd context ([`zstd_compress`]): Polars' `compress`
-/// makes a context for every page and zeroes an output buffer of the bound's size first, which
-/// for a small page costs more than compressing it. The same level and codec, the same bytes
-/// (zstd's output does not depend on the context's history). Other codecs go through Polars.
-fn compress_page(
-    page: pq::Page,
-    compression: pq::CompressionOptions,
-) -> PolarsResult<pq::CompressedPage> {
+/// `src` as one LZ4 block (the LZ4_RAW codec), high-compression mode at [`floats::LZ4_LEVEL`],
+/// into a buffer of the bound's size that is not zeroed first.
+pub(crate) fn lz4_compress(src: &[u8]) -> std::io::Result<Vec<u8>> {
+    use lz4::liblz4::{LZ4_compress_HC, LZ4_compressBound};
+    let len = i32::try_from(src.len())
+        .map_err(|_| std::io::Error::other("an LZ4 block of over 2 GiB"))?;
+    // SAFETY: a pure function of its argument.
+    let bound = unsafe { LZ4_compressBound(len) };
+    if bound <= 0 {
+        return Err(std::io::Error::other("an LZ4 block of over 2 GiB"));
+    }
+    let mut out = Vec::<u8>::with_capacity(bound as usize);
+    // SAFETY: reads `len` bytes from `src` and writes at most `bound` bytes into `out`'s
+    // capacity, returning how many it wrote (0 on failure), which are then initialized.
+    let n = unsafe {
+        LZ4_compress_HC(
+            src.as_ptr().cast(),
+            out.as_mut_ptr().cast(),
+            len,
+            bound,
+            floats::LZ4_LEVEL,
+        )
+    };
+    if n <= 0 {
+        return Err(std::io::Error::other("LZ4 compression failed"));
+    }
+    // SAFETY: LZ4 wrote `n <= bound` bytes.
+    unsafe { out.set_len(n as usize) };
+    Ok(out)
+}
+
+/// How one column chunk's pages are compressed: with the file's codec, or LZ4 for the float
+/// pages [`floats::choose`] gave it.
+#[derive(Clone, Copy)]
+enum PageCodec {
+    File(pq::CompressionOptions),
+    Lz4,
+}
+
+/// A page compressed with this thread's zstd context ([`zstd_compress`]), or as one LZ4 block:
+/// Polars' `compress` makes a context for every page and zeroes an output buffer of the bound's
+/// size first, which for a small page costs more than compressing it. The same level and codec,
+/// the same bytes (zstd's output does not depend on the context's history). Other codecs, and
+/// pages other than V1 data pages and dictionaries, go through Polars.
+fn compress_page(page: pq::Page, codec: PageCodec) -> PolarsResult<pq::CompressedPage> {
     use polars_parquet::parquet::CowBuffer;
     use polars_parquet::parquet::compression::Compression;
     use polars_parquet::parquet::page::{CompressedDataPage, CompressedDictPage, DataPageHeader};
-    let pq::CompressionOptions::Zstd(level) = compression else {
-        return Ok(pq::compress(page, Vec::new(), compression)?);
+    let (options, compression) = match codec {
+        PageCodec::File(o @ pq::CompressionOptions::Zstd(_)) => (o, Compression::Zstd),
+        PageCodec::File(o) => return Ok(pq::compress(page, Vec::new(), o)?),
+        PageCodec::Lz4 => (pq::CompressionOptions::Lz4Raw, Compression::Lz4Raw),
     };
-    let level = level.map(|v| v.compression_level()).unwrap_or_default();
-    let zstd = |src: &[u8]| -> PolarsResult<Vec<u8>> {
-        zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
+    let compress = |src: &[u8]| -> PolarsResult<Vec<u8>> {
+        match options {
+            pq::CompressionOptions::Zstd(level) => {
+                let level = level.map(|v| v.compression_level()).unwrap_or_default();
+                zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
+            }
+            _ => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
+        }
     };
     match page {
         pq::Page::Data(p) => {
             if !matches!(p.header(), DataPageHeader::V1(_)) {
-                return Ok(pq::compress(pq::Page::Data(p), Vec::new(), compression)?);
+                return Ok(pq::compress(pq::Page::Data(p), Vec::new(), options)?);
             }
-            let out = zstd(p.buffer())?;
+            let out = compress(p.buffer())?;
             let rows = p
                 .num_rows()
                 .ok_or_else(|| polars_err!(ComputeError: "a data page without its row count"))?;
             Ok(pq::CompressedPage::Data(CompressedDataPage::new(
                 p.header().clone(),
                 CowBuffer::Owned(out),
-                Compression::Zstd,
+                compression,
                 p.buffer().len(),
                 p.descriptor.clone(),
                 rows,
             )))
         }
         pq::Page::Dict(d) => {
-            let out = zstd(&d.buffer)?;
+            let out = compress(&d.buffer)?;
             Ok(pq::CompressedPage::Dict(CompressedDictPage::new(
                 CowBuffer::Owned(out),
-                Compression::Zstd,
+                compression,
                 d.buffer.len(),
                 d.num_values,
                 d.is_sorted,
@@ -990,7 +1051,8 @@ mod fixture_tests {
                             .collect::<Vec<_>>()
                     };
                     for (a, b) in pages().into_iter().zip(pages()) {
-                        let ours = compress_page(a, enc.options.compression).unwrap();
+                        let ours =
+                            compress_page(a, PageCodec::File(enc.options.compression)).unwrap();
                         let theirs = pq::compress(b, Vec::new(), enc.options.compression).unwrap();
                         match (ours, theirs) {
                             (pq::CompressedPage::Data(mut o), pq::CompressedPage::Data(mut t)) => {
