@@ -173,7 +173,7 @@ pub const JOBS: &[JobSpec] = &[
     },
     JobSpec {
         name: "optimize",
-        args: &[v("row-group-rows")],
+        args: &[v("row-group-rows"), s("smallest-floats")],
         resources: Resources {
             cpu: "1",
             memory: "2Gi",

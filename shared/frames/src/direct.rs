@@ -378,7 +378,7 @@ impl Reader {
         // Definition levels: which of the page's `n` rows have a value.
         let mut present = n;
         let mut has_nulls = false;
-        if page.descriptor.max_def_level > 0 {
+        if page.descriptor.max_def_level > 0 && !all_defined(split.def, n) {
             hybrid_rle(split.def, 1, n, &mut self.levels).map_err(err)?;
             present = self.levels.iter().filter(|&&l| l == 1).count();
             has_nulls = present < n;
@@ -647,6 +647,12 @@ fn hybrid_rle(mut b: &[u8], bw: u32, n: usize, out: &mut Vec<u32>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Whether definition levels `b` (bit width 1) open with one RLE run of 1s over all `n` rows: the
+/// usual page, whose levels need not be expanded and counted.
+fn all_defined(mut b: &[u8], n: usize) -> bool {
+    uleb(&mut b).is_ok_and(|h| h & 1 == 0 && (h >> 1) as usize >= n && b.first() == Some(&1))
 }
 
 /// DELTA_BINARY_PACKED integers, appended to `out`.
@@ -1094,6 +1100,36 @@ mod tests {
         let empty = crate::lz4_compress(&[]).unwrap();
         let mut out = Vec::new();
         assert_eq!(lz4_block(&empty, 0, &mut out), Ok(0));
+    }
+
+    #[test]
+    fn pages_without_nulls_are_known_by_their_first_run() {
+        // 100 rows: a run of 100 ones (header 200 = uleb [0xC8, 0x01], value 1).
+        let run = |count: u64, v: u8| {
+            let mut b = vec![];
+            let mut h = count << 1;
+            loop {
+                let byte = (h & 0x7f) as u8;
+                h >>= 7;
+                b.push(if h > 0 { byte | 0x80 } else { byte });
+                if h == 0 {
+                    break;
+                }
+            }
+            b.push(v);
+            b
+        };
+        assert!(all_defined(&run(100, 1), 100));
+        assert!(all_defined(&run(101, 1), 100));
+        assert!(!all_defined(&run(99, 1), 100));
+        assert!(!all_defined(&run(100, 0), 100));
+        // A bit-packed group, a truncated header, nothing: expanded the long way.
+        assert!(!all_defined(&[0x03, 0xff], 8));
+        assert!(!all_defined(&[0x80], 1));
+        assert!(!all_defined(&[], 1));
+        let mut levels = vec![];
+        hybrid_rle(&run(100, 1), 1, 100, &mut levels).unwrap();
+        assert!(levels.iter().all(|&l| l == 1) && levels.len() == 100);
     }
 
     #[test]
