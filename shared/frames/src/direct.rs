@@ -708,6 +708,7 @@ fn delta_binary_packed(mut b: &[u8], out: &mut Vec<i64>) -> Result<(), &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::floats::samples;
     use crate::{ParquetBuffer, ParquetOptions, parquet_bytes};
     use polars::prelude::*;
     use polars_parquet::parquet::read::read_metadata;
@@ -908,29 +909,11 @@ mod tests {
             for n in [1usize, 2, 127, 128, 129, 10_000, 200_001] {
                 let mut df = frame(n, true);
                 // Kline closes on a 0.01 tick, a random walk: distinct decimals, PLAIN's case.
-                let mut x = 0x2545_f491_4f6c_dd1du64 ^ n as u64;
-                let mut p = 65_000.0f64;
-                let decimals: Vec<f64> = (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        p += ((x >> 40) % 2001) as f64 / 100.0 - 10.0;
-                        (p * 100.0).round() / 100.0
-                    })
-                    .collect();
+                let decimals = samples::tick_walk(n, 0x2545_f491_4f6c_dd1d ^ n as u64);
                 df.with_column(Column::new("decimals".into(), decimals.clone()))
                     .unwrap();
                 // Full-precision noise: the column byte streams suit.
-                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
-                let noisy: Vec<f64> = (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        42_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64
-                    })
-                    .collect();
+                let noisy = samples::noise(n, 0x9e37_79b9_7f4a_7c15 ^ n as u64, 42_000.0, 1.0);
                 df.with_column(Column::new("noisy".into(), noisy.clone()))
                     .unwrap();
                 // The same with nulls: split pages hold only the present values.

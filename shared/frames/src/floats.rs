@@ -330,6 +330,38 @@ fn join_scalar(streams: &[u8], n: usize, from: usize, out: &mut Vec<f64>) {
     }
 }
 
+/// Float columns for the tests of the encoders here and of `direct`'s reader.
+#[cfg(test)]
+pub(crate) mod samples {
+    /// xorshift64, one step.
+    fn next(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// `n` kline closes on a 0.01 tick: a random walk from 65,000 in steps of up to ±10, each
+    /// the double nearest its decimal (distinct decimals: PLAIN's case).
+    pub(crate) fn tick_walk(n: usize, seed: u64) -> Vec<f64> {
+        let (mut x, mut p) = (seed | 1, 65_000.0f64);
+        (0..n)
+            .map(|_| {
+                p += ((next(&mut x) >> 40) % 2001) as f64 / 100.0 - 10.0;
+                (p * 100.0).round() / 100.0
+            })
+            .collect()
+    }
+
+    /// `n` full-precision doubles in `[base, base + width)`: random mantissas (split's case).
+    pub(crate) fn noise(n: usize, seed: u64, base: f64, width: f64) -> Vec<f64> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| base + (next(&mut x) >> 11) as f64 / (1u64 << 53) as f64 * width)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,15 +446,8 @@ mod tests {
     #[test]
     fn noisy_doubles_split_and_lots_stay_plain() {
         // Full-precision products: the byte streams win.
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let noisy: Vec<f64> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                30_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0
-            })
-            .collect();
+        let noisy = samples::noise(20_000, 0x1234_5678_9abc_def1, 30_000.0, 100.0);
+        let mut x = 0x0bad_5eed_1234_5677u64;
         assert!(split_is_smaller(&PrimitiveArray::from_vec(noisy.clone())));
         // Kline volumes in 0.001 lots, mostly distinct: PLAIN keeps zstd's 8-byte matches.
         let lots: Vec<f64> = (0..20_000)
@@ -450,18 +475,7 @@ mod tests {
     #[test]
     fn distinct_decimals_go_lz4_when_asked_and_within_its_bound() {
         // Kline closes on a 0.01 tick, a month of a random walk: distinct, and PLAIN beats split.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut p = 65_000.0f64;
-        let prices: Vec<f64> = (0..43_200)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                p += ((x >> 40) % 2001) as f64 / 100.0 - 10.0;
-                (p * 100.0).round() / 100.0
-            })
-            .collect();
-        let a = PrimitiveArray::from_vec(prices);
+        let a = PrimitiveArray::from_vec(samples::tick_walk(43_200, 0x2545_f491_4f6c_dd1d));
         let t = trial(&a, true).unwrap();
         assert!(t.plain <= t.split, "{t:?}");
         assert!(
@@ -472,15 +486,7 @@ mod tests {
         assert!(matches!(choose(&a, false), Choice::Plain));
         assert!(trial(&a, false).unwrap().lz4.is_none());
         // Full-precision noise splits either way, and is never compressed LZ4 on trial.
-        let noisy: Vec<f64> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                30_000.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0
-            })
-            .collect();
-        let a = PrimitiveArray::from_vec(noisy);
+        let a = PrimitiveArray::from_vec(samples::noise(20_000, 0x5eed, 30_000.0, 100.0));
         assert!(matches!(choose(&a, true), Choice::Split));
         assert!(trial(&a, true).unwrap().lz4.is_none());
         // The rule on its own: split when smaller than PLAIN; LZ4 up to the bound, not past it.
