@@ -82,11 +82,7 @@ pub(crate) async fn optimize(
         .optimized_partition(&u.symbol, first.year(), first.month());
     let opts = ParquetOptions {
         row_group_rows: Some(spec.row_group_rows),
-        floats: if spec.smallest_floats {
-            FloatEncoding::Chosen
-        } else {
-            FloatEncoding::ChosenLz4
-        },
+        floats: FloatEncoding::optimized_months(spec.smallest_floats),
         ..ParquetOptions::default()
     };
     let handle = tokio::runtime::Handle::current();

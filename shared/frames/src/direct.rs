@@ -1,6 +1,7 @@
 //! A direct reader of flat numeric Parquet columns into caller-owned vectors: pages are
-//! decompressed (zstd and LZ4_RAW in one call, other codecs through Polars) into one reused buffer and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED,
-//! BYTE_STREAM_SPLIT; definition levels for nulls), with no Arrow arrays or DataFrames in between.
+//! decompressed into one reused buffer (zstd and LZ4_RAW in one call, other codecs through
+//! Polars) and decoded here (PLAIN, dictionary, DELTA_BINARY_PACKED, BYTE_STREAM_SPLIT;
+//! definition levels for nulls), with no Arrow arrays or DataFrames in between.
 //!
 //! Why: `aggregate` and `bars` read hundreds of MB of `f64`/`i64` columns and keep them as plain
 //! vectors. Through Polars' reader each value was decompressed into a fresh buffer, decoded into
@@ -934,32 +935,24 @@ mod tests {
                 expect(&df, &read_all(bytes.to_vec()));
                 // Polars reads every encoding chosen, bit for bit.
                 assert_eq!(crate::read_parquet_bytes(bytes.clone(), "x").unwrap(), df);
-                let mut got = vec![];
-                Reader::new()
-                    .read_into(
-                        Buffer::from(bytes.to_vec()),
-                        "x",
-                        &mut [("noisy", Dest::F64(&mut got))],
-                    )
-                    .unwrap();
-                assert!(
-                    got.iter()
-                        .zip(&noisy)
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
-                );
-                let mut got = vec![];
-                Reader::new()
-                    .read_into(
-                        Buffer::from(bytes.to_vec()),
-                        "x",
-                        &mut [("decimals", Dest::F64(&mut got))],
-                    )
-                    .unwrap();
-                assert!(
-                    got.iter()
-                        .zip(&decimals)
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
-                );
+                // And our reader, column by column (split, PLAIN zstd or LZ4, dictionary).
+                for (col, want) in [("noisy", &noisy), ("decimals", &decimals)] {
+                    let mut got = vec![];
+                    Reader::new()
+                        .read_into(
+                            Buffer::from(bytes.to_vec()),
+                            "x",
+                            &mut [(col, Dest::F64(&mut got))],
+                        )
+                        .unwrap();
+                    assert_eq!(got.len(), n, "{col}");
+                    assert!(
+                        got.iter()
+                            .zip(want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{col} {n}"
+                    );
+                }
                 let mut got_opt = vec![];
                 Reader::new()
                     .read_into(

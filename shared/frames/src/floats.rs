@@ -19,7 +19,8 @@
 //! session 9). Files read far more often than written (`optimize`'s months feed every later job
 //! and every study) ask for LZ4 ([`crate::FloatEncoding::ChosenLz4`]): their PLAIN pages are
 //! written LZ4_RAW (high-compression mode, level [`LZ4_LEVEL`]) when that costs at most
-//! [`LZ4_MAX_GROWTH`] times zstd's bytes on the sample, and zstd otherwise. Every reader used here (Polars, PyArrow, DuckDB) reads LZ4_RAW.
+//! [`LZ4_MAX_GROWTH`] times zstd's bytes on the sample, and zstd otherwise. Every reader used
+//! here (Polars, PyArrow, DuckDB) reads LZ4_RAW.
 
 use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray};
 use polars_arrow::datatypes::{ArrowDataType, IntegerType};
@@ -145,8 +146,8 @@ impl Trial {
 }
 
 /// A sample from the middle of `array` compressed each way ([`Trial`]), LZ4 only if `lz4`; `None`
-/// if a compressor failed. The sample holds the window's present values only: what a null slot holds is not
-/// written, and must not sway the choice.
+/// if a compressor failed. The sample holds the window's present values only: what a null slot
+/// holds is not written, and must not sway the choice.
 fn trial(array: &PrimitiveArray<f64>, lz4: bool) -> Option<Trial> {
     let values = array.values().as_slice();
     let n = values

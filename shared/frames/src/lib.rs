@@ -136,6 +136,18 @@ pub enum FloatEncoding {
     Plain,
 }
 
+impl FloatEncoding {
+    /// How `optimize` encodes its months' floats: [`FloatEncoding::ChosenLz4`], or
+    /// [`FloatEncoding::Chosen`] with `--smallest-floats`.
+    pub fn optimized_months(smallest_floats: bool) -> FloatEncoding {
+        if smallest_floats {
+            FloatEncoding::Chosen
+        } else {
+            FloatEncoding::ChosenLz4
+        }
+    }
+}
+
 impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {

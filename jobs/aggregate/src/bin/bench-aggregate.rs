@@ -273,11 +273,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let t0 = Instant::now();
     let mut minutes_per_symbol = 0;
-    let floats = if args.smallest_floats {
-        frames::FloatEncoding::Chosen
-    } else {
-        frames::FloatEncoding::ChosenLz4
-    };
+    let floats = frames::FloatEncoding::optimized_months(args.smallest_floats);
     for (i, s) in symbols.iter().enumerate() {
         let seed = 1000 + i as u64;
         minutes_per_symbol = stage(&store, s, args.year, seed, args.full_precision, floats).await?;
