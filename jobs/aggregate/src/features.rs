@@ -371,17 +371,6 @@ fn finite(x: f64) -> f64 {
     if x.is_finite() { x } else { NULL }
 }
 
-/// Sample standard deviation (ddof = 1) of `xs` (two passes, in order); needs 2 values.
-fn std_dev(xs: &[f64]) -> Option<f64> {
-    let n = xs.len();
-    if n < 2 {
-        return None;
-    }
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    let ss: f64 = xs.iter().map(|x| (x - mean) * (x - mean)).sum();
-    Some((ss / (n - 1) as f64).sqrt())
-}
-
 /// Bars of length `delta_us` (which divides a day) whose open time lies in `[from_us, to_us)`,
 /// from `m`, which may hold minutes before `from_us` (the minute just before it gives the first
 /// minute's return) and after `to_us` (ignored). Joins `funding` and `metrics` when given.
@@ -445,10 +434,14 @@ pub fn compute(
                 returns.push(r);
             }
         }
+        // Every sum of the bar in one loop, each accumulated in minute order as its definition
+        // reads (the same bits as one loop per sum): a sum is a chain of dependent additions,
+        // and a loop of one chain waits on each addition's latency where one of many does not.
         let (mut high, mut low) = (f64::NEG_INFINITY, f64::INFINITY);
         let (mut volume, mut quote_volume, mut tbv, mut tbqv) = (0.0, 0.0, 0.0, 0.0);
         let mut trades = 0i64;
-        for k in a..b {
+        let (mut park, mut gk) = (0.0, 0.0);
+        for ((k, hl), co) in (a..b).zip(&lhl).zip(&lco) {
             high = high.max(m.high[k]);
             low = low.min(m.low[k]);
             volume += m.volume[k];
@@ -456,11 +449,15 @@ pub fn compute(
             trades += m.trades[k];
             tbv += m.taker_buy_volume[k];
             tbqv += m.taker_buy_quote_volume[k];
-        }
-        let (mut park, mut gk) = (0.0, 0.0);
-        for (hl, co) in lhl.iter().zip(&lco) {
             park += hl * hl;
             gk += 0.5 * hl * hl - gk_c * co * co;
+        }
+        // The returns' sum and sum of squares in one loop too; both start where `Iterator::sum`
+        // does (-0.0, which leaves any first term unchanged).
+        let (mut sum_r, mut sum_rr) = (-0.0f64, -0.0f64);
+        for r in &returns {
+            sum_r += r;
+            sum_rr += r * r;
         }
         let close = m.close[b - 1];
         let vwap = if volume != 0.0 {
@@ -485,18 +482,33 @@ pub fn compute(
         } else {
             finite((close - vwap) / vwap)
         });
-        out.realized_vol
-            .push(std_dev(&returns).map_or(NULL, |s| finite(s * minutes_per_bar.sqrt())));
+        // The sample standard deviations (ddof = 1) of the returns and of the minutes' volumes:
+        // the squared deviations from each mean, summed in order, both in one loop (there are
+        // never more returns than minutes). `volume` started at 0.0, not -0.0: the two differ
+        // only when every volume is -0.0, and then so is every deviation from the mean.
+        let (n_r, n_v) = (returns.len(), b - a);
+        let (mean_r, mean_vol) = (sum_r / n_r as f64, volume / n_v as f64);
+        let (mut ss_r, mut ss_v) = (-0.0f64, -0.0f64);
+        for (i, v) in m.volume[a..b].iter().enumerate() {
+            ss_v += (v - mean_vol) * (v - mean_vol);
+            if let Some(r) = returns.get(i) {
+                ss_r += (r - mean_r) * (r - mean_r);
+            }
+        }
+        out.realized_vol.push(if n_r < 2 {
+            NULL
+        } else {
+            finite((ss_r / (n_r - 1) as f64).sqrt() * minutes_per_bar.sqrt())
+        });
         out.realized_variance.push(if returns.is_empty() {
             NULL
         } else {
-            finite(returns.iter().map(|r| r * r).sum())
+            finite(sum_rr)
         });
-        let mean_vol = volume / (b - a) as f64;
-        out.volume_cv.push(if b - a < 2 || mean_vol == 0.0 {
+        out.volume_cv.push(if n_v < 2 || mean_vol == 0.0 {
             NULL
         } else {
-            std_dev(&m.volume[a..b]).map_or(NULL, |s| finite(s / mean_vol))
+            finite((ss_v / (n_v - 1) as f64).sqrt() / mean_vol)
         });
         out.taker_buy_ratio.push(if volume != 0.0 {
             finite(tbv / volume)
@@ -874,6 +886,79 @@ mod tests {
         assert_eq!(compared, 37);
         // And the perturbation does reach the rows after T.
         assert_ne!(full.close[40], changed.close[40]);
+    }
+
+    /// The dispersion features as features.md words them, one pass per sum and `Iterator::sum`
+    /// throughout: what `compute`'s fused loops must match bit for bit.
+    fn dispersion_by_definition(m: &Minutes, a: usize, b: usize) -> [f64; 5] {
+        let std = |xs: &[f64]| {
+            let n = xs.len() as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            (xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        let returns: Vec<f64> = (a..b)
+            .filter(|&k| k > 0 && m.open_time[k - 1] == m.open_time[k] - MINUTE_US)
+            .map(|k| (m.close[k] / m.close[k - 1]).ln())
+            .collect();
+        let hl: Vec<f64> = (a..b).map(|k| (m.high[k] / m.low[k]).ln()).collect();
+        let co: Vec<f64> = (a..b).map(|k| (m.close[k] / m.open[k]).ln()).collect();
+        let gk_c = 2.0 * std::f64::consts::LN_2 - 1.0;
+        let volume: f64 = m.volume[a..b].iter().sum();
+        [
+            if returns.len() < 2 {
+                NULL
+            } else {
+                std(&returns) * 60f64.sqrt()
+            },
+            if returns.is_empty() {
+                NULL
+            } else {
+                returns.iter().map(|r| r * r).sum()
+            },
+            if b - a < 2 || volume == 0.0 {
+                NULL
+            } else {
+                std(&m.volume[a..b]) / (volume / (b - a) as f64)
+            },
+            (hl.iter().map(|x| x * x).sum::<f64>() / (4.0 * std::f64::consts::LN_2)).sqrt(),
+            hl.iter()
+                .zip(&co)
+                .map(|(h, c)| 0.5 * h * h - gk_c * c * c)
+                .sum::<f64>()
+                .max(0.0)
+                .sqrt(),
+        ]
+    }
+
+    #[test]
+    fn fused_sums_give_the_bits_of_one_pass_per_sum() {
+        // Three days with missing minutes, zero volumes and minutes that do not open at the
+        // previous close (the series' opens are the previous close; every 7th is moved).
+        let (mut m, _, _) = series(3);
+        for k in (0..m.len()).step_by(7) {
+            m.open[k] *= 1.0 + 1e-4;
+            m.high[k] = m.high[k].max(m.open[k]);
+        }
+        let b = compute(&m, None, None, H, T0, T0 + 72 * H);
+        assert_eq!(b.len(), 72);
+        let bits = |x: f64| if x.is_nan() { u64::MAX } else { x.to_bits() };
+        for i in 0..b.len() {
+            let a = m.open_time.partition_point(|&t| t < b.open_time[i]);
+            let e = m.open_time.partition_point(|&t| t < b.open_time[i] + H);
+            let want = dispersion_by_definition(&m, a, e);
+            let got = [
+                b.realized_vol[i],
+                b.realized_variance[i],
+                b.volume_cv[i],
+                b.parkinson_vol[i],
+                b.garman_klass_vol[i],
+            ];
+            assert_eq!(
+                got.map(bits),
+                want.map(bits),
+                "bar {i}: {got:?} against {want:?}"
+            );
+        }
     }
 
     #[test]
