@@ -547,16 +547,33 @@ fn dest_len(d: &Dest<'_>) -> usize {
     }
 }
 
-/// `n` little-endian 8-byte values.
+/// `n` little-endian 8-byte values: on a little-endian machine one copy of their bytes (they may
+/// lie at any alignment in the page), elsewhere converted one by one with `f`.
 #[inline]
-fn plain8<T>(
+fn plain8<T: bytemuck::Pod>(
     b: &[u8],
     n: usize,
     out: &mut Vec<T>,
     f: impl Fn([u8; 8]) -> T,
 ) -> Result<(), &'static str> {
     let b = b.get(..n * 8).ok_or("page shorter than its values")?;
-    out.extend(b.chunks_exact(8).map(|c| f(c.try_into().expect("8 bytes"))));
+    if cfg!(target_endian = "little") && std::mem::size_of::<T>() == 8 {
+        out.reserve(n);
+        let len = out.len();
+        // SAFETY: room for `n` more values is reserved; `b` holds exactly `n * 8` bytes, outside
+        // `out`'s allocation; `T` is plain data of 8 bytes, so any bytes are a valid value, and
+        // these are its little-endian encoding, which is its layout on this machine.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                b.as_ptr(),
+                out.as_mut_ptr().add(len).cast::<u8>(),
+                n * 8,
+            );
+            out.set_len(len + n);
+        }
+    } else {
+        out.extend(b.chunks_exact(8).map(|c| f(c.try_into().expect("8 bytes"))));
+    }
     Ok(())
 }
 
