@@ -86,13 +86,45 @@ pub enum Kind {
 }
 
 /// One optimized input file: its kind, its month (first day), its path (named in errors) and
-/// its bytes.
+/// where its bytes are.
 #[derive(Clone)]
 pub struct InputFile {
     pub kind: Kind,
     pub month: NaiveDate,
     pub path: String,
-    pub bytes: Buffer<u8>,
+    pub source: Source,
+}
+
+/// Where an input file's bytes are.
+#[derive(Clone)]
+pub enum Source {
+    /// In memory: fetched from a remote store, or made by a test.
+    Bytes(Buffer<u8>),
+    /// A local store's file, read whole by the thread that decodes it. Read, not mapped: a
+    /// mapping costs a page-table fill and an unmap (with its TLB shootdown to the other cores)
+    /// per file, ≈ 10% of a one-symbol run's CPU, where a read is one copy into heap memory
+    /// that the next month's read reuses (tests/README.md, session 10).
+    Local(std::path::PathBuf),
+}
+
+impl InputFile {
+    /// The file's bytes.
+    pub fn bytes(&self) -> Result<Buffer<u8>> {
+        match &self.source {
+            Source::Bytes(b) => Ok(b.clone()),
+            Source::Local(p) => match std::fs::read(p) {
+                Ok(v) => Ok(Buffer::from(v)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Parse(format!(
+                    "{} is in the optimize manifest but not in the store",
+                    self.path
+                ))),
+                Err(source) => Err(Error::Io {
+                    context: format!("reading {}", self.path),
+                    source,
+                }),
+            },
+        }
+    }
 }
 
 /// Decode kline file `f` into `m`, replacing its rows: the vectors keep
@@ -156,14 +188,14 @@ fn decode_file(
     dests: &mut [(&str, Dest<'_>)],
     rows: usize,
 ) -> Result<()> {
-    frames::direct::populate(&f.bytes);
-    let meta = frames::direct::footer(&f.bytes, &f.path)?;
+    let bytes = f.bytes()?;
+    let meta = frames::direct::footer(&bytes, &f.path)?;
     for (_, dest) in dests.iter_mut() {
         dest.reserve(meta.num_rows.max(rows));
     }
     for rg in &meta.row_groups {
         for (name, dest) in dests.iter_mut() {
-            r.read_column(&f.bytes, rg, &f.path, name, dest)?;
+            r.read_column(&bytes, rg, &f.path, name, dest)?;
         }
     }
     Ok(())

@@ -547,9 +547,8 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     Ok(res)
 }
 
-/// The input files' bytes: a local store's files memory-mapped (no copy, no fresh memory to
-/// fault in; each is populated by the thread that decodes it), a remote store's fetched eight
-/// at a time.
+/// The input files: a local store's by path (each read by the month thread that decodes it), a
+/// remote store's fetched eight at a time.
 async fn fetch_sources(
     store: &shared::Store,
     files: Vec<(Kind, NaiveDate, String)>,
@@ -558,21 +557,11 @@ async fn fetch_sources(
     if store.local_path("").is_some() {
         for (kind, month, path) in files {
             let local = store.local_path(&path).expect("local store");
-            let bytes = match frames::direct::map_file(&local) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(&path)),
-                Err(e) => {
-                    return Err(Error::Io {
-                        context: format!("reading {path}"),
-                        source: e,
-                    });
-                }
-            };
             out.push(frame::InputFile {
                 kind,
                 month,
                 path,
-                bytes,
+                source: frame::Source::Local(local),
             });
         }
         return Ok(out);
@@ -585,7 +574,7 @@ async fn fetch_sources(
                     kind: *kind,
                     month: *month,
                     path: path.clone(),
-                    bytes: frames::Buffer::from_owner(b),
+                    source: frame::Source::Bytes(frames::Buffer::from_owner(b)),
                 }),
                 None => return Err(missing(path)),
             }

@@ -58,8 +58,8 @@ pub struct Pass {
     pub minutes_read: u64,
 }
 
-/// One month's files (any of them may be missing), owned by the thread that reads them: their
-/// mappings are dropped once decoded, on that thread.
+/// One month's files (any of them may be missing), owned by the thread that reads them: each is
+/// read (or, fetched from a remote store, held) only while it is decoded.
 #[derive(Default)]
 struct MonthFiles {
     klines: Option<InputFile>,
@@ -346,8 +346,8 @@ fn month(start: NaiveDate, files: MonthFiles, s: &mut Scratch, days: &Days) -> R
         frame::read_metrics(reader, f, mt)?;
         check_sorted(&mt.snapshot_time, "metrics snapshot_time", &f.path)?;
     }
-    // Unmapped here, while the other threads compute: not all at once after the pass, on the
-    // unit's path to its output.
+    // A remote store's bytes freed here, while the other threads compute: not all at once after
+    // the pass, on the unit's path to its output.
     drop(files);
     let rows = m.len() as u64;
     if days.excluded.range(start..end).next().is_some() {
@@ -435,7 +435,7 @@ mod tests {
     //! The month pass against one pass over the concatenated minutes (what the job computed
     //! before it went month by month): same fingerprints, same bars, bit for bit.
     use super::*;
-    use crate::frame::{FUNDING_COLUMNS, KLINE_COLUMNS, METRICS_COLUMNS};
+    use crate::frame::{FUNDING_COLUMNS, KLINE_COLUMNS, METRICS_COLUMNS, Source};
     use frames::polars::prelude::*;
 
     const MIN: i64 = features::MINUTE_US;
@@ -539,7 +539,7 @@ mod tests {
             kind: Kind::Klines,
             month,
             path: format!("klines/{month}"),
-            bytes: parquet(b - a, cols),
+            source: Source::Bytes(parquet(b - a, cols)),
         }
     }
 
@@ -626,13 +626,13 @@ mod tests {
                 kind: Kind::Funding,
                 month,
                 path: format!("funding/{month}"),
-                bytes: funding,
+                source: Source::Bytes(funding),
             });
             out.push(InputFile {
                 kind: Kind::Metrics,
                 month,
                 path: format!("metrics/{month}"),
-                bytes: metrics,
+                source: Source::Bytes(metrics),
             });
         }
         out

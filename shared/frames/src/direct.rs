@@ -31,41 +31,6 @@ use polars_parquet::parquet::schema::types::PhysicalType;
 
 use crate::{Error, Result};
 
-/// A local file's bytes, memory-mapped (no copy, no fresh memory to fault in). The pipeline's
-/// files are written whole under a temporary name and renamed, never modified in place. The
-/// page tables fill as the bytes are read (a fault every 16 pages), or in one call per file
-/// with [`populate`] on the thread about to decode it.
-pub fn map_file(path: &std::path::Path) -> std::io::Result<Buffer<u8>> {
-    let f = std::fs::File::open(path)?;
-    if f.metadata()?.len() == 0 {
-        return Ok(Buffer::from(Vec::new()));
-    }
-    // SAFETY: see above; a file replaced meanwhile keeps its old pages mapped.
-    let map = unsafe { memmap2::MmapOptions::new().map(&f)? };
-    Ok(Buffer::from_owner(map))
-}
-
-/// Fault in the pages under `bytes` in one call (MADV_POPULATE_READ, Linux 5.14+), for a mapped
-/// file about to be read whole; a no-op where unsupported.
-pub fn populate(bytes: &[u8]) {
-    #[cfg(target_os = "linux")]
-    if !bytes.is_empty() {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let start = bytes.as_ptr() as usize & !(page - 1);
-        let end = bytes.as_ptr() as usize + bytes.len();
-        // SAFETY: advice only, over pages that hold `bytes` (a live mapping or the heap, where
-        // it faults in readable pages that are already ours); a failure changes nothing.
-        unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                end - start,
-                libc::MADV_POPULATE_READ,
-            );
-        }
-    }
-}
-
 /// Where one column's values go; they are appended.
 pub enum Dest<'a> {
     /// INT64 (integers and timestamps), no nulls allowed.
