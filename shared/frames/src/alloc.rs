@@ -17,8 +17,9 @@
 //! `glibc.malloc.hugetlb=1` tunable does, which a process cannot set for itself once started).
 //! A 4 KiB fault costs ≈ 1.4 µs on the 2-core VM, and the exit ≈ 0.35 µs more per page to free:
 //! touching 8 MiB took 2.95 ms in 4 KiB pages and 0.36 ms in 2 MiB ones, exiting 0.84 against
-//! 0.20 ms. A one-symbol `aggregate` run faults in ≈ 17 MB of buffers; with the heaps advised its
-//! page faults fell from 4,300 to 1,550 and its CPU by 8.5% (tests/README.md, session 10).
+//! 0.20 ms. A one-symbol `aggregate` run faulted in ≈ 17 MB of buffers; with the heaps advised
+//! here its page faults fell from 4,258 to 1,946 and its CPU by 5.6% (glibc's tunable itself:
+//! 1,538 faults; tests/README.md, session 10).
 
 /// Apply the settings; call first thing in `main`. A no-op where glibc's `mallopt` is absent.
 pub fn tune_allocator() {
