@@ -114,10 +114,7 @@ impl InputFile {
             Source::Bytes(b) => Ok(b.clone()),
             Source::Local(p) => match std::fs::read(p) {
                 Ok(v) => Ok(Buffer::from(v)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Parse(format!(
-                    "{} is in the optimize manifest but not in the store",
-                    self.path
-                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(&self.path)),
                 Err(source) => Err(Error::Io {
                     context: format!("reading {}", self.path),
                     source,
@@ -125,6 +122,13 @@ impl InputFile {
             },
         }
     }
+}
+
+/// The error for an input file the optimize manifest lists but the store does not hold.
+pub(crate) fn missing(path: &str) -> Error {
+    Error::Parse(format!(
+        "{path} is in the optimize manifest but not in the store"
+    ))
 }
 
 /// Decode kline file `f` into `m`, replacing its rows: the vectors keep

@@ -576,17 +576,11 @@ async fn fetch_sources(
                     path: path.clone(),
                     source: frame::Source::Bytes(frames::Buffer::from_owner(b)),
                 }),
-                None => return Err(missing(path)),
+                None => return Err(frame::missing(path)),
             }
         }
     }
     Ok(out)
-}
-
-fn missing(path: &str) -> Error {
-    Error::Parse(format!(
-        "{path} is in the optimize manifest but not in the store"
-    ))
 }
 
 /// Everything a day's bars depend on, hashed: its minutes and the one before, the funding

@@ -99,23 +99,3 @@ fn advise_heaps_huge(arenas: usize) {
         }
     });
 }
-
-/// Ask the kernel to back the spare capacity of `v` with transparent huge pages (where it is
-/// enabled for `madvise`): a vector about to be filled with tens of MB is then faulted in 2 MiB
-/// at a time instead of 4 KiB. Only whole 2 MiB pages inside the allocation are advised.
-pub fn prefer_huge_pages<T>(v: &mut Vec<T>) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = v.as_mut_ptr() as usize + v.len() * std::mem::size_of::<T>();
-        let end = v.as_mut_ptr() as usize + v.capacity() * std::mem::size_of::<T>();
-        let (a, b) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if b > a {
-            // SAFETY: [a, b) lies inside the vector's allocation; MADV_HUGEPAGE changes no
-            // contents, only how untouched pages are later backed. Failure is harmless.
-            unsafe {
-                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-}

@@ -335,7 +335,7 @@ fn join_scalar(streams: &[u8], n: usize, from: usize, out: &mut Vec<f64>) {
 #[cfg(test)]
 pub(crate) mod samples {
     /// xorshift64, one step.
-    fn next(x: &mut u64) -> u64 {
+    pub(crate) fn next(x: &mut u64) -> u64 {
         *x ^= *x << 13;
         *x ^= *x >> 7;
         *x ^= *x << 17;
@@ -453,10 +453,7 @@ mod tests {
         // Kline volumes in 0.001 lots, mostly distinct: PLAIN keeps zstd's 8-byte matches.
         let lots: Vec<f64> = (0..20_000)
             .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let v = ((x >> 40) % 200_000) as f64 / 1000.0 + (i % 2) as f64;
+                let v = ((samples::next(&mut x) >> 40) % 200_000) as f64 / 1000.0 + (i % 2) as f64;
                 format!("{v:.3}").parse().unwrap()
             })
             .collect();

@@ -585,18 +585,22 @@ fn compress_page(page: pq::Page, codec: PageCodec) -> PolarsResult<pq::Compresse
     use polars_parquet::parquet::CowBuffer;
     use polars_parquet::parquet::compression::Compression;
     use polars_parquet::parquet::page::{CompressedDataPage, CompressedDictPage, DataPageHeader};
-    let (options, compression) = match codec {
-        PageCodec::File(o @ pq::CompressionOptions::Zstd(_)) => (o, Compression::Zstd),
+    // The zstd level, or `None` for LZ4.
+    let (options, compression, zstd_level) = match codec {
+        PageCodec::File(o @ pq::CompressionOptions::Zstd(level)) => (
+            o,
+            Compression::Zstd,
+            Some(level.map(|v| v.compression_level()).unwrap_or_default()),
+        ),
         PageCodec::File(o) => return Ok(pq::compress(page, Vec::new(), o)?),
-        PageCodec::Lz4 => (pq::CompressionOptions::Lz4Raw, Compression::Lz4Raw),
+        PageCodec::Lz4 => (pq::CompressionOptions::Lz4Raw, Compression::Lz4Raw, None),
     };
     let compress = |src: &[u8]| -> PolarsResult<Vec<u8>> {
-        match options {
-            pq::CompressionOptions::Zstd(level) => {
-                let level = level.map(|v| v.compression_level()).unwrap_or_default();
+        match zstd_level {
+            Some(level) => {
                 zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
             }
-            _ => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
+            None => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
         }
     };
     match page {
