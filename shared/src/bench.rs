@@ -87,6 +87,50 @@ pub fn timed_once(mut c: Command) -> Result<Timed> {
     })
 }
 
+/// The machine a bench ran on, for its figures' header: CPU model, the cores this process may
+/// use, the kernel, and the transparent-huge-page mode (the jobs' heaps are advised for them).
+/// Ratios against Python moved with the host between sessions, so a figure names its host.
+pub fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let thp = read("/sys/kernel/mm/transparent_hugepage/enabled");
+    // The mode in use is the bracketed one: `always [madvise] never`.
+    let thp = thp
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or("unknown");
+    format!("{model}, {cores} cores, Linux {kernel}, THP {thp}")
+}
+
+/// `python`'s version and those of `modules`, as `python 3.11.7, pandas 3.1.1, …`; a module
+/// that fails to import shows as `missing`. `None` when the interpreter cannot be run.
+pub fn python_versions(python: &std::path::Path, modules: &[&str]) -> Option<String> {
+    let script = format!(
+        r#"
+import importlib, platform
+print('python ' + platform.python_version())
+for m in {modules:?}:
+    try:
+        print(m + ' ' + importlib.import_module(m).__version__)
+    except Exception:
+        print(m + ' missing')
+"#
+    );
+    let out = Command::new(python).args(["-c", &script]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().collect::<Vec<_>>().join(", "))
+}
+
 /// Wait for `child`: whether it exited with 0, and its peak RSS in KiB.
 #[cfg(unix)]
 fn reap(child: &mut std::process::Child) -> std::io::Result<(bool, Option<u64>)> {
@@ -148,5 +192,28 @@ mod tests {
         };
         let e = timed(failing, 1).err().expect("a failing run is an error");
         assert!(e.to_string().contains("why"), "{e}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn machine_names_cores_and_kernel() {
+        let m = machine();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert!(m.contains(&format!(", {cores} cores, Linux ")), "{m}");
+        assert!(!m.contains("Linux ,"), "{m}");
+    }
+
+    #[test]
+    fn python_versions_name_each_module_or_missing() {
+        // CPython is on every machine these tests run on (docs/toolchain.md).
+        let py = std::path::Path::new("python3");
+        let v = python_versions(py, &["json", "no_such_module_here"]).expect("python runs");
+        assert!(v.starts_with("python 3."), "{v}");
+        assert!(v.contains(", json "), "{v}");
+        assert!(v.ends_with(", no_such_module_here missing"), "{v}");
+        assert_eq!(
+            python_versions(std::path::Path::new("/nonexistent/python"), &[]),
+            None
+        );
     }
 }
