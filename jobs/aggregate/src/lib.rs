@@ -721,6 +721,7 @@ mod tests {
             let r = 1..t.len();
             b.extend(t[r.clone()].iter().flat_map(|v| v.to_ne_bytes()));
             b.extend(m.trades[r.clone()].iter().flat_map(|v| v.to_ne_bytes()));
+            // Then the float columns in this order, each as it lies in memory.
             for c in [
                 &m.open,
                 &m.high,
@@ -728,10 +729,9 @@ mod tests {
                 &m.close,
                 &m.volume,
                 &m.quote_volume,
+                &m.taker_buy_volume,
+                &m.taker_buy_quote_volume,
             ] {
-                b.extend(c[r.clone()].iter().flat_map(|v| v.to_ne_bytes()));
-            }
-            for c in [&m.taker_buy_volume, &m.taker_buy_quote_volume] {
                 b.extend(c[r.clone()].iter().flat_map(|v| v.to_ne_bytes()));
             }
             b.extend(b"|funding");
