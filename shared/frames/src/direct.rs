@@ -1168,12 +1168,7 @@ mod tests {
     #[test]
     fn delta_packed_decodes_any_width_and_miniblock_size() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = move || samples::next(&mut x);
         // Minute timestamps (width 0), trade counts (small widths, negative deltas), values
         // spanning the whole i64 range (width 64, wrapping deltas), and a mix of runs.
         let minutes: Vec<i64> = (0..1000)
