@@ -90,7 +90,7 @@ pub fn timed_once(mut c: Command) -> Result<Timed> {
 /// The machine a bench ran on, for its figures' header: CPU model, the cores this process may
 /// use, the kernel, and the transparent-huge-page mode (the jobs' heaps are advised for them).
 /// Ratios against Python moved with the host between sessions, so a figure names its host.
-pub fn machine() -> String {
+fn machine() -> String {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
@@ -111,7 +111,7 @@ pub fn machine() -> String {
 
 /// `python`'s version and those of `modules`, as `python 3.11.7, pandas 3.1.1, …`; a module
 /// that fails to import shows as `missing`. `None` when the interpreter cannot be run.
-pub fn python_versions(python: &std::path::Path, modules: &[&str]) -> Option<String> {
+fn python_versions(python: &std::path::Path, modules: &[&str]) -> Option<String> {
     let script = format!(
         r#"
 import importlib, platform
@@ -129,6 +129,20 @@ for m in {modules:?}:
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Some(text.lines().collect::<Vec<_>>().join(", "))
+}
+
+/// A bench's header lines: `machine: …` ([`machine`]), and with a Python to compare against,
+/// `python: …` with the versions of `modules` ([`python_versions`]).
+pub fn environment(python: Option<&std::path::Path>, modules: &[&str]) -> String {
+    let mut out = format!("machine: {}", machine());
+    if let Some(py) = python {
+        let v = python_versions(py, modules);
+        out.push_str(&format!(
+            "\npython: {}",
+            v.as_deref().unwrap_or("does not run")
+        ));
+    }
+    out
 }
 
 /// Wait for `child`: whether it exited with 0, and its peak RSS in KiB.
@@ -215,5 +229,18 @@ mod tests {
             python_versions(std::path::Path::new("/nonexistent/python"), &[]),
             None
         );
+    }
+
+    #[test]
+    fn environment_names_the_machine_and_the_python_stack() {
+        let plain = environment(None, &["json"]);
+        assert_eq!(plain, format!("machine: {}", machine()));
+        let py = environment(Some(std::path::Path::new("python3")), &["json"]);
+        let (first, second) = py.split_once('\n').expect("two lines");
+        assert_eq!(first, plain);
+        assert!(second.starts_with("python: python 3."), "{second}");
+        assert!(second.contains(", json "), "{second}");
+        let broken = environment(Some(std::path::Path::new("/nonexistent/python")), &[]);
+        assert!(broken.ends_with("\npython: does not run"), "{broken}");
     }
 }

@@ -314,11 +314,10 @@ async fn main() -> anyhow::Result<()> {
         "aggregate benchmark: 1m → 1h features, {} minutes per symbol-year, best of {}",
         minutes_per_symbol, args.repeat
     );
-    println!("machine: {}", shared::bench::machine());
-    if let Some(py) = &python {
-        let v = shared::bench::python_versions(py, &["pandas", "pyarrow", "numpy"]);
-        println!("python: {}", v.as_deref().unwrap_or("does not run"));
-    }
+    println!(
+        "{}",
+        shared::bench::environment(python.as_deref(), &["pandas", "pyarrow", "numpy"])
+    );
     println!();
     println!(
         "{:<12} {:<8} {:>8} {:>12} {:>8} {:>9} {:>14} {:>10} {:>8}",

@@ -469,11 +469,10 @@ fn main() -> anyhow::Result<()> {
         size as f64 / (1 << 20) as f64,
         args.repeat
     );
-    println!("machine: {}", shared::bench::machine());
-    if let Some(py) = &args.python {
-        let v = shared::bench::python_versions(py, &["numba", "pyarrow", "numpy"]);
-        println!("python: {}\n", v.as_deref().unwrap_or("does not run"));
-    }
+    println!(
+        "{}\n",
+        shared::bench::environment(args.python.as_deref(), &["numba", "pyarrow", "numpy"])
+    );
     println!("| case | s | M trades/s | peak RSS | bars |");
     println!("|---|---:|---:|---:|---:|");
     for r in &rows {
