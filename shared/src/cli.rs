@@ -74,6 +74,10 @@ pub struct CommonArgs {
     )]
     pub log_format: LogFormat,
 
+    /// Print the JSON run report on stdout even on a terminal (off a terminal it always is).
+    #[arg(long)]
+    pub json: bool,
+
     /// Run id for reports (the runner passes its own so it can find them); generated if absent.
     #[arg(long, env = "PIPELINE_RUN_ID")]
     pub run_id: Option<String>,
@@ -142,7 +146,53 @@ pub fn validate_symbol(s: &str) -> Result<String> {
     Ok(s.to_uppercase())
 }
 
+/// Up to `n` names of `listed` closest to `wanted`, for "did you mean" messages: names that
+/// extend or shorten it first (`BTC` → `BTCUSDT`), then by edit distance, then alphabetically.
+pub fn closest_names(wanted: &str, listed: &[String], n: usize) -> Vec<String> {
+    let mut ranked: Vec<(bool, usize, &String)> = listed
+        .iter()
+        .map(|l| {
+            let related = l.starts_with(wanted) || wanted.starts_with(l.as_str());
+            (!related, edit_distance(wanted, l), l)
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().take(n).map(|(_, _, l)| l.clone()).collect()
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != *cb)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
+/// How a job binary shows its end: the log format, and whether the JSON report goes to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputOptions {
+    pub log_format: LogFormat,
+    /// `--json`: the report on stdout even when stdout is a terminal.
+    pub json: bool,
+}
+
 impl CommonArgs {
+    /// The output options, read before the rest is validated (a usage error is logged in them).
+    pub fn output(&self) -> OutputOptions {
+        OutputOptions {
+            log_format: self.log_format,
+            json: self.json,
+        }
+    }
+
     /// Validate everything; `today` resolves relative dates unless `--today` overrides it.
     pub fn into_spec(self, today: NaiveDate) -> Result<CommonSpec> {
         let today = match &self.today {
@@ -201,6 +251,20 @@ impl CommonArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closest_names_prefer_extensions_then_edit_distance() {
+        let listed: Vec<String> = ["BNBUSDT", "BTCDOMUSDT", "BTCUSDT", "ETCUSDT", "ETHUSDT"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            closest_names("BTC", &listed, 3),
+            ["BTCUSDT", "BTCDOMUSDT", "ETCUSDT"]
+        );
+        assert_eq!(closest_names("ETHUSTD", &listed, 1), ["ETHUSDT"]);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert!(closest_names("X", &[], 5).is_empty());
+    }
     use clap::Parser;
 
     #[derive(Parser)]

@@ -88,6 +88,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A symbol the archive's listing does not have for a dataset at all (a typo, another
+    /// market's spelling): exit 2, with the listed names closest to it.
+    #[error("unknown symbol `{symbol}` for {dataset}: the archive lists no such symbol{}", closest_names(closest))]
+    UnknownSymbol {
+        symbol: String,
+        dataset: String,
+        closest: Vec<String>,
+    },
+
     /// The S3 listing could not be read.
     #[error("bad bucket listing from {url}: {reason}")]
     Listing { url: String, reason: String },
@@ -109,6 +118,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+fn closest_names(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        format!(" (closest listed: {})", closest.join(", "))
+    }
 }
 
 impl Error {
@@ -143,7 +160,10 @@ impl Error {
     /// The exit code a job maps this error to when it ends the run.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::StoreUrl { .. } | Error::Parse(_) => exit::USAGE,
+            Error::Usage(_)
+            | Error::StoreUrl { .. }
+            | Error::Parse(_)
+            | Error::UnknownSymbol { .. } => exit::USAGE,
             Error::Interrupted => exit::INTERRUPTED,
             _ => exit::FAILED_UNITS,
         }

@@ -16,6 +16,9 @@ pub struct Tally {
     pub counts: Counts,
     pub failures: Vec<UnitFailure>,
     pub missing: Vec<String>,
+    /// Why a run did less than asked without failing: a symbol with nothing upstream, a range
+    /// before a listing, an empty result. Logged as it happens and kept for the report.
+    pub warnings: Vec<String>,
 }
 
 impl Tally {
@@ -30,6 +33,13 @@ impl Tally {
         tracing::error!(unit = %unit, error = %reason, "failed");
         self.counts.failed += 1;
         self.failures.push(UnitFailure { unit, reason });
+    }
+
+    /// Something the user should know that is not a failure: logged now, listed in the report.
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!("{message}");
+        self.warnings.push(message);
     }
 
     /// A unit whose input does not exist upstream.
@@ -72,9 +82,11 @@ impl Tally {
 }
 
 /// Run `work` over `units`, at most `concurrency` at a time, handing each `(key, result)` to
-/// `done` as it completes. Once `cancel` fires no unit starts; those never started are returned
-/// (for `not_run`). A panicking unit ends the run with an error.
+/// `done` as it completes, and showing their progress as `what` (`progress`). Once `cancel` fires
+/// no unit starts; those never started are returned (for `not_run`). A panicking unit ends the
+/// run with an error.
 pub async fn for_each_bounded<U, T, W, Fut>(
+    what: (&str, &'static str),
     units: impl IntoIterator<Item = U>,
     concurrency: usize,
     cancel: &CancellationToken,
@@ -86,6 +98,8 @@ where
     Fut: Future<Output = (String, Result<T>)> + Send + 'static,
     T: Send + 'static,
 {
+    let units: Vec<U> = units.into_iter().collect();
+    let progress = crate::progress::Progress::start(what.0, what.1, units.len() as u64);
     let mut queue = units.into_iter();
     let mut tasks: JoinSet<(String, Result<T>)> = JoinSet::new();
     loop {
@@ -100,6 +114,7 @@ where
             context: "a unit task panicked".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        progress.inc(1);
         done(key, r);
     }
     Ok(queue.count() as u64)
@@ -119,6 +134,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let (r2, p2) = (running.clone(), peak.clone());
         let not_run = for_each_bounded(
+            ("test", "units"),
             0..10u32,
             3,
             &cancel,
@@ -159,6 +175,7 @@ mod tests {
         cancel.cancel();
         let mut tally = Tally::default();
         let not_run = for_each_bounded(
+            ("test", "units"),
             0..5u32,
             2,
             &cancel,

@@ -1,12 +1,15 @@
 //! The common tail of every job binary: start the runtime and logging, run the job, write its
-//! report into the store, print the JSON report on stdout and a summary on stderr (or one JSON
-//! event with `--log-format json`), and map the outcome to the documented exit code.
+//! report into the store, print a summary on stderr (one JSON event with `--log-format json`) and
+//! the JSON report on stdout when asked (`--json`) or when stdout is not a terminal (the runner,
+//! a pipe), and map the outcome to the documented exit code.
+
+use std::io::IsTerminal;
 
 use std::future::Future;
 use std::process::ExitCode;
 
 use crate::Context;
-use crate::cli::LogFormat;
+use crate::cli::{LogFormat, OutputOptions};
 use crate::error::{Error, exit};
 use crate::report::{Outcome, RunReport};
 
@@ -16,10 +19,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Run a job binary. `job` resolves the configuration, runs the job and returns its context and
 /// report.
-pub fn main<F>(log_format: LogFormat, name: &str, job: F) -> ExitCode
+pub fn main<F>(output: OutputOptions, name: &str, job: F) -> ExitCode
 where
     F: Future<Output = Result<(Context, RunReport), BoxError>>,
 {
+    let log_format = output.log_format;
     crate::logging::init(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,14 +37,18 @@ where
     };
     let code = rt.block_on(async {
         match job.await {
-            Ok((ctx, report)) => finish(log_format, &ctx, &report).await,
+            Ok((ctx, report)) => finish(output, &ctx, &report).await,
             Err(e) => {
                 let code = e
                     .downcast_ref::<Error>()
                     .map(|e| e.exit_code())
                     .unwrap_or(exit::FAILED_UNITS);
-                tracing::error!(error = %e, "{name} stopped");
-                eprintln!("error: {e}");
+                tracing::error!(error = %e, exit_code = code, "{name} stopped");
+                // The JSON log line above is the whole message there; a person also gets it
+                // plain, last on the screen.
+                if log_format == LogFormat::Pretty {
+                    eprintln!("error: {e}");
+                }
                 code
             }
         }
@@ -52,21 +60,23 @@ where
     ExitCode::from(code as u8)
 }
 
-async fn finish(log_format: LogFormat, ctx: &Context, report: &RunReport) -> i32 {
+async fn finish(output: OutputOptions, ctx: &Context, report: &RunReport) -> i32 {
     if report.outcome != Outcome::DryRun {
         match report.write(&ctx.store).await {
             Ok(path) => tracing::info!(report = %path, "report written"),
             Err(e) => {
-                eprintln!("error: writing the run report: {e}");
+                tracing::error!(error = %e, "writing the run report");
                 return exit::FAILED_UNITS;
             }
         }
     }
-    match serde_json::to_string(report) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: serializing the report: {e}"),
+    if output.json || !std::io::stdout().is_terminal() {
+        match serde_json::to_string(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => tracing::error!(error = %e, "serializing the report"),
+        }
     }
-    match log_format {
+    match output.log_format {
         LogFormat::Pretty => eprintln!("{}", report.human_summary()),
         LogFormat::Json => {
             let c = &report.counts;
@@ -74,9 +84,16 @@ async fn finish(log_format: LogFormat, ctx: &Context, report: &RunReport) -> i32
                 job = %report.job, outcome = ?report.outcome, planned = c.planned, done = c.done,
                 skipped = c.skipped, missing = c.missing, failed = c.failed, not_run = c.not_run,
                 bytes = report.bytes,
-                failures = ?report.failures.iter().map(|f| &f.unit).collect::<Vec<_>>(),
+                failures = report.failures.len(),
+                warnings = report.warnings.len(),
                 "run finished"
             );
+            for f in &report.failures {
+                tracing::error!(unit = %f.unit, reason = %f.reason, "failed unit");
+            }
+            for w in &report.warnings {
+                tracing::warn!(warning = %w, "run warning");
+            }
         }
     }
     match report.outcome {

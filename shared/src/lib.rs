@@ -1,6 +1,6 @@
 //! The library every job uses: store access, manifests, archive paths and planning, the bucket
 //! listing, checksums, the archive CSV formats and their parser, HTTP retries, the common CLI, run
-//! reports, `validate`'s verdicts as downstream jobs read them, logging and the run context.
+//! reports, progress, `validate`'s verdicts as downstream jobs read them, logging and the run context.
 //! No job logic lives here.
 
 pub mod bench;
@@ -17,6 +17,7 @@ pub mod logging;
 pub mod manifest;
 pub mod paths;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod store;
 pub mod validation;

@@ -1,5 +1,6 @@
 //! Tracing setup for job binaries: human-readable or JSON lines on stderr, filtered by `RUST_LOG`
-//! (default `info`). Called once from `main`; libraries only emit events.
+//! (default `info`), and the progress mode that goes with them (`progress`). Called once from
+//! `main`; libraries only emit events.
 
 use std::io::IsTerminal;
 
@@ -8,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat) {
+    crate::progress::configure(format == LogFormat::Pretty && std::io::stderr().is_terminal());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

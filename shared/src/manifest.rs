@@ -524,6 +524,38 @@ pub async fn manifest_symbols(store: &Store, job: &str, scope: &str) -> Result<V
         .collect())
 }
 
+/// The symbols a downstream job works on for one dataset: `all` is every symbol `upstream`'s
+/// manifests know; a list is kept as given, with a warning in `tally` for each symbol `upstream`
+/// has recorded nothing for (a typo, or a step that has not run), so a run that finds nothing
+/// says why instead of reporting everything up to date.
+pub async fn select_symbols(
+    store: &Store,
+    upstream: &str,
+    scope: &str,
+    selection: &crate::cli::SymbolSelection,
+    tally: &mut crate::exec::Tally,
+) -> Result<Vec<String>> {
+    let known = manifest_symbols(store, upstream, scope).await?;
+    match selection {
+        crate::cli::SymbolSelection::All => {
+            if known.is_empty() {
+                tally.warn(format!(
+                    "{scope}: `{upstream}` has recorded no symbol yet; nothing to do"
+                ));
+            }
+            Ok(known)
+        }
+        crate::cli::SymbolSelection::List(v) => {
+            for sym in v.iter().filter(|s| !known.contains(s)) {
+                tally.warn(format!(
+                    "{sym}: `{upstream}` has recorded nothing for {scope}; nothing to do for it"
+                ));
+            }
+            Ok(v.clone())
+        }
+    }
+}
+
 /// A short, stable hash of a job's parameters (anything `Serialize`), for `params_hash`.
 pub fn params_hash<T: Serialize>(params: &T) -> String {
     let json = serde_json::to_vec(params).expect("parameters serialize");

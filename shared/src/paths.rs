@@ -555,13 +555,28 @@ impl Dataset {
         )
     }
 
-    /// `optimized/<market>/<dataset>/symbol=S/year=Y/month=M/part-0.parquet`.
+    /// `optimized/<market>/<dataset>/symbol=S/year=Y/month=M/part-0.parquet`, the month
+    /// unpadded (`month=3`): DuckDB types a Hive value with a leading zero as text, and an
+    /// unpadded one as an integer, as PyArrow, Polars and pandas do.
     pub fn optimized_partition(&self, symbol: &str, year: i32, month: u32) -> String {
         format!(
-            "optimized/{}/{}/symbol={symbol}/year={year}/month={month:02}/part-0.parquet",
+            "optimized/{}/{}/symbol={symbol}/year={year}/month={month}/part-0.parquet",
             self.market.storage_name(),
             self.name()
         )
+    }
+
+    /// Where stores written before the month went unpadded hold the same month
+    /// (`month=03`): `optimize` deletes it when it writes the month anew, so no reader sees a
+    /// month twice. `None` for months 10–12, whose spelling did not change.
+    pub fn legacy_optimized_partition(&self, symbol: &str, year: i32, month: u32) -> Option<String> {
+        (month < 10).then(|| {
+            format!(
+                "optimized/{}/{}/symbol={symbol}/year={year}/month=0{month}/part-0.parquet",
+                self.market.storage_name(),
+                self.name()
+            )
+        })
     }
 }
 
@@ -1250,8 +1265,13 @@ mod tests {
         let p = a.optimized_partition("ETHUSDT", 2025, 3);
         assert_eq!(
             p,
+            "optimized/spot/aggTrades/symbol=ETHUSDT/year=2025/month=3/part-0.parquet"
+        );
+        assert_eq!(
+            a.legacy_optimized_partition("ETHUSDT", 2025, 3).unwrap(),
             "optimized/spot/aggTrades/symbol=ETHUSDT/year=2025/month=03/part-0.parquet"
         );
+        assert_eq!(a.legacy_optimized_partition("ETHUSDT", 2025, 10), None);
         assert_eq!(
             Partition::parse(&p).unwrap(),
             Partition::Month {

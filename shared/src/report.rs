@@ -55,6 +55,9 @@ pub struct RunReport {
     pub failures: Vec<UnitFailure>,
     /// Units missing upstream.
     pub missing: Vec<String>,
+    /// Why the run did less than asked without failing (see `exec::Tally::warn`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// The validated parameters the job ran with.
     pub params: serde_json::Value,
     /// Job-specific figures (retries, per-day diagnostics, …).
@@ -97,6 +100,7 @@ impl RunHeader {
             bytes,
             failures: tally.failures,
             missing: tally.missing,
+            warnings: tally.warnings,
             params: self.params.clone(),
             details,
         }
@@ -162,8 +166,19 @@ impl RunReport {
         if self.bytes > 0 {
             s.push_str(&format!(", {}", human_bytes(self.bytes)));
         }
-        if c.done == 0 && c.failed == 0 && c.planned > 0 && self.outcome == Outcome::Ok {
+        if c.done == 0
+            && c.failed == 0
+            && c.missing == 0
+            && c.planned > 0
+            && self.outcome == Outcome::Ok
+        {
             s.push_str("\nnothing to do: everything is up to date");
+        }
+        if c.planned == 0 && self.outcome == Outcome::Ok {
+            s.push_str("\nnothing planned: no input in the range for the symbols asked");
+        }
+        for w in &self.warnings {
+            s.push_str(&format!("\n  warning: {w}"));
         }
         const SHOWN: usize = 20;
         for f in self.failures.iter().take(SHOWN) {
@@ -234,6 +249,7 @@ mod tests {
                 reason: "checksum mismatch".into(),
             }],
             missing: vec!["u2".into()],
+            warnings: vec!["BTC: nothing upstream".into()],
             params: serde_json::json!({}),
             details: serde_json::Value::Null,
         };
@@ -247,5 +263,7 @@ mod tests {
         assert!(s.contains("FAILED u1: checksum mismatch"), "{s}");
         assert!(s.contains("missing upstream: u2"), "{s}");
         assert!(s.contains("2.0 KiB"), "{s}");
+        assert!(s.contains("warning: BTC: nothing upstream"), "{s}");
+        assert_eq!(back.warnings, r.warnings);
     }
 }

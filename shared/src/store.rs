@@ -72,6 +72,26 @@ impl Store {
             reason,
         };
         let mut local_root = None;
+        // `s3:/bucket` or `s3:bucket` would otherwise be a local folder named `s3:`: a word and a
+        // colon at the start is meant as a URL, and a URL needs its `//`.
+        if let Some((scheme, _)) = url.split_once(':')
+            && !url.contains("://")
+            && !scheme.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            let hint = match scheme {
+                "s3" => " (write `s3://bucket/prefix`)".to_string(),
+                "file" => " (write `file:///absolute/path`, or the path alone)".to_string(),
+                "memory" => " (write `memory://`)".to_string(),
+                _ => format!(" (for a local folder named so, write `./{url}`)"),
+            };
+            return Err(fail(format!(
+                "`{scheme}:` is not followed by `//`{hint}"
+            )));
+        }
         let inner: Arc<dyn ObjectStore> = if url == "memory://" || url.starts_with("memory://") {
             Arc::new(InMemory::new())
         } else if let Some(rest) = url.strip_prefix("s3://") {
@@ -413,9 +433,26 @@ mod tests {
 
     #[test]
     fn bad_urls_are_usage_errors() {
-        for url in ["gs://x", "s3://", ""] {
+        for url in [
+            "gs://x",
+            "ftp://x",
+            "s3://",
+            "",
+            "s3:/bucket",
+            "s3:bucket",
+            "file:/tmp/x",
+            "memory:",
+            "data:2024",
+        ] {
             let e = Store::open_with(url, &S3Env::default()).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{url}: {e}");
+            assert!(e.to_string().contains(url), "{url}: {e}");
+        }
+        let e = Store::open_with("s3:/bucket", &S3Env::default()).unwrap_err();
+        assert!(e.to_string().contains("s3://bucket/prefix"), "{e}");
+        // No folder was made for any of them (relative to the test's working directory).
+        for made in ["s3:", "s3:bucket", "file:", "memory:", "data:2024"] {
+            assert!(!std::path::Path::new(made).exists(), "{made}");
         }
     }
 

@@ -443,3 +443,209 @@ async fn the_whole_chain_runs_on_s3() {
         .unwrap();
     assert_eq!(df.height(), 2 * 1440);
 }
+
+/// Run one job with explicit range and flags; asserts exit 0 and returns its report.
+async fn run_job(name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
+    let mut c = job(name);
+    c.args(["--store", store.to_str().unwrap()]).args(args);
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name} {args:?}:\n{}",
+        stderr(&out)
+    );
+    report(&out)
+}
+
+/// Rows of every Parquet file under `dir` (Polars' own reader).
+fn rows_under(dir: &Path) -> usize {
+    common::walk(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            ParquetReader::new(std::fs::File::open(p).unwrap())
+                .finish()
+                .unwrap()
+                .height()
+        })
+        .sum()
+}
+
+/// The front door: every dataset the pipeline writes — every archive type of every market,
+/// daily partitions and months, features, bars and the panel — opens in DuckDB, PyArrow, Polars
+/// and pandas as the README says, with the same rows, types and values in all four, partition
+/// keys typed (`year`, `month` integers, `date` a date) and no in-file column repeating one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dataset_opens_in_every_reader() {
+    let Some(python) = common::python_with_readers() else {
+        return;
+    };
+    let mut cfg = SimConfig::demo();
+    // Fewer trades than the demo's: the readers compare every value.
+    cfg.trades_per_minute = (1, 4);
+    cfg.symbols.push(archive_sim::SymbolSpec::new(
+        Market::Option,
+        "BTCBVOLUSDT",
+        d("2023-06-20"),
+        40.0,
+    ));
+    cfg.symbols.push(archive_sim::SymbolSpec::new(
+        Market::Option,
+        "BTCUSDT",
+        d("2023-05-18"),
+        96000.0,
+    ));
+    let sim = SimServer::start(cfg, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let src = sim.base_url();
+    // Three days across a month and a year boundary; UM klines, funding and metrics from 12-18
+    // so that the panel's 168 h warm-up leaves rows.
+    let (start, end) = ("2024-12-30", "2025-01-01");
+    let um_all = "markPriceKlines,indexPriceKlines,premiumIndexKlines,aggTrades,trades,bookTicker,bookDepth";
+    let runs: [(&str, &str, &str, &str); 6] = [
+        ("um", "klines,fundingRate,metrics", "BTCUSDT,ETHUSDT", "2024-12-18"),
+        ("um", um_all, "BTCUSDT,ETHUSDT", start),
+        (
+            "cm",
+            "klines,markPriceKlines,premiumIndexKlines,aggTrades,trades,fundingRate,metrics,bookTicker,bookDepth,liquidationSnapshot",
+            "BTCUSD_PERP",
+            start,
+        ),
+        ("cm", "indexPriceKlines", "BTCUSD", start),
+        ("spot", "klines,aggTrades,trades", "BTCUSDT", start),
+        ("option", "BVOLIndex,EOHSummary", "BTCBVOLUSDT,BTCUSDT", start),
+    ];
+    for (market, types, symbols, from) in runs {
+        for name in ["download", "extract", "convert", "optimize"] {
+            let mut args = vec![
+                "--market", market, "--data-type", types, "--symbols", symbols, "--start", from,
+                "--end", end,
+            ];
+            if name == "download" {
+                args.extend(["--source", &src, "--listing-url", &src, "--retry-base-ms", "20"]);
+            }
+            let r = run_job(name, store, &args).await;
+            assert_eq!(r["counts"]["failed"], 0, "{name} {market} {types}: {r}");
+            // Option symbols are one type each: the other type's folder is not listed.
+            if market != "option" {
+                assert!(
+                    r["warnings"].as_array().unwrap().is_empty(),
+                    "{name} {market} {types}: {r}"
+                );
+            }
+        }
+    }
+    let um = ["--market", "um", "--symbols", "BTCUSDT,ETHUSDT"];
+    let mut a = um.to_vec();
+    a.extend(["--start", "2024-12-18", "--end", end, "--freq", "1h"]);
+    run_job("aggregate", store, &a).await;
+    let mut a = um.to_vec();
+    a.extend([
+        "--start", start, "--end", end, "--bar", "dollar,tick", "--threshold", "5e5",
+    ]);
+    run_job("bars", store, &a).await;
+    let mut a = um.to_vec();
+    a.extend(["--start", "2024-12-27", "--end", end, "--name", "readers"]);
+    let panel = run_job("build-panel", store, &a).await;
+    assert!(panel["details"]["rows"].as_u64().unwrap() > 0, "{panel}");
+
+    // Every dataset folder: `parquet/<market>/<dataset>/` and `optimized/…`, the features and
+    // bars of each spec, and the panel file.
+    let mut spec = Vec::new();
+    let mut push = |name: String, path: std::path::PathBuf, parts: serde_json::Value| {
+        let rows = if path.is_file() {
+            ParquetReader::new(std::fs::File::open(&path).unwrap())
+                .finish()
+                .unwrap()
+                .height()
+        } else {
+            rows_under(&path)
+        };
+        assert!(rows > 0, "{name}: no rows");
+        spec.push(serde_json::json!({
+            "name": name, "path": path, "rows": rows, "partitions": parts, "time": [],
+        }));
+    };
+    let subdirs = |p: &Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        v
+    };
+    let day = serde_json::json!({"symbol": "string", "date": "date"});
+    let month = serde_json::json!({"symbol": "string", "year": "int", "month": "int"});
+    let year = serde_json::json!({"symbol": "string", "year": "int"});
+    let mut seen_types = std::collections::BTreeSet::new();
+    for (top, parts) in [("parquet", &day), ("optimized", &month)] {
+        for m in subdirs(&store.join(top)) {
+            for ds in subdirs(&m) {
+                let name = ds.strip_prefix(store).unwrap().display().to_string();
+                seen_types.insert(ds.file_name().unwrap().to_string_lossy().into_owned());
+                push(name, ds, parts.clone());
+            }
+        }
+    }
+    for dt in Dt::ALL {
+        let n = dt.to_string();
+        assert!(
+            seen_types.iter().any(|s| s == &n || s.starts_with(&format!("{n}-"))),
+            "no {n} dataset among {seen_types:?}"
+        );
+    }
+    push(
+        "features".into(),
+        store.join("features/futures-um/1h"),
+        year.clone(),
+    );
+    for b in subdirs(&store.join("bars/futures-um")) {
+        let name = b.strip_prefix(store).unwrap().display().to_string();
+        push(name, b, year.clone());
+    }
+    push(
+        "panel".into(),
+        store.join("final/readers/panel.parquet"),
+        serde_json::json!({}),
+    );
+    // The time columns of each, from the files themselves: every Datetime column.
+    for s in &mut spec {
+        let path = std::path::PathBuf::from(s["path"].as_str().unwrap());
+        let first = if path.is_file() {
+            path
+        } else {
+            common::walk(&path)
+                .into_iter()
+                .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .unwrap()
+        };
+        let df = ParquetReader::new(std::fs::File::open(first).unwrap())
+            .finish()
+            .unwrap();
+        let times: Vec<String> = df
+            .columns()
+            .iter()
+            .filter(|c| matches!(c.dtype(), DataType::Datetime(_, Some(_))))
+            .map(|c| c.name().to_string())
+            .collect();
+        assert!(!times.is_empty(), "{s}: no timestamp column");
+        s["time"] = serde_json::json!(times);
+    }
+    let spec_path = dir.path().join("readers.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_datasets.py");
+    let out = std::process::Command::new(&python)
+        .args([script, spec_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().count(), spec.len(), "{text}");
+}

@@ -18,10 +18,10 @@ use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
 use shared::manifest::{
-    Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols,
+    Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols,
 };
 use shared::paths::{DataType, Dataset, Interval, Market, features_partition};
 use shared::plan::DateRange;
@@ -187,12 +187,14 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     let mut tally = Tally::default();
     let mut units = Vec::new();
 
-    let symbols = match &spec.common.symbols {
-        SymbolSelection::List(v) => v.clone(),
-        SymbolSelection::All => {
-            manifest_symbols(&ctx.store, UPSTREAM, &inputs.klines.scope()).await?
-        }
-    };
+    let symbols = select_symbols(
+        &ctx.store,
+        UPSTREAM,
+        &inputs.klines.scope(),
+        &spec.common.symbols,
+        &mut tally,
+    )
+    .await?;
     let range = spec.common.range;
     // Symbol-days the validation reports mark as errors are left out (as if absent) and counted.
     let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
@@ -317,6 +319,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let not_run = exec::for_each_bounded(
+        ("aggregate", "symbol-years"),
         units,
         spec.common.concurrency,
         &ctx.cancel,
@@ -378,11 +381,12 @@ async fn load_upstream(store: &shared::Store, inputs: &Inputs, sym: &str) -> Res
     Ok(upstream)
 }
 
-/// `YYYY-MM` of an optimized partition path (`.../year=Y/month=MM/part-0.parquet`).
+/// `YYYY-MM` of an optimized partition path (`.../year=Y/month=M/part-0.parquet`).
 fn month_of_partition(path: &str) -> Option<String> {
-    let y = path.split("/year=").nth(1)?.get(..4)?;
-    let m = path.split("/month=").nth(1)?.get(..2)?;
-    Some(format!("{y}-{m}"))
+    match shared::paths::Partition::parse(path).ok()? {
+        shared::paths::Partition::Month { year, month, .. } => Some(format!("{year:04}-{month:02}")),
+        shared::paths::Partition::Day { .. } => None,
+    }
 }
 
 /// The previous run covered every day of `[first, last]` from exactly these upstream months.

@@ -23,7 +23,7 @@ struct Cli {
 fn main() -> ExitCode {
     frames::tune_allocator();
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "aggregate", async move {
+    jobmain::main(cli.common.output(), "aggregate", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
         let freq: aggregate::Freq = cli.freq.parse()?;

@@ -29,9 +29,9 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
-use shared::manifest::manifest_symbols;
+use shared::manifest::select_symbols;
 use shared::paths::BarsKey;
 use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
@@ -198,10 +198,14 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     let mut passes = Vec::new();
     for source in sources {
         let ds = source.dataset(spec.common.market)?;
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &ds.scope()).await?,
-        };
+        let symbols = select_symbols(
+            &ctx.store,
+            UPSTREAM,
+            &ds.scope(),
+            &spec.common.symbols,
+            &mut tally,
+        )
+        .await?;
         for sym in spec.common.shard_of(&symbols) {
             let upstream = Arc::new(Upstream::load(&ctx.store, &ds, &sym).await?);
             let mut plans = Vec::new();
@@ -281,7 +285,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let mut seen = std::collections::BTreeSet::new();
-    exec::for_each_bounded(passes, spec.common.concurrency, &ctx.cancel, work, |key, r| {
+    exec::for_each_bounded(("bars", "passes"), passes, spec.common.concurrency, &ctx.cancel, work, |key, r| {
         let units = units_of.get(&key).cloned().unwrap_or_default();
         seen.insert(key);
         match r {

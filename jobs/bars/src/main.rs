@@ -57,7 +57,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "bars", async move {
+    jobmain::main(cli.common.output(), "bars", async move {
         let clock = Clock::System;
         let grid = Grid {
             bars: parse_list(&cli.bars)?,

@@ -33,10 +33,11 @@ use bytes::Bytes;
 use chrono::{Datelike, NaiveDate};
 use futures::StreamExt;
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::Tally;
 use shared::manifest::{
     Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, manifest_symbols,
+    select_symbols,
 };
 use shared::paths::{DataType, Dataset, Market, final_dir};
 use shared::report::{RunHeader, RunReport};
@@ -46,8 +47,8 @@ use panel::{HOUR_US, Params, Series, Universe};
 use universe::FundingRecords;
 
 pub const JOB: &str = "build-panel";
-/// Bump when the output changes for the same input.
-pub const JOB_VERSION: &str = "1";
+/// Bump when the output changes for the same input. 2: the Qlib export has a `day` calendar.
+pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
 pub const UPSTREAM: &str = "aggregate";
 /// The only bar length the panel takes.
@@ -153,6 +154,13 @@ impl Spec {
         self.from() - (168 + self.params.max_ffill_hours + 1) * HOUR_US
     }
 
+    /// The day of [`Spec::read_from`], for messages.
+    fn read_from_date(&self) -> chrono::NaiveDate {
+        chrono::DateTime::from_timestamp_micros(self.read_from())
+            .map(|t| t.date_naive())
+            .unwrap_or(self.common.range.start)
+    }
+
     fn from(&self) -> i64 {
         day_start_us(self.common.range.start)
     }
@@ -186,11 +194,12 @@ fn year_of_us(t: i64) -> i32 {
         .unwrap_or(1970)
 }
 
-/// `YYYY-MM` of an optimized partition path (`.../year=Y/month=MM/part-0.parquet`).
+/// Year and month of an optimized partition path (`.../year=Y/month=M/part-0.parquet`).
 fn month_of_partition(path: &str) -> Option<(i32, u32)> {
-    let y = path.split("/year=").nth(1)?.get(..4)?.parse().ok()?;
-    let m = path.split("/month=").nth(1)?.get(..2)?.parse().ok()?;
-    Some((y, m))
+    match shared::paths::Partition::parse(path).ok()? {
+        shared::paths::Partition::Month { year, month, .. } => Some((year, month)),
+        shared::paths::Partition::Day { .. } => None,
+    }
 }
 
 /// What one symbol contributes: its feature files (in year order) and funding files.
@@ -236,10 +245,10 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
     // Candidates: the universe's list, or the --symbols selection (`all`: the features store).
     let candidates: Vec<String> = match (&spec.universe, &spec.common.symbols) {
         (UniverseSpec::List(v), _) => v.clone(),
-        (UniverseSpec::All, _) | (_, SymbolSelection::All) => {
-            manifest_symbols(&ctx.store, UPSTREAM, &scope).await?
+        (UniverseSpec::All, _) => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
+        (_, selection) => {
+            select_symbols(&ctx.store, UPSTREAM, &scope, selection, &mut tally).await?
         }
-        (_, SymbolSelection::List(v)) => v.clone(),
     };
     let years = year_of_us(spec.read_from())..=spec.common.range.end.year();
     let funding_ds = match spec.universe {
@@ -293,10 +302,12 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         per_symbol.insert(sym.clone(), si);
     }
     if !without_features.is_empty() {
-        tracing::warn!(
-            symbols = ?without_features,
-            "no hourly features in the range for these symbols (run aggregate --freq 1h)"
-        );
+        tally.warn(format!(
+            "no hourly features from {} to {} for {} (run aggregate --freq {FREQ} over the range)",
+            spec.read_from_date(),
+            spec.common.range.end,
+            without_features.join(", ")
+        ));
     }
 
     let paths = PanelPaths::of(&spec.name);
@@ -364,9 +375,42 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
         obj.insert("seconds".into(), secs.into());
         obj.insert("rows_per_sec".into(), (stats.rows as f64 / secs).into());
+        if stats.rows == 0 {
+            tally.warn(empty_panel_reason(&spec, &stats));
+        }
     }
     let outcome = tally.outcome(ctx.cancel.is_cancelled());
     Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// Why a panel came out with no rows, in the terms a user can act on.
+fn empty_panel_reason(spec: &Spec, stats: &BuildStats) -> String {
+    let p = &stats.panel;
+    let why = if p.rows_in_range == 0 {
+        "no feature row falls in the range".to_string()
+    } else if p.rows_outside_universe == p.rows_in_range {
+        format!(
+            "none of its {} rows belongs to the universe `{}` at its hour",
+            p.rows_in_range, spec.universe
+        )
+    } else if p.rows_dropped_nulls > 0 && p.rows_dropped_coverage == 0 {
+        format!(
+            "all {} rows lack a factor: the factors look back up to 168 h, and the hourly \
+             features do not start early enough before {} (aggregate from {} or earlier)",
+            p.rows_dropped_nulls,
+            spec.common.range.start,
+            spec.read_from_date()
+        )
+    } else {
+        format!(
+            "the coverage filter dropped {} hours ({} rows) and the null filter {} rows",
+            p.hours_dropped, p.rows_dropped_coverage, p.rows_dropped_nulls
+        )
+    };
+    format!(
+        "panel `{}` has 0 rows for {}..{}: {why}",
+        spec.name, spec.common.range.start, spec.common.range.end
+    )
 }
 
 fn month_of_us(t: i64) -> u32 {
@@ -602,6 +646,11 @@ async fn build_panel(
                 .put(&cal, Bytes::from(qlib::calendar(first, last)))
                 .await?;
             written.insert(cal);
+            let day_cal = format!("{q}calendars/{}.txt", qlib::DAY_FREQ);
+            ctx.store
+                .put(&day_cal, Bytes::from(qlib::day_calendar(first, last)))
+                .await?;
+            written.insert(day_cal);
             let spans: Vec<(String, i64, i64)> = by_symbol
                 .iter()
                 .enumerate()

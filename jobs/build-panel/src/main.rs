@@ -52,7 +52,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "build-panel", async move {
+    jobmain::main(cli.common.output(), "build-panel", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
         if cli.freq != build_panel::FREQ {

@@ -1,5 +1,5 @@
 //! The Qlib export of a panel (`../shared/docs/qlib.md`): the continuous `60min` calendar from the
-//! panel's first to its last hour, `instruments/all.txt` with each symbol's first and last panel
+//! panel's first to its last hour, the `day` calendar of the days they span (for `qlib.backtest`), `instruments/all.txt` with each symbol's first and last panel
 //! hour, and per symbol and numeric column `features/<lowercase symbol>/<field>.60min.bin`
 //! (little-endian float32: the calendar index of the symbol's first hour, then one value per
 //! calendar hour to its last; NaN for hours without a row and for nulls). `filled` is 0/1.
@@ -38,6 +38,26 @@ pub fn calendar(first: i64, last: i64) -> String {
         s.push_str(&hour_label(t));
         s.push('\n');
         t += HOUR_US;
+    }
+    s
+}
+
+/// Qlib's name for the daily frequency.
+pub const DAY_FREQ: &str = "day";
+
+/// `calendars/day.txt`: every UTC day from the one holding `first` to the one holding `last`,
+/// `YYYY-MM-DD` per line. `qlib.backtest` builds its trade calendar from the daily calendar
+/// whatever the executor's frequency, and fails on an export without one.
+pub fn day_calendar(first: i64, last: i64) -> String {
+    const DAY_US: i64 = 24 * HOUR_US;
+    let mut s = String::new();
+    let mut t = first.div_euclid(DAY_US) * DAY_US;
+    while t <= last {
+        if let Some(d) = DateTime::from_timestamp_micros(t) {
+            s.push_str(&d.format("%Y-%m-%d").to_string());
+            s.push('\n');
+        }
+        t += DAY_US;
     }
     s
 }
@@ -115,4 +135,27 @@ pub fn symbol_files(
         out.push((name, bin(start, &v)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_calendar_spans_the_days_of_the_hours() {
+        let t = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        assert_eq!(
+            day_calendar(t("2024-12-30 23:00:00"), t("2025-01-01 00:00:00")),
+            "2024-12-30\n2024-12-31\n2025-01-01\n"
+        );
+        assert_eq!(
+            day_calendar(t("2025-01-01 05:00:00"), t("2025-01-01 06:00:00")),
+            "2025-01-01\n"
+        );
+    }
 }

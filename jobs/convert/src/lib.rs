@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
-use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
+use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols};
 use shared::paths::ArchiveFile;
 use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
@@ -20,8 +20,9 @@ use shared::{Context, Result};
 pub use unit::UnitResult;
 
 pub const JOB: &str = "convert";
-/// Bump when the output of a unit changes for the same input.
-pub const JOB_VERSION: &str = "2";
+/// Bump when the output of a unit changes for the same input. 3: metrics and BVOLIndex no longer
+/// repeat the folder's `symbol` in the file; EOHSummary's contract column is `contract`.
+pub const JOB_VERSION: &str = "3";
 /// The job whose manifest lists the inputs.
 pub const UPSTREAM: &str = "extract";
 
@@ -69,10 +70,8 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     for ds in &spec.common.datasets {
         let scope = ds.scope();
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
-        };
+        let symbols =
+            select_symbols(&ctx.store, UPSTREAM, &scope, &spec.common.symbols, &mut tally).await?;
         for sym in spec.common.shard_of(&symbols) {
             let upstream =
                 Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;
@@ -143,6 +142,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let not_run = exec::for_each_bounded(
+        ("convert", "files"),
         units,
         spec.common.concurrency,
         &ctx.cancel,

@@ -35,7 +35,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "convert", async move {
+    jobmain::main(cli.common.output(), "convert", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
         let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);

@@ -8,10 +8,10 @@
 mod fetch;
 mod plan;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
@@ -19,6 +19,7 @@ use shared::exec::Tally;
 use shared::http::RetryPolicy;
 use shared::listing::discover_symbols;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
+use shared::paths::Dataset;
 use shared::report::{RunHeader, RunReport};
 use shared::{Context, Error, Result};
 use tokio::task::JoinSet;
@@ -31,6 +32,31 @@ pub const JOB: &str = "download";
 pub const JOB_VERSION: &str = "1";
 pub const DEFAULT_SOURCE: &str = "https://data.binance.vision";
 pub const DEFAULT_LISTING_URL: &str = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision";
+
+/// The listing endpoint: `given`, else the bucket's own endpoint for the real archive, else
+/// `source` (a mirror or the simulator serves its listing at its root). Both must be http(s)
+/// URLs with a host: a malformed one is a usage error, not a network failure to retry.
+pub fn listing_url_for(source: &str, given: Option<&str>) -> Result<String> {
+    let check = |flag: &str, u: &str| -> Result<()> {
+        url::Url::parse(u)
+            .ok()
+            .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
+            .map(|_| ())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{flag} `{u}` is not an http(s) URL with a host (e.g. {DEFAULT_SOURCE})"
+                ))
+            })
+    };
+    check("--source", source)?;
+    let listing = match given {
+        Some(u) => u.to_string(),
+        None if source.trim_end_matches('/') == DEFAULT_SOURCE => DEFAULT_LISTING_URL.to_string(),
+        None => source.to_string(),
+    };
+    check("--listing-url", &listing)?;
+    Ok(listing)
+}
 
 /// Everything `download` needs besides the common arguments.
 #[derive(Debug, Clone, Serialize)]
@@ -51,9 +77,6 @@ pub struct Spec {
     pub checksum_attempts: u32,
     /// Bodies up to this size are verified in memory; larger ones stream through a staging object.
     pub memory_limit: usize,
-    /// Show a progress bar (stderr is a terminal and logs are pretty).
-    #[serde(skip)]
-    pub progress: bool,
 }
 
 /// Unit-level counters that go into the report's `details`.
@@ -99,7 +122,7 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     };
 
     // 1. Symbols per dataset (listing for `all`), then this shard's share.
-    let mut targets = Vec::new();
+    let mut targets: Vec<(Dataset, String)> = Vec::new();
     for ds in &spec.common.datasets {
         let symbols = match &spec.common.symbols {
             SymbolSelection::List(v) => v.clone(),
@@ -118,9 +141,13 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     // 2. Plan every (dataset, symbol) against its manifest and what the store holds.
     let mut writers = Vec::new();
     let mut queue: VecDeque<PlannedUnit> = VecDeque::new();
+    let mut never_verified: Vec<(Dataset, String)> = Vec::new();
     for (ds, sym) in &targets {
         let key = ManifestKey::new(JOB, ds.scope(), sym.clone());
         let (writer, manifest) = ManifestWriter::open(&ctx.store, &key).await?;
+        if !manifest.entries().any(|e| e.status == UnitStatus::Done) {
+            never_verified.push((*ds, sym.clone()));
+        }
         let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
         let writer = Arc::new(writer);
         let units = plan::plan_units(&spec, ctx.clock.now(), ds, sym, &manifest, &stored, &writer);
@@ -129,6 +156,13 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     }
 
     let mut tally = Tally::default();
+    // A listed symbol is checked while nothing of it is verified: a typo is a usage error
+    // before any request for its files.
+    if let SymbolSelection::List(_) = spec.common.symbols {
+        let unlisted = check_listed(&spec, &http, ctx, &never_verified, &mut tally).await?;
+        queue.retain(|u| !unlisted.contains(&(u.file.dataset, u.file.symbol.clone())));
+        targets.retain(|t| !unlisted.contains(t));
+    }
 
     if spec.common.dry_run {
         for u in &queue {
@@ -140,6 +174,9 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     }
 
     let todo = queue.iter().filter(|u| !u.action.is_skip()).count();
+    // Targets with at least one file the archive has: the others get a warning at the end.
+    let mut found: HashSet<(Dataset, String)> = HashSet::new();
+    let mut failed: HashSet<(Dataset, String)> = HashSet::new();
     tracing::info!(
         units = queue.len(),
         to_fetch = todo,
@@ -147,7 +184,7 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         concurrency = spec.common.concurrency,
         "plan ready"
     );
-    let progress = progress_bar(spec.progress, queue.len() as u64);
+    let progress = shared::progress::Progress::start("download", "files", queue.len() as u64);
 
     // 3. Execute with bounded concurrency; a missing monthly file enqueues its daily files.
     let run = Arc::new(Run {
@@ -161,6 +198,7 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
         while tasks.len() < run.spec.common.concurrency && !ctx.cancel.is_cancelled() {
             let Some(unit) = queue.pop_front() else { break };
             if let Action::Skip(_) = unit.action {
+                found.insert((unit.file.dataset, unit.file.symbol.clone()));
                 tally.skip();
                 progress.inc(1);
                 continue;
@@ -184,7 +222,13 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
             source: std::io::Error::other(e.to_string()),
         })?;
         progress.inc(1);
+        progress.set_bytes(Stats::get(&run.stats.bytes));
         let key = unit.file.key();
+        match &result {
+            Ok(FetchOutcome::Missing) => {}
+            Ok(_) => _ = found.insert((unit.file.dataset, unit.file.symbol.clone())),
+            Err(_) => _ = failed.insert((unit.file.dataset, unit.file.symbol.clone())),
+        }
         match result {
             Ok(FetchOutcome::Verified { .. }) => tally.counts.done += 1,
             Ok(FetchOutcome::Unchanged | FetchOutcome::Adopted { .. }) => tally.skip(),
@@ -214,7 +258,22 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
             break;
         }
     }
-    progress.finish_and_clear();
+    drop(progress);
+    if !ctx.cancel.is_cancelled() {
+        let range = run.spec.common.range;
+        for (ds, sym) in &targets {
+            let target = (*ds, sym.clone());
+            if !found.contains(&target) && !failed.contains(&target) {
+                tally.warn(format!(
+                    "{sym}: the archive has no {} file from {} to {} (not listed yet in that \
+                     range, or delisted before it)",
+                    ds.scope(),
+                    range.start,
+                    range.end
+                ));
+            }
+        }
+    }
     // Units never started because of an interrupt.
     tally.counts.not_run += queue.iter().filter(|u| !u.action.is_skip()).count() as u64;
     tally.counts.skipped += queue.iter().filter(|u| u.action.is_skip()).count() as u64;
@@ -237,19 +296,73 @@ pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<Run
     Ok(header.report(ctx, outcome, tally, bytes, details))
 }
 
-fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
+/// Check the symbols of `targets` never downloaded before against the bucket listing of their
+/// datasets. A symbol listed for none of the run's datasets is [`Error::UnknownSymbol`] (a typo,
+/// another market's spelling), with the closest listed names; one listed for some datasets but
+/// not others gets a warning for each dataset it lacks, and its targets there are returned to be
+/// dropped. A listing that cannot be read is a warning, not a failure: the files are still asked
+/// for, and a symbol the archive lacks then shows as missing upstream.
+async fn check_listed(
+    spec: &Spec,
+    http: &reqwest::Client,
+    ctx: &Context,
+    targets: &[(Dataset, String)],
+    tally: &mut Tally,
+) -> Result<HashSet<(Dataset, String)>> {
+    let mut by_dataset: BTreeMap<Dataset, Vec<&str>> = BTreeMap::new();
+    for (ds, sym) in targets {
+        by_dataset.entry(*ds).or_default().push(sym);
     }
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} files ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
+    let mut absent: BTreeMap<&str, Vec<Dataset>> = BTreeMap::new();
+    let mut all_listed: Vec<String> = Vec::new();
+    for (ds, symbols) in &by_dataset {
+        let listed =
+            match discover_symbols(http, &spec.listing_url, ds, &spec.retry, &ctx.cancel).await {
+                Ok(listed) => listed,
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e) => {
+                    tally.warn(format!(
+                        "could not check {} against the bucket listing of {} ({e}); a symbol \
+                         the archive lacks will show as missing upstream",
+                        symbols.join(", "),
+                        ds.scope()
+                    ));
+                    continue;
+                }
+            };
+        for sym in symbols {
+            if listed.binary_search_by(|l| l.as_str().cmp(sym)).is_err() {
+                absent.entry(sym).or_default().push(*ds);
+            }
+        }
+        all_listed.extend(listed);
+    }
+    all_listed.sort();
+    all_listed.dedup();
+    let mut drop = HashSet::new();
+    for (sym, lacking) in absent {
+        // Every dataset of the run this symbol could be downloaded for.
+        let requested = spec.common.datasets.len();
+        if lacking.len() == requested {
+            return Err(Error::UnknownSymbol {
+                symbol: sym.to_string(),
+                dataset: lacking
+                    .iter()
+                    .map(|d| d.scope())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                closest: shared::cli::closest_names(sym, &all_listed, 5),
+            });
+        }
+        for ds in lacking {
+            tally.warn(format!(
+                "{sym}: the archive lists no {} for it; skipped",
+                ds.scope()
+            ));
+            drop.insert((ds, sym.to_string()));
+        }
+    }
+    Ok(drop)
 }
 
 /// A manifest entry for a unit of this job.
@@ -279,4 +392,30 @@ pub(crate) fn entry(
 /// Record into a unit's manifest.
 pub(crate) async fn record(writer: &ManifestWriter, e: Entry) -> Result<()> {
     writer.record(e).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_url_follows_the_source() {
+        assert_eq!(
+            listing_url_for(DEFAULT_SOURCE, None).unwrap(),
+            DEFAULT_LISTING_URL
+        );
+        assert_eq!(
+            listing_url_for("http://127.0.0.1:8765", None).unwrap(),
+            "http://127.0.0.1:8765"
+        );
+        assert_eq!(
+            listing_url_for("http://127.0.0.1:8765", Some("http://h/b")).unwrap(),
+            "http://h/b"
+        );
+        for bad in ["127.0.0.1:8765", "ftp://x", "http//x", "https://"] {
+            let e = listing_url_for(bad, None).unwrap_err();
+            assert_eq!(e.exit_code(), shared::error::exit::USAGE, "{bad}: {e}");
+        }
+        assert!(listing_url_for(DEFAULT_SOURCE, Some("nope")).is_err());
+    }
 }

@@ -1,12 +1,11 @@
 //! `download` binary: parses the CLI into a [`download::Spec`], builds the context and runs the
 //! job through [`shared::jobmain`] (report, summary, exit code).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use shared::cli::{CommonArgs, LogFormat};
+use shared::cli::CommonArgs;
 use shared::http::RetryPolicy;
 use shared::{Clock, Context, Store, jobmain};
 
@@ -21,9 +20,11 @@ struct Cli {
     #[arg(long, env = "PIPELINE_SOURCE", default_value = download::DEFAULT_SOURCE)]
     source: String,
 
-    /// S3 ListObjects endpoint of the archive bucket, used by `--symbols all`.
-    #[arg(long, env = "PIPELINE_LISTING_URL", default_value = download::DEFAULT_LISTING_URL)]
-    listing_url: String,
+    /// S3 ListObjects endpoint of the archive bucket: `--symbols all` lists it, and a symbol
+    /// never downloaded before is checked against it. Default: the bucket's endpoint for the
+    /// real archive, else `--source` itself (a mirror or the simulator answers both).
+    #[arg(long, env = "PIPELINE_LISTING_URL")]
+    listing_url: Option<String>,
 
     /// Re-read the CHECKSUM of every verified file and re-download those the archive republished.
     #[arg(long)]
@@ -64,10 +65,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = cli.common.log_format;
-    jobmain::main(log_format, "download", async move {
+    jobmain::main(cli.common.output(), "download", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
+        let listing_url = download::listing_url_for(&cli.source, cli.listing_url.as_deref())?;
         if cli.checksum_attempts == 0 || cli.retries == 0 {
             return Err(shared::Error::usage(
                 "--retries and --checksum-attempts must be at least 1",
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
         let spec = download::Spec {
             common,
             source: cli.source,
-            listing_url: cli.listing_url,
+            listing_url,
             refresh: cli.refresh,
             retry_missing: cli.retry_missing,
             retry: RetryPolicy {
@@ -93,7 +94,6 @@ fn main() -> ExitCode {
             },
             checksum_attempts: cli.checksum_attempts,
             memory_limit: cli.memory_limit_mib << 20,
-            progress: log_format == LogFormat::Pretty && std::io::stderr().is_terminal(),
         };
         let report = download::run(spec, &ctx, http).await?;
         Ok((ctx, report))

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
-use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, manifest_symbols};
+use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, select_symbols};
 use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
 
@@ -85,14 +85,19 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         params: serde_json::to_value(&spec).unwrap_or_default(),
     };
     let store = &ctx.store;
+    let mut tally = Tally::default();
 
     // 1. Symbols per dataset (those with a download manifest for `all`), then this shard's.
     let mut targets = Vec::new();
     for ds in &spec.common.datasets {
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => manifest_symbols(store, DOWNLOAD_JOB, &ds.scope()).await?,
-        };
+        let symbols = select_symbols(
+            store,
+            DOWNLOAD_JOB,
+            &ds.scope(),
+            &spec.common.symbols,
+            &mut tally,
+        )
+        .await?;
         for sym in spec.common.shard_of(&symbols) {
             targets.push((*ds, sym));
         }
@@ -124,7 +129,6 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         spec,
         ctx: ctx.clone(),
     });
-    let mut tally = Tally::default();
     let units: Vec<&Unit> = groups.iter().flatten().collect();
 
     if run.spec.common.dry_run {
@@ -179,6 +183,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let not_run = exec::for_each_bounded(
+        ("extract", "files"),
         todo_units,
         run.spec.common.concurrency,
         &ctx.cancel,
@@ -289,7 +294,7 @@ mod tests {
                     store: url.into(),
                     market: Market::Um,
                     datasets: vec![ds],
-                    symbols: SymbolSelection::All,
+                    symbols: shared::cli::SymbolSelection::All,
                     range: DateRange::new(good.date.first_day(), swapped.date.first_day()).unwrap(),
                     shard: (0, 1),
                     concurrency: 2,

@@ -38,7 +38,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "extract", async move {
+    jobmain::main(cli.common.output(), "extract", async move {
         let clock = Clock::System;
         let limits = limits(&cli)?;
         if let Some(d) = &cli.tmp_dir

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
-use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, manifest_symbols};
+use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols};
 use shared::paths::{Dataset, FileDate, Partition, Period};
 use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
@@ -23,9 +23,10 @@ use shared::{Context, Result};
 pub use month::{MonthResult, SourceChoice};
 
 pub const JOB: &str = "optimize";
-/// 2: pages encoded like `convert`'s (DELTA_BINARY_PACKED integers and timestamps, PLAIN floats)
-/// instead of Polars' writer's PLAIN integers: the same values, a third less for zstd to inflate.
-pub const JOB_VERSION: &str = "2";
+/// Bumped whenever a month's bytes or path change, so every month is written anew: 3 spells the
+/// month partition unpadded (`month=3`, read as an integer by every reader) and removes the
+/// padded month (`month=03`) a store held before.
+pub const JOB_VERSION: &str = "3";
 pub const UPSTREAM: &str = "convert";
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,10 +122,8 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     for ds in &spec.common.datasets {
         let scope = ds.scope();
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
-        };
+        let symbols =
+            select_symbols(&ctx.store, UPSTREAM, &scope, &spec.common.symbols, &mut tally).await?;
         for sym in spec.common.shard_of(&symbols) {
             let upstream =
                 Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;
@@ -221,7 +220,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
             }
         }
     };
-    let not_run = exec::for_each_bounded(units, spec.common.concurrency, &ctx.cancel, work, |key, r| {
+    let not_run = exec::for_each_bounded(("optimize", "months"), units, spec.common.concurrency, &ctx.cancel, work, |key, r| {
         if let Some(m) = tally.record(&key, r) {
             bytes += m.bytes;
             rows_in += m.rows_in;

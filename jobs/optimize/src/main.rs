@@ -28,7 +28,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "optimize", async move {
+    jobmain::main(cli.common.output(), "optimize", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
         if cli.row_group_rows == 0 {

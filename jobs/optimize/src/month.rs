@@ -194,6 +194,12 @@ pub(crate) async fn optimize(
         // Every row of the month's partitions belongs to another month: no file.
         None => ctx.store.delete(&out_path).await?,
     }
+    if let Some(legacy) =
+        u.dataset
+            .legacy_optimized_partition(&u.symbol, first.year(), first.month())
+    {
+        ctx.store.delete(&legacy).await?;
+    }
     let entry = Entry {
         unit: u.key(),
         status: UnitStatus::Done,

@@ -194,14 +194,22 @@ impl RunSummary {
     }
 }
 
-/// Where child output goes: prefixed lines (pretty) or JSON lines with `step` and `shard` added.
+/// Where child output goes: prefixed lines (pretty) or JSON lines with `step` and `shard` added
+/// (and `timestamp` and `level` for a line the child did not write as a JSON event).
 #[derive(Debug, Clone, Copy)]
 struct Console {
     json: bool,
 }
 
+/// Which stream a child line came from: a plain line on stderr is taken as a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
 impl Console {
-    fn line(&self, step: &str, shard: Option<&str>, line: &str) {
+    fn line(&self, step: &str, shard: Option<&str>, line: &str, stream: Stream) {
         use std::io::Write;
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -216,6 +224,21 @@ impl Console {
                     m
                 }
             };
+            if !obj.contains_key("timestamp") {
+                obj.insert(
+                    "timestamp".into(),
+                    Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                        .into(),
+                );
+            }
+            if !obj.contains_key("level") {
+                let level = match stream {
+                    Stream::Stdout => "INFO",
+                    Stream::Stderr => "WARN",
+                };
+                obj.insert("level".into(), level.into());
+            }
             obj.insert("step".into(), step.into());
             if let Some(s) = shard {
                 obj.insert("shard".into(), s.into());
@@ -252,6 +275,8 @@ struct Ctx {
     signal: AtomicI32,
     /// Process ids (= process group ids) of running children.
     children: Mutex<HashSet<i32>>,
+    /// The DAG's shards ended (run, up to date or not run) of all of them.
+    progress: shared::progress::Progress,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -289,6 +314,12 @@ pub async fn run(
         cancel: CancellationToken::new(),
         signal: AtomicI32::new(0),
         children: Mutex::new(HashSet::new()),
+        progress: shared::progress::Progress::with_mode(
+            shared::progress::lines_mode(),
+            format!("dag {}", plan.dag),
+            "shards",
+            plan.steps.iter().map(|s| s.shards.len() as u64).sum(),
+        ),
         opts,
         plan,
     });
@@ -378,12 +409,14 @@ async fn schedule(ctx: &Arc<Ctx>) -> Result<Vec<ShardSummary>> {
                 if let Some(&j) = blocked {
                     let reason = format!("`{}` did not finish", steps[j].name);
                     not_run(&mut results[i], step, &reason);
+                    ctx.progress.inc(step.shards.len() as u64);
                     status[i] = StepState::NotRun;
                     progress = true;
                     continue;
                 }
                 if ctx.cancel.is_cancelled() {
                     not_run(&mut results[i], step, "interrupted");
+                    ctx.progress.inc(step.shards.len() as u64);
                     status[i] = StepState::NotRun;
                     progress = true;
                     continue;
@@ -406,6 +439,7 @@ async fn schedule(ctx: &Arc<Ctx>) -> Result<Vec<ShardSummary>> {
                         && let Some(rec) = ctx.state.done(step, shard).await?
                     {
                         results[i][k] = Some(skipped(step, shard, rec));
+                        ctx.progress.inc(1);
                         continue;
                     }
                     let c = ctx.clone();
@@ -435,6 +469,13 @@ async fn schedule(ctx: &Arc<Ctx>) -> Result<Vec<ShardSummary>> {
             source: std::io::Error::other(e.to_string()),
         })?;
         let ok = summary.outcome == ShardOutcome::Ok;
+        ctx.progress.inc(1);
+        let p = ctx.progress.snapshot();
+        tracing::info!(
+            step = %steps[i].label(steps[i].shards[k]), outcome = ?summary.outcome,
+            shards_done = p.done, shards_total = p.total,
+            "dag progress: {}/{} shards", p.done, p.total
+        );
         results[i][k] = Some(summary);
         if let StepState::Running { left, failed } = status[i] {
             let failed = failed || !ok;
@@ -739,7 +780,7 @@ async fn run_child(
             let line = String::from_utf8_lossy(&buf);
             match serde_json::from_str::<serde_json::Value>(line.trim()) {
                 Ok(v) if v.get("counts").is_some() && v.get("job").is_some() => report = Some(v),
-                _ => console.line(&step_s, shard_s.as_deref(), &line),
+                _ => console.line(&step_s, shard_s.as_deref(), &line, Stream::Stdout),
             }
         }
         report
@@ -774,7 +815,12 @@ async fn pump(
         buf.clear();
         match r.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => console.line(&step, shard.as_deref(), &String::from_utf8_lossy(&buf)),
+            Ok(_) => console.line(
+                &step,
+                shard.as_deref(),
+                &String::from_utf8_lossy(&buf),
+                Stream::Stderr,
+            ),
         }
     }
 }
@@ -831,7 +877,7 @@ async fn start_service(ctx: &Arc<Ctx>, name: &str) -> Result<String> {
             {
                 return Some(line.trim_end_matches('/').to_string());
             }
-            console.line(&label, None, &line);
+            console.line(&label, None, &line, Stream::Stdout);
         }
     })
     .await;

@@ -2,7 +2,7 @@
 //! logging and the runtime; everything else is in the library.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use runner::argo::{RenderOptions, plan_shards_json, render};
 use runner::bins::{BinDirs, build_if_under_cargo};
 use runner::exec::{RunOptions, dry_run, run};
-use runner::plan::{Overrides, plan};
+use runner::plan::{Overrides, Selection, plan};
 use runner::state::RunState;
 use runner::{Dag, Error};
 use shared::cli::LogFormat;
@@ -55,6 +55,23 @@ struct RunArgs {
     #[arg(long, env = "PIPELINE_STORE")]
     store: Option<String>,
 
+    /// The archive's URL instead of the DAG's `source` (a mirror, a simulator).
+    #[arg(long)]
+    source: Option<String>,
+
+    /// Run only these steps and the steps they need: `--steps aggregate` downloads, extracts,
+    /// converts and optimizes what aggregate reads, and runs nothing else.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<String>>,
+
+    /// Start at this step: it and the steps after it run, the ones before are taken as done.
+    #[arg(long)]
+    from: Option<String>,
+
+    /// Stop after this step: it and the steps it needs run, nothing after it.
+    #[arg(long)]
+    until: Option<String>,
+
     /// Resolve relative dates as if today were this day.
     #[arg(long, env = "PIPELINE_TODAY")]
     today: Option<String>,
@@ -83,6 +100,10 @@ struct RunArgs {
     /// Run id (default: generated, sortable by time).
     #[arg(long)]
     run_id: Option<String>,
+
+    /// Print the run's JSON summary on stdout even on a terminal (off one it always is).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +149,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.run.log_format;
     shared::logging::init(log_format);
+    let _ = JSON_LOGS.set(log_format == LogFormat::Json);
     let code = match cli.command {
         Some(Command::Validate { dags }) => validate(&dags),
         Some(Command::RenderArgo {
@@ -164,9 +186,21 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &Error) -> i32 {
-    eprintln!("error: {e}");
+    // With JSON logs every line on stderr is an event; a person gets the message plain.
+    if json_logs() {
+        tracing::error!(error = %e, exit_code = e.exit_code(), "runner stopped");
+    } else {
+        eprintln!("error: {e}");
+    }
     e.exit_code()
 }
+
+/// Whether this process logs JSON (set once in `main`).
+fn json_logs() -> bool {
+    JSON_LOGS.get().copied().unwrap_or(false)
+}
+
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn validate(dags: &[PathBuf]) -> i32 {
     let mut code = exit::OK;
@@ -218,11 +252,27 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         Some(t) => shared::plan::parse_date(t).map_err(|e| Error::usage(e.to_string()))?,
         None => chrono::Utc::now().date_naive(),
     };
+    if let Some(s) = &a.source {
+        url::Url::parse(s)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "--source `{s}` is not an http(s) URL with a host (e.g. https://data.binance.vision)"
+                ))
+            })?;
+    }
     let overrides = Overrides {
         store: a.store,
         start: a.start,
         end: a.end,
         symbols: a.symbols,
+        source: a.source,
+        selection: Selection {
+            steps: a.steps,
+            from: a.from,
+            until: a.until,
+        },
     };
     let plan = plan(&dag, &overrides, today)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -273,9 +323,11 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
             summary = ?summary.summary_path, "run finished"
         );
     }
-    match serde_json::to_string(&summary) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: serializing the summary: {e}"),
+    if a.json || !std::io::stdout().is_terminal() {
+        match serde_json::to_string(&summary) {
+            Ok(s) => println!("{s}"),
+            Err(e) => tracing::error!(error = %e, "serializing the summary"),
+        }
     }
     Ok(summary.exit_code())
 }

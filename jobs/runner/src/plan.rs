@@ -18,6 +18,83 @@ pub struct Overrides {
     pub start: Option<String>,
     pub end: Option<String>,
     pub symbols: Option<Vec<String>>,
+    /// The archive URL instead of the DAG's `source` default.
+    pub source: Option<String>,
+    /// Which steps run: `None` is the whole DAG.
+    pub selection: Selection,
+}
+
+/// A cut of the DAG: `steps` and everything they need, `from` a step and everything after it,
+/// `until` a step and everything before it; the three intersect. A step left out is taken as
+/// done: a kept step's needs on it are dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub steps: Option<Vec<String>>,
+    pub from: Option<String>,
+    pub until: Option<String>,
+}
+
+impl Selection {
+    /// The indices of the steps kept, in file order.
+    pub fn apply(&self, dag: &Dag) -> Result<Vec<usize>> {
+        let steps = dag.steps();
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        let index = |flag: &str, name: &str| -> Result<usize> {
+            dag.step_index(name).ok_or_else(|| {
+                Error::usage(format!(
+                    "{flag}: no step `{name}` in {} (its steps: {})",
+                    dag.file.display(),
+                    names.join(", ")
+                ))
+            })
+        };
+        let needs: Vec<Vec<usize>> = steps
+            .iter()
+            .map(|s| s.needs.iter().filter_map(|n| dag.step_index(n)).collect())
+            .collect();
+        // Closure of `roots` over `next` (the needs, or the steps that need a step).
+        let closure = |roots: &[usize], next: &dyn Fn(usize) -> Vec<usize>| -> Vec<bool> {
+            let mut seen = vec![false; steps.len()];
+            let mut stack = roots.to_vec();
+            while let Some(i) = stack.pop() {
+                if !std::mem::replace(&mut seen[i], true) {
+                    stack.extend(next(i));
+                }
+            }
+            seen
+        };
+        let before = |i: usize| needs[i].clone();
+        let after = |i: usize| (0..steps.len()).filter(|&j| needs[j].contains(&i)).collect();
+        let mut keep = vec![true; steps.len()];
+        let mut cut = |set: Vec<bool>| keep.iter_mut().zip(set).for_each(|(k, s)| *k &= s);
+        if let Some(list) = &self.steps {
+            if list.is_empty() {
+                return Err(Error::usage("--steps: name at least one step"));
+            }
+            let roots = list
+                .iter()
+                .map(|n| index("--steps", n))
+                .collect::<Result<Vec<_>>>()?;
+            cut(closure(&roots, &before));
+        }
+        if let Some(n) = &self.until {
+            cut(closure(&[index("--until", n)?], &before));
+        }
+        if let Some(n) = &self.from {
+            cut(closure(&[index("--from", n)?], &after));
+        }
+        let kept: Vec<usize> = (0..steps.len()).filter(|&i| keep[i]).collect();
+        if kept.is_empty() {
+            return Err(Error::usage(format!(
+                "--from {} and --until {} leave no step: `{}` does not come before `{}`",
+                self.from.as_deref().unwrap_or("-"),
+                self.until.as_deref().unwrap_or("-"),
+                self.from.as_deref().unwrap_or("-"),
+                self.until.as_deref().unwrap_or("-")
+            )));
+        }
+        Ok(kept)
+    }
 }
 
 /// One shard of a step: `--shard index/count`, or the whole step when `count` is 1.
@@ -194,17 +271,32 @@ pub fn plan(dag: &Dag, overrides: &Overrides, today: NaiveDate) -> Result<Plan> 
     }
     let symbols: Option<Vec<String>> = symbols_v.as_ref().map(|v| split_list(&v.text()));
 
+    let source_v = overrides
+        .source
+        .clone()
+        .map(|s| ArgValue::One(Scalar::Str(s)));
+    let kept = overrides.selection.apply(dag)?;
     let mut steps = Vec::new();
-    for step in dag.steps() {
-        steps.push(plan_step(
+    for &i in &kept {
+        let mut planned = plan_step(
             dag,
-            step,
+            &dag.steps()[i],
             &store,
             today,
-            start_v.as_ref(),
-            end_v.as_ref(),
-            symbols_v.as_ref(),
-        )?);
+            &RunValues {
+                start: start_v.as_ref(),
+                end: end_v.as_ref(),
+                symbols: symbols_v.as_ref(),
+                source: source_v.as_ref(),
+            },
+        )?;
+        // Indices into the kept steps; a need left out of the cut is taken as done.
+        planned.needs = planned
+            .needs
+            .iter()
+            .filter_map(|n| kept.iter().position(|k| k == n))
+            .collect();
+        steps.push(planned);
     }
 
     let mut h = Sha256::new();
@@ -243,15 +335,22 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// The run's values that replace the DAG's defaults.
+struct RunValues<'a> {
+    start: Option<&'a ArgValue>,
+    end: Option<&'a ArgValue>,
+    symbols: Option<&'a ArgValue>,
+    source: Option<&'a ArgValue>,
+}
+
 fn plan_step(
     dag: &Dag,
     step: &Step,
     store: &str,
     today: NaiveDate,
-    start: Option<&ArgValue>,
-    end: Option<&ArgValue>,
-    symbols: Option<&ArgValue>,
+    run: &RunValues,
 ) -> Result<PlannedStep> {
+    let (start, end, symbols) = (run.start, run.end, run.symbols);
     let job = registry::job(&step.job).expect("validated job");
     let mut args = Vec::new();
     let mut services = Vec::new();
@@ -265,6 +364,7 @@ fn plan_step(
                 "start" => start.cloned(),
                 "end" => end.cloned(),
                 "symbols" => symbols.cloned(),
+                "source" if run.source.is_some() => run.source.cloned(),
                 _ => dag.spec.defaults.get(name).cloned(),
             }),
         };
@@ -407,6 +507,7 @@ steps:
             end: Some("2024-12-02".into()),
             symbols: Some(vec!["BTCUSDT".into()]),
             store: Some("/tmp/s".into()),
+            ..Default::default()
         };
         let p = plan(&dag, &o, today).unwrap();
         let dl = &p.steps[0];
@@ -429,6 +530,101 @@ steps:
             ..Default::default()
         };
         assert!(plan(&dag, &bad, today).is_err());
+    }
+
+    const CHAIN: &str = "\
+name: c
+defaults:
+  symbols: [BTCUSDT]
+  start: 2025-01-01
+  end: 2025-01-02
+  source: ${services.sim.url}
+services:
+  sim:
+    command: [archive-sim]
+steps:
+  - {name: download, job: download}
+  - {name: extract, job: extract, needs: [download]}
+  - {name: convert, job: convert, needs: [extract]}
+  - {name: optimize, job: optimize, needs: [convert]}
+  - {name: aggregate, job: aggregate, needs: [optimize]}
+  - {name: validate, job: validate, needs: [optimize]}
+";
+
+    fn kept(sel: Selection) -> Result<Vec<String>> {
+        let dag = Dag::parse(Path::new("c.yaml"), CHAIN).unwrap();
+        let o = Overrides {
+            selection: sel,
+            ..Default::default()
+        };
+        let p = plan(&dag, &o, d("2025-01-10"))?;
+        // Needs point into the kept steps, and only at earlier ones.
+        for (i, s) in p.steps.iter().enumerate() {
+            assert!(s.needs.iter().all(|&n| n < i), "{:?}", s.needs);
+        }
+        Ok(p.steps.iter().map(|s| s.name.clone()).collect())
+    }
+
+    #[test]
+    fn steps_from_and_until_cut_the_dag() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sel = |steps: Option<&[&str]>, from: Option<&str>, until: Option<&str>| Selection {
+            steps: steps.map(names),
+            from: from.map(String::from),
+            until: until.map(String::from),
+        };
+        assert_eq!(
+            kept(sel(Some(&["aggregate"]), None, None)).unwrap(),
+            names(&["download", "extract", "convert", "optimize", "aggregate"])
+        );
+        assert_eq!(
+            kept(sel(None, Some("optimize"), None)).unwrap(),
+            names(&["optimize", "aggregate", "validate"])
+        );
+        assert_eq!(
+            kept(sel(None, Some("extract"), Some("convert"))).unwrap(),
+            names(&["extract", "convert"])
+        );
+        assert_eq!(
+            kept(sel(Some(&["validate", "aggregate"]), Some("optimize"), None)).unwrap(),
+            names(&["optimize", "aggregate", "validate"])
+        );
+        // A cut step's first kept step needs nothing.
+        let dag = Dag::parse(Path::new("c.yaml"), CHAIN).unwrap();
+        let o = Overrides {
+            selection: sel(None, Some("optimize"), None),
+            ..Default::default()
+        };
+        let p = plan(&dag, &o, d("2025-01-10")).unwrap();
+        assert!(p.steps[0].needs.is_empty());
+        assert_eq!(p.steps[2].needs, [0]);
+        // Unknown names list the steps; an empty cut says why.
+        let e = kept(sel(Some(&["agregate"]), None, None)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("agregate") && e.to_string().contains("download, extract"),
+            "{e}"
+        );
+        assert!(kept(sel(None, Some("nope"), None)).is_err());
+        assert!(kept(sel(None, Some("aggregate"), Some("convert"))).is_err());
+    }
+
+    #[test]
+    fn source_override_replaces_the_default_url() {
+        let dag = Dag::parse(Path::new("c.yaml"), CHAIN).unwrap();
+        let o = Overrides {
+            source: Some("http://127.0.0.1:9/".into()),
+            ..Default::default()
+        };
+        let p = plan(&dag, &o, d("2025-01-10")).unwrap();
+        assert!(
+            p.steps[0]
+                .args
+                .windows(2)
+                .any(|w| w == ["--source", "http://127.0.0.1:9/"])
+        );
+        // No step refers to the simulator any more, so it is not started.
+        assert!(p.steps.iter().all(|s| s.services.is_empty()));
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub const COMMON: &[ArgSpec] = &[
     s("force"),
     s("dry-run"),
     v("log-format"),
+    s("json"),
     v("run-id"),
     v("today"),
 ];
@@ -83,6 +84,10 @@ pub const RESERVED: &[(&str, &str)] = &[
     ("run-id", "the runner gives every shard its own run id"),
     ("log-format", "the runner passes its own `--log-format`"),
     ("dry-run", "use `runner --dry-run` to see the plan"),
+    (
+        "json",
+        "the runner reads every job's JSON report from its stdout, a pipe",
+    ),
     (
         "today",
         "the runner resolves relative dates itself (`runner --today D`)",

@@ -1,9 +1,13 @@
 //! The HTML page of a dataset report: a coverage heatmap (symbols × days, one cell per
-//! symbol-day coloured by status, its gaps on hover; a click lists that day's gaps below), then
+//! symbol-day coloured by status, its gaps on hover; a click lists that day's gaps below; the
+//! symbol column and the month and day header stay in view while it scrolls, and each month
+//! starts with a rule), then
 //! the outages, the gap list, and the errors, warnings and notes. One self-contained file:
 //! inline CSS and JS, no fonts, images or scripts from anywhere, so it opens offline.
 
 use std::fmt::Write as _;
+
+use chrono::Datelike;
 
 use shared::validation::{DatasetReport, DayStatus, Finding, GapClass};
 
@@ -26,16 +30,19 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-fn colour(s: DayStatus) -> &'static str {
+/// One colour per status, far apart in hue and lightness (the Okabe–Ito palette, which stays
+/// distinct under the common colour-vision deficiencies), the two "not trading" states in greys
+/// of clearly different lightness.
+pub(crate) fn colour(s: DayStatus) -> &'static str {
     match s {
-        DayStatus::Ok => "#3a9d5d",
-        DayStatus::BeforeListing => "#dcdcdc",
-        DayStatus::AfterDelisting => "#bdbdbd",
-        DayStatus::Outage => "#5b8def",
-        DayStatus::Gap => "#f2c14e",
-        DayStatus::Partial => "#f08a24",
-        DayStatus::MissingFile => "#9b59b6",
-        DayStatus::Error => "#d63031",
+        DayStatus::Ok => "#009e73",
+        DayStatus::BeforeListing => "#e4e4e4",
+        DayStatus::AfterDelisting => "#8a8a8a",
+        DayStatus::Outage => "#56b4e9",
+        DayStatus::Gap => "#f0e442",
+        DayStatus::Partial => "#e69f00",
+        DayStatus::MissingFile => "#cc79a7",
+        DayStatus::Error => "#b2182b",
     }
 }
 
@@ -55,14 +62,17 @@ body{font:13px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:20px;colo
 h1{font-size:18px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
 .muted{color:#777}.legend span{display:inline-block;margin-right:14px}
 .sw{display:inline-block;width:11px;height:11px;border-radius:2px;vertical-align:-1px;margin-right:4px}
-.wrap{overflow-x:auto;max-width:100%}
+.wrap{overflow:auto;max-width:100%;max-height:80vh;border:1px solid #eee}
 table.hm{border-collapse:separate;border-spacing:2px}
-table.hm td{width:13px;height:15px;padding:0;border-radius:2px;cursor:pointer}
+table.hm td{width:13px;min-width:13px;height:15px;padding:0;border-radius:2px;cursor:pointer}
 table.hm td.sel{outline:2px solid #222}
-table.hm td.w{box-shadow:inset 0 0 0 2px #f7d154}
-table.hm th{font-weight:normal;white-space:nowrap;text-align:right;padding-right:6px}
-table.hm thead th{font-size:10px;color:#777;text-align:left;padding:0;height:44px;vertical-align:bottom}
-table.hm thead th div{transform:rotate(-60deg);transform-origin:left bottom;width:13px;white-space:nowrap}
+table.hm td.w{box-shadow:inset 0 0 0 2px #222}
+table.hm .m1{border-left:2px solid #444}
+table.hm tbody th{position:sticky;left:0;z-index:1;background:#fff;font-weight:normal;white-space:nowrap;text-align:right;padding-right:6px}
+table.hm thead th{position:sticky;background:#fff;font-size:10px;color:#555;font-weight:normal;padding:0;text-align:center}
+table.hm thead tr.mo th{top:0;height:16px;text-align:left;font-weight:600;color:#222;padding-left:3px}
+table.hm thead tr.dd th{top:18px;height:14px}
+table.hm thead th.corner{left:0;z-index:2}
 table.ls{border-collapse:collapse;margin-top:4px}
 table.ls th,table.ls td{border-bottom:1px solid #eee;padding:3px 10px 3px 0;text-align:left;vertical-align:top}
 table.ls th{font-weight:600}
@@ -131,6 +141,15 @@ fn findings_table(out: &mut String, title: &str, rows: &[(&str, &Finding)], tota
     out.push_str("</table>");
 }
 
+/// ` class="m1"` for the first column of a month after the first column: the month rule.
+fn month_start(i: usize, day: &chrono::NaiveDate) -> &'static str {
+    if i > 0 && day.day() == 1 {
+        " class=\"m1\""
+    } else {
+        ""
+    }
+}
+
 /// The whole page.
 pub fn render(r: &DatasetReport) -> String {
     let t = &r.totals;
@@ -166,15 +185,37 @@ pub fn render(r: &DatasetReport) -> String {
             t.status.get(&s).copied().unwrap_or(0)
         );
     }
-    o.push_str("<span><i class=\"sw\" style=\"box-shadow:inset 0 0 0 2px #f7d154\"></i>warnings on the day</span>");
-    o.push_str("</div><div class=\"wrap\"><table class=\"hm\"><thead><tr><th></th>");
-    for day in r.range.days() {
-        let _ = write!(o, "<th><div>{}</div></th>", day.format("%m-%d"));
+    o.push_str("<span><i class=\"sw\" style=\"box-shadow:inset 0 0 0 2px #222\"></i>warnings on the day</span>");
+    // Two header rows: the months (a cell spanning their days), then the day of the month.
+    o.push_str("</div><div class=\"wrap\"><table class=\"hm\"><thead><tr class=\"mo\"><th class=\"corner\"></th>");
+    let days: Vec<chrono::NaiveDate> = r.range.days().collect();
+    let mut k = 0;
+    while k < days.len() {
+        let month = (days[k].year(), days[k].month());
+        let n = days[k..]
+            .iter()
+            .take_while(|d| (d.year(), d.month()) == month)
+            .count();
+        let _ = write!(
+            o,
+            "<th class=\"m1\" colspan=\"{n}\">{}</th>",
+            days[k].format(if n >= 4 { "%Y-%m" } else { "%m" })
+        );
+        k += n;
+    }
+    o.push_str("</tr><tr class=\"dd\"><th class=\"corner\">symbol</th>");
+    for (i, day) in days.iter().enumerate() {
+        let _ = write!(
+            o,
+            "<th{}>{}</th>",
+            month_start(i, day),
+            day.format("%-d")
+        );
     }
     o.push_str("</tr></thead><tbody>");
     for (sym, s) in &r.symbols {
         let _ = write!(o, "<tr><th>{}</th>", esc(sym));
-        for (day, d) in &s.days {
+        for (i, (day, d)) in s.days.iter().enumerate() {
             let mut tip = format!("{sym} {day}: {}\nrows {}", d.status.as_str(), d.rows);
             if let Some(e) = d.expected {
                 let _ = write!(tip, " of {e} expected");
@@ -194,11 +235,22 @@ pub fn render(r: &DatasetReport) -> String {
                     duration(g.start_us, g.end_us)
                 );
             }
+            let classes: Vec<&str> = [
+                (d.warnings > 0).then_some("w"),
+                (!month_start(i, day).is_empty()).then_some("m1"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let class = if classes.is_empty() {
+                String::new()
+            } else {
+                format!(" class=\"{}\"", classes.join(" "))
+            };
             let _ = write!(
                 o,
-                "<td data-k=\"{}|{day}\"{} style=\"background:{}\" title=\"{}\"></td>",
+                "<td data-k=\"{}|{day}\"{class} style=\"background:{}\" title=\"{}\"></td>",
                 esc(sym),
-                if d.warnings > 0 { " class=\"w\"" } else { "" },
                 colour(d.status),
                 esc(&tip)
             );

@@ -31,10 +31,10 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use serde::Serialize;
 use shared::checksum::sha256_hex;
-use shared::cli::{CommonSpec, SymbolSelection};
+use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
 use shared::manifest::{
-    Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, manifest_symbols,
+    Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, select_symbols,
 };
 use shared::paths::{ArchiveFile, Dataset, FileDate, ValidationPath, range_name};
 use shared::plan::DateRange;
@@ -372,10 +372,8 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     for ds in &spec.common.datasets {
         let scope = ds.scope();
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
-        };
+        let symbols =
+            select_symbols(&ctx.store, UPSTREAM, &scope, &spec.common.symbols, &mut tally).await?;
         let shard = spec.common.shard_of(&symbols);
         for sym in &shard {
             let (writer, done) =
@@ -425,6 +423,7 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
         }
     };
     let not_run = exec::for_each_bounded(
+        ("validate", "symbols"),
         units,
         parallelism(spec.common.concurrency),
         &ctx.cancel,

@@ -31,7 +31,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.log_format, "validate", async move {
+    jobmain::main(cli.common.output(), "validate", async move {
         let clock = Clock::System;
         let common = cli.common.into_spec(clock.now().date_naive())?;
         let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);

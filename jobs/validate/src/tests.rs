@@ -288,7 +288,6 @@ fn metrics_tolerate_odd_seconds_on_their_five_minute_grid() {
     t.remove(20); // 01:40 missing
     let n = t.len();
     let mut cols = vec![time_col("create_time", t.clone())];
-    cols.push(Column::new("symbol".into(), vec!["X"; n]));
     for c in [
         "sum_open_interest",
         "sum_open_interest_value",
@@ -524,6 +523,17 @@ fn the_taxonomy_on_five_symbols() {
         "partial listed"
     );
     assert!(html.contains("2025-01-03 03:00 → 03:30"), "outage listed");
+    // Symbol labels and the month/day header stay in view while the map scrolls; the month
+    // is named over its days; every status has its own colour in the legend.
+    assert!(html.contains("tbody th{position:sticky;left:0"), "sticky labels");
+    assert!(html.contains("<th class=\"m1\" colspan=\"5\">2025-01</th>"), "month row");
+    let colours: std::collections::BTreeSet<&str> =
+        S::ALL.iter().map(|s| crate::html::colour(*s)).collect();
+    assert_eq!(colours.len(), S::ALL.len(), "a colour per status");
+    for s in S::ALL {
+        let entry = format!("{}\"></i>{} (", crate::html::colour(s), s.as_str());
+        assert!(html.contains(&entry), "legend lacks {entry}");
+    }
     let text = crate::summary::text(&rep, "x.html");
     assert!(text.contains("missing_file    A 2025-01-02"), "{text}");
 }

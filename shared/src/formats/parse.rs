@@ -101,6 +101,8 @@ pub struct Parser {
     derived_out: usize,
     /// Output columns of price, quantity, first and last trade id (spot aggTrades).
     invalid_cols: [usize; 4],
+    /// The symbol the file's path names, which a `PathSymbol` cell must repeat.
+    symbol: String,
 }
 
 impl Parser {
@@ -148,6 +150,7 @@ impl Parser {
             snapshot_offset_us: if end_labelled { 0 } else { FIVE_MINUTES_US },
             derived_out,
             invalid_cols,
+            symbol: file.symbol.clone(),
         }
     }
 
@@ -319,6 +322,17 @@ impl Parser {
                     }
                     let s = std::str::from_utf8(cell).map_err(|_| bad())?;
                     push_str(out, a.out, s);
+                    e
+                }
+                Kind::PathSymbol => {
+                    let e = cell_end(buf, pos);
+                    let mut cell = &buf[pos..e];
+                    if cell.len() >= 2 && cell[0] == b'"' && cell[cell.len() - 1] == b'"' {
+                        cell = &cell[1..cell.len() - 1];
+                    }
+                    if cell != self.symbol.as_bytes() {
+                        return Err(bad());
+                    }
                     e
                 }
                 Kind::Time => {
@@ -547,6 +561,11 @@ impl Parser {
                     ),
                 }
             }
+            _ if kind == Kind::PathSymbol => format!(
+                "symbol {} is not {:?}, the symbol this file's path names",
+                quote(cell),
+                self.symbol
+            ),
             _ => format!("cannot parse {} as {}", quote(cell), kind_name(kind)),
         };
         self.schema(name(ai), reason)
@@ -560,6 +579,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::OptF64 => "a decimal or blank",
         Kind::Bool => "a boolean",
         Kind::Str => "UTF-8 text",
+        Kind::PathSymbol => "the file's symbol",
         Kind::Time => "an epoch time",
         Kind::DateTime => "a `YYYY-MM-DD HH:MM:SS` datetime",
         Kind::Date => "a `YYYY-MM-DD` date",

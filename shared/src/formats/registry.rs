@@ -18,6 +18,10 @@ pub enum Kind {
     Bool,
     /// Text; `""` is the empty string.
     Str,
+    /// The symbol the file's path names, repeated on every row (metrics, BVOLIndex): checked,
+    /// not output, since the Hive folder `symbol=` carries it and a reader merging a column with
+    /// the folder's key of the same name fails.
+    PathSymbol,
     /// An epoch integer whose unit (s, ms, µs, ns) is detected per file and column from its digit
     /// count; normalized to µs.
     Time,
@@ -41,7 +45,7 @@ impl Kind {
             Kind::Bool => Some(OutKind::Bool),
             Kind::Str => Some(OutKind::Str),
             Kind::Time | Kind::DateTime => Some(OutKind::TimeUs),
-            Kind::Date | Kind::Hour | Kind::Skip => None,
+            Kind::Date | Kind::Hour | Kind::Skip | Kind::PathSymbol => None,
         }
     }
 }
@@ -390,7 +394,7 @@ pub static METRICS: Format = Format {
     name: "metrics",
     fields: &[
         f("create_time", DateTime, &["create_time"]),
-        f("symbol", Str, &["symbol"]),
+        f("symbol", PathSymbol, &["symbol"]),
         f("sum_open_interest", F64, &["sum_open_interest"]),
         f("sum_open_interest_value", F64, &["sum_open_interest_value"]),
         f(
@@ -491,7 +495,7 @@ pub static BVOL_INDEX: Format = Format {
     name: "BVOLIndex",
     fields: &[
         f("calc_time", Time, &["calc_time"]),
-        f("symbol", Str, &["symbol"]),
+        f("symbol", PathSymbol, &["symbol"]),
         f("base_asset", Str, &["base_asset"]),
         f("quote_asset", Str, &["quote_asset"]),
         f("index_value", F64, &["index_value"]),
@@ -504,14 +508,15 @@ pub static BVOL_INDEX: Format = Format {
     sort: &["calc_time"],
 };
 
-/// EOHSummary (§3.11): `date` + `hour` become the derived `time`; `strike` is text
-/// (`231229-34000`). The IV and open-interest columns are `""` in real rows, hence nullable.
+/// EOHSummary (§3.11): `date` + `hour` become the derived `time`; the archive's `symbol` (an
+/// option contract, `BTC-231229-34000-C`) is output as `contract`, since the folder `symbol=`
+/// names the underlying; `strike` is text (`231229-34000`). The IV and open-interest columns are `""` in real rows, hence nullable.
 pub static EOH_SUMMARY: Format = Format {
     name: "EOHSummary",
     fields: &[
         f("date", Date, &["date"]),
         f("hour", Hour, &["hour"]),
-        f("symbol", Str, &["symbol"]),
+        f("contract", Str, &["symbol"]),
         f("underlying", Str, &["underlying"]),
         f("type", Str, &["type"]),
         f("strike", Str, &["strike"]),
@@ -544,6 +549,6 @@ pub static EOH_SUMMARY: Format = Format {
     derived: Derived::EohTime,
     invalid: InvalidRule::None,
     time_field: EOH_TIME,
-    key: &[EOH_TIME, "symbol"],
-    sort: &[EOH_TIME, "symbol"],
+    key: &[EOH_TIME, "contract"],
+    sort: &[EOH_TIME, "contract"],
 };

@@ -236,7 +236,6 @@ fn normalized_schemas() {
         schema(ds(Market::Cm, DataType::Metrics)),
         vec![
             ("create_time", TimeUs),
-            ("symbol", Str),
             ("sum_open_interest", F64),
             ("sum_open_interest_value", F64),
             ("count_toptrader_long_short_ratio", OptF64),
@@ -276,7 +275,6 @@ fn normalized_schemas() {
         schema(ds(Market::Option, DataType::BvolIndex)),
         vec![
             ("calc_time", TimeUs),
-            ("symbol", Str),
             ("base_asset", Str),
             ("quote_asset", Str),
             ("index_value", F64)
@@ -285,6 +283,7 @@ fn normalized_schemas() {
     let eoh = schema(ds(Market::Option, DataType::EohSummary));
     assert_eq!(eoh.len(), 25);
     assert_eq!(eoh[0], ("time", TimeUs));
+    assert_eq!(eoh[1], ("contract", Str));
     assert_eq!(eoh[4], ("strike", Str));
     assert_eq!(eoh[15], ("best_buy_iv", OptF64));
     assert_eq!(eoh[18], ("mark_iv", OptF64));
@@ -344,8 +343,8 @@ fn time_fields_keys_and_sorts() {
         Market::Option,
         EohSummary,
         "time",
-        &["time", "symbol"],
-        &["time", "symbol"],
+        &["time", "contract"],
+        &["time", "contract"],
     );
 }
 
@@ -585,7 +584,6 @@ fn fixture_um_metrics_start_labelled() {
         row(&c, 0),
         vec![
             T(1_789_430_400_000_000),
-            S("BTCUSDT"),
             F(103513.561),
             F(8088539305.1839),
             O(Some(1.2179119)),
@@ -600,7 +598,6 @@ fn fixture_um_metrics_start_labelled() {
         row(&c, 1),
         vec![
             T(1_789_431_900_000_000),
-            S("BTCUSDT"),
             F(103351.079),
             F(8059947582.0019),
             O(Some(1.2279813)),
@@ -1222,7 +1219,11 @@ fn metrics_snapshot_time_follows_the_file_date() {
 #[test]
 fn blank_ratio_cells_are_null_never_zero() {
     // CM writes `""` in the ratio columns; bbgo saw bare blanks too.
-    let f = file(Market::Cm, DataType::Metrics, None, "2024-01-01");
+    let f = ArchiveFile::new(
+        Dataset::new(Market::Cm, DataType::Metrics, None).unwrap(),
+        "BTCUSD_PERP",
+        "2024-01-01".parse::<FileDate>().unwrap(),
+    );
     let text = format!(
         "{METRICS_HEADER}2024-01-01 00:00:00,BTCUSD_PERP,5578700,18265.1,\"\",\"\",\"\",1.5\n\
          2024-01-01 00:05:00,BTCUSD_PERP,5578701,18265.2,,,,\n\
@@ -1239,10 +1240,8 @@ fn blank_ratio_cells_are_null_never_zero() {
         col("sum_taker_long_short_vol_ratio"),
         vec![Some(1.5), None, None]
     );
-    assert_eq!(
-        c.column("symbol").unwrap().as_str().unwrap()[0],
-        "BTCUSD_PERP"
-    );
+    // The file's symbol is checked and left to the folder `symbol=`, not repeated as a column.
+    assert!(c.column("symbol").is_none());
     // A non-blank garbage cell is still an error.
     let bad = format!("{METRICS_HEADER}2024-01-01 00:00:00,BTCUSD_PERP,1,2,\"x\",,,\n");
     let (line, column, _) = schema_err(parse(&f, &bad));
@@ -1344,7 +1343,11 @@ fn other_formats_parse_synthetic_rows() {
         ]
     );
     // BVOLIndex (§3.10): the row quoted in the spec.
-    let f = file(Market::Option, DataType::BvolIndex, None, "2026-08-08");
+    let f = ArchiveFile::new(
+        Dataset::new(Market::Option, DataType::BvolIndex, None).unwrap(),
+        "BTCBVOLUSDT",
+        "2026-08-08".parse::<FileDate>().unwrap(),
+    );
     let text = "calc_time,symbol,base_asset,quote_asset,index_value\n\
                 1786147200000,BTCBVOLUSDT,BTCBVOL,USDT,35.7571\n";
     let (c, _) = parse(&f, text).unwrap();
@@ -1352,11 +1355,19 @@ fn other_formats_parse_synthetic_rows() {
         row(&c, 0),
         vec![
             T(1_786_147_200_000_000),
-            S("BTCBVOLUSDT"),
             S("BTCBVOL"),
             S("USDT"),
             F(35.7571)
         ]
+    );
+    // A row naming another symbol than the file's path is refused, naming both.
+    let other = "calc_time,symbol,base_asset,quote_asset,index_value\n\
+                 1786147200000,ETHBVOLUSDT,ETHBVOL,USDT,35.7571\n";
+    let (line, column, reason) = schema_err(parse(&f, other));
+    assert_eq!((line, column.as_str()), (2, "symbol"));
+    assert!(
+        reason.contains("ETHBVOLUSDT") && reason.contains("BTCBVOLUSDT"),
+        "{reason}"
     );
     // CM trades: the 4th column is base_qty.
     let f = file(Market::Cm, DataType::Trades, None, "2024-01-01");

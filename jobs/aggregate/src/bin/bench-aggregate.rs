@@ -232,7 +232,6 @@ async fn stage(
         };
         let cols = vec![
             utc(snap.clone(), "create_time"),
-            Column::new("symbol".into(), vec![sym.to_string(); k]),
             Column::new("sum_open_interest".into(), r(0.0)),
             Column::new("sum_open_interest_value".into(), r(0.0)),
             Column::new("count_toptrader_long_short_ratio".into(), r(0.0)),
