@@ -641,16 +641,11 @@ async fn build_panel(
     if let (true, Some((first, last))) = (spec.qlib, span) {
         {
             let q = &paths.qlib;
-            let cal = format!("{q}calendars/{}.txt", qlib::FREQ);
-            ctx.store
-                .put(&cal, Bytes::from(qlib::calendar(first, last)))
-                .await?;
-            written.insert(cal);
-            let day_cal = format!("{q}calendars/{}.txt", qlib::DAY_FREQ);
-            ctx.store
-                .put(&day_cal, Bytes::from(qlib::day_calendar(first, last)))
-                .await?;
-            written.insert(day_cal);
+            for (name, text) in qlib::calendars(first, last) {
+                let cal = format!("{q}calendars/{name}");
+                ctx.store.put(&cal, Bytes::from(text)).await?;
+                written.insert(cal);
+            }
             let spans: Vec<(String, i64, i64)> = by_symbol
                 .iter()
                 .enumerate()

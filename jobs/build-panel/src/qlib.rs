@@ -1,5 +1,6 @@
 //! The Qlib export of a panel (`../shared/docs/qlib.md`): the continuous `60min` calendar from the
-//! panel's first to its last hour, the `day` calendar of the days they span (for `qlib.backtest`), `instruments/all.txt` with each symbol's first and last panel
+//! panel's first to its last hour, the `day` calendar of the days they span, both again as
+//! `_future` calendars one step longer (what `qlib.backtest` steps through), `instruments/all.txt` with each symbol's first and last panel
 //! hour, and per symbol and numeric column `features/<lowercase symbol>/<field>.60min.bin`
 //! (little-endian float32: the calendar index of the symbol's first hour, then one value per
 //! calendar hour to its last; NaN for hours without a row and for nulls). `filled` is 0/1.
@@ -44,6 +45,23 @@ pub fn calendar(first: i64, last: i64) -> String {
 
 /// Qlib's name for the daily frequency.
 pub const DAY_FREQ: &str = "day";
+
+/// Every calendar file of an export of the hours `first..=last`, `(file name, text)`: `60min`
+/// and `day`, and each again as `<freq>_future.txt` with one more step. `qlib.backtest` reads
+/// the `_future` calendars (falling back to the plain ones) and asks for the step after each
+/// one it trades, so without them a backtest cannot reach the last hour or day; a `day`
+/// calendar keeps a daily outer executor from resampling through a stock-exchange session.
+pub fn calendars(first: i64, last: i64) -> Vec<(String, String)> {
+    vec![
+        (format!("{FREQ}.txt"), calendar(first, last)),
+        (format!("{FREQ}_future.txt"), calendar(first, last + HOUR_US)),
+        (format!("{DAY_FREQ}.txt"), day_calendar(first, last)),
+        (
+            format!("{DAY_FREQ}_future.txt"),
+            day_calendar(first, last + 24 * HOUR_US),
+        ),
+    ]
+}
 
 /// `calendars/day.txt`: every UTC day from the one holding `first` to the one holding `last`,
 /// `YYYY-MM-DD` per line. `qlib.backtest` builds its trade calendar from the daily calendar
@@ -140,6 +158,21 @@ pub fn symbol_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn future_calendars_add_one_step() {
+        let h = 3_600_000_000i64;
+        let t0 = 20_000 * 24 * h; // a midnight
+        let cals: std::collections::BTreeMap<String, String> =
+            calendars(t0 + 22 * h, t0 + 23 * h).into_iter().collect();
+        assert_eq!(cals.len(), 4);
+        assert_eq!(cals["60min.txt"].lines().count(), 2);
+        assert_eq!(cals["60min_future.txt"].lines().count(), 3);
+        assert!(cals["60min_future.txt"].starts_with(&cals["60min.txt"]));
+        assert!(cals["60min_future.txt"].ends_with(" 00:00:00\n"));
+        assert_eq!(cals["day.txt"].lines().count(), 1);
+        assert_eq!(cals["day_future.txt"].lines().count(), 2);
+    }
 
     #[test]
     fn day_calendar_spans_the_days_of_the_hours() {

@@ -8,29 +8,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A job binary (target/<profile>/<name>), built first when cargo runs the tests: `cargo test
-/// -p archive-sim` alone would otherwise run a stale binary of another package.
+/// A job binary (target/<profile>/<name>), brought up to date first when cargo runs the tests:
+/// `cargo test -p archive-sim` alone would otherwise run a stale binary of another package. The
+/// build is the workspace's own test build (`cargo test --workspace --no-run`), once per test
+/// process: after `cargo test --workspace` it has nothing to do, where building one package
+/// (`cargo build -p NAME`) resolves Polars' features for that package alone and compiles Polars
+/// again for each job.
 pub fn bin(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test exe path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
     let p = dir.join(name);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == name) {
+    BUILT.call_once(|| {
         if let Some(cargo) = std::env::var_os("CARGO") {
             let mut c = Command::new(cargo);
-            c.args(["build", "--quiet", "-p", name, "--bin", name]);
+            c.args(["test", "--workspace", "--no-run", "--quiet"]);
             if dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
             }
             let status = c.status().expect("cargo runs");
-            assert!(status.success(), "cargo build -p {name} failed");
+            assert!(status.success(), "cargo test --workspace --no-run failed");
         }
-        built.push(name.to_string());
-    }
+    });
     assert!(
         p.exists(),
         "{} not built: run `cargo test --workspace` (or `cargo build -p {name}`) first",
