@@ -157,7 +157,11 @@ pub fn closest_names(wanted: &str, listed: &[String], n: usize) -> Vec<String> {
         })
         .collect();
     ranked.sort();
-    ranked.into_iter().take(n).map(|(_, _, l)| l.clone()).collect()
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|(_, _, l)| l.clone())
+        .collect()
 }
 
 /// Levenshtein distance over chars.

@@ -90,7 +90,10 @@ pub enum Error {
 
     /// A symbol the archive's listing does not have for a dataset at all (a typo, another
     /// market's spelling): exit 2, with the listed names closest to it.
-    #[error("unknown symbol `{symbol}` for {dataset}: the archive lists no such symbol{}", closest_names(closest))]
+    #[error(
+        "unknown symbol `{symbol}` for {dataset}: the archive lists no such symbol{}",
+        closest_names(closest)
+    )]
     UnknownSymbol {
         symbol: String,
         dataset: String,

@@ -569,7 +569,12 @@ impl Dataset {
     /// Where stores written before the month went unpadded hold the same month
     /// (`month=03`): `optimize` deletes it when it writes the month anew, so no reader sees a
     /// month twice. `None` for months 10–12, whose spelling did not change.
-    pub fn legacy_optimized_partition(&self, symbol: &str, year: i32, month: u32) -> Option<String> {
+    pub fn legacy_optimized_partition(
+        &self,
+        symbol: &str,
+        year: i32,
+        month: u32,
+    ) -> Option<String> {
         (month < 10).then(|| {
             format!(
                 "optimized/{}/{}/symbol={symbol}/year={year}/month=0{month}/part-0.parquet",

@@ -145,7 +145,12 @@ impl Progress {
     }
 
     /// [`Progress::start`] in a given mode (tests).
-    pub fn with_mode(mode: Mode, what: impl Into<String>, unit: &'static str, total: u64) -> Progress {
+    pub fn with_mode(
+        mode: Mode,
+        what: impl Into<String>,
+        unit: &'static str,
+        total: u64,
+    ) -> Progress {
         let state = Arc::new(State {
             what: what.into(),
             unit,

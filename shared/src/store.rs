@@ -88,9 +88,7 @@ impl Store {
                 "memory" => " (write `memory://`)".to_string(),
                 _ => format!(" (for a local folder named so, write `./{url}`)"),
             };
-            return Err(fail(format!(
-                "`{scheme}:` is not followed by `//`{hint}"
-            )));
+            return Err(fail(format!("`{scheme}:` is not followed by `//`{hint}")));
         }
         let inner: Arc<dyn ObjectStore> = if url == "memory://" || url.starts_with("memory://") {
             Arc::new(InMemory::new())

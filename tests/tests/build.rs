@@ -625,4 +625,45 @@ async fn panel_against_pandas_summary_rerun_rebuild_top_funding_and_qlib_round_t
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
     }
     assert!(!root.join("final/x").exists());
+
+    // 8. A panel its own rules leave empty says so: three days from the first staged hour have
+    // no 168 h of history, every row lacks `ret_168h`. Exit 0, a warning naming the cause in
+    // the report and the summary; and a symbol without features is named too.
+    let a = [
+        "--name",
+        "empty",
+        "--symbols",
+        "AAAUSDT,ZZZUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-03",
+    ];
+    let o = build(root, &a);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(r["details"]["rows"], 0, "{r}");
+    let warnings: Vec<&str> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("ZZZUSDT: `aggregate` has recorded nothing")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("panel `empty` has 0 rows") && w.contains("168 h")),
+        "{warnings:?}"
+    );
+    assert!(
+        stderr(&o).contains("warning: panel `empty` has 0 rows"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -662,3 +662,124 @@ async fn sigterm_stops_cleanly_with_exit_143_json_logs_and_a_report() {
     );
     assert_raw_is_clean(&sim, dir.path());
 }
+
+/// No silent no-ops: a symbol the archive does not list is exit 2 with the closest names, a
+/// listed symbol without files in the range is a warning, and store URLs that are not URLs are
+/// usage errors that create nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_symbols_and_malformed_stores_are_named() {
+    let sim = start(SimConfig::demo()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let store = store.to_str().unwrap();
+    let range = ["--start", "2024-12-01", "--end", "2024-12-02"];
+
+    // A typo: exit 2, the symbol and its closest listed names, and no file asked for.
+    let mut c = download(&sim, store);
+    c.args(["--market", "um", "--symbols", "BTC"]).args(range);
+    let o = output(c).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("unknown symbol `BTC`") && err.contains("BTCUSDT"),
+        "{err}"
+    );
+    assert!(
+        !sim.requests().iter().any(|r| r.path.ends_with(".zip")),
+        "a zip was asked for"
+    );
+
+    // SOLUSDT is listed from 2024-12-10: nothing in the range, exit 0 with a warning that
+    // names it, in the summary and in the report.
+    let mut c = download(&sim, store);
+    c.args(["--market", "um", "--symbols", "SOLUSDT,BTCUSDT"])
+        .args(range);
+    let o = output(c).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&o);
+    let warnings: Vec<&str> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("SOLUSDT: the archive has no futures-um/klines-1m file"),
+        "{warnings:?}"
+    );
+    assert!(stderr(&o).contains("warning: SOLUSDT"), "{}", stderr(&o));
+
+    // Store URLs: a scheme without `//`, an unknown scheme. Exit 2, nothing created.
+    for bad in ["s3:/bucket", "ftp://x", "s3:bucket/p"] {
+        let mut c = job("download");
+        c.current_dir(dir.path())
+            .args(["--store", bad, "--market", "um", "--symbols", "BTCUSDT"])
+            .args(["--source", &sim.base_url()])
+            .args(range);
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains(bad), "{bad}: {}", stderr(&o));
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(made, ["s"], "only the good store exists");
+}
+
+/// Off a terminal, a slow download says how far it is every few seconds (here every 0.2 s):
+/// files done of the total, bytes, rate and ETA, as JSON lines with `--log-format json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_logs_progress_off_a_terminal() {
+    let mut config = SimConfig::demo();
+    config.faults = vec![FaultRule::new(
+        "BTCUSDT-1m-2024-12",
+        FaultTarget::Zip,
+        FaultKind::SlowBody {
+            bytes_per_sec: 40_000,
+        },
+    )];
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = download(&sim, dir.path().to_str().unwrap());
+    c.args(["--market", "um", "--symbols", "BTCUSDT"])
+        .args(["--start", "2024-12-01", "--end", "2024-12-03"])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .env("PIPELINE_PROGRESS_SECS", "0.2");
+    let o = output(c).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let progress: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("progress"))
+        })
+        .collect();
+    assert!(progress.len() >= 2, "{lines:?}");
+    for p in &progress {
+        assert_eq!(p["what"], "download", "{p}");
+        assert_eq!(p["total"], 3, "{p}");
+        for f in [
+            "done",
+            "bytes",
+            "rate_per_sec",
+            "percent",
+            "timestamp",
+            "level",
+        ] {
+            assert!(p.get(f).is_some(), "{f} missing: {p}");
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|v| v.get("timestamp").is_some() && v.get("level").is_some())
+    );
+}

@@ -503,9 +503,15 @@ async fn every_dataset_opens_in_every_reader() {
     // Three days across a month and a year boundary; UM klines, funding and metrics from 12-18
     // so that the panel's 168 h warm-up leaves rows.
     let (start, end) = ("2024-12-30", "2025-01-01");
-    let um_all = "markPriceKlines,indexPriceKlines,premiumIndexKlines,aggTrades,trades,bookTicker,bookDepth";
+    let um_all =
+        "markPriceKlines,indexPriceKlines,premiumIndexKlines,aggTrades,trades,bookTicker,bookDepth";
     let runs: [(&str, &str, &str, &str); 6] = [
-        ("um", "klines,fundingRate,metrics", "BTCUSDT,ETHUSDT", "2024-12-18"),
+        (
+            "um",
+            "klines,fundingRate,metrics",
+            "BTCUSDT,ETHUSDT",
+            "2024-12-18",
+        ),
         ("um", um_all, "BTCUSDT,ETHUSDT", start),
         (
             "cm",
@@ -515,16 +521,36 @@ async fn every_dataset_opens_in_every_reader() {
         ),
         ("cm", "indexPriceKlines", "BTCUSD", start),
         ("spot", "klines,aggTrades,trades", "BTCUSDT", start),
-        ("option", "BVOLIndex,EOHSummary", "BTCBVOLUSDT,BTCUSDT", start),
+        (
+            "option",
+            "BVOLIndex,EOHSummary",
+            "BTCBVOLUSDT,BTCUSDT",
+            start,
+        ),
     ];
     for (market, types, symbols, from) in runs {
         for name in ["download", "extract", "convert", "optimize"] {
             let mut args = vec![
-                "--market", market, "--data-type", types, "--symbols", symbols, "--start", from,
-                "--end", end,
+                "--market",
+                market,
+                "--data-type",
+                types,
+                "--symbols",
+                symbols,
+                "--start",
+                from,
+                "--end",
+                end,
             ];
             if name == "download" {
-                args.extend(["--source", &src, "--listing-url", &src, "--retry-base-ms", "20"]);
+                args.extend([
+                    "--source",
+                    &src,
+                    "--listing-url",
+                    &src,
+                    "--retry-base-ms",
+                    "20",
+                ]);
             }
             let r = run_job(name, store, &args).await;
             assert_eq!(r["counts"]["failed"], 0, "{name} {market} {types}: {r}");
@@ -543,7 +569,14 @@ async fn every_dataset_opens_in_every_reader() {
     run_job("aggregate", store, &a).await;
     let mut a = um.to_vec();
     a.extend([
-        "--start", start, "--end", end, "--bar", "dollar,tick", "--threshold", "5e5",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--bar",
+        "dollar,tick",
+        "--threshold",
+        "5e5",
     ]);
     run_job("bars", store, &a).await;
     let mut a = um.to_vec();
@@ -593,7 +626,9 @@ async fn every_dataset_opens_in_every_reader() {
     for dt in Dt::ALL {
         let n = dt.to_string();
         assert!(
-            seen_types.iter().any(|s| s == &n || s.starts_with(&format!("{n}-"))),
+            seen_types
+                .iter()
+                .any(|s| s == &n || s.starts_with(&format!("{n}-"))),
             "no {n} dataset among {seen_types:?}"
         );
     }

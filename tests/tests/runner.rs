@@ -176,7 +176,7 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     for m in ["futures-um", "spot"] {
         assert!(
             want.keys().any(
-                |k| k.starts_with(&format!("{m}/klines-1m/symbol=ETHUSDT/year=2025/month=01/"))
+                |k| k.starts_with(&format!("{m}/klines-1m/symbol=ETHUSDT/year=2025/month=1/"))
             ),
             "{m}: {:?}",
             want.keys().collect::<Vec<_>>()
@@ -223,7 +223,7 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     wait_no_process(&store_b);
     assert!(
         !b.path()
-            .join("optimized/futures-um/klines-1m/symbol=ETHUSDT/year=2025/month=01")
+            .join("optimized/futures-um/klines-1m/symbol=ETHUSDT/year=2025/month=1")
             .exists()
             || !b.path().join("optimized/spot").exists(),
         "the kill came too late to test a resume"
@@ -320,7 +320,7 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     }
     for p in walk(&c.path().join("optimized")) {
         let s = p.to_string_lossy();
-        assert!(s.contains("symbol=ETHUSDT/year=2025/month=01/"), "{s}");
+        assert!(s.contains("symbol=ETHUSDT/year=2025/month=1/"), "{s}");
     }
     // Its own run state, beside nothing else.
     let keys: Vec<_> = std::fs::read_dir(c.path().join("_runs/demo"))
@@ -329,6 +329,105 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
         .collect();
     assert_eq!(keys.len(), 1);
     assert!(keys[0].starts_with("2025-01-10_2025-01-11-"), "{keys:?}");
+}
+
+/// `--steps aggregate-um` on a fresh store runs what aggregate needs for the range and nothing
+/// else; with `--log-format json` every stderr line, the runner's and its jobs', is one JSON
+/// object with `timestamp` and `level`, and the jobs' lines say their `step` (and `shard`); the
+/// DAG's progress is among them. Run again, nothing runs.
+#[test]
+fn steps_run_what_they_need_and_json_logs_parse_line_by_line() {
+    let a = tempfile::tempdir().unwrap();
+    let args = [
+        "--steps",
+        "aggregate-um",
+        "--start",
+        "2025-01-20",
+        "--end",
+        "2025-01-21",
+        "--log-format",
+        "json",
+    ];
+    let mut c = demo(a.path(), &args);
+    c.env("RUST_LOG", "info")
+        .env("PIPELINE_PROGRESS_SECS", "0.2");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = summary(&o);
+    let steps: BTreeSet<&str> = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["step"].as_str().unwrap())
+        .collect();
+    let want: BTreeSet<&str> = [
+        "download-um",
+        "extract-um",
+        "convert-um",
+        "optimize-um",
+        "validate-um",
+        "aggregate-um",
+    ]
+    .into();
+    assert_eq!(steps, want);
+    assert!(
+        outcomes(&s).values().all(|v| v == "ok"),
+        "{:?}",
+        outcomes(&s)
+    );
+    assert!(!a.path().join("bars").exists() && !a.path().join("final").exists());
+    assert!(
+        !walk(&a.path().join("raw"))
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/spot/"))
+    );
+
+    let err = stderr(&o);
+    let mut by_step = BTreeSet::new();
+    let mut progress = 0;
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        for field in ["timestamp", "level"] {
+            assert!(
+                v.get(field).is_some_and(|f| f.is_string()),
+                "no {field}: {line}"
+            );
+        }
+        if let Some(step) = v.get("step").and_then(|s| s.as_str()) {
+            by_step.insert(step.to_string());
+        }
+        let msg = v["message"].as_str().unwrap_or_default();
+        if msg.starts_with("dag progress") || msg.starts_with("progress") {
+            progress += 1;
+        }
+    }
+    // The jobs' own lines carry their step (the runner's events about a step carry it too).
+    assert!(
+        by_step.contains("download-um") && by_step.contains("aggregate-um"),
+        "{by_step:?}"
+    );
+    assert!(progress >= 6, "{progress} progress lines:\n{err}");
+
+    // The same cut again: every shard is up to date, nothing runs.
+    let o = demo(a.path(), &args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = summary(&o);
+    assert!(
+        outcomes(&s).values().all(|v| v == "skipped"),
+        "{:?}",
+        outcomes(&s)
+    );
+    // An unknown step is a usage error that lists the DAG's steps.
+    let o = demo(a.path(), &["--steps", "agregate-um"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("agregate-um") && err.contains("aggregate-um"),
+        "{err}"
+    );
 }
 
 /// SIGTERM: forwarded to the running jobs, the run stops with 143 and says so.

@@ -20,9 +20,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use shared::cli::CommonSpec;
 use shared::exec::{self, Tally};
-use shared::manifest::{
-    Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols,
-};
+use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols};
 use shared::paths::{DataType, Dataset, Interval, Market, features_partition};
 use shared::plan::DateRange;
 use shared::report::{RunHeader, RunReport};
@@ -384,7 +382,9 @@ async fn load_upstream(store: &shared::Store, inputs: &Inputs, sym: &str) -> Res
 /// `YYYY-MM` of an optimized partition path (`.../year=Y/month=M/part-0.parquet`).
 fn month_of_partition(path: &str) -> Option<String> {
     match shared::paths::Partition::parse(path).ok()? {
-        shared::paths::Partition::Month { year, month, .. } => Some(format!("{year:04}-{month:02}")),
+        shared::paths::Partition::Month { year, month, .. } => {
+            Some(format!("{year:04}-{month:02}"))
+        }
         shared::paths::Partition::Day { .. } => None,
     }
 }

@@ -54,7 +54,10 @@ pub const DAY_FREQ: &str = "day";
 pub fn calendars(first: i64, last: i64) -> Vec<(String, String)> {
     vec![
         (format!("{FREQ}.txt"), calendar(first, last)),
-        (format!("{FREQ}_future.txt"), calendar(first, last + HOUR_US)),
+        (
+            format!("{FREQ}_future.txt"),
+            calendar(first, last + HOUR_US),
+        ),
         (format!("{DAY_FREQ}.txt"), day_calendar(first, last)),
         (
             format!("{DAY_FREQ}_future.txt"),

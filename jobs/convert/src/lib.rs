@@ -70,8 +70,14 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     for ds in &spec.common.datasets {
         let scope = ds.scope();
-        let symbols =
-            select_symbols(&ctx.store, UPSTREAM, &scope, &spec.common.symbols, &mut tally).await?;
+        let symbols = select_symbols(
+            &ctx.store,
+            UPSTREAM,
+            &scope,
+            &spec.common.symbols,
+            &mut tally,
+        )
+        .await?;
         for sym in spec.common.shard_of(&symbols) {
             let upstream =
                 Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;

@@ -64,7 +64,11 @@ impl Selection {
             seen
         };
         let before = |i: usize| needs[i].clone();
-        let after = |i: usize| (0..steps.len()).filter(|&j| needs[j].contains(&i)).collect();
+        let after = |i: usize| {
+            (0..steps.len())
+                .filter(|&j| needs[j].contains(&i))
+                .collect()
+        };
         let mut keep = vec![true; steps.len()];
         let mut cut = |set: Vec<bool>| keep.iter_mut().zip(set).for_each(|(k, s)| *k &= s);
         if let Some(list) = &self.steps {
@@ -586,7 +590,12 @@ steps:
             names(&["extract", "convert"])
         );
         assert_eq!(
-            kept(sel(Some(&["validate", "aggregate"]), Some("optimize"), None)).unwrap(),
+            kept(sel(
+                Some(&["validate", "aggregate"]),
+                Some("optimize"),
+                None
+            ))
+            .unwrap(),
             names(&["optimize", "aggregate", "validate"])
         );
         // A cut step's first kept step needs nothing.

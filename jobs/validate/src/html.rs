@@ -205,12 +205,7 @@ pub fn render(r: &DatasetReport) -> String {
     }
     o.push_str("</tr><tr class=\"dd\"><th class=\"corner\">symbol</th>");
     for (i, day) in days.iter().enumerate() {
-        let _ = write!(
-            o,
-            "<th{}>{}</th>",
-            month_start(i, day),
-            day.format("%-d")
-        );
+        let _ = write!(o, "<th{}>{}</th>", month_start(i, day), day.format("%-d"));
     }
     o.push_str("</tr></thead><tbody>");
     for (sym, s) in &r.symbols {

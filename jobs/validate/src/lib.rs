@@ -372,8 +372,14 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
 
     for ds in &spec.common.datasets {
         let scope = ds.scope();
-        let symbols =
-            select_symbols(&ctx.store, UPSTREAM, &scope, &spec.common.symbols, &mut tally).await?;
+        let symbols = select_symbols(
+            &ctx.store,
+            UPSTREAM,
+            &scope,
+            &spec.common.symbols,
+            &mut tally,
+        )
+        .await?;
         let shard = spec.common.shard_of(&symbols);
         for sym in &shard {
             let (writer, done) =

@@ -525,8 +525,14 @@ fn the_taxonomy_on_five_symbols() {
     assert!(html.contains("2025-01-03 03:00 → 03:30"), "outage listed");
     // Symbol labels and the month/day header stay in view while the map scrolls; the month
     // is named over its days; every status has its own colour in the legend.
-    assert!(html.contains("tbody th{position:sticky;left:0"), "sticky labels");
-    assert!(html.contains("<th class=\"m1\" colspan=\"5\">2025-01</th>"), "month row");
+    assert!(
+        html.contains("tbody th{position:sticky;left:0"),
+        "sticky labels"
+    );
+    assert!(
+        html.contains("<th class=\"m1\" colspan=\"5\">2025-01</th>"),
+        "month row"
+    );
     let colours: std::collections::BTreeSet<&str> =
         S::ALL.iter().map(|s| crate::html::colour(*s)).collect();
     assert_eq!(colours.len(), S::ALL.len(), "a colour per status");

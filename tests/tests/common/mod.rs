@@ -9,11 +9,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A job binary (target/<profile>/<name>), brought up to date first when cargo runs the tests:
-/// `cargo test -p archive-sim` alone would otherwise run a stale binary of another package. The
-/// build is the workspace's own test build (`cargo test --workspace --no-run`), once per test
-/// process: after `cargo test --workspace` it has nothing to do, where building one package
-/// (`cargo build -p NAME`) resolves Polars' features for that package alone and compiles Polars
-/// again for each job.
+/// `cargo test` builds no binary of a package without integration tests, and `cargo test -p
+/// archive-sim` alone would run a stale one. The build covers every binary of the workspace with
+/// the tests' own feature resolution (`cargo build --workspace --bins --tests`), once per test
+/// process, so it reuses what `cargo test --workspace` compiled and only links; building one
+/// package (`cargo build -p NAME`) resolves Polars' features for that package alone and compiles
+/// Polars again for each job.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test exe path");
@@ -25,12 +26,15 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.call_once(|| {
         if let Some(cargo) = std::env::var_os("CARGO") {
             let mut c = Command::new(cargo);
-            c.args(["test", "--workspace", "--no-run", "--quiet"]);
+            c.args(["build", "--workspace", "--bins", "--tests", "--quiet"]);
             if dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
             }
             let status = c.status().expect("cargo runs");
-            assert!(status.success(), "cargo test --workspace --no-run failed");
+            assert!(
+                status.success(),
+                "cargo build --workspace --bins --tests failed"
+            );
         }
     });
     assert!(
