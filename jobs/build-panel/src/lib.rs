@@ -536,8 +536,15 @@ async fn build_panel(
         UniverseSpec::TopFunding(n) => Some(n),
         _ => None,
     };
-    // Read every symbol (bounded concurrency, in symbol order).
+    // Read every symbol (bounded concurrency, in symbol order); reading is most of a big
+    // panel's time, so its progress is the job's.
     let conc = spec.common.concurrency.max(1);
+    let reading = shared::progress::Progress::start(
+        "build-panel (reading)",
+        "symbols",
+        per_symbol.len() as u64,
+    );
+    let progress = &reading;
     let read: Vec<Result<(Series, Option<FundingRecords>)>> =
         futures::stream::iter(per_symbol.iter())
             .map(|(sym, si)| async move {
@@ -549,11 +556,13 @@ async fn build_panel(
                     ),
                     None => None,
                 };
+                progress.inc(1);
                 Ok((s, f))
             })
             .buffered(conc)
             .collect()
             .await;
+    drop(reading);
     if ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
