@@ -97,6 +97,12 @@ impl State {
             .eta_secs
             .map(|e| format!("{e:.0}s"))
             .unwrap_or_else(|| "unknown".into());
+        // Bytes only where the phase counts them (download).
+        let bytes = if s.bytes > 0 {
+            format!(", {}", human_bytes(s.bytes))
+        } else {
+            String::new()
+        };
         tracing::info!(
             what = %self.what,
             done = s.done,
@@ -105,12 +111,11 @@ impl State {
             bytes = s.bytes,
             rate_per_sec = (s.rate * 100.0).round() / 100.0,
             eta_secs = s.eta_secs.map(|e| e.round() as u64),
-            "progress: {} {}/{} {} ({percent:.0}%), {}, {:.2} {}/s, eta {eta}",
+            "progress: {} {}/{} {} ({percent:.0}%){bytes}, {:.2} {}/s, eta {eta}",
             self.what,
             s.done,
             s.total,
             self.unit,
-            human_bytes(s.bytes),
             s.rate,
             self.unit,
         );

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use archive_sim::{SimConfig, SimServer};
-use common::{job, report, stderr, walk};
+use common::walk;
 use frames::polars::prelude::*;
 
 const START: &str = "2024-12-28";
@@ -19,17 +19,9 @@ const SYMBOLS: &str = "BTCUSDT,ETHUSDT";
 const H: i64 = 3_600_000_000;
 
 async fn run(name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
-    let mut c = job(name);
-    c.args(["--store", store.to_str().unwrap(), "--market", "um"])
-        .args(args);
-    let out = tokio::process::Command::from(c).output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{name} {args:?}:\n{}",
-        stderr(&out)
-    );
-    report(&out)
+    let mut a = vec!["--market", "um"];
+    a.extend_from_slice(args);
+    common::run_ok(name, store, &a).await
 }
 
 async fn aggregate(store: &Path, freq: &str, start: &str, end: &str) -> serde_json::Value {

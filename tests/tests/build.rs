@@ -643,12 +643,7 @@ async fn panel_against_pandas_summary_rerun_rebuild_top_funding_and_qlib_round_t
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = report(&o);
     assert_eq!(r["details"]["rows"], 0, "{r}");
-    let warnings: Vec<&str> = r["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap())
-        .collect();
+    let warnings = common::warnings(&r);
     assert!(
         warnings
             .iter()

@@ -697,12 +697,7 @@ async fn unknown_symbols_and_malformed_stores_are_named() {
     let o = output(c).await;
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = report(&o);
-    let warnings: Vec<&str> = r["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap())
-        .collect();
+    let warnings = common::warnings(&r);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with("SOLUSDT: the archive has no futures-um/klines-1m file"),

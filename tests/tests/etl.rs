@@ -444,20 +444,6 @@ async fn the_whole_chain_runs_on_s3() {
     assert_eq!(df.height(), 2 * 1440);
 }
 
-/// Run one job with explicit range and flags; asserts exit 0 and returns its report.
-async fn run_job(name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
-    let mut c = job(name);
-    c.args(["--store", store.to_str().unwrap()]).args(args);
-    let out = tokio::process::Command::from(c).output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{name} {args:?}:\n{}",
-        stderr(&out)
-    );
-    report(&out)
-}
-
 /// Rows of every Parquet file under `dir` (Polars' own reader).
 fn rows_under(dir: &Path) -> usize {
     common::walk(dir)
@@ -552,21 +538,42 @@ async fn every_dataset_opens_in_every_reader() {
                     "20",
                 ]);
             }
-            let r = run_job(name, store, &args).await;
+            let r = common::run_ok(name, store, &args).await;
             assert_eq!(r["counts"]["failed"], 0, "{name} {market} {types}: {r}");
             // Option symbols are one type each: the other type's folder is not listed.
             if market != "option" {
                 assert!(
-                    r["warnings"].as_array().unwrap().is_empty(),
+                    common::warnings(&r).is_empty(),
                     "{name} {market} {types}: {r}"
                 );
             }
         }
     }
+    // A store written before months went unpadded holds `month=01`: a month written anew
+    // removes it, so no reader counts January twice.
+    let jan = store.join("optimized/futures-um/klines-1m/symbol=BTCUSDT/year=2025");
+    std::fs::create_dir_all(jan.join("month=01")).unwrap();
+    std::fs::copy(
+        jan.join("month=1/part-0.parquet"),
+        jan.join("month=01/part-0.parquet"),
+    )
+    .unwrap();
+    let mut a = vec![
+        "--market",
+        "um",
+        "--data-type",
+        "klines",
+        "--symbols",
+        "BTCUSDT",
+    ];
+    a.extend(["--start", start, "--end", end, "--force"]);
+    common::run_ok("optimize", store, &a).await;
+    assert!(!jan.join("month=01/part-0.parquet").exists());
+    assert!(jan.join("month=1/part-0.parquet").exists());
     let um = ["--market", "um", "--symbols", "BTCUSDT,ETHUSDT"];
     let mut a = um.to_vec();
     a.extend(["--start", "2024-12-18", "--end", end, "--freq", "1h"]);
-    run_job("aggregate", store, &a).await;
+    common::run_ok("aggregate", store, &a).await;
     let mut a = um.to_vec();
     a.extend([
         "--start",
@@ -578,10 +585,10 @@ async fn every_dataset_opens_in_every_reader() {
         "--threshold",
         "5e5",
     ]);
-    run_job("bars", store, &a).await;
+    common::run_ok("bars", store, &a).await;
     let mut a = um.to_vec();
     a.extend(["--start", "2024-12-27", "--end", end, "--name", "readers"]);
-    let panel = run_job("build-panel", store, &a).await;
+    let panel = common::run_ok("build-panel", store, &a).await;
     assert!(panel["details"]["rows"].as_u64().unwrap() > 0, "{panel}");
 
     // Every dataset folder: `parquet/<market>/<dataset>/` and `optimized/…`, the features and

@@ -69,6 +69,30 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// The JSON report a job printed as the last line of stdout.
+/// The `warnings` of a run report, as text.
+pub fn warnings(report: &serde_json::Value) -> Vec<String> {
+    report["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings list in {report}"))
+        .iter()
+        .map(|w| w.as_str().expect("a warning is text").to_string())
+        .collect()
+}
+
+/// Run a job binary with `--store STORE ARGS`; asserts exit 0 and returns its report.
+pub async fn run_ok(name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
+    let mut c = job(name);
+    c.args(["--store", store.to_str().unwrap()]).args(args);
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name} {args:?}:\n{}",
+        stderr(&out)
+    );
+    report(&out)
+}
+
 pub fn report(o: &Output) -> serde_json::Value {
     let out = stdout(o);
     let line = out
