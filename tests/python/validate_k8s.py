@@ -1,7 +1,7 @@
 """Validate the rendered Argo manifests against Argo's official JSON schema, strictly (the schema
 declares no additionalProperties, so every object that lists its properties is closed here and a
 misspelt field is an error), and the plain Kubernetes objects with kubernetes-validate (bundled
-schemas, offline). Run by tests/tests/runner.rs with PIPELINE_TEST_PYTHON:
+schemas, offline). Run by tests/tests/e2e/runner.rs with PIPELINE_TEST_PYTHON:
 
     python validate_k8s.py --argo-schema SCHEMA.json --kubernetes k8s/namespace-rbac.yaml k8s/full.yaml ...
 """

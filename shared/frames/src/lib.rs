@@ -999,10 +999,7 @@ mod fixture_tests {
     use shared::formats::{OutKind, Parser, format_of};
     use shared::paths::{ArchiveFile, Interval};
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/binance"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/binance");
 
     /// The archive file a fixture was cut from, from its folder and name.
     fn fixture_file(market_dir: &str, name: &str) -> ArchiveFile {

@@ -1,12 +1,13 @@
-//! Tests of the registry and the parser: every real fixture in `shared/fixtures/binance/` (first
-//! and last rows, every column, row count), and the quirks of binance-archive.md §3–§4 on small
-//! synthetic inputs (marked as such). Cell-level parsing is tested in `cell.rs`.
+//! Tests of the registry and the parser: every real fixture in `tests/fixtures/binance/` (real
+//! archive files, their sources in its `SOURCES.md`) — first and last rows, every column, row
+//! count — and the quirks of binance-archive.md §3–§4 on small synthetic inputs (marked as
+//! such). Cell-level parsing is tested in `cell.rs`.
 
 use super::*;
 use crate::error::{Error, Result};
 use crate::paths::{ArchiveFile, DataType, Dataset, FileDate, Interval, Market};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/binance");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/binance");
 
 /// One cell, for comparing whole rows.
 #[derive(Debug, Clone, PartialEq)]

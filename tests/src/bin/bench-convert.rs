@@ -377,7 +377,7 @@ async fn stage_bytes(
     Ok(csv.len() as u64)
 }
 
-/// The `extract` manifest entry `convert` plans from (as `tests/tests/convert.rs` stages it).
+/// The `extract` manifest entry `convert` plans from (as `tests/tests/e2e/convert.rs` stages it).
 async fn record_extracted(
     store: &shared::Store,
     file: &ArchiveFile,

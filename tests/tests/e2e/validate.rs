@@ -4,7 +4,7 @@
 //! is found and classified, and nothing else is reported. Errors fail the run unless
 //! `--warn-only`; a rerun is a no-op; shards assemble one report; the HTML is self-contained.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

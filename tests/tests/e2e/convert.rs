@@ -2,7 +2,7 @@
 //! and leaves what was converted before untouched; rows the archive marks invalid are dropped and
 //! counted; a monthly archive lands in daily partitions.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 //! universe, usage errors, and Qlib's own `D.features` reading the export back
 //! (`tests/python/qlib_roundtrip.py`, with the pyqlib virtualenv `.ci/run` makes).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

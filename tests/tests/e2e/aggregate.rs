@@ -4,7 +4,7 @@
 //! does nothing, an extended range that computes only the new days and gives the same file as
 //! one run, and 15m, 4h and 1d bars.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

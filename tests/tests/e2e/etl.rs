@@ -3,7 +3,7 @@
 //! values against the generator; reruns are no-ops; a republished upstream file recomputes
 //! exactly the partitions it affects.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

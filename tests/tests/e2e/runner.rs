@@ -5,7 +5,7 @@
 //! on every kind of malformed DAG (file:line in each message); the job registry against every
 //! job's `--help`; `k8s/` in sync with `dags/` and valid against Argo's and Kubernetes' schemas.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -707,7 +707,7 @@ fn manifests() -> Vec<(PathBuf, PathBuf)> {
 }
 
 /// `k8s/` holds exactly what `runner render-argo` makes of `dags/`.
-/// `PIPELINE_UPDATE_K8S=1 cargo test -p archive-sim --test runner k8s` rewrites it.
+/// `PIPELINE_UPDATE_K8S=1 cargo test -p archive-sim --test e2e runner::k8s` rewrites it.
 #[test]
 fn k8s_manifests_are_up_to_date() {
     let update = std::env::var_os("PIPELINE_UPDATE_K8S").is_some();
@@ -725,7 +725,7 @@ fn k8s_manifests_are_up_to_date() {
         assert!(
             current == rendered,
             "{} is out of date: run `cargo run -p runner -- render-argo {rel} > k8s/{}` \
-             (or PIPELINE_UPDATE_K8S=1 cargo test -p archive-sim --test runner k8s)",
+             (or PIPELINE_UPDATE_K8S=1 cargo test -p archive-sim --test e2e runner::k8s)",
             k8s.display(),
             dag.file_name().unwrap().to_string_lossy()
         );

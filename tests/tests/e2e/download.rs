@@ -2,7 +2,7 @@
 //! monthly fallback, SIGKILL and resume, idempotence, refresh of republished files, adoption of
 //! unrecorded files, `--symbols all` over a paginated listing, and the same run on S3 (moto).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

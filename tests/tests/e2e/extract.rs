@@ -3,7 +3,7 @@
 //! file, hand-made bad zips (several entries, escaping and absolute names, zip bombs, a CRC error)
 //! failing by name while good units extract, and `--prune-converted`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Write};

@@ -6,7 +6,7 @@
 //! the bars match an independent implementation of features.md §3, and standard dollar bars sum
 //! to the dollar volume of the trades they hold.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
