@@ -103,7 +103,7 @@ pub enum Source {
     /// A local store's file, read whole by the thread that decodes it. Read, not mapped: a
     /// mapping costs a page-table fill and an unmap (with its TLB shootdown to the other cores)
     /// per file, ≈ 10% of a one-symbol run's CPU, where a read is one copy into heap memory
-    /// that the next month's read reuses (tests/README.md, session 10).
+    /// that the next month's read reuses (tests/README.md, "Aggregate benchmark").
     Local(std::path::PathBuf),
 }
 

@@ -19,7 +19,7 @@
 //! touching 8 MiB took 2.95 ms in 4 KiB pages and 0.36 ms in 2 MiB ones, exiting 0.84 against
 //! 0.20 ms. A one-symbol `aggregate` run faulted in ≈ 17 MB of buffers; with the heaps advised
 //! here its page faults fell from 4,258 to 1,946 and its CPU by 5.6% (glibc's tunable itself:
-//! 1,538 faults; tests/README.md, session 10).
+//! 1,538 faults; tests/README.md, "Aggregate benchmark").
 
 /// Apply the settings; call first thing in `main`. A no-op where glibc's `mallopt` is absent.
 pub fn tune_allocator() {

@@ -36,12 +36,12 @@ struct Args {
     /// Keep the staged store (to profile or check by hand); prints its path.
     #[arg(long)]
     keep: bool,
-    /// Stage full-precision doubles (random 52-bit mantissas, as sessions 1–7 measured) instead
-    /// of the archive's decimals: prices on a 0.01 tick, quantities in 0.001 lots.
+    /// Stage full-precision doubles (random 52-bit mantissas: the float encodings' hardest case)
+    /// instead of the archive's decimals: prices on a 0.01 tick, quantities in 0.001 lots.
     #[arg(long)]
     full_precision: bool,
     /// Stage the months as `optimize --smallest-floats` writes them: every float page zstd, where
-    /// by default PLAIN ones are LZ4 (as sessions 1–8 measured: zstd only).
+    /// by default PLAIN ones are LZ4 (what the smallest months cost to read).
     #[arg(long)]
     smallest_floats: bool,
 }
@@ -106,8 +106,8 @@ async fn put(
     Ok(())
 }
 
-/// A year of `sym`'s inputs, as `optimize` writes them; `full_precision` for the data sessions
-/// 1–7 measured (see [`Args::full_precision`]).
+/// A year of `sym`'s inputs, as `optimize` writes them; `full_precision` for unrounded values
+/// (see [`Args::full_precision`]).
 async fn stage(
     store: &shared::Store,
     sym: &str,
@@ -159,7 +159,7 @@ async fn stage(
             let o = price;
             // As the archive has them: prices on the tick, quantities in lots, quote volumes
             // in tick × lot, traded across the minute's range. Full precision: unrounded, the
-            // quote volumes at the close, as sessions 1–7 staged them (the same draws).
+            // quote volumes at the close (the same draws either way).
             price = on(price * (1.0 + (rng.next() - 0.5) * 0.002), TICKS);
             let v = if rng.next() < 0.01 {
                 0.0
