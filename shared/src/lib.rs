@@ -20,6 +20,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod store;
+pub mod time;
 pub mod validation;
 
 pub use context::{Clock, Context};

@@ -34,6 +34,8 @@
 //! [&encoding-type=url]` (also `/data.binance.vision?...`) answers the ListObjects v1 XML.
 //! `GET /_sim/log` returns the request log as JSON; `GET /_sim/republish?key=K` republishes.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod config;
 pub mod generator;

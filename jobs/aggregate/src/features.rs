@@ -3,7 +3,7 @@
 //! rule). Pure functions over sorted columns; no I/O, no Polars.
 
 /// One minute, in µs.
-pub const MINUTE_US: i64 = 60_000_000;
+pub use shared::time::MINUTE_US;
 /// One millisecond, in µs.
 pub const MS_US: i64 = 1_000;
 /// How old a funding record may be at a bar's close.

@@ -8,6 +8,8 @@
 //! the year file as it was. Extending a range computes only the new days; a republished month
 //! recomputes only the days whose rows changed.
 
+#![forbid(unsafe_code)]
+
 pub mod features;
 pub mod frame;
 pub mod months;
@@ -35,7 +37,7 @@ pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
 pub const UPSTREAM: &str = "optimize";
 
-pub(crate) const DAY_US: i64 = 86_400_000_000;
+pub(crate) use shared::time::{DAY_US, day_of_us, day_start_us};
 
 /// A bar length that divides a day: `1m` … `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,18 +157,6 @@ pub struct UnitResult {
     pub bars_computed: u64,
     pub bars_written: u64,
     pub bytes: u64,
-}
-
-pub(crate) fn day_start_us(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_micros()
-}
-
-pub(crate) fn day_of_us(t: i64) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt((t.div_euclid(DAY_US) + 719_163) as i32)
-        .unwrap_or(NaiveDate::MIN)
 }
 
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {

@@ -1,6 +1,8 @@
 //! `aggregate` binary: parses the CLI into an [`aggregate::Spec`] and runs the job through
 //! [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

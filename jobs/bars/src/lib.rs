@@ -15,6 +15,8 @@
 //! (checkpoints), `input` (Parquet row groups with bounded memory), `output` (year files),
 //! `pass` (one read of a symbol's trades for all its specs).
 
+#![forbid(unsafe_code)]
+
 pub mod engine;
 pub mod input;
 pub mod output;

@@ -1,6 +1,8 @@
 //! `bars` binary: parses the CLI (the common arguments and the bar parameter grid) into a
 //! [`bars::Spec`] and runs the job through [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

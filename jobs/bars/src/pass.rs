@@ -29,20 +29,8 @@ use frames::direct::Dest;
 /// every spec runs over it.
 const CHUNK: usize = 16_384;
 
-const DAY_US: i64 = 86_400_000_000;
-
-pub(crate) fn day_start_us(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_micros()
-}
-
-fn day_of_us(t: i64) -> NaiveDate {
-    chrono::DateTime::from_timestamp_micros(t.div_euclid(DAY_US) * DAY_US)
-        .map(|t| t.date_naive())
-        .unwrap_or_default()
-}
+pub(crate) use shared::time::day_start_us;
+use shared::time::{DAY_US, day_of_us};
 
 /// How a history continues in this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

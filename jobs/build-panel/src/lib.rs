@@ -18,6 +18,8 @@
 //! and stale ones removed, then the marker (naming the panel's sha256), then `summary.json`,
 //! and last the manifest entry, which is the commit point of the unit.
 
+#![forbid(unsafe_code)]
+
 pub mod frame;
 pub mod panel;
 pub mod qlib;
@@ -30,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::{Datelike, NaiveDate};
+use chrono::Datelike;
 use futures::StreamExt;
 use serde::Serialize;
 use shared::cli::CommonSpec;
@@ -56,7 +58,7 @@ pub const FREQ: &str = "1h";
 /// The manifest scope of panels (`_manifest/build-panel/final/<name>/`).
 pub const SCOPE: &str = "final";
 
-const DAY_US: i64 = 24 * HOUR_US;
+use shared::time::DAY_US;
 /// Rows per Parquet row group of the panel.
 const ROW_GROUP: usize = 1 << 17;
 
@@ -181,12 +183,7 @@ fn params_hash(spec: &Spec) -> String {
     ))
 }
 
-fn day_start_us(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_micros()
-}
+use shared::time::day_start_us;
 
 fn year_of_us(t: i64) -> i32 {
     chrono::DateTime::from_timestamp_micros(t)

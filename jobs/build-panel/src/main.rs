@@ -1,6 +1,8 @@
 //! `build-panel` binary (the `build` job; cargo forbids a binary named `build`): parses the CLI into a [`build_panel::Spec`] and runs the job through
 //! [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

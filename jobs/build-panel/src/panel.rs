@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 
 /// One hour, in µs.
-pub const HOUR_US: i64 = 3_600_000_000;
+pub use shared::time::HOUR_US;
 
 /// How a column is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

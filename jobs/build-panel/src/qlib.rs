@@ -70,7 +70,7 @@ pub fn calendars(first: i64, last: i64) -> Vec<(String, String)> {
 /// `YYYY-MM-DD` per line. `qlib.backtest` builds its trade calendar from the daily calendar
 /// whatever the executor's frequency, and fails on an export without one.
 pub fn day_calendar(first: i64, last: i64) -> String {
-    const DAY_US: i64 = 24 * HOUR_US;
+    use shared::time::DAY_US;
     let mut s = String::new();
     let mut t = first.div_euclid(DAY_US) * DAY_US;
     while t <= last {

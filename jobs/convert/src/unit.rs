@@ -734,18 +734,13 @@ fn time_span(df: &DataFrame, time_field: &str) -> Option<[i64; 2]> {
     Some([ca.min()?, ca.max()?])
 }
 
-const DAY_US: i64 = 86_400_000_000;
-
 /// The end (exclusive) of the UTC day holding `t`, in µs.
 fn day_end_us(t: i64) -> i64 {
     (t.div_euclid(DAY_US) + 1) * DAY_US
 }
 
-/// The UTC day of a µs timestamp.
-pub fn day_of_us(t: i64) -> NaiveDate {
-    let days = t.div_euclid(DAY_US);
-    NaiveDate::from_num_days_from_ce_opt((days + 719_163) as i32).unwrap_or(NaiveDate::MIN)
-}
+use shared::time::DAY_US;
+pub use shared::time::day_of_us;
 
 #[cfg(test)]
 mod tests {

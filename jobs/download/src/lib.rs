@@ -5,6 +5,8 @@
 //! files); transient failures are retried with backoff; a file that never verifies is quarantined
 //! and reported as failed.
 
+#![forbid(unsafe_code)]
+
 mod fetch;
 mod plan;
 

@@ -1,6 +1,8 @@
 //! `download` binary: parses the CLI into a [`download::Spec`], builds the context and runs the
 //! job through [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

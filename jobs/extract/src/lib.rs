@@ -5,6 +5,8 @@
 //! `csv/<archive path>.csv` atomically. `--prune-converted` then deletes the CSVs `convert` has
 //! recorded as consumed. The zip handling itself is [`unzip`]; planning is [`plan`].
 
+#![forbid(unsafe_code)]
+
 mod plan;
 mod prune;
 mod unit;

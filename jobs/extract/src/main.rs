@@ -1,6 +1,8 @@
 //! `extract` binary: parses the CLI into an [`extract::Spec`], builds the context, runs the job,
 //! prints the JSON report on stdout and a summary on stderr, and maps the outcome to an exit code.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,6 +5,8 @@
 //! month is rewritten only when the fingerprints of its input partitions change. It streams day
 //! by day, so a month never has to fit in memory.
 
+#![forbid(unsafe_code)]
+
 mod month;
 
 use std::collections::BTreeMap;
@@ -52,7 +54,7 @@ pub struct DayInput {
     pub time_span: Option<[i64; 2]>,
 }
 
-const DAY_US: i64 = 86_400_000_000;
+use shared::time::DAY_US;
 
 /// The ` duplicate_days=D:N,D:N` tail of a month's manifest detail (empty without duplicates):
 /// which days the archive had duplicated rows on, so `validate` can name them.
@@ -83,13 +85,7 @@ pub fn parse_duplicate_days(detail: &str) -> Vec<(NaiveDate, u64)> {
         .collect()
 }
 
-/// Midnight UTC of a day, in µs.
-pub(crate) fn day_start_us(day: NaiveDate) -> i64 {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
-        .timestamp_micros()
-}
+pub(crate) use shared::time::day_start_us;
 
 /// One unit: a (dataset, symbol, month) and the partitions it reads — the month's days and the
 /// day on either side (rows near midnight can sit in a neighbour's file).

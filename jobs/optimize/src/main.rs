@@ -1,6 +1,8 @@
 //! `optimize` binary: parses the CLI into an [`optimize::Spec`] and runs the job through
 //! [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

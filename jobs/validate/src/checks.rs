@@ -16,26 +16,10 @@ use shared::validation::FindingKind;
 use crate::read::{f64s, i64s};
 use crate::result::SymbolResult;
 
-pub const DAY_US: i64 = 86_400_000_000;
-const MINUTE_US: i64 = 60_000_000;
-const HOUR_US: i64 = 3_600_000_000;
+pub use shared::time::{DAY_US, day_of_us, day_start_us};
+use shared::time::{HOUR_US, MINUTE_US};
 /// The metrics grid (binance-archive.md §3.8).
 pub const METRICS_STEP_US: i64 = 5 * MINUTE_US;
-
-/// Midnight UTC of a day, in µs.
-pub fn day_start_us(day: NaiveDate) -> i64 {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
-        .timestamp_micros()
-}
-
-/// The UTC day of a time in µs.
-pub fn day_of_us(t: i64) -> NaiveDate {
-    DateTime::from_timestamp_micros(t.div_euclid(DAY_US) * DAY_US)
-        .map(|d| d.date_naive())
-        .unwrap_or(NaiveDate::MIN)
-}
 
 /// `2025-01-06 10:00:00` (or with µs when not whole seconds).
 pub fn fmt_us(t: i64) -> String {

@@ -16,6 +16,8 @@
 //! Errors (schema, duplicates or disorder after optimize, OHLC and volume violations) fail the
 //! run — exit 1 — unless `warn_only`; gaps, warnings and notes never do.
 
+#![forbid(unsafe_code)]
+
 mod checks;
 mod classify;
 mod html;

@@ -1,6 +1,8 @@
 //! `validate` binary: parses the CLI into a [`validate::Spec`] and runs the job through
 //! [`shared::jobmain`] (report, summary, exit code).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -23,7 +23,7 @@ pub const METRICS_START_LABEL_FROM: NaiveDate = match NaiveDate::from_ymd_opt(20
 };
 
 const FIVE_MINUTES_US: i64 = 5 * 60 * 1_000_000;
-const HOUR_US: i64 = 3_600 * 1_000_000;
+use crate::time::HOUR_US;
 const NONE: usize = usize::MAX;
 /// How much of an offending cell an error quotes.
 const QUOTE_MAX: usize = 40;

@@ -2,6 +2,8 @@
 //! `listening on http://127.0.0.1:PORT` on stdout first thing (and, with `--print-url`, the bare
 //! URL on the next line; `--host 0.0.0.0` serves other pods). All logic is in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 

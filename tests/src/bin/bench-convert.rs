@@ -5,6 +5,8 @@
 //! in-process `shared::formats::Parser` alone on the same bytes. Run it through
 //! `tests/bench/convert.sh`, which builds everything in release first.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

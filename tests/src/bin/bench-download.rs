@@ -3,6 +3,8 @@
 //! `curl | openssl dgst -sha256` on the same files in the same run. Run it through
 //! `tests/bench/download.sh`, which builds everything in release first.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -4,6 +4,8 @@
 //! implementation in `tests/python/aggregate_pandas.py` on the same files, whose bars it also
 //! compares with the job's. Run it through `tests/bench/aggregate.sh` (release build, venv).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;

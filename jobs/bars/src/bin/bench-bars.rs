@@ -7,6 +7,8 @@
 //! with the pyarrow read). The numba bars are checked against ours. Run it through
 //! `tests/bench/bars.sh`, which builds in release and makes the numba virtualenv.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

@@ -5,6 +5,8 @@
 //! `top-funding`): rows/s and peak RSS (`shared::bench::timed`). Run it through
 //! `tests/bench/build.sh`.
 
+#![forbid(unsafe_code)]
+
 use std::process::Command;
 use std::time::Instant;
 
