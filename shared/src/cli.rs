@@ -146,6 +146,20 @@ pub fn validate_symbol(s: &str) -> Result<String> {
     Ok(s.to_uppercase())
 }
 
+/// A URL flag (`--source`, `--listing-url`) must be http(s) with a host: a malformed one is a
+/// usage error here, not a network failure retried later.
+pub fn check_http_url(flag: &str, url: &str) -> Result<()> {
+    url::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .map(|_| ())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{flag} `{url}` is not an http(s) URL with a host (e.g. https://data.binance.vision)"
+            ))
+        })
+}
+
 /// Up to `n` names of `listed` closest to `wanted`, for "did you mean" messages: names that
 /// extend or shorten it first (`BTC` → `BTCUSDT`), then by edit distance, then alphabetically.
 pub fn closest_names(wanted: &str, listed: &[String], n: usize) -> Vec<String> {

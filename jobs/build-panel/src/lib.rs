@@ -158,9 +158,7 @@ impl Spec {
 
     /// The day of [`Spec::read_from`], for messages.
     fn read_from_date(&self) -> chrono::NaiveDate {
-        chrono::DateTime::from_timestamp_micros(self.read_from())
-            .map(|t| t.date_naive())
-            .unwrap_or(self.common.range.start)
+        shared::time::day_of_us(self.read_from())
     }
 
     fn from(&self) -> i64 {

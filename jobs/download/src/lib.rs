@@ -39,17 +39,7 @@ pub const DEFAULT_LISTING_URL: &str = "https://s3-ap-northeast-1.amazonaws.com/d
 /// `source` (a mirror or the simulator serves its listing at its root). Both must be http(s)
 /// URLs with a host: a malformed one is a usage error, not a network failure to retry.
 pub fn listing_url_for(source: &str, given: Option<&str>) -> Result<String> {
-    let check = |flag: &str, u: &str| -> Result<()> {
-        url::Url::parse(u)
-            .ok()
-            .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
-            .map(|_| ())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "{flag} `{u}` is not an http(s) URL with a host (e.g. {DEFAULT_SOURCE})"
-                ))
-            })
-    };
+    let check = shared::cli::check_http_url;
     check("--source", source)?;
     let listing = match given {
         Some(u) => u.to_string(),

@@ -149,9 +149,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.run.log_format;
     shared::logging::init(log_format);
-    let _ = JSON_LOGS.set(log_format == LogFormat::Json);
-    let code = match cli.command {
-        Some(Command::Validate { dags }) => validate(&dags),
+    let result = match cli.command {
+        Some(Command::Validate { dags }) => Ok(validate(&dags)),
         Some(Command::RenderArgo {
             dag,
             image,
@@ -174,33 +173,28 @@ fn main() -> ExitCode {
             parallelism,
         }) => {
             if parallelism == 0 {
-                fail(&Error::usage("--parallelism must be at least 1"))
+                Err(Error::usage("--parallelism must be at least 1"))
             } else {
                 println!("{}", plan_shards_json(&symbols, parallelism));
-                exit::OK
+                Ok(exit::OK)
             }
         }
-        None => run_dag(cli.run).unwrap_or_else(|e| fail(&e)),
+        None => run_dag(cli.run),
     };
+    let code = result.unwrap_or_else(|e| fail(&e, log_format));
     ExitCode::from(code as u8)
 }
 
-fn fail(e: &Error) -> i32 {
+fn fail(e: &Error, log_format: LogFormat) -> i32 {
     // With JSON logs every line on stderr is an event; a person gets the message plain.
-    if json_logs() {
-        tracing::error!(error = %e, exit_code = e.exit_code(), "runner stopped");
-    } else {
-        eprintln!("error: {e}");
+    match log_format {
+        LogFormat::Json => {
+            tracing::error!(error = %e, exit_code = e.exit_code(), "runner stopped")
+        }
+        LogFormat::Pretty => eprintln!("error: {e}"),
     }
     e.exit_code()
 }
-
-/// Whether this process logs JSON (set once in `main`).
-fn json_logs() -> bool {
-    JSON_LOGS.get().copied().unwrap_or(false)
-}
-
-static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn validate(dags: &[PathBuf]) -> i32 {
     let mut code = exit::OK;
@@ -221,25 +215,24 @@ fn validate(dags: &[PathBuf]) -> i32 {
     code
 }
 
-fn render_argo(dag: &std::path::Path, o: &RenderOptions, output: Option<PathBuf>) -> i32 {
-    let text = match Dag::load(dag).and_then(|d| render(&d, o)) {
-        Ok(t) => t,
-        Err(e) => return fail(&e),
-    };
+fn render_argo(
+    dag: &std::path::Path,
+    o: &RenderOptions,
+    output: Option<PathBuf>,
+) -> Result<i32, Error> {
+    let text = Dag::load(dag).and_then(|d| render(&d, o))?;
     let written = match &output {
         Some(p) => std::fs::write(p, &text),
         None => std::io::stdout().lock().write_all(text.as_bytes()),
     };
-    match written {
-        Ok(()) => exit::OK,
-        Err(e) => fail(&Error::Io {
-            context: format!(
-                "writing {}",
-                output.map_or("stdout".into(), |p| p.display().to_string())
-            ),
-            source: e,
-        }),
-    }
+    written.map_err(|e| Error::Io {
+        context: format!(
+            "writing {}",
+            output.map_or("stdout".into(), |p| p.display().to_string())
+        ),
+        source: e,
+    })?;
+    Ok(exit::OK)
 }
 
 fn run_dag(a: RunArgs) -> Result<i32, Error> {
@@ -253,14 +246,7 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         None => chrono::Utc::now().date_naive(),
     };
     if let Some(s) = &a.source {
-        url::Url::parse(s)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "--source `{s}` is not an http(s) URL with a host (e.g. https://data.binance.vision)"
-                ))
-            })?;
+        shared::cli::check_http_url("--source", s).map_err(|e| Error::usage(e.to_string()))?;
     }
     let overrides = Overrides {
         store: a.store,

@@ -20,7 +20,7 @@ pub struct Overrides {
     pub symbols: Option<Vec<String>>,
     /// The archive URL instead of the DAG's `source` default.
     pub source: Option<String>,
-    /// Which steps run: `None` is the whole DAG.
+    /// Which steps run (the default selects the whole DAG).
     pub selection: Selection,
 }
 
@@ -89,12 +89,18 @@ impl Selection {
         }
         let kept: Vec<usize> = (0..steps.len()).filter(|&i| keep[i]).collect();
         if kept.is_empty() {
+            let given = |flag: &str, v: Option<String>| v.map(|v| format!("{flag} {v}"));
+            let flags: Vec<String> = [
+                given("--steps", self.steps.as_ref().map(|s| s.join(","))),
+                given("--from", self.from.clone()),
+                given("--until", self.until.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             return Err(Error::usage(format!(
-                "--from {} and --until {} leave no step: `{}` does not come before `{}`",
-                self.from.as_deref().unwrap_or("-"),
-                self.until.as_deref().unwrap_or("-"),
-                self.from.as_deref().unwrap_or("-"),
-                self.until.as_deref().unwrap_or("-")
+                "{} leave no step: no step is in all of them",
+                flags.join(" and ")
             )));
         }
         Ok(kept)
