@@ -28,6 +28,8 @@ RUN apt-get update \
        --shell /usr/sbin/nologin pipeline
 COPY --from=build /out/ /usr/local/bin/
 COPY dags/ /work/dags/
+# glibc malloc settings for the jobs, as the runner sets them (jobs/runner/src/exec.rs).
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=67108864:glibc.malloc.hugetlb=1
 USER 10001:10001
 WORKDIR /work
 CMD ["runner", "--help"]

@@ -25,9 +25,26 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// A name or string that does not parse.
+    /// A name, key or argument that does not parse (a symbol, a bar spec, an archive key, a
+    /// partition path): exit 2 when it ends the run, since asking again cannot help.
     #[error("{0}")]
-    Parse(String),
+    BadName(String),
+
+    /// An input object whose contents are not what its dataset promises (a column missing, a
+    /// null where none may be, a file that does not decode): the unit fails; rebuilding the
+    /// input upstream (`--force` on the job that wrote it) is the repair.
+    #[error("{path}: {reason}")]
+    BadData { path: String, reason: String },
+
+    /// An input an upstream manifest names is not in the store (deleted, or a store that lost
+    /// it): the unit fails; running the upstream job again restores it.
+    #[error("{path} is missing from the store: run `{upstream}` again to restore it")]
+    UpstreamMissing { path: String, upstream: String },
+
+    /// A failure inside the job itself (a worker that stopped, a frame the job built wrongly):
+    /// the unit fails; a rerun may pass, and a persistent one is a bug to report.
+    #[error("{0}")]
+    Internal(String),
 
     /// The store could not be opened from its URL.
     #[error("cannot open store `{url}`: {reason}")]
@@ -136,8 +153,26 @@ impl Error {
         Error::Usage(msg.into())
     }
 
-    pub fn parse(msg: impl Into<String>) -> Self {
-        Error::Parse(msg.into())
+    pub fn bad_name(msg: impl Into<String>) -> Self {
+        Error::BadName(msg.into())
+    }
+
+    pub fn bad_data(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::BadData {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn upstream_missing(path: impl Into<String>, upstream: crate::job::JobName) -> Self {
+        Error::UpstreamMissing {
+            path: path.into(),
+            upstream: upstream.to_string(),
+        }
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Error::Internal(msg.into())
     }
 
     pub fn store(path: impl Into<String>, source: object_store::Error) -> Self {
@@ -165,7 +200,7 @@ impl Error {
         match self {
             Error::Usage(_)
             | Error::StoreUrl { .. }
-            | Error::Parse(_)
+            | Error::BadName(_)
             | Error::UnknownSymbol { .. } => exit::USAGE,
             Error::Interrupted => exit::INTERRUPTED,
             _ => exit::FAILED_UNITS,

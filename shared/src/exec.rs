@@ -19,6 +19,8 @@ pub struct Tally {
     /// Why a run did less than asked without failing: a symbol with nothing upstream, a range
     /// before a listing, an empty result. Logged as it happens and kept for the report.
     pub warnings: Vec<String>,
+    /// A verdict on the data failed the run (`validate`'s errors) though every unit ran.
+    pub verdict_failed: bool,
 }
 
 impl Tally {
@@ -40,6 +42,13 @@ impl Tally {
         let message = message.into();
         tracing::warn!("{message}");
         self.warnings.push(message);
+    }
+
+    /// A failure of the run's verdict, not of a unit (data errors `validate` found): listed with
+    /// the failures, and the run fails.
+    pub fn fail_verdict(&mut self, failure: UnitFailure) {
+        self.failures.push(failure);
+        self.verdict_failed = true;
     }
 
     /// A unit whose input does not exist upstream.
@@ -73,7 +82,7 @@ impl Tally {
         c.planned = c.done + c.skipped + c.missing + c.failed + c.not_run;
         if cancelled {
             Outcome::Interrupted
-        } else if c.failed > 0 {
+        } else if c.failed > 0 || self.verdict_failed {
             Outcome::Failed
         } else {
             Outcome::Ok
@@ -146,7 +155,7 @@ mod tests {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     running.fetch_sub(1, Ordering::SeqCst);
                     let r = if i == 4 {
-                        Err(Error::parse("bad row"))
+                        Err(Error::bad_name("bad row"))
                     } else {
                         Ok(i)
                     };

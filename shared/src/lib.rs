@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod formats;
 pub mod http;
+pub mod job;
 pub mod jobmain;
 pub mod listing;
 pub mod logging;

@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex as StdMutex;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::job::JobName;
 use crate::paths::manifest_prefix;
 use crate::store::Store;
 
@@ -79,6 +80,10 @@ pub struct Entry {
     /// Why it failed or is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Days whose input held duplicated rows, with the number of rows dropped (`optimize`), so
+    /// `validate` can name them without reading the inputs again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub duplicate_days: BTreeMap<NaiveDate, u64>,
 }
 
 impl Entry {
@@ -105,11 +110,7 @@ pub struct ManifestKey {
 }
 
 impl ManifestKey {
-    pub fn new(
-        job: impl Into<String>,
-        scope: impl Into<String>,
-        symbol: impl Into<String>,
-    ) -> Self {
+    pub fn new(job: JobName, scope: impl Into<String>, symbol: impl Into<String>) -> Self {
         ManifestKey {
             job: job.into(),
             scope: scope.into(),
@@ -514,7 +515,7 @@ impl ManifestWriter {
 
 /// The symbols that have a manifest for a job and scope (what an upstream job has produced):
 /// how a downstream job resolves `--symbols all` without asking the archive.
-pub async fn manifest_symbols(store: &Store, job: &str, scope: &str) -> Result<Vec<String>> {
+pub async fn manifest_symbols(store: &Store, job: JobName, scope: &str) -> Result<Vec<String>> {
     let prefix = format!("_manifest/{job}/{scope}/");
     Ok(store
         .list_dirs(&prefix)
@@ -530,7 +531,7 @@ pub async fn manifest_symbols(store: &Store, job: &str, scope: &str) -> Result<V
 /// says why instead of reporting everything up to date.
 pub async fn select_symbols(
     store: &Store,
-    upstream: &str,
+    upstream: JobName,
     scope: &str,
     selection: &crate::cli::SymbolSelection,
     tally: &mut crate::exec::Tally,
@@ -584,11 +585,12 @@ mod tests {
             recorded_at: DateTime::from_timestamp(at, 0).unwrap(),
             run_id: run.into(),
             detail: None,
+            duplicate_days: Default::default(),
         }
     }
 
     fn key() -> ManifestKey {
-        ManifestKey::new("download", "futures-um/klines-1m", "BTCUSDT")
+        ManifestKey::new(JobName::DOWNLOAD, "futures-um/klines-1m", "BTCUSDT")
     }
 
     /// The store a test runs on: `"local"` is a folder in `dir`, anything else a store URL.
@@ -609,7 +611,7 @@ mod tests {
         w.record(entry("b", "r1", 10)).await.unwrap();
         w.record(entry("a", "r2", 20)).await.unwrap();
         assert_eq!(
-            manifest_symbols(&store, "download", "futures-um/klines-1m")
+            manifest_symbols(&store, JobName::DOWNLOAD, "futures-um/klines-1m")
                 .await
                 .unwrap(),
             vec!["BTCUSDT"]
@@ -759,7 +761,7 @@ mod tests {
         assert_eq!(v_loc.checkpoint, v_mem.checkpoint);
         assert_eq!(v_loc.older_checkpoints, v_mem.older_checkpoints);
         // A missing folder is an empty manifest; a corrupt delta is named.
-        let other = ManifestKey::new("download", "futures-um/klines-1m", "ETHUSDT");
+        let other = ManifestKey::new(JobName::DOWNLOAD, "futures-um/klines-1m", "ETHUSDT");
         assert!(Manifest::load(&local, &other).await.unwrap().is_empty());
         let bad = format!("{}{:020}.json", key().prefix(), v_loc.max_version + 1);
         local.put(&bad, Bytes::from_static(b"[")).await.unwrap();

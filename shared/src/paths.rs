@@ -433,7 +433,7 @@ impl FromStr for FileDate {
     type Err = Error;
     /// `YYYY-MM-DD` or `YYYY-MM`; also the odd unpadded month the archive has shown (`2020-8`).
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::parse(format!("bad archive date `{s}`"));
+        let bad = || Error::bad_name(format!("bad archive date `{s}`"));
         let parts: Vec<&str> = s.split('-').collect();
         let num = |p: &str| -> Result<u32> {
             if p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -606,7 +606,7 @@ pub enum Partition {
 impl Partition {
     /// Inverse of [`Dataset::parquet_partition`] and [`Dataset::optimized_partition`].
     pub fn parse(path: &str) -> Result<Partition> {
-        let bad = || Error::parse(format!("not a partition path: `{path}`"));
+        let bad = || Error::bad_name(format!("not a partition path: `{path}`"));
         let parts: Vec<&str> = path.split('/').collect();
         let kv = |seg: &str, key: &str| -> Result<String> {
             seg.strip_prefix(key)
@@ -681,7 +681,7 @@ pub fn decode_key(path: &str) -> Result<String> {
     percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::parse(format!("path `{path}` is not UTF-8 once decoded")))
+        .map_err(|_| Error::bad_name(format!("path `{path}` is not UTF-8 once decoded")))
 }
 
 impl ArchiveFile {
@@ -773,7 +773,7 @@ impl ArchiveFile {
 
     /// Parse a bucket key (`data/...zip`) back. Inverse of [`ArchiveFile::key`].
     pub fn parse_key(key: &str) -> Result<ArchiveFile> {
-        let bad = |why: &str| Error::parse(format!("not an archive file key `{key}`: {why}"));
+        let bad = |why: &str| Error::bad_name(format!("not an archive file key `{key}`: {why}"));
         let rest = key
             .strip_prefix("data/")
             .ok_or_else(|| bad("no data/ root"))?;
@@ -824,7 +824,7 @@ impl ArchiveFile {
     pub fn parse_raw_path(path: &str) -> Result<ArchiveFile> {
         let rest = path
             .strip_prefix("raw/")
-            .ok_or_else(|| Error::parse(format!("not a raw path: `{path}`")))?;
+            .ok_or_else(|| Error::bad_name(format!("not a raw path: `{path}`")))?;
         ArchiveFile::parse_key(&format!("data/{rest}"))
     }
 
@@ -833,7 +833,7 @@ impl ArchiveFile {
         let rest = path
             .strip_prefix("csv/")
             .and_then(|r| r.strip_suffix(".csv"))
-            .ok_or_else(|| Error::parse(format!("not a csv staging path: `{path}`")))?;
+            .ok_or_else(|| Error::bad_name(format!("not a csv staging path: `{path}`")))?;
         ArchiveFile::parse_key(&format!("data/{rest}.zip"))
     }
 }
@@ -871,7 +871,7 @@ pub fn report_path(job: &str, run_id: &str) -> String {
 
 /// Parse a report path back into (job, run id).
 pub fn parse_report_path(path: &str) -> Result<(String, String)> {
-    let bad = || Error::parse(format!("not a report path: `{path}`"));
+    let bad = || Error::bad_name(format!("not a report path: `{path}`"));
     let rest = path.strip_prefix("reports/").ok_or_else(bad)?;
     let (job, file) = rest.split_once('/').ok_or_else(bad)?;
     let run = file.strip_suffix(".json").ok_or_else(bad)?;
@@ -897,7 +897,7 @@ pub fn range_name(range: DateRange) -> String {
 
 /// Parse a range spelled by [`range_name`].
 pub fn parse_range_name(s: &str) -> Result<DateRange> {
-    let bad = || Error::parse(format!("not a range `<start>_<end>`: `{s}`"));
+    let bad = || Error::bad_name(format!("not a range `<start>_<end>`: `{s}`"));
     let (a, b) = s.split_once('_').ok_or_else(bad)?;
     let day = |x: &str| match x.parse::<FileDate>() {
         Ok(FileDate::Day(d)) => Ok(d),
@@ -954,7 +954,7 @@ impl ValidationPath {
 
     /// Inverse of [`ValidationPath::path`].
     pub fn parse(path: &str) -> Result<ValidationPath> {
-        let bad = || Error::parse(format!("not a validation path: `{path}`"));
+        let bad = || Error::bad_name(format!("not a validation path: `{path}`"));
         let parts: Vec<&str> = path.split('/').collect();
         let ["reports", "validate", m, ds, range, file] = parts.as_slice() else {
             return Err(bad());
@@ -998,7 +998,7 @@ impl BarsKey {
         let spec = spec.into();
         let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if spec.is_empty() || spec.starts_with('.') || !spec.chars().all(ok) {
-            return Err(Error::parse(format!("bad bar spec name `{spec}`")));
+            return Err(Error::bad_name(format!("bad bar spec name `{spec}`")));
         }
         Ok(BarsKey {
             market,
@@ -1039,7 +1039,7 @@ impl BarsKey {
 
     /// Inverse of [`BarsKey::partition`].
     pub fn parse_partition(path: &str) -> Result<(BarsKey, i32)> {
-        let bad = || Error::parse(format!("not a bars partition: `{path}`"));
+        let bad = || Error::bad_name(format!("not a bars partition: `{path}`"));
         let parts: Vec<&str> = path.split('/').collect();
         let ["bars", m, spec, sym, y, "part-0.parquet"] = parts.as_slice() else {
             return Err(bad());
@@ -1055,7 +1055,7 @@ impl BarsKey {
 
     /// Inverse of [`BarsKey::state_path`].
     pub fn parse_state_path(path: &str) -> Result<(BarsKey, NaiveDate)> {
-        let bad = || Error::parse(format!("not a bars checkpoint: `{path}`"));
+        let bad = || Error::bad_name(format!("not a bars checkpoint: `{path}`"));
         let parts: Vec<&str> = path.split('/').collect();
         let ["_state", "bars", m, spec, sym, file] = parts.as_slice() else {
             return Err(bad());

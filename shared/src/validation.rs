@@ -341,10 +341,10 @@ fn parse_report(path: &str, bytes: &[u8]) -> Result<DatasetReport> {
         source: e,
     })?;
     if r.schema != SCHEMA {
-        return Err(Error::parse(format!(
-            "{path}: schema `{}`, expected `{SCHEMA}`",
-            r.schema
-        )));
+        return Err(Error::bad_data(
+            path,
+            format!("schema `{}`, expected `{SCHEMA}`", r.schema),
+        ));
     }
     Ok(r)
 }

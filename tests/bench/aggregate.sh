@@ -16,4 +16,6 @@ fi
 # Pinned: the ratio is against these (the bench prints them with the machine). The script needs
 # pandas 3 (its datetimes in µs; pandas 2.2 refuses merge_asof of µs against ns keys).
 "$venv/bin/pip" install --quiet pandas==3.1.1 pyarrow==26.0.1 numpy==2.4.6
+# The malloc settings the runner gives its jobs (jobs/runner/src/exec.rs, GLIBC_TUNABLES).
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=67108864:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=$(nproc)}"
 PIPELINE_BENCH_PYTHON="$PWD/$venv/bin/python" exec target/release/bench-aggregate "$@"

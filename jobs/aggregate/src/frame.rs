@@ -12,23 +12,23 @@ use crate::features::{Bars, Funding, Metrics, Minutes};
 
 fn col<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Column> {
     df.column(name)
-        .map_err(|_| Error::Parse(format!("{what}: no column `{name}`")))
+        .map_err(|_| Error::bad_data(what, format!("no column `{name}`")))
 }
 
 fn i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<i64>> {
     opt_i64s(df, name, what)?
         .into_iter()
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
+        .ok_or_else(|| Error::bad_data(what, format!("null in `{name}`")))
 }
 
 fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> {
     let c = col(df, name, what)?
         .cast(&DataType::Int64)
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     let ca = c
         .i64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     Ok(ca.iter().collect())
 }
 
@@ -36,7 +36,7 @@ fn f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
     float_column(df, name, what)?
         .iter()
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
+        .ok_or_else(|| Error::bad_data(what, format!("null in `{name}`")))
 }
 
 /// A nullable float column with NaN for null (as [`Bars`] holds them).
@@ -50,7 +50,7 @@ fn nan_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>> {
 fn float_column<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Float64Chunked> {
     col(df, name, what)?
         .f64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))
 }
 
 /// The columns read of each kind of input.
@@ -126,9 +126,7 @@ impl InputFile {
 
 /// The error for an input file the optimize manifest lists but the store does not hold.
 pub(crate) fn missing(path: &str) -> Error {
-    Error::Parse(format!(
-        "{path} is in the optimize manifest but not in the store"
-    ))
+    Error::upstream_missing(path, shared::job::JobName::OPTIMIZE)
 }
 
 /// Decode kline file `f` into `m`, replacing its rows: the vectors keep
@@ -277,7 +275,7 @@ pub fn to_frame(b: Bars) -> Result<DataFrame> {
         o(26, b.taker_ls_volume_ratio),
     ];
     debug_assert_eq!(cols[0].dtype(), &time_dtype());
-    DataFrame::new(rows, cols).map_err(|e| Error::Parse(format!("assembling bars: {e}")))
+    DataFrame::new(rows, cols).map_err(|e| Error::internal(format!("assembling bars: {e}")))
 }
 
 /// Bars back from a frame `to_frame` wrote.

@@ -16,26 +16,25 @@ pub mod months;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use shared::cli::CommonSpec;
-use shared::exec::{self, Tally};
-use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols};
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
+use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, UnitStatus};
 use shared::paths::{DataType, Dataset, Interval, Market, features_partition};
 use shared::plan::DateRange;
-use shared::report::{RunHeader, RunReport};
+use shared::report::RunReport;
 use shared::{Context, Error, Result};
 
 use features::{Bars, Funding, MINUTE_US, Metrics, Minutes};
 use frame::Kind;
 
-pub const JOB: &str = "aggregate";
-/// Bump when the output of a unit changes for the same input.
+/// Bump when the output of a unit changes for the same input: every day is then computed again
+/// (an earlier version's rows are never kept).
 pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
-pub const UPSTREAM: &str = "optimize";
+pub const UPSTREAM: JobName = JobName::OPTIMIZE;
 
 pub(crate) use shared::time::{DAY_US, day_of_us, day_start_us};
 
@@ -101,10 +100,6 @@ pub struct Spec {
     pub freq: Freq,
 }
 
-fn params_hash(spec: &Spec) -> String {
-    shared::manifest::params_hash(&(spec.freq.minutes,))
-}
-
 /// The datasets a market's features read: 1m klines, and for futures fundingRate and metrics.
 struct Inputs {
     klines: Dataset,
@@ -128,7 +123,7 @@ impl Inputs {
 }
 
 /// One unit: a symbol-year, over the days of the range in that year.
-struct Unit {
+pub struct Unit {
     symbol: String,
     year: i32,
     first: NaiveDate,
@@ -159,187 +154,210 @@ pub struct UnitResult {
     pub bytes: u64,
 }
 
+/// The job: its spec, and the cores the month passes share.
+#[derive(Serialize)]
+pub struct Aggregate {
+    #[serde(flatten)]
+    spec: Spec,
+    /// Units in flight overlap their I/O; the month passes (which use every core on their own)
+    /// run for as many units at a time as there are cores, which bounds memory: a pass holds a
+    /// month of minutes per thread (~3.6 MB each) and the year's funding and metrics (~12 MB).
+    #[serde(skip)]
+    cpu: tokio::sync::Semaphore,
+}
+
+impl Aggregate {
+    pub fn new(spec: Spec) -> Aggregate {
+        Aggregate {
+            spec,
+            cpu: tokio::sync::Semaphore::new(frames::cores()),
+        }
+    }
+}
+
+/// Run the job over `ctx`'s store.
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    let phash = params_hash(&spec);
-    let market = spec.common.market;
-    let inputs = Inputs::of(market)?;
-    let scope = format!("{}/{}", market.storage_name(), spec.freq);
-    let mut tally = Tally::default();
-    let mut units = Vec::new();
+    shared::job::run(Aggregate::new(spec), ctx).await
+}
 
-    let symbols = select_symbols(
-        &ctx.store,
-        UPSTREAM,
-        &inputs.klines.scope(),
-        &spec.common.symbols,
-        &mut tally,
-    )
-    .await?;
-    let range = spec.common.range;
-    // Symbol-days the validation reports mark as errors are left out (as if absent) and counted.
-    let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
-    // Each symbol's upstream month outputs (for the fast up-to-date check) and its own manifest,
-    // loaded for 8 symbols at a time: each is a few small reads, latency more than work.
-    let loaded: Vec<Result<(String, Upstream, ManifestWriter, Manifest)>> = {
-        use futures::StreamExt;
-        let (store, inputs) = (&ctx.store, &inputs);
-        futures::stream::iter(spec.common.shard_of(&symbols))
-            .map(|sym| {
-                let scope = scope.clone();
-                async move {
-                    let upstream = load_upstream(store, inputs, &sym).await?;
-                    let (writer, mine) =
-                        ManifestWriter::open(store, &ManifestKey::new(JOB, &scope, &sym)).await?;
-                    Ok((sym, upstream, writer, mine))
-                }
-            })
-            .buffered(8)
-            .collect()
-            .await
-    };
-    for got in loaded {
-        let (sym, upstream, writer, mine) = got?;
-        let writer = Arc::new(writer);
-        for year in range.start.year()..=range.end.year() {
-            let first = range
-                .start
-                .max(NaiveDate::from_ymd_opt(year, 1, 1).expect("Jan 1"));
-            let last = range
-                .end
-                .min(NaiveDate::from_ymd_opt(year, 12, 31).expect("Dec 31"));
-            // The months whose files the days need: from the day before the first (its last
-            // minute, the funding and metrics lookbacks) to the last.
-            let lookback = first.pred_opt().unwrap_or(first);
-            let months: BTreeMap<String, (String, String)> = DateRange::new(lookback, last)?
-                .months()
-                .into_iter()
-                .flat_map(|m| {
-                    let key = format!("{:04}-{:02}", m.first_day().year(), m.first_day().month());
-                    ["klines", "funding", "metrics"]
-                        .into_iter()
-                        .filter_map(|k| {
-                            let id = format!("{k}:{key}");
-                            upstream.get(&id).map(|v| (id, v.clone()))
-                        })
-                        .collect::<Vec<_>>()
+impl Job for Aggregate {
+    const NAME: JobName = JobName::AGGREGATE;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "symbol-years";
+    type Unit = Unit;
+    type Done = UnitResult;
+    type Totals = UnitResult;
+
+    fn common(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+
+    fn params_hash(&self) -> String {
+        shared::manifest::params_hash(&(self.spec.freq.minutes,))
+    }
+
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<Unit>> {
+        let spec = &self.spec;
+        let ctx = p.ctx;
+        let market = spec.common.market;
+        let inputs = Inputs::of(market)?;
+        let scope = format!("{}/{}", market.storage_name(), spec.freq);
+        let mut units = Vec::new();
+        let symbols = p.symbols(UPSTREAM, &inputs.klines.scope()).await?;
+        let range = spec.common.range;
+        // Symbol-days the validation reports mark as errors are left out (as if absent) and
+        // counted.
+        let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
+        // Each symbol's upstream month outputs (for the fast up-to-date check) and its own
+        // manifest, loaded for 8 symbols at a time: each is a few small reads, latency more than
+        // work.
+        let loaded: Vec<Result<(String, Upstream, ManifestWriter, Manifest)>> = {
+            use futures::StreamExt;
+            let (store, inputs, stamp) = (&ctx.store, &inputs, &p.stamp);
+            futures::stream::iter(symbols)
+                .map(|sym| {
+                    let key = stamp.key(&scope, &sym);
+                    async move {
+                        let upstream = load_upstream(store, inputs, &sym).await?;
+                        let (writer, mine) = ManifestWriter::open(store, &key).await?;
+                        Ok((sym, upstream, writer, mine))
+                    }
                 })
-                .collect();
-            if !months.keys().any(|k| k.starts_with("klines:")) {
-                tally.miss(format!("{sym}/{year}"));
-                continue;
+                .buffered(8)
+                .collect()
+                .await
+        };
+        for got in loaded {
+            let (sym, upstream, writer, mine) = got?;
+            let writer = Arc::new(writer);
+            for year in range.start.year()..=range.end.year() {
+                let first = range
+                    .start
+                    .max(NaiveDate::from_ymd_opt(year, 1, 1).expect("Jan 1"));
+                let last = range
+                    .end
+                    .min(NaiveDate::from_ymd_opt(year, 12, 31).expect("Dec 31"));
+                // The months whose files the days need: from the day before the first (its last
+                // minute, the funding and metrics lookbacks) to the last.
+                let lookback = first.pred_opt().unwrap_or(first);
+                let months: BTreeMap<String, (String, String)> = DateRange::new(lookback, last)?
+                    .months()
+                    .into_iter()
+                    .flat_map(|m| {
+                        let key =
+                            format!("{:04}-{:02}", m.first_day().year(), m.first_day().month());
+                        ["klines", "funding", "metrics"]
+                            .into_iter()
+                            .filter_map(|k| {
+                                let id = format!("{k}:{key}");
+                                upstream.get(&id).map(|v| (id, v.clone()))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                if !months.keys().any(|k| k.starts_with("klines:")) {
+                    p.tally.miss(format!("{sym}/{year}"));
+                    continue;
+                }
+                // The error verdicts of the days read (the lookback day included) are an input
+                // too: a new verdict recomputes the days it touches.
+                let excluded: BTreeSet<NaiveDate> = lookback
+                    .iter_days()
+                    .take_while(|d| *d <= last)
+                    .filter(|d| verdicts.is_error(&sym, *d))
+                    .collect();
+                let mut months = months;
+                months.insert(
+                    "verdicts".into(),
+                    (String::new(), shared::manifest::params_hash(&excluded)),
+                );
+                let key = format!("{sym}/{year}");
+                let previous = mine.get(&key);
+                if p.is_current_with(previous, |e| covers(e, &months, first, last)) {
+                    continue;
+                }
+                // Unchanged days are kept from the previous output only if this version with
+                // these parameters wrote it: their fingerprints hash the inputs, not the code.
+                let previous = previous
+                    .filter(|e| !spec.common.force && p.stamp.recorded_alike(e))
+                    .cloned();
+                units.push(Unit {
+                    symbol: sym.clone(),
+                    year,
+                    first,
+                    last,
+                    months,
+                    writer: writer.clone(),
+                    previous,
+                    excluded,
+                });
             }
-            // The error verdicts of the days read (the lookback day included) are an input too:
-            // a new verdict recomputes the days it touches.
-            let excluded: BTreeSet<NaiveDate> = lookback
-                .iter_days()
-                .take_while(|d| *d <= last)
-                .filter(|d| verdicts.is_error(&sym, *d))
-                .collect();
-            let mut months = months;
-            months.insert(
-                "verdicts".into(),
-                (String::new(), shared::manifest::params_hash(&excluded)),
-            );
-            let key = format!("{sym}/{year}");
-            let previous = mine.get(&key).cloned();
-            if !spec.common.force
-                && previous
-                    .as_ref()
-                    .is_some_and(|p| up_to_date(p, &months, first, last, &phash))
-            {
-                tally.skip();
-                continue;
-            }
-            units.push(Unit {
-                symbol: sym.clone(),
-                year,
-                first,
-                last,
-                months,
-                writer: writer.clone(),
-                previous: if spec.common.force { None } else { previous },
-                excluded,
-            });
         }
+        Ok(units)
     }
 
-    if spec.common.dry_run {
-        for u in &units {
-            println!(
-                "aggregate {} {}..{} -> {}",
-                u.key(),
-                u.first,
-                u.last,
-                features_partition(market, &spec.freq.to_string(), &u.symbol, u.year)
-            );
-        }
-        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
+    fn unit_key(u: &Unit) -> String {
+        u.key()
     }
-    tracing::info!(
-        units = units.len(),
-        up_to_date = tally.counts.skipped,
-        "plan ready"
-    );
 
-    let spec = Arc::new(spec);
-    let mut total = UnitResult::default();
-    // Units in flight overlap their I/O; the month passes (which use every core on their own)
-    // run for as many units at a time as there are cores, which bounds memory: a pass holds a
-    // month of minutes per thread (~3.6 MB each) and the year's funding and metrics (~12 MB).
-    let cpu = Arc::new(tokio::sync::Semaphore::new(frames::cores()));
-    let work = {
-        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-        move |u: Unit| {
-            let (spec, ctx, phash, cpu) = (spec.clone(), ctx.clone(), phash.clone(), cpu.clone());
-            async move {
-                let key = format!("{}/{}", spec.freq, u.key());
-                let _permit = cpu.acquire().await.expect("never closed");
-                (key, aggregate_unit(&spec, &ctx, &phash, u).await)
-            }
-        }
-    };
-    let not_run = exec::for_each_bounded(
-        ("aggregate", "symbol-years"),
-        units,
-        spec.common.concurrency,
-        &ctx.cancel,
-        work,
-        |key, r| {
-            if let Some(u) = tally.record(&key, r) {
-                total.minutes_read += u.minutes_read;
-                total.days_computed += u.days_computed;
-                total.days_kept += u.days_kept;
-                total.days_excluded += u.days_excluded;
-                total.bars_computed += u.bars_computed;
-                total.bars_written += u.bars_written;
-                total.bytes += u.bytes;
-            }
-        },
-    )
-    .await?;
-    tally.counts.not_run += not_run;
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let details = serde_json::json!({
-        "freq": spec.freq.to_string(),
-        "minutes_read": total.minutes_read,
-        "days_computed": total.days_computed,
-        "days_kept": total.days_kept,
-        "symbol_days_excluded": total.days_excluded,
-        "bars_computed": total.bars_computed,
-        "bars_written": total.bars_written,
-        "seconds": secs,
-        "minutes_per_sec": total.minutes_read as f64 / secs,
-    });
-    Ok(header.report(ctx, outcome, tally, total.bytes, details))
+    fn dry_run_line(&self, u: &Unit) -> String {
+        format!(
+            "aggregate {} {}..{} -> {}",
+            u.key(),
+            u.first,
+            u.last,
+            features_partition(
+                self.spec.common.market,
+                &self.spec.freq.to_string(),
+                &u.symbol,
+                u.year
+            )
+        )
+    }
+
+    async fn execute(job: Arc<Self>, ctx: Context, stamp: Stamp, u: Unit) -> Result<UnitResult> {
+        let _permit = job
+            .cpu
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("the core semaphore closed"))?;
+        aggregate_unit(&job.spec, &ctx, &stamp, u).await
+    }
+
+    fn absorb(&self, total: &mut UnitResult, _key: &str, u: UnitResult) -> Finished<Unit> {
+        total.minutes_read += u.minutes_read;
+        total.days_computed += u.days_computed;
+        total.days_kept += u.days_kept;
+        total.days_excluded += u.days_excluded;
+        total.bars_computed += u.bars_computed;
+        total.bars_written += u.bars_written;
+        total.bytes += u.bytes;
+        Finished::Done
+    }
+
+    fn bytes(&self, t: &UnitResult) -> u64 {
+        t.bytes
+    }
+
+    async fn finish(
+        &self,
+        _ctx: &Context,
+        total: UnitResult,
+        end: &mut End,
+    ) -> Result<serde_json::Value> {
+        let secs = end.seconds;
+        Ok(serde_json::json!({
+            "freq": self.spec.freq.to_string(),
+            "minutes_read": total.minutes_read,
+            "days_computed": total.days_computed,
+            "days_kept": total.days_kept,
+            "symbol_days_excluded": total.days_excluded,
+            "bars_computed": total.bars_computed,
+            "bars_written": total.bars_written,
+            "seconds": secs,
+            "minutes_per_sec": total.minutes_read as f64 / secs,
+        }))
+    }
 }
 
 /// `kind:YYYY-MM` → (path, sha256) of a symbol's optimized upstream months.
@@ -380,19 +398,15 @@ fn month_of_partition(path: &str) -> Option<String> {
 }
 
 /// The previous run covered every day of `[first, last]` from exactly these upstream months.
-fn up_to_date(
+fn covers(
     p: &Entry,
     months: &BTreeMap<String, (String, String)>,
     first: NaiveDate,
     last: NaiveDate,
-    phash: &str,
 ) -> bool {
-    p.status == UnitStatus::Done
-        && p.job_version == JOB_VERSION
-        && p.params_hash == phash
-        && months
-            .iter()
-            .all(|(k, (_, sha))| p.inputs.get(k) == Some(sha))
+    months
+        .iter()
+        .all(|(k, (_, sha))| p.inputs.get(k) == Some(sha))
         && first
             .iter_days()
             .take_while(|d| *d <= last)
@@ -403,7 +417,7 @@ pub(crate) fn day_key(d: NaiveDate) -> String {
     format!("day:{d}")
 }
 
-async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Result<UnitResult> {
+async fn aggregate_unit(spec: &Spec, ctx: &Context, stamp: &Stamp, u: Unit) -> Result<UnitResult> {
     let market = spec.common.market;
     let freq = spec.freq.to_string();
     let out_path = features_partition(market, &freq, &u.symbol, u.year);
@@ -460,7 +474,7 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
         (days, pass)
     })
     .await
-    .map_err(|e| Error::Parse(format!("{}: the month pass: {e}", u.key())))?;
+    .map_err(|e| Error::internal(format!("{}: the month pass: {e}", u.key())))?;
     let pass = pass?;
     let prev_inputs = days.previous;
     res.minutes_read = pass.minutes_read;
@@ -523,20 +537,11 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, phash: &str, u: Unit) -> Res
     for (k, (_, sha)) in &u.months {
         inputs.insert(k.clone(), sha.clone());
     }
-    let entry = Entry {
-        unit: u.key(),
-        status: UnitStatus::Done,
-        inputs,
-        job_version: JOB_VERSION.into(),
-        params_hash: phash.to_string(),
-        outputs,
-        recorded_at: ctx.clock.now(),
-        run_id: ctx.run_id.clone(),
-        detail: Some(format!(
-            "days_computed={} days_kept={} bars={}",
-            res.days_computed, res.days_kept, res.bars_written
-        )),
-    };
+    let mut entry = stamp.entry(u.key(), UnitStatus::Done, inputs, outputs);
+    entry.detail = Some(format!(
+        "days_computed={} days_kept={} bars={}",
+        res.days_computed, res.days_kept, res.bars_written
+    ));
     u.writer.record(entry).await?;
     Ok(res)
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Aggregate optimized 1-minute klines (with fundingRate and metrics) into bars of `--freq` with
 /// microstructure features, one file per symbol-year under `features/`.
@@ -23,15 +22,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    frames::tune_allocator();
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "aggregate", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
+    shared::job::main(cli.common, |common| {
         let freq: aggregate::Freq = cli.freq.parse()?;
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
-        let report = aggregate::run(aggregate::Spec { common, freq }, &ctx).await?;
-        Ok((ctx, report))
+        Ok(aggregate::Aggregate::new(aggregate::Spec { common, freq }))
     })
 }

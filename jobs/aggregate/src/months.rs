@@ -331,11 +331,13 @@ fn month(start: NaiveDate, files: MonthFiles, s: &mut Scratch, days: &Days) -> R
         if m.open_time.first().is_some_and(|&t| t < lo)
             || m.open_time.last().is_some_and(|&t| t >= hi)
         {
-            return Err(Error::Parse(format!(
-                "{}: klines rows outside {} (run optimize)",
-                f.path,
-                start.format("%Y-%m")
-            )));
+            return Err(Error::bad_data(
+                &f.path,
+                format!(
+                    "klines rows outside {} (run optimize)",
+                    start.format("%Y-%m")
+                ),
+            ));
         }
     }
     if let Some(f) = &files.funding {
@@ -423,10 +425,13 @@ fn month(start: NaiveDate, files: MonthFiles, s: &mut Scratch, days: &Days) -> R
 fn check_sorted(t: &[i64], what: &str, whose: &str) -> Result<()> {
     match t.windows(2).position(|w| w[0] >= w[1]) {
         None => Ok(()),
-        Some(i) => Err(Error::Parse(format!(
-            "{whose}: {what} not strictly increasing at row {} (run optimize)",
-            i + 2
-        ))),
+        Some(i) => Err(Error::bad_data(
+            whose,
+            format!(
+                "{what} not strictly increasing at row {} (run optimize)",
+                i + 2
+            ),
+        )),
     }
 }
 

@@ -34,7 +34,7 @@ pub struct ParquetFile {
 }
 
 fn polars(name: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Parse(format!("{name}: {what}: {e}"))
+    Error::bad_data(name, format!("{what}: {e}"))
 }
 
 impl ParquetFile {

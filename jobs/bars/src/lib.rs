@@ -25,17 +25,14 @@ pub mod spec;
 pub mod state;
 pub mod upstream;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::NaiveDate;
 use serde::Serialize;
 use shared::cli::CommonSpec;
-use shared::exec::{self, Tally};
-use shared::manifest::select_symbols;
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
 use shared::paths::BarsKey;
-use shared::report::{RunHeader, RunReport};
+use shared::report::RunReport;
 use shared::{Context, Result};
 
 pub use pass::{DayDiag, Mode, SpecOutcome};
@@ -44,7 +41,8 @@ use spec::{BarSpec, Grid, Source};
 use state::Checkpoint;
 use upstream::{UPSTREAM, Upstream};
 
-pub const JOB: &str = "bars";
+pub const JOB: JobName = JobName::BARS;
+/// A checkpoint of another version starts its history anew.
 pub const JOB_VERSION: &str = "1";
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,63 +181,89 @@ async fn plan_spec(
     }
 }
 
+/// Run the job over `ctx`'s store.
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    let specs = spec.grid.specs()?;
-    let mut sources: Vec<Source> = specs.iter().map(|s| s.source).collect();
-    sources.sort();
-    sources.dedup();
-    let mut tally = Tally::default();
-    let mut passes = Vec::new();
-    for source in sources {
-        let ds = source.dataset(spec.common.market)?;
-        let symbols = select_symbols(
-            &ctx.store,
-            UPSTREAM,
-            &ds.scope(),
-            &spec.common.symbols,
-            &mut tally,
-        )
-        .await?;
-        for sym in spec.common.shard_of(&symbols) {
-            let upstream = Arc::new(Upstream::load(&ctx.store, &ds, &sym).await?);
-            let mut plans = Vec::new();
-            for s in specs.iter().filter(|s| s.source == source) {
-                let key = BarsKey::new(spec.common.market, s.name(), &sym)?;
-                match plan_spec(ctx, &spec.common, s, key, &upstream).await? {
-                    Planned::UpToDate => tally.skip(),
-                    Planned::Missing(why) => tally.miss(why),
-                    Planned::Run(p) => plans.push(*p),
-                }
-            }
-            if plans.is_empty() {
-                continue;
-            }
-            let last_day = upstream
-                .horizon(spec.common.range.end)
-                .expect("planned only with upstream data");
-            passes.push(SymbolPass {
-                symbol: sym.clone(),
-                source,
-                dataset: ds,
-                upstream,
-                last_day,
-                specs: plans,
-            });
-        }
-    }
-    let planned_units: u64 = passes.iter().map(|p| p.specs.len() as u64).sum();
+    shared::job::run(spec, ctx).await
+}
 
-    if spec.common.dry_run {
-        for p in &passes {
-            for s in &p.specs {
+#[derive(Default)]
+pub struct Totals {
+    bytes: u64,
+    trades_read: u64,
+    outcomes: Vec<SpecOutcome>,
+}
+
+/// A unit of work is one pass over a symbol's trades; each of its (bar spec, symbol) histories
+/// is a unit of the tally.
+impl Job for Spec {
+    const NAME: JobName = JobName::BARS;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "passes";
+    type Unit = SymbolPass;
+    type Done = pass::PassOutcome;
+    type Totals = Totals;
+
+    fn common(&self) -> &CommonSpec {
+        &self.common
+    }
+
+    /// Each history's checkpoints record its own spec; this stamps the run's grid.
+    fn params_hash(&self) -> String {
+        shared::manifest::params_hash(&self.specs)
+    }
+
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<SymbolPass>> {
+        let ctx = p.ctx;
+        let specs = self.grid.specs()?;
+        let mut sources: Vec<Source> = specs.iter().map(|s| s.source).collect();
+        sources.sort();
+        sources.dedup();
+        let mut passes = Vec::new();
+        for source in sources {
+            let ds = source.dataset(self.common.market)?;
+            for sym in p.symbols(UPSTREAM, &ds.scope()).await? {
+                let upstream = Arc::new(Upstream::load(&ctx.store, &ds, &sym).await?);
+                let mut plans = Vec::new();
+                for s in specs.iter().filter(|s| s.source == source) {
+                    let key = BarsKey::new(self.common.market, s.name(), &sym)?;
+                    match plan_spec(ctx, &self.common, s, key, &upstream).await? {
+                        Planned::UpToDate => p.tally.skip(),
+                        Planned::Missing(why) => p.tally.miss(why),
+                        Planned::Run(p) => plans.push(*p),
+                    }
+                }
+                if plans.is_empty() {
+                    continue;
+                }
+                let last_day = upstream
+                    .horizon(self.common.range.end)
+                    .expect("planned only with upstream data");
+                passes.push(SymbolPass {
+                    symbol: sym.clone(),
+                    source,
+                    dataset: ds,
+                    upstream,
+                    last_day,
+                    specs: plans,
+                });
+            }
+        }
+        Ok(passes)
+    }
+
+    fn unit_key(p: &SymbolPass) -> String {
+        pass_key(p)
+    }
+
+    fn members(p: &SymbolPass) -> Vec<String> {
+        p.specs.iter().map(SpecPlan::unit).collect()
+    }
+
+    fn dry_run_line(&self, p: &SymbolPass) -> String {
+        let lines: Vec<String> = p
+            .specs
+            .iter()
+            .map(|s| {
                 let how = match &s.mode {
                     Mode::Continue => "continue".to_string(),
                     Mode::Rollback { changed } => {
@@ -247,93 +271,52 @@ pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
                     }
                     Mode::Fresh { reason } => format!("new history ({reason})"),
                 };
-                println!(
+                format!(
                     "bars {} {}..{} {how} -> {}",
                     s.unit(),
                     s.first_day,
                     p.last_day,
                     s.key.symbol_dir()
-                );
-            }
-        }
-        return Ok(header.dry_run(ctx, tally, planned_units, serde_json::Value::Null));
+                )
+            })
+            .collect();
+        lines.join("\n")
     }
-    tracing::info!(
-        passes = passes.len(),
-        units = planned_units,
-        up_to_date = tally.counts.skipped,
-        "plan ready"
-    );
 
-    let units_of: BTreeMap<String, Vec<String>> = passes
-        .iter()
-        .map(|p| {
-            (
-                pass_key(p),
-                p.specs.iter().map(SpecPlan::unit).collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    let (mut bytes, mut trades_read) = (0u64, 0u64);
-    let mut outcomes: Vec<SpecOutcome> = Vec::new();
-    let work = {
-        let ctx = ctx.clone();
-        move |p: SymbolPass| {
-            let ctx = ctx.clone();
-            async move {
-                let key = pass_key(&p);
-                (key, pass::run(&ctx, p).await)
-            }
-        }
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    exec::for_each_bounded(("bars", "passes"), passes, spec.common.concurrency, &ctx.cancel, work, |key, r| {
-        let units = units_of.get(&key).cloned().unwrap_or_default();
-        seen.insert(key);
-        match r {
-            Ok(o) => {
-                bytes += o.bytes;
-                trades_read += o.trades_read;
-                for s in o.specs {
-                    tally.record(&s.unit, Ok(()));
-                    tracing::info!(unit = %s.unit, trades = s.trades, bars = s.bars, from = %s.from, to = %s.to, "bars done");
-                    outcomes.push(s);
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                for u in &units {
-                    tally.record::<()>(u, Err(clone_err(&e, &reason)));
-                }
-            }
-        }
-    })
-    .await?;
-    // The specs of passes never started (an interrupted run).
-    for (key, units) in &units_of {
-        if !seen.contains(key) {
-            tally.counts.not_run += units.len() as u64;
-        }
+    async fn execute(
+        _job: Arc<Self>,
+        ctx: Context,
+        _stamp: Stamp,
+        p: SymbolPass,
+    ) -> Result<pass::PassOutcome> {
+        pass::run(&ctx, p).await
     }
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let details = serde_json::json!({
-        "trades_read": trades_read,
-        "seconds": secs,
-        "trades_per_sec": trades_read as f64 / secs,
-        "units": outcomes,
-    });
-    Ok(header.report(ctx, outcome, tally, bytes, details))
+
+    fn absorb(&self, t: &mut Totals, _key: &str, o: pass::PassOutcome) -> Finished<SymbolPass> {
+        t.bytes += o.bytes;
+        t.trades_read += o.trades_read;
+        for s in o.specs {
+            tracing::info!(unit = %s.unit, trades = s.trades, bars = s.bars, from = %s.from, to = %s.to, "bars done");
+            t.outcomes.push(s);
+        }
+        Finished::Done
+    }
+
+    fn bytes(&self, t: &Totals) -> u64 {
+        t.bytes
+    }
+
+    async fn finish(&self, _ctx: &Context, t: Totals, end: &mut End) -> Result<serde_json::Value> {
+        let secs = end.seconds;
+        Ok(serde_json::json!({
+            "trades_read": t.trades_read,
+            "seconds": secs,
+            "trades_per_sec": t.trades_read as f64 / secs,
+            "units": t.outcomes,
+        }))
+    }
 }
 
 fn pass_key(p: &SymbolPass) -> String {
     format!("{}/{}", p.dataset.scope(), p.symbol)
-}
-
-/// The same failure for each unit of a failed pass (an interruption stays one).
-fn clone_err(e: &shared::Error, reason: &str) -> shared::Error {
-    match e {
-        shared::Error::Interrupted => shared::Error::Interrupted,
-        _ => shared::Error::Parse(reason.to_string()),
-    }
 }

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 use bars::spec::{Bound, Grid, parse_list, parse_numbers};
 
@@ -59,28 +58,20 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "bars", async move {
-        let clock = Clock::System;
-        let grid = Grid {
-            bars: parse_list(&cli.bars)?,
-            thresholds: parse_numbers(&cli.threshold, "--threshold")?,
-            init_thresholds: parse_numbers(&cli.init_threshold, "--init-threshold")?,
-            alpha_ticks: parse_numbers(&cli.alpha_ticks, "--alpha-ticks")?,
-            alpha_imbalance: parse_numbers(&cli.alpha_imbalance, "--alpha-imbalance")?,
-            min_thresholds: parse_list::<Bound>(&cli.min_threshold)?,
-            max_thresholds: parse_list::<Bound>(&cli.max_threshold)?,
-            signs: parse_list(&cli.sign)?,
-            sources: parse_list(&cli.source)?,
-        };
-        let common = cli.common.into_spec(clock.now().date_naive())?;
-        let spec = bars::Spec::new(common, grid)?;
-        let ctx = Context::new(
-            Store::open(&spec.common.store)?,
-            spec.common.run_id.clone(),
-            clock,
-        );
-        ctx.install_signal_handlers();
-        let report = bars::run(spec, &ctx).await?;
-        Ok((ctx, report))
+    let grid = grid(&cli);
+    shared::job::main(cli.common, |common| Ok(bars::Spec::new(common, grid?)?))
+}
+
+fn grid(cli: &Cli) -> Result<Grid, shared::Error> {
+    Ok(Grid {
+        bars: parse_list(&cli.bars)?,
+        thresholds: parse_numbers(&cli.threshold, "--threshold")?,
+        init_thresholds: parse_numbers(&cli.init_threshold, "--init-threshold")?,
+        alpha_ticks: parse_numbers(&cli.alpha_ticks, "--alpha-ticks")?,
+        alpha_imbalance: parse_numbers(&cli.alpha_imbalance, "--alpha-imbalance")?,
+        min_thresholds: parse_list::<Bound>(&cli.min_threshold)?,
+        max_thresholds: parse_list::<Bound>(&cli.max_threshold)?,
+        signs: parse_list(&cli.sign)?,
+        sources: parse_list(&cli.source)?,
     })
 }

@@ -66,16 +66,16 @@ pub fn bars_frame(bars: &[Bar]) -> Result<DataFrame> {
         .map(|(name, d)| to_column(name, d))
         .collect::<frames::Result<Vec<_>>>()
         .map_err(frames_err)?;
-    DataFrame::new(bars.len(), columns).map_err(|e| Error::Parse(format!("bars frame: {e}")))
+    DataFrame::new(bars.len(), columns).map_err(|e| Error::internal(format!("bars frame: {e}")))
 }
 
 /// Decoded [`COLUMNS`] back into bars.
 pub fn series_to_bars(cols: &[Series], name: &str) -> Result<Vec<Bar>> {
     let [bar, ot, ct, o, h, l, c, v, dv, bv, t, _vwap, imb, th] = cols else {
-        return Err(Error::Parse(format!(
-            "{name}: expected {} columns",
-            COLUMNS.len()
-        )));
+        return Err(Error::bad_data(
+            name,
+            format!("expected {} columns", COLUMNS.len()),
+        ));
     };
     let (bar, ot, ct, t) = (
         input::i64s(bar, name)?,

@@ -279,6 +279,7 @@ async fn record(
                     "history {}..{}, {} bars",
                     latest.history_start, latest.day, latest.engine.next_bar
                 )),
+                duplicate_days: Default::default(),
             })
             .await?;
     }
@@ -329,7 +330,7 @@ fn compute(ctx: &Context, pass: &SymbolPass, handle: tokio::runtime::Handle) -> 
         };
         let local = handle
             .block_on(LocalCopy::fetch(&ctx.store, &file.path))?
-            .ok_or_else(|| Error::Parse(format!("input {} is missing", file.path)))?;
+            .ok_or_else(|| Error::upstream_missing(&file.path, crate::upstream::UPSTREAM))?;
         let pf = ParquetFile::open(local.path(), &file.path)?;
         // A row group wholly before the first day is not decoded (a nightly run reads the end
         // of the month only).

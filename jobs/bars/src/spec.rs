@@ -327,7 +327,7 @@ impl BarSpec {
 
     /// Parse a name made by [`BarSpec::name`]; anything but the canonical spelling is refused.
     pub fn parse(name: &str) -> Result<BarSpec> {
-        let bad = |why: &str| Error::parse(format!("not a bar spec name `{name}`: {why}"));
+        let bad = |why: &str| Error::bad_name(format!("not a bar spec name `{name}`: {why}"));
         let mut parts = name.split('-');
         let bar: BarType = parts
             .next()

@@ -17,7 +17,7 @@ use shared::manifest::{Manifest, ManifestKey, UnitStatus};
 use shared::paths::{Dataset, FileDate, Partition};
 use shared::{Result, Store};
 
-pub const UPSTREAM: &str = "optimize";
+pub const UPSTREAM: shared::job::JobName = shared::job::JobName::OPTIMIZE;
 
 /// One optimized month file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +147,7 @@ mod tests {
             recorded_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             run_id: "r".into(),
             detail: None,
+            duplicate_days: Default::default(),
         };
         w.record(entry(vec![
             part("2024-12-31", "a"),

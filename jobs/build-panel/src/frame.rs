@@ -10,26 +10,26 @@ use crate::universe::FundingRecords;
 
 fn col<'a>(df: &'a DataFrame, name: &str, what: &str) -> Result<&'a Column> {
     df.column(name)
-        .map_err(|_| Error::Parse(format!("{what}: no column `{name}`")))
+        .map_err(|_| Error::bad_data(what, format!("no column `{name}`")))
 }
 
 fn opt_i64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<i64>>> {
     let c = col(df, name, what)?
         .cast(&DataType::Int64)
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     let ca = c
         .i64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     Ok(ca.iter().collect())
 }
 
 fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> {
     let c = col(df, name, what)?
         .cast(&DataType::Float64)
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     let ca = c
         .f64()
-        .map_err(|e| Error::Parse(format!("{what}: `{name}`: {e}")))?;
+        .map_err(|e| Error::bad_data(what, format!("`{name}`: {e}")))?;
     // NaN is not a value of this pipeline: treat one as null rather than let it spread.
     Ok(ca.iter().map(|x| x.filter(|v| !v.is_nan())).collect())
 }
@@ -37,7 +37,7 @@ fn opt_f64s(df: &DataFrame, name: &str, what: &str) -> Result<Vec<Option<f64>>> 
 fn no_nulls<T>(v: Vec<Option<T>>, name: &str, what: &str) -> Result<Vec<T>> {
     v.into_iter()
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| Error::Parse(format!("{what}: null in `{name}`")))
+        .ok_or_else(|| Error::bad_data(what, format!("null in `{name}`")))
 }
 
 /// The columns read from a feature file: `open_time` and [`COLUMNS`].
@@ -160,5 +160,6 @@ pub fn panel_frame(
     }
     cols.push(Column::new(name(), &panel.funding_pressure[range.clone()]));
     cols.push(Column::new(name(), &panel.relative_volume[range]));
-    DataFrame::new(rows.len(), cols).map_err(|e| Error::Parse(format!("assembling the panel: {e}")))
+    DataFrame::new(rows.len(), cols)
+        .map_err(|e| Error::internal(format!("assembling the panel: {e}")))
 }

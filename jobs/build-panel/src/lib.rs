@@ -29,30 +29,28 @@ pub mod universe;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Datelike;
 use futures::StreamExt;
 use serde::Serialize;
 use shared::cli::CommonSpec;
-use shared::exec::Tally;
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
 use shared::manifest::{
-    Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, manifest_symbols,
-    select_symbols,
+    Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, manifest_symbols,
 };
 use shared::paths::{DataType, Dataset, Market, final_dir};
-use shared::report::{RunHeader, RunReport};
+use shared::report::RunReport;
 use shared::{Context, Error, Result};
 
 use panel::{HOUR_US, Params, Series, Universe};
 use universe::FundingRecords;
 
-pub const JOB: &str = "build-panel";
 /// Bump when the output changes for the same input. 2: the Qlib export has a `day` calendar.
 pub const JOB_VERSION: &str = "2";
 /// The job whose outputs are the inputs.
-pub const UPSTREAM: &str = "aggregate";
+pub const UPSTREAM: JobName = JobName::AGGREGATE;
 /// The only bar length the panel takes.
 pub const FREQ: &str = "1h";
 /// The manifest scope of panels (`_manifest/build-panel/final/<name>/`).
@@ -170,17 +168,6 @@ impl Spec {
     }
 }
 
-fn params_hash(spec: &Spec) -> String {
-    shared::manifest::params_hash(&(
-        FREQ,
-        spec.common.range,
-        spec.universe.to_string(),
-        &spec.common.symbols,
-        spec.params,
-        spec.qlib,
-    ))
-}
-
 use shared::time::day_start_us;
 
 fn year_of_us(t: i64) -> i32 {
@@ -222,160 +209,268 @@ impl PanelPaths {
     }
 }
 
+/// Run the job over `ctx`'s store.
 pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
     spec.validate()?;
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    let phash = params_hash(&spec);
-    let market = spec.common.market;
-    let scope = format!("{}/{FREQ}", market.storage_name());
-    let mut tally = Tally::default();
+    shared::job::run(BuildPanel::new(spec), ctx).await
+}
 
-    // Candidates: the universe's list, or the --symbols selection (`all`: the features store).
-    let candidates: Vec<String> = match (&spec.universe, &spec.common.symbols) {
-        (UniverseSpec::List(v), _) => v.clone(),
-        (UniverseSpec::All, _) => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
-        (_, selection) => {
-            select_symbols(&ctx.store, UPSTREAM, &scope, selection, &mut tally).await?
+/// The job: its spec, and what the plan found (the report's details).
+#[derive(Serialize)]
+pub struct BuildPanel {
+    #[serde(flatten)]
+    spec: Spec,
+    #[serde(skip)]
+    details: std::sync::Mutex<serde_json::Value>,
+}
+
+impl BuildPanel {
+    pub fn new(spec: Spec) -> BuildPanel {
+        BuildPanel {
+            spec,
+            details: std::sync::Mutex::new(serde_json::Value::Null),
         }
-    };
-    let years = year_of_us(spec.read_from())..=spec.common.range.end.year();
-    let funding_ds = match spec.universe {
-        UniverseSpec::TopFunding(_) => Some(Dataset::new(market, DataType::FundingRate, None)?),
-        _ => None,
-    };
-    // Funding months read: from a day before the warm-up (the 24 h look-back) to --end.
-    let funding_from = spec.read_from() - universe::MAX_AGE_US;
-    let funding_months = {
-        let (y0, m0) = (year_of_us(funding_from), month_of_us(funding_from));
-        let (y1, m1) = (spec.common.range.end.year(), spec.common.range.end.month());
-        move |(y, m): (i32, u32)| (y0, m0) <= (y, m) && (y, m) <= (y1, m1)
-    };
-    let mut inputs: BTreeMap<String, String> = BTreeMap::new();
-    let mut per_symbol: BTreeMap<String, SymbolInputs> = BTreeMap::new();
-    let mut without_features = Vec::new();
-    for sym in &candidates {
-        let m = Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, sym)).await?;
-        let mut si = SymbolInputs::default();
-        for year in years.clone() {
-            let unit = format!("{sym}/{year}");
-            let Some(e) = m.get(&unit).filter(|e| e.status == UnitStatus::Done) else {
-                continue;
-            };
-            // A year with no bars has no output file.
-            if let Some(o) = e.outputs.first() {
-                inputs.insert(format!("features:{unit}"), o.sha256.clone());
-                si.features.push(o.path.clone());
+    }
+
+    fn details(&self) -> serde_json::Value {
+        self.details.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+}
+
+/// The one unit: the panel, from these inputs.
+pub struct PanelUnit {
+    name: String,
+    inputs: BTreeMap<String, String>,
+    per_symbol: BTreeMap<String, SymbolInputs>,
+    writer: Arc<ManifestWriter>,
+}
+
+impl Job for BuildPanel {
+    const NAME: JobName = JobName::BUILD_PANEL;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "panels";
+    type Unit = PanelUnit;
+    type Done = (BuildStats, u64);
+    type Totals = Option<(BuildStats, u64)>;
+
+    fn common(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+
+    fn params_hash(&self) -> String {
+        let spec = &self.spec;
+        shared::manifest::params_hash(&(
+            FREQ,
+            spec.common.range,
+            spec.universe.to_string(),
+            &spec.common.symbols,
+            spec.params,
+            spec.qlib,
+        ))
+    }
+
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<PanelUnit>> {
+        let (spec, ctx) = (&self.spec, p.ctx);
+        let market = spec.common.market;
+        let scope = format!("{}/{FREQ}", market.storage_name());
+
+        // Candidates: the universe's list, or the --symbols selection (`all`: the features
+        // store).
+        let candidates: Vec<String> = match (&spec.universe, &spec.common.symbols) {
+            (UniverseSpec::List(v), _) => v.clone(),
+            (UniverseSpec::All, _) => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
+            (_, selection) => {
+                let tally = &mut p.tally;
+                shared::manifest::select_symbols(&ctx.store, UPSTREAM, &scope, selection, tally)
+                    .await?
             }
-        }
-        if si.features.is_empty() {
-            without_features.push(sym.clone());
-            continue;
-        }
-        if let Some(ds) = funding_ds {
-            let fm =
-                Manifest::load(&ctx.store, &ManifestKey::new("optimize", ds.scope(), sym)).await?;
-            let mut months: BTreeMap<(i32, u32), (String, String)> = BTreeMap::new();
-            for e in fm.entries().filter(|e| e.status == UnitStatus::Done) {
-                for o in &e.outputs {
-                    if let Some(ym) = month_of_partition(&o.path).filter(|ym| funding_months(*ym)) {
-                        months.insert(ym, (o.path.clone(), o.sha256.clone()));
-                    }
+        };
+        let years = year_of_us(spec.read_from())..=spec.common.range.end.year();
+        let funding_ds = match spec.universe {
+            UniverseSpec::TopFunding(_) => Some(Dataset::new(market, DataType::FundingRate, None)?),
+            _ => None,
+        };
+        // Funding months read: from a day before the warm-up (the 24 h look-back) to --end.
+        let funding_from = spec.read_from() - universe::MAX_AGE_US;
+        let funding_months = {
+            let (y0, m0) = (year_of_us(funding_from), month_of_us(funding_from));
+            let (y1, m1) = (spec.common.range.end.year(), spec.common.range.end.month());
+            move |(y, m): (i32, u32)| (y0, m0) <= (y, m) && (y, m) <= (y1, m1)
+        };
+        let mut inputs: BTreeMap<String, String> = BTreeMap::new();
+        let mut per_symbol: BTreeMap<String, SymbolInputs> = BTreeMap::new();
+        let mut without_features = Vec::new();
+        for sym in &candidates {
+            let m = Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, sym)).await?;
+            let mut si = SymbolInputs::default();
+            for year in years.clone() {
+                let unit = format!("{sym}/{year}");
+                let Some(e) = m.get(&unit).filter(|e| e.status == UnitStatus::Done) else {
+                    continue;
+                };
+                // A year with no bars has no output file.
+                if let Some(o) = e.outputs.first() {
+                    inputs.insert(format!("features:{unit}"), o.sha256.clone());
+                    si.features.push(o.path.clone());
                 }
             }
-            for ((y, mo), (path, sha)) in months {
-                inputs.insert(format!("funding:{sym}/{y:04}-{mo:02}"), sha);
-                si.funding.push(path);
+            if si.features.is_empty() {
+                without_features.push(sym.clone());
+                continue;
             }
+            if let Some(ds) = funding_ds {
+                let fm = Manifest::load(
+                    &ctx.store,
+                    &ManifestKey::new(shared::job::JobName::OPTIMIZE, ds.scope(), sym),
+                )
+                .await?;
+                let mut months: BTreeMap<(i32, u32), (String, String)> = BTreeMap::new();
+                for e in fm.entries().filter(|e| e.status == UnitStatus::Done) {
+                    for o in &e.outputs {
+                        if let Some(ym) =
+                            month_of_partition(&o.path).filter(|ym| funding_months(*ym))
+                        {
+                            months.insert(ym, (o.path.clone(), o.sha256.clone()));
+                        }
+                    }
+                }
+                for ((y, mo), (path, sha)) in months {
+                    inputs.insert(format!("funding:{sym}/{y:04}-{mo:02}"), sha);
+                    si.funding.push(path);
+                }
+            }
+            per_symbol.insert(sym.clone(), si);
         }
-        per_symbol.insert(sym.clone(), si);
-    }
-    if !without_features.is_empty() {
-        tally.warn(format!(
-            "no hourly features from {} to {} for {} (run aggregate --freq {FREQ} over the range)",
-            spec.read_from_date(),
-            spec.common.range.end,
-            without_features.join(", ")
-        ));
-    }
+        if !without_features.is_empty() {
+            p.tally.warn(format!(
+                "no hourly features from {} to {} for {} (run aggregate --freq {FREQ} over the range)",
+                spec.read_from_date(),
+                spec.common.range.end,
+                without_features.join(", ")
+            ));
+        }
 
-    let paths = PanelPaths::of(&spec.name);
-    let key = ManifestKey::new(JOB, SCOPE, &spec.name);
-    let (writer, mine) = ManifestWriter::open(&ctx.store, &key).await?;
-    let details_base = serde_json::json!({
-        "name": spec.name,
-        "candidates": candidates.len(),
-        "symbols_without_features": without_features,
-    });
-    if per_symbol.is_empty() {
-        tally.miss(format!("{} (no hourly features for any symbol)", spec.name));
-        let outcome = tally.outcome(ctx.cancel.is_cancelled());
-        return Ok(header.report(ctx, outcome, tally, 0, details_base));
-    }
-    // Done with the same inputs, and every output it recorded (panel, Qlib marker, summary)
-    // still there with its size: a deleted export is rebuilt.
-    let mut up_to_date = false;
-    if let Some(e) = mine
-        .get(&spec.name)
-        .filter(|e| !spec.common.force && e.is_done_with(&inputs, JOB_VERSION, &phash))
-    {
-        up_to_date = true;
-        for o in &e.outputs {
+        let (writer, mine) = p.manifest(SCOPE, &spec.name).await?;
+        if let Ok(mut d) = self.details.lock() {
+            *d = serde_json::json!({
+                "name": spec.name,
+                "candidates": candidates.len(),
+                "symbols_without_features": without_features,
+            });
+        }
+        if per_symbol.is_empty() {
+            p.tally
+                .miss(format!("{} (no hourly features for any symbol)", spec.name));
+            return Ok(Vec::new());
+        }
+        // Done with the same inputs, and every output it recorded (panel, Qlib marker, summary)
+        // still there with its size: a deleted export is rebuilt.
+        let prev = mine.get(&spec.name);
+        let mut present = true;
+        for o in prev.iter().flat_map(|e| &e.outputs) {
             if ctx.store.size_opt(&o.path).await? != Some(o.size) {
-                up_to_date = false;
+                present = false;
                 break;
             }
         }
+        if present && p.is_current(prev, &inputs) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![PanelUnit {
+            name: spec.name.clone(),
+            inputs,
+            per_symbol,
+            writer,
+        }])
     }
-    if up_to_date {
-        tally.skip();
-        let outcome = tally.outcome(ctx.cancel.is_cancelled());
-        return Ok(header.report(ctx, outcome, tally, 0, details_base));
+
+    fn unit_key(u: &PanelUnit) -> String {
+        u.name.clone()
     }
-    if spec.common.dry_run {
-        let files: usize = per_symbol.values().map(|s| s.features.len()).sum();
-        println!(
+
+    fn dry_run_line(&self, u: &PanelUnit) -> String {
+        let spec = &self.spec;
+        let files: usize = u.per_symbol.values().map(|s| s.features.len()).sum();
+        format!(
             "build {}: {} symbols, {} feature files ({}..{}), universe {} -> {}{}",
             spec.name,
-            per_symbol.len(),
+            u.per_symbol.len(),
             files,
             spec.common.range.start,
             spec.common.range.end,
             spec.universe,
-            paths.panel,
+            PanelPaths::of(&spec.name).panel,
             if spec.qlib { " + qlib/" } else { "" }
+        )
+    }
+
+    async fn dry_run(&self, _ctx: &Context, _units: &[PanelUnit]) -> Result<serde_json::Value> {
+        Ok(self.details())
+    }
+
+    async fn execute(
+        job: Arc<Self>,
+        ctx: Context,
+        stamp: Stamp,
+        u: PanelUnit,
+    ) -> Result<(BuildStats, u64)> {
+        tracing::info!(
+            name = %job.spec.name,
+            symbols = u.per_symbol.len(),
+            "building the panel"
         );
-        return Ok(header.dry_run(ctx, tally, 1, details_base));
+        // The build's future holds stream closures whose lifetimes rustc cannot prove `Send`
+        // for every borrow, so it runs on a blocking thread that drives it itself rather than
+        // as a spawned task; it is the run's one unit, so nothing waits on that thread.
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(build_panel(
+                &job.spec,
+                &ctx,
+                &stamp,
+                u.inputs,
+                u.per_symbol,
+                &u.writer,
+            ))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("building the panel: {e}")))?
     }
-    tracing::info!(
-        name = %spec.name,
-        symbols = per_symbol.len(),
-        "building the panel"
-    );
-    let result = build_panel(&spec, ctx, &phash, inputs, per_symbol, &writer).await;
-    let mut bytes = 0;
-    let mut details = details_base;
-    if let Some((stats, b)) = tally.record(&spec.name, result) {
-        bytes = b;
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        let obj = details.as_object_mut().expect("an object");
-        if let Ok(serde_json::Value::Object(s)) = serde_json::to_value(&stats) {
-            obj.extend(s);
-        }
-        obj.insert("seconds".into(), secs.into());
-        obj.insert("rows_per_sec".into(), (stats.rows as f64 / secs).into());
-        if stats.rows == 0 {
-            tally.warn(empty_panel_reason(&spec, &stats));
-        }
+
+    fn absorb(
+        &self,
+        t: &mut Option<(BuildStats, u64)>,
+        _key: &str,
+        done: (BuildStats, u64),
+    ) -> Finished<PanelUnit> {
+        *t = Some(done);
+        Finished::Done
     }
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    Ok(header.report(ctx, outcome, tally, bytes, details))
+
+    fn bytes(&self, t: &Option<(BuildStats, u64)>) -> u64 {
+        t.as_ref().map_or(0, |(_, b)| *b)
+    }
+
+    async fn finish(
+        &self,
+        _ctx: &Context,
+        t: Option<(BuildStats, u64)>,
+        end: &mut End,
+    ) -> Result<serde_json::Value> {
+        let mut details = self.details();
+        if let (Some((stats, _)), Some(obj)) = (t, details.as_object_mut()) {
+            let secs = end.seconds;
+            if let Ok(serde_json::Value::Object(s)) = serde_json::to_value(&stats) {
+                obj.extend(s);
+            }
+            obj.insert("seconds".into(), secs.into());
+            obj.insert("rows_per_sec".into(), (stats.rows as f64 / secs).into());
+            if stats.rows == 0 {
+                end.tally.warn(empty_panel_reason(&self.spec, &stats));
+            }
+        }
+        Ok(details)
+    }
 }
 
 /// Why a panel came out with no rows, in the terms a user can act on.
@@ -446,19 +541,13 @@ async fn read_series(
             .await
             .map_err(Error::from)?
         else {
-            return Err(Error::Parse(format!(
-                "{path} is in the aggregate manifest but not in the store"
-            )));
+            return Err(Error::upstream_missing(path, JobName::AGGREGATE));
         };
         frame::push_features(&mut s, &df, path)?;
     }
     s.retain(|t| from <= t && t < to);
-    s.check().map_err(|e| {
-        Error::Parse(format!(
-            "{sym}: hourly features ({}): {e}",
-            files.join(", ")
-        ))
-    })?;
+    s.check()
+        .map_err(|e| Error::bad_data(files.join(", "), format!("{sym}: hourly features: {e}")))?;
     Ok(s)
 }
 
@@ -474,18 +563,18 @@ async fn read_funding(
             .await
             .map_err(Error::from)?
         else {
-            return Err(Error::Parse(format!(
-                "{path} is in the optimize manifest but not in the store"
-            )));
+            return Err(Error::upstream_missing(path, JobName::OPTIMIZE));
         };
         frame::push_funding(&mut f, &df, path)?;
     }
     if let Some(i) = f.calc_time.windows(2).position(|w| w[0] >= w[1]) {
-        return Err(Error::Parse(format!(
-            "{sym}: funding calc_time not strictly increasing at row {} of {} (run optimize)",
-            i + 1,
-            files.join(", ")
-        )));
+        return Err(Error::bad_data(
+            files.join(", "),
+            format!(
+                "{sym}: funding calc_time not strictly increasing at row {} (run optimize)",
+                i + 1
+            ),
+        ));
     }
     let a = f.calc_time.partition_point(|&t| t < from);
     f.calc_time.drain(..a);
@@ -521,7 +610,7 @@ pub fn compute(
 async fn build_panel(
     spec: &Spec,
     ctx: &Context,
-    phash: &str,
+    stamp: &Stamp,
     inputs: BTreeMap<String, String>,
     per_symbol: BTreeMap<String, SymbolInputs>,
     writer: &ManifestWriter,
@@ -761,22 +850,12 @@ async fn build_panel(
     bytes += body.len() as u64;
     ctx.store.put(&paths.summary, Bytes::from(body)).await?;
 
-    writer
-        .record(Entry {
-            unit: spec.name.clone(),
-            status: UnitStatus::Done,
-            inputs,
-            job_version: JOB_VERSION.into(),
-            params_hash: phash.to_string(),
-            outputs,
-            recorded_at: ctx.clock.now(),
-            run_id: ctx.run_id.clone(),
-            detail: Some(format!(
-                "symbols={} rows={} hours_kept={} hours_dropped={}",
-                stats.symbols, stats.rows, stats.hours_kept, stats.hours_dropped
-            )),
-        })
-        .await?;
+    let mut entry = stamp.entry(spec.name.clone(), UnitStatus::Done, inputs, outputs);
+    entry.detail = Some(format!(
+        "symbols={} rows={} hours_kept={} hours_dropped={}",
+        stats.symbols, stats.rows, stats.hours_kept, stats.hours_dropped
+    ));
+    writer.record(entry).await?;
     tracing::info!(rows = stats.rows, symbols = stats.symbols, "panel written");
     Ok((stats, bytes))
 }

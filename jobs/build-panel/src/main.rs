@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use shared::Error;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Error, Store, jobmain};
 
 /// Build the point-in-time cross-sectional panel (features.md section 2) of a universe from the
 /// hourly features, into final/<name>/panel.parquet, summary.json and a Qlib export.
@@ -54,9 +54,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "build-panel", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
+    shared::job::main(cli.common, |common| {
         if cli.freq != build_panel::FREQ {
             return Err(Error::usage(format!(
                 "--freq `{}`: build takes hourly features only (1h)",
@@ -87,13 +85,6 @@ fn main() -> ExitCode {
             qlib: cli.qlib,
         };
         spec.validate()?;
-        let ctx = Context::new(
-            Store::open(&spec.common.store)?,
-            spec.common.run_id.clone(),
-            clock,
-        );
-        ctx.install_signal_handlers();
-        let report = build_panel::run(spec, &ctx).await?;
-        Ok((ctx, report))
+        Ok(build_panel::BuildPanel::new(spec))
     })
 }

@@ -7,24 +7,21 @@
 mod unit;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 use shared::cli::CommonSpec;
-use shared::exec::{self, Tally};
-use shared::manifest::{Manifest, ManifestKey, ManifestWriter, UnitStatus, select_symbols};
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
+use shared::manifest::{ManifestWriter, UnitStatus};
 use shared::paths::ArchiveFile;
-use shared::report::{RunHeader, RunReport};
 use shared::{Context, Result};
 
 pub use unit::UnitResult;
 
-pub const JOB: &str = "convert";
 /// Bump when the output of a unit changes for the same input. 3: metrics and BVOLIndex no longer
 /// repeat the folder's `symbol` in the file; EOHSummary's contract column is `contract`.
 pub const JOB_VERSION: &str = "3";
 /// The job whose manifest lists the inputs.
-pub const UPSTREAM: &str = "extract";
+pub const UPSTREAM: JobName = JobName::EXTRACT;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
@@ -40,13 +37,8 @@ pub struct Spec {
     pub threads: usize,
 }
 
-/// What the parameters that shape outputs hash to (recorded per unit).
-fn params_hash(spec: &Spec) -> String {
-    shared::manifest::params_hash(&(spec.row_group_rows, spec.zstd_level))
-}
-
 /// One unit to convert.
-pub(crate) struct Unit {
+pub struct Unit {
     pub file: ArchiveFile,
     pub csv_path: String,
     pub csv_sha: String,
@@ -55,123 +47,106 @@ pub(crate) struct Unit {
     pub previous: Vec<String>,
 }
 
-pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    let phash = params_hash(&spec);
-    let mut tally = Tally::default();
-    let mut units = Vec::new();
+#[derive(Default)]
+pub struct Totals {
+    bytes: u64,
+    rows: u64,
+    dropped: u64,
+    partitions: u64,
+}
 
-    for ds in &spec.common.datasets {
-        let scope = ds.scope();
-        let symbols = select_symbols(
-            &ctx.store,
-            UPSTREAM,
-            &scope,
-            &spec.common.symbols,
-            &mut tally,
+impl Job for Spec {
+    const NAME: JobName = JobName::CONVERT;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "files";
+    type Unit = Unit;
+    type Done = UnitResult;
+    type Totals = Totals;
+
+    fn common(&self) -> &CommonSpec {
+        &self.common
+    }
+
+    fn params_hash(&self) -> String {
+        shared::manifest::params_hash(&(self.row_group_rows, self.zstd_level))
+    }
+
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<Unit>> {
+        let mut units = Vec::new();
+        for ds in &self.common.datasets {
+            let scope = ds.scope();
+            for sym in p.symbols(UPSTREAM, &scope).await? {
+                let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
+                let (writer, mine) = p.manifest(&scope, &sym).await?;
+                for e in upstream.entries() {
+                    if e.status != UnitStatus::Done {
+                        continue;
+                    }
+                    let Ok(file) = ArchiveFile::parse_key(&e.unit) else {
+                        continue;
+                    };
+                    let r = self.common.range;
+                    if file.date.last_day() < r.start || file.date.first_day() > r.end {
+                        continue;
+                    }
+                    let Some(csv) = e.outputs.first() else {
+                        continue;
+                    };
+                    let prev = mine.get(&e.unit);
+                    if p.is_current(prev, &unit::inputs(&csv.sha256)) {
+                        continue;
+                    }
+                    units.push(Unit {
+                        file,
+                        csv_path: csv.path.clone(),
+                        csv_sha: csv.sha256.clone(),
+                        writer: writer.clone(),
+                        previous: prev
+                            .map(|p| p.outputs.iter().map(|o| o.path.clone()).collect())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Ok(units)
+    }
+
+    fn unit_key(u: &Unit) -> String {
+        u.file.key()
+    }
+
+    fn dry_run_line(&self, u: &Unit) -> String {
+        format!(
+            "convert {} -> {}",
+            u.csv_path,
+            u.file.dataset.parquet_symbol_dir(&u.file.symbol)
         )
-        .await?;
-        for sym in spec.common.shard_of(&symbols) {
-            let upstream =
-                Manifest::load(&ctx.store, &ManifestKey::new(UPSTREAM, &scope, &sym)).await?;
-            let (writer, mine) =
-                ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, &sym)).await?;
-            let writer = Arc::new(writer);
-            for e in upstream.entries() {
-                if e.status != UnitStatus::Done {
-                    continue;
-                }
-                let Ok(file) = ArchiveFile::parse_key(&e.unit) else {
-                    continue;
-                };
-                let r = spec.common.range;
-                if file.date.last_day() < r.start || file.date.first_day() > r.end {
-                    continue;
-                }
-                let Some(csv) = e.outputs.first() else {
-                    continue;
-                };
-                let inputs = [("csv".to_string(), csv.sha256.clone())].into();
-                let prev = mine.get(&e.unit);
-                if !spec.common.force
-                    && prev.is_some_and(|p| p.is_done_with(&inputs, JOB_VERSION, &phash))
-                {
-                    tally.skip();
-                    continue;
-                }
-                units.push(Unit {
-                    file,
-                    csv_path: csv.path.clone(),
-                    csv_sha: csv.sha256.clone(),
-                    writer: writer.clone(),
-                    previous: prev
-                        .map(|p| p.outputs.iter().map(|o| o.path.clone()).collect())
-                        .unwrap_or_default(),
-                });
-            }
-        }
     }
 
-    if spec.common.dry_run {
-        for u in &units {
-            println!(
-                "convert {} -> {}",
-                u.csv_path,
-                u.file.dataset.parquet_symbol_dir(&u.file.symbol)
-            );
-        }
-        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
+    async fn execute(job: Arc<Self>, ctx: Context, stamp: Stamp, u: Unit) -> Result<UnitResult> {
+        unit::convert(&job, &ctx, &stamp, u).await
     }
-    tracing::info!(
-        units = units.len(),
-        up_to_date = tally.counts.skipped,
-        "plan ready"
-    );
 
-    let spec = Arc::new(spec);
-    let (mut bytes, mut rows, mut dropped, mut partitions) = (0u64, 0u64, 0u64, 0u64);
-    let work = {
-        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-        move |u: Unit| {
-            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-            async move {
-                let key = u.file.key();
-                (key, unit::convert(&spec, &ctx, &phash, u).await)
-            }
-        }
-    };
-    let not_run = exec::for_each_bounded(
-        ("convert", "files"),
-        units,
-        spec.common.concurrency,
-        &ctx.cancel,
-        work,
-        |key, r| {
-            if let Some(u) = tally.record(&key, r) {
-                bytes += u.bytes;
-                rows += u.rows;
-                dropped += u.dropped_invalid;
-                partitions += u.partitions;
-            }
-        },
-    )
-    .await?;
-    tally.counts.not_run += not_run;
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let details = serde_json::json!({
-        "rows": rows,
-        "dropped_invalid_rows": dropped,
-        "partitions_written": partitions,
-        "seconds": secs,
-        "rows_per_sec": rows as f64 / secs,
-    });
-    Ok(header.report(ctx, outcome, tally, bytes, details))
+    fn absorb(&self, t: &mut Totals, _key: &str, u: UnitResult) -> Finished<Unit> {
+        t.bytes += u.bytes;
+        t.rows += u.rows;
+        t.dropped += u.dropped_invalid;
+        t.partitions += u.partitions;
+        Finished::Done
+    }
+
+    fn bytes(&self, t: &Totals) -> u64 {
+        t.bytes
+    }
+
+    async fn finish(&self, _ctx: &Context, t: Totals, end: &mut End) -> Result<serde_json::Value> {
+        let secs = end.seconds;
+        Ok(serde_json::json!({
+            "rows": t.rows,
+            "dropped_invalid_rows": t.dropped,
+            "partitions_written": t.partitions,
+            "seconds": secs,
+            "rows_per_sec": t.rows as f64 / secs,
+        }))
+    }
 }

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Convert staged archive CSVs (from `extract`) into normalized Parquet partitions.
 #[derive(Parser, Debug)]
@@ -35,11 +34,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "convert", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
+    shared::job::main(cli.common, |common| {
         if cli.row_group_rows == 0 || cli.read_chunk_mib == 0 || cli.threads == Some(0) {
             return Err(shared::Error::usage(
                 "--row-group-rows, --read-chunk-mib and --threads must be positive",
@@ -49,7 +44,7 @@ fn main() -> ExitCode {
         if !(1..=22).contains(&cli.zstd_level) {
             return Err(shared::Error::usage("--zstd-level must be in 1..=22").into());
         }
-        let spec = convert::Spec {
+        Ok(convert::Spec {
             common,
             row_group_rows: cli.row_group_rows,
             read_chunk: cli.read_chunk_mib << 20,
@@ -57,8 +52,6 @@ fn main() -> ExitCode {
             threads: cli
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        };
-        let report = convert::run(spec, &ctx).await?;
-        Ok((ctx, report))
+        })
     })
 }

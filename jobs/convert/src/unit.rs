@@ -11,11 +11,12 @@ use chrono::{Datelike, NaiveDate};
 use frames::polars::prelude::{ChunkAgg, DataFrame};
 use frames::{ParquetBuffer, ParquetOptions, PolarsContext};
 use shared::formats::{ColumnData, Columns, Format, Parser, format_of};
-use shared::manifest::{Entry, Output, UnitStatus};
+use shared::job::{JobName, Stamp};
+use shared::manifest::{Output, UnitStatus};
 use shared::paths::FileDate;
 use shared::{Context, Error, Result};
 
-use crate::{JOB, JOB_VERSION, Spec, Unit};
+use crate::{Spec, Unit};
 
 /// What a converted unit produced.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +27,15 @@ pub struct UnitResult {
     pub bytes: u64,
 }
 
+/// A unit's inputs as its manifest entry records them: the staged CSV's hash.
+pub(crate) fn inputs(csv_sha: &str) -> BTreeMap<String, String> {
+    [("csv".to_string(), csv_sha.to_string())].into()
+}
+
 pub(crate) async fn convert(
     spec: &Spec,
     ctx: &Context,
-    phash: &str,
+    stamp: &Stamp,
     u: Unit,
 ) -> Result<UnitResult> {
     let key = u.file.key();
@@ -43,36 +49,18 @@ pub(crate) async fn convert(
                     ctx.store.delete(old).await?;
                 }
             }
-            let entry = Entry {
-                unit: key,
-                status: UnitStatus::Done,
-                inputs: [("csv".to_string(), u.csv_sha.clone())].into(),
-                job_version: JOB_VERSION.into(),
-                params_hash: phash.to_string(),
-                outputs,
-                recorded_at: ctx.clock.now(),
-                run_id: ctx.run_id.clone(),
-                detail: Some(format!(
-                    "rows={} dropped_invalid={}",
-                    res.rows, res.dropped_invalid
-                )),
-            };
+            let mut entry = stamp.entry(key, UnitStatus::Done, inputs(&u.csv_sha), outputs);
+            entry.detail = Some(format!(
+                "rows={} dropped_invalid={}",
+                res.rows, res.dropped_invalid
+            ));
             u.writer.record(entry).await?;
             Ok(res)
         }
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Err(e) => {
-            let entry = Entry {
-                unit: key,
-                status: UnitStatus::Failed,
-                inputs: [("csv".to_string(), u.csv_sha.clone())].into(),
-                job_version: JOB_VERSION.into(),
-                params_hash: phash.to_string(),
-                outputs: vec![],
-                recorded_at: ctx.clock.now(),
-                run_id: ctx.run_id.clone(),
-                detail: Some(e.to_string()),
-            };
+            let mut entry = stamp.entry(key, UnitStatus::Failed, inputs(&u.csv_sha), vec![]);
+            entry.detail = Some(e.to_string());
             u.writer.record(entry).await?;
             Err(e)
         }
@@ -95,7 +83,7 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
-    let staging = format!("_staging/{}/{}", ctx.run_id, JOB);
+    let staging = format!("_staging/{}/{}", ctx.run_id, JobName::CONVERT);
     let env = Env {
         handle: tokio::runtime::Handle::current(),
         store: ctx.store.clone(),
@@ -157,9 +145,10 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
 }
 
 fn missing_csv(path: &str) -> Error {
-    Error::Parse(format!(
-        "{path} is not in the store (pruned or never extracted): run `extract --force` for it"
-    ))
+    Error::UpstreamMissing {
+        path: path.to_string(),
+        upstream: format!("{} --force", JobName::EXTRACT),
+    }
 }
 
 async fn delete_prefix(ctx: &Context, prefix: &str) -> Result<()> {
@@ -255,7 +244,7 @@ fn convert_file(
                 Ok(Ok(w)) => written.extend(w),
                 Ok(Err(e)) => writer_err = writer_err.or(Some(e)),
                 Err(_) => {
-                    writer_err = writer_err.or(Some(Error::Parse(format!(
+                    writer_err = writer_err.or(Some(Error::internal(format!(
                         "{csv_path}: a partition writer panicked"
                     ))))
                 }
@@ -414,7 +403,7 @@ impl Router<'_> {
             let result = (|| -> Result<()> {
                 while next < windows {
                     let (i, r) = done_rx.recv().map_err(|_| {
-                        Error::Parse(format!("{csv_path}: a parser thread stopped"))
+                        Error::internal(format!("{csv_path}: a parser thread stopped"))
                     })?;
                     pending.insert(i, r);
                     while let Some(r) = pending.remove(&next) {
@@ -464,7 +453,7 @@ impl Router<'_> {
         let times = match cols.column(self.format.time_field) {
             Some(ColumnData::TimeUs(v)) => v,
             _ => {
-                return Err(Error::Parse(format!(
+                return Err(Error::internal(format!(
                     "{}: no time column `{}`",
                     self.csv_path, self.format.time_field
                 )));
@@ -550,7 +539,7 @@ impl Router<'_> {
         // A closed channel means its writer failed; the caller reports the writer's error.
         self.writer_of(day)
             .send(msg)
-            .map_err(|_| Error::Parse(format!("{}: a partition writer stopped", self.csv_path)))
+            .map_err(|_| Error::internal(format!("{}: a partition writer stopped", self.csv_path)))
     }
 
     fn send_rows(&self, day: NaiveDate, cols: Columns) -> Result<()> {
@@ -699,12 +688,12 @@ fn merge_late(
     let w = written
         .iter_mut()
         .find(|w| w.day == day)
-        .ok_or_else(|| Error::Parse(format!("late rows for {day}, which was never written")))?;
+        .ok_or_else(|| Error::internal(format!("late rows for {day}, which was never written")))?;
     let mut prev = env
         .handle
         .block_on(frames::read_parquet(&env.store, &w.at))
         .map_err(Error::from)?
-        .ok_or_else(|| Error::Parse(format!("staged partition {} vanished", w.at)))?;
+        .ok_or_else(|| Error::internal(format!("staged partition {} vanished", w.at)))?;
     let df = frames::to_frame(late).map_err(Error::from)?;
     prev.vstack_mut_owned(df)
         .ctx(|| format!("merging late rows of {day}"))

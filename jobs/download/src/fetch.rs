@@ -31,7 +31,7 @@ pub enum FetchOutcome {
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
 /// Process one unit.
-pub async fn process(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
+pub async fn process(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
     let file = &unit.file;
     let key = file.key();
     let result = process_inner(run, unit).await;
@@ -64,7 +64,7 @@ pub async fn process(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
     result
 }
 
-async fn process_inner(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
+async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
     let file = &unit.file;
     let spec = &run.spec;
     let mut attempts = 0;
@@ -115,7 +115,7 @@ async fn process_inner(run: &Run, unit: &PlannedUnit) -> Result<FetchOutcome> {
 }
 
 /// The published sha256, or `None` if the file is missing upstream.
-async fn fetch_checksum(run: &Run, file: &ArchiveFile) -> Result<Option<String>> {
+async fn fetch_checksum(run: &Run<'_>, file: &ArchiveFile) -> Result<Option<String>> {
     let url = file.checksum_url(&run.spec.source);
     Stats::add(&run.stats.requests, 1);
     let on_retry = |n: u32, e: &Error, d: std::time::Duration| {
@@ -123,7 +123,7 @@ async fn fetch_checksum(run: &Run, file: &ArchiveFile) -> Result<Option<String>>
         Stats::add(&run.stats.requests, 1);
         tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying");
     };
-    match get_small(&run.http, &url, &run.spec.retry, &run.ctx.cancel, on_retry).await {
+    match get_small(run.http, &url, &run.spec.retry, &run.ctx.cancel, on_retry).await {
         Ok(body) => Ok(Some(
             parse_checksum(&file.checksum_key(), &body, Some(&file.file_name()))?.sha256,
         )),
@@ -142,7 +142,7 @@ async fn fetch_checksum(run: &Run, file: &ArchiveFile) -> Result<Option<String>>
     }
 }
 
-async fn fetch_zip_head(run: &Run, file: &ArchiveFile) -> Result<bool> {
+async fn fetch_zip_head(run: &Run<'_>, file: &ArchiveFile) -> Result<bool> {
     let url = file.url(&run.spec.source);
     let r = with_retry(
         &run.spec.retry,
@@ -191,14 +191,14 @@ impl Body {
     }
 
     /// Put the bytes at `path` (atomically) and release the staging object.
-    async fn move_to(self, run: &Run, path: &str) -> Result<()> {
+    async fn move_to(self, run: &Run<'_>, path: &str) -> Result<()> {
         match self.data {
             BodyData::Memory(b) => run.ctx.store.put(path, PutPayload::from_bytes(b)).await,
             BodyData::Staged(s) => run.ctx.store.rename(&s, path).await,
         }
     }
 
-    async fn discard(self, run: &Run) {
+    async fn discard(self, run: &Run<'_>) {
         if let BodyData::Staged(s) = self.data {
             let _ = run.ctx.store.delete(&s).await;
         }
@@ -206,7 +206,7 @@ impl Body {
 }
 
 /// Download the zip with retries, hashing while streaming.
-async fn fetch_zip(run: &Run, file: &ArchiveFile) -> Result<Body> {
+async fn fetch_zip(run: &Run<'_>, file: &ArchiveFile) -> Result<Body> {
     let url = file.url(&run.spec.source);
     let on_retry = |n: u32, e: &Error, d: std::time::Duration| {
         Stats::add(&run.stats.retries, 1);
@@ -218,7 +218,7 @@ async fn fetch_zip(run: &Run, file: &ArchiveFile) -> Result<Body> {
     .await
 }
 
-async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body> {
+async fn fetch_zip_once(run: &Run<'_>, file: &ArchiveFile, url: &str) -> Result<Body> {
     Stats::add(&run.stats.requests, 1);
     let resp = tokio::select! {
         r = run.http.get(url).send() => r.map_err(|e| transport_error(url, &e))?,
@@ -311,7 +311,7 @@ async fn fetch_zip_once(run: &Run, file: &ArchiveFile, url: &str) -> Result<Body
 
 /// Open a multipart upload to the file's staging path.
 async fn start_staging(
-    run: &Run,
+    run: &Run<'_>,
     file: &ArchiveFile,
 ) -> Result<(String, object_store::WriteMultipart)> {
     let path = file.staging_path(&run.ctx.run_id);
@@ -324,7 +324,7 @@ async fn start_staging(
 
 /// The hash matched: check it is a zip, put it under its final name, record it.
 async fn store_verified(
-    run: &Run,
+    run: &Run<'_>,
     unit: &PlannedUnit,
     body: Body,
     sha: &str,
@@ -363,7 +363,7 @@ async fn store_verified(
 }
 
 /// The store holds the file but the manifest does not: hash the stored bytes.
-async fn adopt(run: &Run, unit: &PlannedUnit, expected: &str) -> Result<Option<u64>> {
+async fn adopt(run: &Run<'_>, unit: &PlannedUnit, expected: &str) -> Result<Option<u64>> {
     let file = &unit.file;
     let raw = file.raw_path();
     let Some((sha, size, head)) = run.ctx.store.sha256_of(&raw).await? else {

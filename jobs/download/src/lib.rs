@@ -10,26 +10,24 @@
 mod fetch;
 mod plan;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use shared::cli::{CommonSpec, SymbolSelection};
 use shared::exec::Tally;
 use shared::http::RetryPolicy;
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
 use shared::listing::discover_symbols;
-use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
-use shared::paths::Dataset;
-use shared::report::{RunHeader, RunReport};
+use shared::manifest::{Entry, ManifestWriter, Output, UnitStatus};
+use shared::paths::{ArchiveFile, Dataset};
+use shared::report::RunReport;
 use shared::{Context, Error, Result};
-use tokio::task::JoinSet;
 
 pub use fetch::FetchOutcome;
 pub use plan::{Action, PlannedUnit};
 
-pub const JOB: &str = "download";
 /// Bump when the meaning of a verified file changes, so manifests recompute.
 pub const JOB_VERSION: &str = "1";
 pub const DEFAULT_SOURCE: &str = "https://data.binance.vision";
@@ -93,199 +91,263 @@ impl Stats {
     }
 }
 
-/// Shared state of one run, handed to every unit task.
-pub(crate) struct Run {
-    pub spec: Spec,
-    pub ctx: Context,
-    pub http: reqwest::Client,
-    pub stats: Stats,
+/// What a unit task sees of the run.
+pub(crate) struct Run<'a> {
+    pub spec: &'a Spec,
+    pub ctx: &'a Context,
+    pub http: &'a reqwest::Client,
+    pub stats: &'a Stats,
 }
 
-/// Run the job. Errors returned here end the run (configuration, listing, store); per-unit
-/// failures are in the report.
-pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
+/// The job: its spec, the HTTP client, the run's counters, and the (dataset, symbol) targets
+/// with whether a file of each was found while planning.
+#[derive(Serialize)]
+pub struct Download {
+    #[serde(flatten)]
+    spec: Spec,
+    #[serde(skip)]
+    http: reqwest::Client,
+    #[serde(skip)]
+    stats: Stats,
+    #[serde(skip)]
+    targets: Mutex<Vec<(Dataset, String)>>,
+    #[serde(skip)]
+    found_at_plan: Mutex<HashSet<(Dataset, String)>>,
+}
 
-    // 1. Symbols per dataset (listing for `all`), then this shard's share.
-    let mut targets: Vec<(Dataset, String)> = Vec::new();
-    for ds in &spec.common.datasets {
-        let symbols = match &spec.common.symbols {
-            SymbolSelection::List(v) => v.clone(),
-            SymbolSelection::All => {
-                let s = discover_symbols(&http, &spec.listing_url, ds, &spec.retry, &ctx.cancel)
+impl Download {
+    pub fn new(spec: Spec, http: reqwest::Client) -> Download {
+        Download {
+            spec,
+            http,
+            stats: Stats::default(),
+            targets: Mutex::new(Vec::new()),
+            found_at_plan: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context) -> Run<'a> {
+        Run {
+            spec: &self.spec,
+            ctx,
+            http: &self.http,
+            stats: &self.stats,
+        }
+    }
+}
+
+/// Targets with a file the archive has, and those with a failed file: the others get a warning.
+#[derive(Default)]
+pub struct Totals {
+    found: HashSet<(Dataset, String)>,
+    failed: HashSet<(Dataset, String)>,
+}
+
+fn target(f: &ArchiveFile) -> (Dataset, String) {
+    (f.dataset, f.symbol.clone())
+}
+
+impl Job for Download {
+    const NAME: JobName = JobName::DOWNLOAD;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "files";
+    type Unit = PlannedUnit;
+    type Done = (PlannedUnit, FetchOutcome);
+    type Totals = Totals;
+
+    fn common(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+
+    /// What a verified file is does not depend on any parameter.
+    fn params_hash(&self) -> String {
+        String::new()
+    }
+
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<PlannedUnit>> {
+        let (spec, ctx) = (&self.spec, p.ctx);
+        // 1. Symbols per dataset (listing for `all`), then this shard's share.
+        let mut targets: Vec<(Dataset, String)> = Vec::new();
+        for ds in &spec.common.datasets {
+            let symbols = match &spec.common.symbols {
+                SymbolSelection::List(v) => v.clone(),
+                SymbolSelection::All => {
+                    let s = discover_symbols(
+                        &self.http,
+                        &spec.listing_url,
+                        ds,
+                        &spec.retry,
+                        &ctx.cancel,
+                    )
                     .await?;
-                tracing::info!(dataset = %ds.scope(), symbols = s.len(), "discovered symbols from the bucket listing");
-                s
+                    tracing::info!(dataset = %ds.scope(), symbols = s.len(), "discovered symbols from the bucket listing");
+                    s
+                }
+            };
+            for sym in spec.common.shard_of(&symbols) {
+                targets.push((*ds, sym));
             }
-        };
-        for sym in spec.common.shard_of(&symbols) {
-            targets.push((*ds, sym));
         }
-    }
 
-    // 2. Plan every (dataset, symbol) against its manifest and what the store holds.
-    let mut writers = Vec::new();
-    let mut queue: VecDeque<PlannedUnit> = VecDeque::new();
-    let mut never_verified: Vec<(Dataset, String)> = Vec::new();
-    for (ds, sym) in &targets {
-        let key = ManifestKey::new(JOB, ds.scope(), sym.clone());
-        let (writer, manifest) = ManifestWriter::open(&ctx.store, &key).await?;
-        if !manifest.entries().any(|e| e.status == UnitStatus::Done) {
-            never_verified.push((*ds, sym.clone()));
-        }
-        let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
-        let writer = Arc::new(writer);
-        let units = plan::plan_units(&spec, ctx.clock.now(), ds, sym, &manifest, &stored, &writer);
-        writers.push(writer);
-        queue.extend(units);
-    }
-
-    let mut tally = Tally::default();
-    // A listed symbol is checked while nothing of it is verified: a typo is a usage error
-    // before any request for its files.
-    if let SymbolSelection::List(_) = spec.common.symbols {
-        let unlisted = check_listed(&spec, &http, ctx, &never_verified, &mut tally).await?;
-        queue.retain(|u| !unlisted.contains(&(u.file.dataset, u.file.symbol.clone())));
-        targets.retain(|t| !unlisted.contains(t));
-    }
-
-    if spec.common.dry_run {
-        for u in &queue {
-            println!("{:<10} {}", u.action.label(), u.file.key());
-        }
-        tally.counts.skipped = queue.iter().filter(|u| u.action.is_skip()).count() as u64;
-        let not_run = queue.len() as u64 - tally.counts.skipped;
-        return Ok(header.dry_run(ctx, tally, not_run, serde_json::Value::Null));
-    }
-
-    let todo = queue.iter().filter(|u| !u.action.is_skip()).count();
-    // Targets with at least one file the archive has: the others get a warning at the end.
-    let mut found: HashSet<(Dataset, String)> = HashSet::new();
-    let mut failed: HashSet<(Dataset, String)> = HashSet::new();
-    tracing::info!(
-        units = queue.len(),
-        to_fetch = todo,
-        symbols = targets.len(),
-        concurrency = spec.common.concurrency,
-        "plan ready"
-    );
-    let progress = shared::progress::Progress::start("download", "files", queue.len() as u64);
-
-    // 3. Execute with bounded concurrency; a missing monthly file enqueues its daily files.
-    let run = Arc::new(Run {
-        spec,
-        ctx: ctx.clone(),
-        http,
-        stats: Stats::default(),
-    });
-    let mut tasks: JoinSet<(PlannedUnit, Result<FetchOutcome>)> = JoinSet::new();
-    loop {
-        while tasks.len() < run.spec.common.concurrency && !ctx.cancel.is_cancelled() {
-            let Some(unit) = queue.pop_front() else { break };
-            if let Action::Skip(_) = unit.action {
-                found.insert((unit.file.dataset, unit.file.symbol.clone()));
-                tally.skip();
-                progress.inc(1);
-                continue;
+        // 2. Plan every (dataset, symbol) against its manifest and what the store holds.
+        let mut queue: Vec<PlannedUnit> = Vec::new();
+        let mut never_verified: Vec<(Dataset, String)> = Vec::new();
+        for (ds, sym) in &targets {
+            let (writer, manifest) = p.manifest(&ds.scope(), sym).await?;
+            if !manifest.entries().any(|e| e.status == UnitStatus::Done) {
+                never_verified.push((*ds, sym.clone()));
             }
-            if let Action::KnownMissing = unit.action {
-                tally.miss(unit.file.key());
-                progress.inc(1);
-                continue;
+            let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
+            queue.extend(plan::plan_units(
+                spec,
+                ctx.clock.now(),
+                ds,
+                sym,
+                &manifest,
+                &stored,
+                &writer,
+            ));
+        }
+
+        // A listed symbol is checked while nothing of it is verified: a typo is a usage error
+        // before any request for its files.
+        if let SymbolSelection::List(_) = spec.common.symbols {
+            let unlisted =
+                check_listed(spec, &self.http, ctx, &never_verified, &mut p.tally).await?;
+            queue.retain(|u| !unlisted.contains(&target(&u.file)));
+            targets.retain(|t| !unlisted.contains(t));
+        }
+
+        let mut units = Vec::new();
+        let mut found = HashSet::new();
+        for u in queue {
+            let line = format!("{:<10} {}", u.action.label(), u.file.key());
+            match u.action {
+                Action::Skip(_) => {
+                    found.insert(target(&u.file));
+                    p.skip(line);
+                }
+                Action::KnownMissing => p.known_missing(u.file.key(), line),
+                _ => units.push(u),
             }
-            let run = run.clone();
-            tasks.spawn(async move {
-                let r = fetch::process(&run, &unit).await;
-                (unit, r)
-            });
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let (unit, result) = joined.map_err(|e| Error::Io {
-            context: "a download task panicked".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        progress.inc(1);
-        progress.set_bytes(Stats::get(&run.stats.bytes));
-        let key = unit.file.key();
-        match &result {
-            Ok(FetchOutcome::Missing) => {}
-            Ok(_) => _ = found.insert((unit.file.dataset, unit.file.symbol.clone())),
-            Err(_) => _ = failed.insert((unit.file.dataset, unit.file.symbol.clone())),
+        tracing::info!(symbols = targets.len(), "targets planned");
+        if let (Ok(mut t), Ok(mut f)) = (self.targets.lock(), self.found_at_plan.lock()) {
+            *t = targets;
+            *f = found;
         }
-        match result {
-            Ok(FetchOutcome::Verified { .. }) => tally.counts.done += 1,
-            Ok(FetchOutcome::Unchanged | FetchOutcome::Adopted { .. }) => tally.skip(),
-            Ok(FetchOutcome::Missing) => {
-                let fallback = shared::plan::monthly_fallback(&unit.file, run.spec.common.range);
+        Ok(units)
+    }
+
+    fn unit_key(u: &PlannedUnit) -> String {
+        u.file.key()
+    }
+
+    fn dry_run_line(&self, u: &PlannedUnit) -> String {
+        format!("{:<10} {}", u.action.label(), u.file.key())
+    }
+
+    async fn execute(
+        job: Arc<Self>,
+        ctx: Context,
+        _stamp: Stamp,
+        u: PlannedUnit,
+    ) -> Result<(PlannedUnit, FetchOutcome)> {
+        let r = fetch::process(&job.run(&ctx), &u).await?;
+        Ok((u, r))
+    }
+
+    fn absorb(
+        &self,
+        t: &mut Totals,
+        key: &str,
+        (unit, outcome): (PlannedUnit, FetchOutcome),
+    ) -> Finished<PlannedUnit> {
+        match outcome {
+            FetchOutcome::Verified { .. } => {
+                t.found.insert(target(&unit.file));
+                Finished::Done
+            }
+            FetchOutcome::Unchanged | FetchOutcome::Adopted { .. } => {
+                t.found.insert(target(&unit.file));
+                Finished::UpToDate
+            }
+            FetchOutcome::Missing => {
+                let fallback = shared::plan::monthly_fallback(&unit.file, self.spec.common.range);
                 if fallback.is_empty() {
-                    tally.miss(key);
-                } else {
-                    tracing::info!(file = %key, days = fallback.len(), "monthly file missing upstream: falling back to daily files");
-                    Stats::add(&run.stats.monthly_fallbacks, 1);
-                    progress.inc_length(fallback.len() as u64);
-                    for f in fallback {
-                        queue.push_back(PlannedUnit {
+                    return Finished::Missing;
+                }
+                tracing::info!(file = %key, days = fallback.len(), "monthly file missing upstream: falling back to daily files");
+                Stats::add(&self.stats.monthly_fallbacks, 1);
+                Finished::Expands(
+                    fallback
+                        .into_iter()
+                        .map(|f| PlannedUnit {
                             file: f,
                             action: Action::Fetch,
                             writer: unit.writer.clone(),
                             recorded_sha: None,
-                        });
-                    }
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn failed(&self, t: &mut Totals, key: &str) {
+        if let Ok(f) = ArchiveFile::parse_key(key) {
+            t.failed.insert(target(&f));
+        }
+    }
+
+    fn bytes(&self, _: &Totals) -> u64 {
+        Stats::get(&self.stats.bytes)
+    }
+
+    /// A target with no file in the range gets a warning; then the report's figures.
+    async fn finish(&self, ctx: &Context, t: Totals, end: &mut End) -> Result<serde_json::Value> {
+        if !ctx.cancel.is_cancelled() {
+            let range = self.spec.common.range;
+            let targets = self.targets.lock().map(|t| t.clone()).unwrap_or_default();
+            let at_plan = self
+                .found_at_plan
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default();
+            for tg in &targets {
+                if !t.found.contains(tg) && !at_plan.contains(tg) && !t.failed.contains(tg) {
+                    let (ds, sym) = tg;
+                    end.tally.warn(format!(
+                        "{sym}: the archive has no {} file from {} to {} (not listed yet in that \
+                         range, or delisted before it)",
+                        ds.scope(),
+                        range.start,
+                        range.end
+                    ));
                 }
             }
-            Err(e) => {
-                tally.record::<()>(&key, Err(e));
-            }
         }
-        if ctx.cancel.is_cancelled() && tasks.is_empty() {
-            break;
-        }
+        let s = &self.stats;
+        let bytes = Stats::get(&s.bytes);
+        let secs = end.seconds;
+        Ok(serde_json::json!({
+            "requests": Stats::get(&s.requests),
+            "retries": Stats::get(&s.retries),
+            "checksum_mismatches": Stats::get(&s.checksum_mismatches),
+            "adopted": Stats::get(&s.adopted),
+            "republished": Stats::get(&s.republished),
+            "refresh_checks": Stats::get(&s.refresh_checks),
+            "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
+            "seconds": secs,
+            "files_per_sec": end.tally.counts.done as f64 / secs,
+            "mb_per_sec": bytes as f64 / 1e6 / secs,
+        }))
     }
-    drop(progress);
-    if !ctx.cancel.is_cancelled() {
-        let range = run.spec.common.range;
-        for (ds, sym) in &targets {
-            let target = (*ds, sym.clone());
-            if !found.contains(&target) && !failed.contains(&target) {
-                tally.warn(format!(
-                    "{sym}: the archive has no {} file from {} to {} (not listed yet in that \
-                     range, or delisted before it)",
-                    ds.scope(),
-                    range.start,
-                    range.end
-                ));
-            }
-        }
-    }
-    // Units never started because of an interrupt.
-    tally.counts.not_run += queue.iter().filter(|u| !u.action.is_skip()).count() as u64;
-    tally.counts.skipped += queue.iter().filter(|u| u.action.is_skip()).count() as u64;
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    let s = &run.stats;
-    let bytes = Stats::get(&s.bytes);
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let details = serde_json::json!({
-        "requests": Stats::get(&s.requests),
-        "retries": Stats::get(&s.retries),
-        "checksum_mismatches": Stats::get(&s.checksum_mismatches),
-        "adopted": Stats::get(&s.adopted),
-        "republished": Stats::get(&s.republished),
-        "refresh_checks": Stats::get(&s.refresh_checks),
-        "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
-        "seconds": secs,
-        "files_per_sec": tally.counts.done as f64 / secs,
-        "mb_per_sec": bytes as f64 / 1e6 / secs,
-    });
-    Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// Run the job over `ctx`'s store.
+pub async fn run(spec: Spec, ctx: &Context, http: reqwest::Client) -> Result<RunReport> {
+    shared::job::run(Download::new(spec, http), ctx).await
 }
 
 /// Check the symbols of `targets` never downloaded before against the bucket listing of their
@@ -359,26 +421,24 @@ async fn check_listed(
 
 /// A manifest entry for a unit of this job.
 pub(crate) fn entry(
-    run: &Run,
+    run: &Run<'_>,
     unit: &str,
     status: UnitStatus,
     checksum: Option<&str>,
     output: Option<Output>,
     detail: Option<String>,
 ) -> Entry {
-    Entry {
-        unit: unit.to_string(),
+    let inputs = checksum
+        .map(|c| [("checksum".to_string(), c.to_string())].into())
+        .unwrap_or_default();
+    let mut e = Stamp::new(JobName::DOWNLOAD, JOB_VERSION, String::new(), run.ctx).entry(
+        unit,
         status,
-        inputs: checksum
-            .map(|c| [("checksum".to_string(), c.to_string())].into())
-            .unwrap_or_default(),
-        job_version: JOB_VERSION.into(),
-        params_hash: String::new(),
-        outputs: output.into_iter().collect(),
-        recorded_at: run.ctx.clock.now(),
-        run_id: run.ctx.run_id.clone(),
-        detail,
-    }
+        inputs,
+        output.into_iter().collect(),
+    );
+    e.detail = detail;
+    e
 }
 
 /// Record into a unit's manifest.

@@ -9,7 +9,6 @@ use std::time::Duration;
 use clap::Parser;
 use shared::cli::CommonArgs;
 use shared::http::RetryPolicy;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Download Binance archive files into the store, verified against their CHECKSUM files.
 #[derive(Parser, Debug)]
@@ -67,9 +66,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "download", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
+    shared::job::main(cli.common, |common| {
         let listing_url = download::listing_url_for(&cli.source, cli.listing_url.as_deref())?;
         if cli.checksum_attempts == 0 || cli.retries == 0 {
             return Err(shared::Error::usage(
@@ -77,8 +74,6 @@ fn main() -> ExitCode {
             )
             .into());
         }
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
         let http = shared::http::client(
             Duration::from_secs(cli.connect_timeout_secs),
             Duration::from_secs(cli.read_timeout_secs),
@@ -97,7 +92,6 @@ fn main() -> ExitCode {
             checksum_attempts: cli.checksum_attempts,
             memory_limit: cli.memory_limit_mib << 20,
         };
-        let report = download::run(spec, &ctx, http).await?;
-        Ok((ctx, report))
+        Ok(download::Download::new(spec, http))
     })
 }

@@ -13,27 +13,26 @@ mod unit;
 pub mod unzip;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use shared::cli::CommonSpec;
-use shared::exec::{self, Tally};
-use shared::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, select_symbols};
-use shared::report::{RunHeader, RunReport};
-use shared::{Context, Result};
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
+use shared::manifest::Entry;
+use shared::report::RunReport;
+use shared::{Context, Error, Result};
 
 pub use plan::{Action, Unit};
 pub use unzip::{CsvStats, Limits};
 
-pub const JOB: &str = "extract";
+pub const JOB: JobName = JobName::EXTRACT;
 /// Bump when the meaning of an extracted CSV changes, so manifests recompute.
 pub const JOB_VERSION: &str = "1";
 /// The limits do not change what a successful extraction writes, so no parameter enters the
 /// fingerprint.
 pub const PARAMS_HASH: &str = "";
 /// The upstream job whose manifest lists the zips.
-pub const DOWNLOAD_JOB: &str = "download";
+pub const DOWNLOAD_JOB: JobName = JobName::DOWNLOAD;
 /// How a pruned unit's `detail` starts.
 const PRUNED_PREFIX: &str = "pruned:";
 
@@ -63,180 +62,198 @@ pub struct Spec {
     pub tmp_dir: Option<PathBuf>,
 }
 
-/// Shared state of one run, handed to every unit task.
-pub(crate) struct Run {
-    pub spec: Spec,
-    pub ctx: Context,
+/// What a unit task sees of the run.
+pub(crate) struct Run<'a> {
+    pub spec: &'a Spec,
+    pub ctx: &'a Context,
 }
 
-impl Run {
+impl Run<'_> {
     fn tmp_dir(&self) -> PathBuf {
         self.spec.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 }
 
-/// Run the job. Errors returned here end the run (configuration, store, manifests); per-unit
-/// failures are in the report.
-pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    let store = &ctx.store;
-    let mut tally = Tally::default();
+/// The job: its spec, and every planned unit by (dataset, symbol), kept for `--prune-converted`
+/// once the units have run.
+#[derive(Serialize)]
+pub struct Extract {
+    #[serde(flatten)]
+    spec: Spec,
+    #[serde(skip)]
+    groups: Mutex<Vec<Vec<Unit>>>,
+}
 
-    // 1. Symbols per dataset (those with a download manifest for `all`), then this shard's.
-    let mut targets = Vec::new();
-    for ds in &spec.common.datasets {
-        let symbols = select_symbols(
-            store,
-            DOWNLOAD_JOB,
-            &ds.scope(),
-            &spec.common.symbols,
-            &mut tally,
-        )
-        .await?;
-        for sym in spec.common.shard_of(&symbols) {
-            targets.push((*ds, sym));
+impl Extract {
+    pub fn new(spec: Spec) -> Extract {
+        Extract {
+            spec,
+            groups: Mutex::new(Vec::new()),
         }
     }
 
-    // 2. Plan every (dataset, symbol) from the download manifest against the extract manifest.
-    let mut groups: Vec<Vec<Unit>> = Vec::new();
-    for (ds, sym) in &targets {
-        let download =
-            Manifest::load(store, &ManifestKey::new(DOWNLOAD_JOB, ds.scope(), sym)).await?;
-        let files = plan::selected(&download, ds, sym, spec.common.range);
-        if files.is_empty() {
-            continue;
-        }
-        let key = ManifestKey::new(JOB, ds.scope(), sym.clone());
-        let (writer, extract) = ManifestWriter::open(store, &key).await?;
-        let names: Vec<_> = files.iter().map(|(f, _)| f.clone()).collect();
-        let csvs = plan::stored_csvs(store, &names).await?;
-        let writer = Arc::new(writer);
-        groups.push(plan::plan_units(
-            files,
-            &extract,
-            &csvs,
-            spec.common.force,
-            &writer,
-        ));
+    fn groups(&self) -> Vec<Vec<Unit>> {
+        self.groups.lock().map(|g| g.clone()).unwrap_or_default()
     }
-    let run = Arc::new(Run {
-        spec,
-        ctx: ctx.clone(),
-    });
-    let units: Vec<&Unit> = groups.iter().flatten().collect();
+}
 
-    if run.spec.common.dry_run {
-        for u in &units {
-            println!("{:<10} {}", u.action.label(), u.file.key());
+#[derive(Default)]
+pub struct Totals {
+    csv_bytes: u64,
+    zip_bytes: u64,
+    rows: u64,
+}
+
+impl Job for Extract {
+    const NAME: JobName = JobName::EXTRACT;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "files";
+    type Unit = Unit;
+    type Done = (CsvStats, u64);
+    type Totals = Totals;
+
+    fn common(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+
+    fn params_hash(&self) -> String {
+        PARAMS_HASH.to_string()
+    }
+
+    /// Every (dataset, symbol) from the download manifest against the extract manifest.
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<Unit>> {
+        let store = &p.ctx.store;
+        let mut groups: Vec<Vec<Unit>> = Vec::new();
+        for ds in &self.spec.common.datasets {
+            let scope = ds.scope();
+            for sym in p.symbols(DOWNLOAD_JOB, &scope).await? {
+                let download = p.upstream(DOWNLOAD_JOB, &scope, &sym).await?;
+                let files = plan::selected(&download, ds, &sym, self.spec.common.range);
+                if files.is_empty() {
+                    continue;
+                }
+                let (writer, extract) = p.manifest(&scope, &sym).await?;
+                let names: Vec<_> = files.iter().map(|(f, _)| f.clone()).collect();
+                let csvs = plan::stored_csvs(store, &names).await?;
+                groups.push(plan::plan_units(
+                    files,
+                    &extract,
+                    &csvs,
+                    self.spec.common.force,
+                    &writer,
+                ));
+            }
         }
+        let mut units = Vec::new();
+        for u in groups.iter().flatten() {
+            match u.action {
+                Action::Skip(why) => p.skip(format!("{why:<10} {}", u.file.key())),
+                Action::Extract | Action::Invalid(_) => units.push(u.clone()),
+            }
+        }
+        if let Ok(mut g) = self.groups.lock() {
+            *g = groups;
+        }
+        Ok(units)
+    }
+
+    fn unit_key(u: &Unit) -> String {
+        u.file.key()
+    }
+
+    fn dry_run_line(&self, u: &Unit) -> String {
+        format!("{:<10} {}", u.action.label(), u.file.key())
+    }
+
+    async fn dry_run(&self, ctx: &Context, _units: &[Unit]) -> Result<serde_json::Value> {
         let mut prunable = 0;
-        if run.spec.prune_converted {
-            for g in &groups {
+        if self.spec.prune_converted {
+            let run = Run {
+                spec: &self.spec,
+                ctx,
+            };
+            for g in &self.groups() {
                 for c in prune::candidates(&run, g).await? {
                     println!("{:<10} {}", "prune", c.csv);
                     prunable += 1;
                 }
             }
         }
-        tally.counts.skipped = units
-            .iter()
-            .filter(|u| matches!(u.action, Action::Skip(_)))
-            .count() as u64;
-        let not_run = units.len() as u64 - tally.counts.skipped;
-        let details = serde_json::json!({ "prunable": prunable });
-        return Ok(header.dry_run(ctx, tally, not_run, details));
+        Ok(serde_json::json!({ "prunable": prunable }))
     }
 
-    let todo = units.iter().filter(|u| u.action == Action::Extract).count();
-    tracing::info!(
-        units = units.len(),
-        to_extract = todo,
-        symbols = targets.len(),
-        concurrency = run.spec.common.concurrency,
-        "plan ready"
-    );
-
-    // 3. Execute with bounded concurrency.
-    let mut todo_units = Vec::new();
-    for u in units {
-        match &u.action {
-            Action::Skip(_) => tally.skip(),
-            Action::Invalid(reason) => tally.fail(u.file.key(), reason.clone()),
-            Action::Extract => todo_units.push(u.clone()),
+    async fn execute(
+        job: Arc<Self>,
+        ctx: Context,
+        _stamp: Stamp,
+        u: Unit,
+    ) -> Result<(CsvStats, u64)> {
+        if let Action::Invalid(reason) = &u.action {
+            return Err(Error::bad_data(u.file.key(), reason.clone()));
         }
-    }
-    let (mut csv_bytes, mut zip_bytes, mut rows) = (0u64, 0u64, 0u64);
-    let work = {
-        let run = run.clone();
-        move |unit: Unit| {
-            let run = run.clone();
-            async move {
-                let r = unit::process(&run, &unit).await.map(|s| (s, unit.zip_size));
-                (unit.file.key(), r)
-            }
-        }
-    };
-    let not_run = exec::for_each_bounded(
-        ("extract", "files"),
-        todo_units,
-        run.spec.common.concurrency,
-        &ctx.cancel,
-        work,
-        |key, r| {
-            if let Some((s, zip_size)) = tally.record(&key, r) {
-                csv_bytes += s.size;
-                zip_bytes += zip_size;
-                rows += s.rows;
-            }
-        },
-    )
-    .await?;
-    tally.counts.not_run += not_run;
-
-    // 4. Prune CSVs that convert has consumed.
-    let mut pruned = 0u64;
-    let mut pruned_bytes = 0u64;
-    if run.spec.prune_converted && !ctx.cancel.is_cancelled() {
-        for g in &groups {
-            for c in prune::candidates(&run, g).await? {
-                let Some(u) = g.iter().find(|u| u.file.csv_path() == c.csv) else {
-                    continue;
-                };
-                let size = c.entry.outputs.first().map(|o| o.size).unwrap_or(0);
-                prune::prune(&run, u, c).await?;
-                pruned += 1;
-                pruned_bytes += size;
-            }
-        }
-        tracing::info!(pruned, bytes = pruned_bytes, "pruned converted CSVs");
+        let run = Run {
+            spec: &job.spec,
+            ctx: &ctx,
+        };
+        unit::process(&run, &u).await.map(|s| (s, u.zip_size))
     }
 
-    let outcome = tally.outcome(ctx.cancel.is_cancelled());
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
-    let details = serde_json::json!({
-        "pruned": pruned,
-        "pruned_bytes": pruned_bytes,
-        "zip_bytes": zip_bytes,
-        "csv_rows": rows,
-        "seconds": secs,
-        "files_per_sec": tally.counts.done as f64 / secs,
-        "csv_mb_per_sec": csv_bytes as f64 / 1e6 / secs,
-    });
-    Ok(header.report(ctx, outcome, tally, csv_bytes, details))
+    fn absorb(&self, t: &mut Totals, _key: &str, (s, zip): (CsvStats, u64)) -> Finished<Unit> {
+        t.csv_bytes += s.size;
+        t.zip_bytes += zip;
+        t.rows += s.rows;
+        Finished::Done
+    }
+
+    fn bytes(&self, t: &Totals) -> u64 {
+        t.csv_bytes
+    }
+
+    /// Prune the CSVs that convert has consumed.
+    async fn finish(&self, ctx: &Context, t: Totals, end: &mut End) -> Result<serde_json::Value> {
+        let mut pruned = 0u64;
+        let mut pruned_bytes = 0u64;
+        if self.spec.prune_converted && !ctx.cancel.is_cancelled() {
+            let run = Run {
+                spec: &self.spec,
+                ctx,
+            };
+            for g in &self.groups() {
+                for c in prune::candidates(&run, g).await? {
+                    let Some(u) = g.iter().find(|u| u.file.csv_path() == c.csv) else {
+                        continue;
+                    };
+                    let size = c.entry.outputs.first().map(|o| o.size).unwrap_or(0);
+                    prune::prune(&run, u, c).await?;
+                    pruned += 1;
+                    pruned_bytes += size;
+                }
+            }
+            tracing::info!(pruned, bytes = pruned_bytes, "pruned converted CSVs");
+        }
+        let secs = end.seconds;
+        Ok(serde_json::json!({
+            "pruned": pruned,
+            "pruned_bytes": pruned_bytes,
+            "zip_bytes": t.zip_bytes,
+            "csv_rows": t.rows,
+            "seconds": secs,
+            "files_per_sec": end.tally.counts.done as f64 / secs,
+            "csv_mb_per_sec": t.csv_bytes as f64 / 1e6 / secs,
+        }))
+    }
+}
+
+/// Run the job over `ctx`'s store.
+pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
+    shared::job::run(Extract::new(spec), ctx).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use shared::cli::LogFormat;
+    use shared::manifest::{Manifest, ManifestKey, ManifestWriter};
     use shared::paths::{ArchiveFile, DataType, Dataset, FileDate, Interval, Market};
     use shared::plan::DateRange;
     use shared::{Clock, Store};

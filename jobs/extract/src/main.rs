@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Unpack downloaded archive zips into the CSV staging area (`csv/<archive path>.csv`).
 #[derive(Parser, Debug)]
@@ -40,9 +39,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "extract", async move {
-        let clock = Clock::System;
-        let limits = limits(&cli)?;
+    let limits = limits(&cli);
+    shared::job::main(cli.common, |common| {
+        let limits = limits?;
         if let Some(d) = &cli.tmp_dir
             && !d.is_dir()
         {
@@ -50,17 +49,12 @@ fn main() -> ExitCode {
                 shared::Error::usage(format!("--tmp-dir {} is not a folder", d.display())).into(),
             );
         }
-        let common = cli.common.into_spec(clock.now().date_naive())?;
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
-        let spec = extract::Spec {
+        Ok(extract::Extract::new(extract::Spec {
             common,
             limits,
             prune_converted: cli.prune_converted,
             tmp_dir: cli.tmp_dir,
-        };
-        let report = extract::run(spec, &ctx).await?;
-        Ok((ctx, report))
+        }))
     })
 }
 

@@ -231,6 +231,7 @@ mod tests {
             recorded_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             run_id: "r".into(),
             detail: None,
+            duplicate_days: Default::default(),
         };
         let present: HashMap<String, u64> = [(file.csv_path(), 10)].into();
         let resized: HashMap<String, u64> = [(file.csv_path(), 9)].into();

@@ -10,7 +10,7 @@ use crate::plan::Unit;
 use crate::{Run, is_pruned, pruned_detail};
 
 /// The convert job whose manifest says a CSV has been consumed.
-pub const CONVERT_JOB: &str = "convert";
+pub const CONVERT_JOB: shared::job::JobName = shared::job::JobName::CONVERT;
 
 /// A CSV that can go, with the extract entry to re-record.
 pub struct Candidate {
@@ -20,7 +20,7 @@ pub struct Candidate {
 
 /// Candidates among `units` (all of one dataset and symbol): extract done and not yet pruned,
 /// convert done from the same CSV, and the CSV still in the store.
-pub async fn candidates(run: &Run, units: &[Unit]) -> Result<Vec<Candidate>> {
+pub async fn candidates(run: &Run<'_>, units: &[Unit]) -> Result<Vec<Candidate>> {
     let Some(first) = units.first() else {
         return Ok(Vec::new());
     };
@@ -55,7 +55,7 @@ pub async fn candidates(run: &Run, units: &[Unit]) -> Result<Vec<Candidate>> {
 
 /// Delete one candidate's CSV and record the unit as pruned. The record comes after the delete:
 /// a crash between them leaves a done entry without its CSV, which the next run re-extracts.
-pub async fn prune(run: &Run, unit: &Unit, c: Candidate) -> Result<()> {
+pub async fn prune(run: &Run<'_>, unit: &Unit, c: Candidate) -> Result<()> {
     run.ctx.store.delete(&c.csv).await?;
     let sha = c
         .entry

@@ -23,7 +23,7 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Extract one unit and record it: `Done` with the CSV as output, or `Failed` with the reason.
 /// An interrupted unit records nothing.
-pub async fn process(run: &Run, unit: &Unit) -> Result<CsvStats> {
+pub async fn process(run: &Run<'_>, unit: &Unit) -> Result<CsvStats> {
     let result = extract_unit(run, unit).await;
     let entry = |status, outputs, detail| Entry {
         unit: unit.file.key(),
@@ -35,6 +35,7 @@ pub async fn process(run: &Run, unit: &Unit) -> Result<CsvStats> {
         recorded_at: run.ctx.clock.now(),
         run_id: run.ctx.run_id.clone(),
         detail,
+        duplicate_days: Default::default(),
     };
     match &result {
         Ok(s) => {
@@ -59,7 +60,7 @@ pub async fn process(run: &Run, unit: &Unit) -> Result<CsvStats> {
     result
 }
 
-async fn extract_unit(run: &Run, unit: &Unit) -> Result<CsvStats> {
+async fn extract_unit(run: &Run<'_>, unit: &Unit) -> Result<CsvStats> {
     if run.ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
@@ -168,7 +169,7 @@ fn verify_local(path: &Path, raw: &str, want: &str) -> Result<()> {
 /// Stream a zip from a remote store into a temp file (never into memory: they reach GBs),
 /// hashing it on the way and comparing with the recorded fingerprint.
 async fn fetch_to_temp(
-    run: &Run,
+    run: &Run<'_>,
     raw: &str,
     tmp_dir: &PathBuf,
     want: &str,

@@ -1,5 +1,5 @@
 //! `optimize` binary: parses the CLI into an [`optimize::Spec`] and runs the job through
-//! [`shared::jobmain`] (report, summary, exit code).
+//! [`shared::job`] (report, summary, exit code).
 
 #![forbid(unsafe_code)]
 
@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Compact the daily Parquet partitions of each symbol into sorted, deduplicated monthly files.
 #[derive(Parser, Debug)]
@@ -30,20 +29,14 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "optimize", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
+    shared::job::main(cli.common, |common| {
         if cli.row_group_rows == 0 {
             return Err(shared::Error::usage("--row-group-rows must be positive").into());
         }
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
-        let spec = optimize::Spec {
+        Ok(optimize::Spec {
             common,
             row_group_rows: cli.row_group_rows,
             smallest_floats: cli.smallest_floats,
-        };
-        let report = optimize::run(spec, &ctx).await?;
-        Ok((ctx, report))
+        })
     })
 }

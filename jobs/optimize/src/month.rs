@@ -10,11 +10,12 @@ use frames::polars::prelude::*;
 use frames::{FloatEncoding, ParquetOptions, ParquetSink, PolarsContext};
 use serde::Serialize;
 use shared::formats::format_of;
-use shared::manifest::{Entry, UnitStatus};
+use shared::job::Stamp;
+use shared::manifest::UnitStatus;
 use shared::paths::Period;
 use shared::{Context, Error, Result};
 
-use crate::{DayInput, JOB_VERSION, MonthUnit, Spec};
+use crate::{DayInput, MonthUnit, Spec};
 
 /// A day present in both a daily and a monthly archive, and which one was kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,7 +72,7 @@ pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Ve
 pub(crate) async fn optimize(
     spec: &Spec,
     ctx: &Context,
-    phash: &str,
+    stamp: &Stamp,
     u: MonthUnit,
 ) -> Result<MonthResult> {
     let (chosen, choices) = choose_sources(&u.inputs);
@@ -108,9 +109,7 @@ pub(crate) async fn optimize(
                         let df = handle
                             .block_on(frames::read_parquet(&store, &input.path))
                             .map_err(Error::from)?
-                            .ok_or_else(|| {
-                                Error::Parse(format!("input partition {} is missing", input.path))
-                            })?;
+                            .ok_or_else(|| Error::upstream_missing(&input.path, crate::UPSTREAM))?;
                         window.insert(d, df);
                     }
                 }
@@ -200,35 +199,22 @@ pub(crate) async fn optimize(
     {
         ctx.store.delete(&legacy).await?;
     }
-    let entry = Entry {
-        unit: u.key(),
-        status: UnitStatus::Done,
-        inputs: u
-            .inputs
-            .iter()
-            .map(|i| (i.path.clone(), i.sha256.clone()))
-            .collect(),
-        job_version: JOB_VERSION.into(),
-        params_hash: phash.to_string(),
-        outputs,
-        recorded_at: ctx.clock.now(),
-        run_id: ctx.run_id.clone(),
-        detail: Some(format!(
-            "rows_in={} rows_out={} duplicates_removed={} days_in_both_sources={}{}",
-            res.rows_in,
-            res.rows_out,
-            res.duplicates_removed,
-            res.choices.len(),
-            crate::format_duplicate_days(&res.duplicate_days)
-        )),
-    };
+    let mut entry = stamp.entry(u.key(), UnitStatus::Done, u.fingerprint(), outputs);
+    entry.detail = Some(format!(
+        "rows_in={} rows_out={} duplicates_removed={} days_in_both_sources={}",
+        res.rows_in,
+        res.rows_out,
+        res.duplicates_removed,
+        res.choices.len(),
+    ));
+    entry.duplicate_days = res.duplicate_days.iter().copied().collect();
     u.writer.record(entry).await?;
     Ok(res)
 }
 
 /// `[start, end)` of a UTC day in µs.
 fn day_bounds_us(day: NaiveDate) -> (i64, i64) {
-    let start = crate::day_start_us(day);
+    let start = shared::time::day_start_us(day);
     (start, start + 86_400_000_000)
 }
 
@@ -273,21 +259,6 @@ mod tests {
             (choices[1].daily_rows, choices[1].monthly_rows),
             (1440, 700)
         );
-    }
-
-    #[test]
-    fn duplicate_days_round_trip_through_the_detail() {
-        let days = vec![
-            (NaiveDate::from_ymd_opt(2025, 1, 12).unwrap(), 1),
-            (NaiveDate::from_ymd_opt(2025, 1, 13).unwrap(), 20),
-        ];
-        let detail = format!(
-            "rows_in=1 rows_out=1{}",
-            crate::format_duplicate_days(&days)
-        );
-        assert_eq!(crate::parse_duplicate_days(&detail), days);
-        assert_eq!(crate::format_duplicate_days(&[]), "");
-        assert!(crate::parse_duplicate_days("rows_in=1 duplicates_removed=0").is_empty());
     }
 
     #[test]

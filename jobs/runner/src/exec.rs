@@ -700,9 +700,32 @@ async fn run_shard(ctx: &Arc<Ctx>, i: usize, shard: Shard) -> ShardSummary {
     }
 }
 
-/// Make a command: own process group, SIGTERM when the runner dies, no stdin.
+/// glibc malloc settings for the jobs (the Dockerfile sets the same): keep freed memory in the
+/// process instead of returning it to the kernel and faulting it in again for the next file
+/// (mmap and trim thresholds, heap growth step), and back the heaps with transparent huge
+/// pages. A job that decodes one large column after another otherwise spends much of its CPU
+/// zeroing the same pages again (tests/README.md, "Aggregate benchmark").
+pub const GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=33554432:\
+glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=67108864:glibc.malloc.hugetlb=1";
+
+/// [`GLIBC_TUNABLES`] with one malloc arena per core: memory freed by one blocking-pool thread
+/// is then reused by the next unit instead of faulted in fresh in another arena. A value the
+/// user set is kept.
+fn glibc_tunables() -> Option<String> {
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(format!("{GLIBC_TUNABLES}:glibc.malloc.arena_max={cores}"))
+}
+
+/// Make a command: own process group, SIGTERM when the runner dies, no stdin, the jobs' malloc
+/// settings.
 fn command(program: &std::path::Path, args: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
+    if let Some(t) = glibc_tunables() {
+        cmd.env("GLIBC_TUNABLES", t);
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1007,4 +1030,15 @@ fn topo(plan: &Plan) -> Vec<usize> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The image runs jobs without the runner (Argo): it must set the same malloc settings.
+    #[test]
+    fn the_image_sets_the_runners_glibc_tunables() {
+        let dockerfile = include_str!("../../../Dockerfile");
+        let line = format!("ENV GLIBC_TUNABLES={}", super::GLIBC_TUNABLES);
+        assert!(dockerfile.lines().any(|l| l == line), "{line}");
+    }
 }

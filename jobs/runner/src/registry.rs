@@ -3,6 +3,8 @@
 //! Kubernetes. Adding a job is one entry in [`JOBS`]; the `runner` end-to-end test compares every
 //! entry with the binary's own `--help`, so the registry cannot drift from the clap definitions.
 
+use shared::job::JobName;
+
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgKind {
@@ -130,7 +132,7 @@ impl JobSpec {
 /// Every job the runner can run, in pipeline order.
 pub const JOBS: &[JobSpec] = &[
     JobSpec {
-        name: "download",
+        name: JobName::DOWNLOAD.as_str(),
         args: &[
             v("source"),
             v("listing-url"),
@@ -150,7 +152,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "extract",
+        name: JobName::EXTRACT.as_str(),
         args: &[
             v("expect-entries"),
             v("max-uncompressed-gib"),
@@ -164,7 +166,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "convert",
+        name: JobName::CONVERT.as_str(),
         args: &[
             v("row-group-rows"),
             v("read-chunk-mib"),
@@ -177,7 +179,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "optimize",
+        name: JobName::OPTIMIZE.as_str(),
         args: &[v("row-group-rows"), s("smallest-floats")],
         resources: Resources {
             cpu: "1",
@@ -185,7 +187,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "validate",
+        name: JobName::VALIDATE.as_str(),
         args: &[v("price-jump-threshold"), v("outage-share"), s("warn-only")],
         resources: Resources {
             cpu: "1",
@@ -193,7 +195,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "aggregate",
+        name: JobName::AGGREGATE.as_str(),
         args: &[v("freq")],
         resources: Resources {
             cpu: "1",
@@ -201,7 +203,7 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
-        name: "bars",
+        name: JobName::BARS.as_str(),
         args: &[
             l("bar"),
             l("threshold"),
@@ -221,7 +223,7 @@ pub const JOBS: &[JobSpec] = &[
     },
     // The `build` job (cargo reserves the binary name `build`): one process for the whole panel.
     JobSpec {
-        name: "build-panel",
+        name: JobName::BUILD_PANEL.as_str(),
         args: &[
             v("name"),
             v("freq"),

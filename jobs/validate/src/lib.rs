@@ -27,20 +27,17 @@ mod summary;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::NaiveDate;
 use serde::Serialize;
 use shared::checksum::sha256_hex;
 use shared::cli::CommonSpec;
-use shared::exec::{self, Tally};
-use shared::manifest::{
-    Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus, select_symbols,
-};
+use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
+use shared::manifest::{Manifest, ManifestWriter, Output, UnitStatus};
 use shared::paths::{ArchiveFile, Dataset, FileDate, ValidationPath, range_name};
 use shared::plan::DateRange;
-use shared::report::{Outcome, RunHeader, RunReport, UnitFailure};
+use shared::report::UnitFailure;
 use shared::validation::{DatasetReport, ReportParams};
 use shared::{Context, Error, Result, Store};
 
@@ -50,11 +47,12 @@ pub use html::render as render_html;
 pub use result::{DayCounts, FileState, SymbolResult};
 pub use summary::text as summary_text;
 
-pub const JOB: &str = "validate";
-pub const JOB_VERSION: &str = "1";
-pub const UPSTREAM: &str = "optimize";
+/// Bumped whenever a symbol's result changes for the same inputs. 2 reads the days with
+/// duplicated source rows from `optimize`'s typed manifest field.
+pub const JOB_VERSION: &str = "2";
+pub const UPSTREAM: JobName = JobName::OPTIMIZE;
 /// Where 404s are recorded.
-pub const DOWNLOAD: &str = "download";
+pub const DOWNLOAD: JobName = JobName::DOWNLOAD;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
@@ -67,8 +65,21 @@ pub struct Spec {
     pub warn_only: bool,
 }
 
+impl Spec {
+    /// The flags the job checks itself: a usage error names the flag.
+    pub fn check(&self) -> Result<()> {
+        if self.price_jump_threshold.is_nan() || self.price_jump_threshold <= 0.0 {
+            return Err(Error::usage("--price-jump-threshold must be positive"));
+        }
+        if !(self.outage_share > 0.0 && self.outage_share <= 1.0) {
+            return Err(Error::usage("--outage-share must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
 /// One unit: a symbol of a dataset over the range, and what it is computed from.
-struct SymbolUnit {
+pub struct SymbolUnit {
     dataset: Dataset,
     symbol: String,
     range: DateRange,
@@ -101,7 +112,11 @@ async fn plan_symbol(
 ) -> Result<SymbolUnit> {
     let scope = ds.scope();
     let mut inputs = BTreeMap::new();
-    let optimized = Manifest::load(store, &ManifestKey::new(UPSTREAM, &scope, symbol)).await?;
+    let optimized = Manifest::load(
+        store,
+        &shared::manifest::ManifestKey::new(UPSTREAM, &scope, symbol),
+    )
+    .await?;
     let mut months = Vec::new();
     let mut duplicate_days = Vec::new();
     for month in range.months() {
@@ -115,20 +130,23 @@ async fn plan_symbol(
             inputs.insert(format!("optimized:{}", o.path), o.sha256.clone());
             months.push((month, o.path.clone()));
         }
-        let dups: Vec<(NaiveDate, u64)> =
-            optimize::parse_duplicate_days(e.detail.as_deref().unwrap_or(""))
-                .into_iter()
-                .filter(|(d, _)| range.contains(*d))
-                .collect();
+        let dups: Vec<(NaiveDate, u64)> = e
+            .duplicate_days
+            .iter()
+            .map(|(d, n)| (*d, *n))
+            .filter(|(d, _)| range.contains(*d))
+            .collect();
         if !dups.is_empty() {
-            inputs.insert(
-                format!("duplicate_days:{symbol}/{month}"),
-                optimize::format_duplicate_days(&dups),
-            );
+            let list: Vec<String> = dups.iter().map(|(d, n)| format!("{d}:{n}")).collect();
+            inputs.insert(format!("duplicate_days:{symbol}/{month}"), list.join(","));
             duplicate_days.extend(dups);
         }
     }
-    let downloaded = Manifest::load(store, &ManifestKey::new(DOWNLOAD, &scope, symbol)).await?;
+    let downloaded = Manifest::load(
+        store,
+        &shared::manifest::ManifestKey::new(DOWNLOAD, &scope, symbol),
+    )
+    .await?;
     let mut files: BTreeMap<NaiveDate, FileState> = BTreeMap::new();
     for e in downloaded.entries() {
         let Ok(f) = ArchiveFile::parse_key(&e.unit) else {
@@ -168,7 +186,7 @@ async fn plan_symbol(
 }
 
 /// Check one symbol: stream its months, write its result, record it.
-async fn validate_symbol(spec: &Spec, ctx: &Context, phash: &str, u: SymbolUnit) -> Result<()> {
+async fn validate_symbol(spec: &Spec, ctx: &Context, stamp: &Stamp, u: SymbolUnit) -> Result<()> {
     let mut checker = Checker::new(&u.dataset, &u.symbol, u.range, spec.price_jump_threshold);
     for (d, s) in &u.files {
         if let Some(c) = checker.res.days.get_mut(d) {
@@ -189,7 +207,7 @@ async fn validate_symbol(spec: &Spec, ctx: &Context, phash: &str, u: SymbolUnit)
         }
         let local = read::local_copy(&ctx.store, path, tmp.path())
             .await?
-            .ok_or_else(|| Error::Parse(format!("optimized file {path} is missing")))?;
+            .ok_or_else(|| Error::upstream_missing(path, JobName::OPTIMIZE))?;
         let path = path.clone();
         let span = (
             checks::day_start_us(month.first_day()),
@@ -236,22 +254,18 @@ async fn validate_symbol(spec: &Spec, ctx: &Context, phash: &str, u: SymbolUnit)
         time_span: None,
     };
     ctx.store.put(&out_path, Bytes::from(body)).await?;
-    let entry = Entry {
-        unit: range_name(u.range),
-        status: UnitStatus::Done,
-        inputs: u.inputs.clone(),
-        job_version: JOB_VERSION.into(),
-        params_hash: phash.to_string(),
-        outputs: vec![out],
-        recorded_at: ctx.clock.now(),
-        run_id: ctx.run_id.clone(),
-        detail: Some(format!(
-            "errors={} warnings={} gaps={}",
-            res.error_count,
-            res.warning_count,
-            res.gaps.len()
-        )),
-    };
+    let mut entry = stamp.entry(
+        range_name(u.range),
+        UnitStatus::Done,
+        u.inputs.clone(),
+        vec![out],
+    );
+    entry.detail = Some(format!(
+        "errors={} warnings={} gaps={}",
+        res.error_count,
+        res.warning_count,
+        res.gaps.len()
+    ));
     u.writer.record(entry).await
 }
 
@@ -340,7 +354,7 @@ async fn assemble_dataset(
     }
     let existing = shared::validation::load(&ctx.store, ds, range)
         .await?
-        .ok_or_else(|| Error::Parse(format!("the report of {} disappeared", ds.scope())))?;
+        .ok_or_else(|| Error::internal(format!("the report of {} disappeared", ds.scope())))?;
     Ok((existing, written))
 }
 
@@ -350,146 +364,125 @@ fn parallelism(concurrency: usize) -> usize {
     concurrency.min(cores).max(1)
 }
 
-pub async fn run(spec: Spec, ctx: &Context) -> Result<RunReport> {
-    let t0 = Instant::now();
-    if spec.price_jump_threshold.is_nan() || spec.price_jump_threshold <= 0.0 {
-        return Err(Error::usage("--price-jump-threshold must be positive"));
-    }
-    if !(spec.outage_share > 0.0 && spec.outage_share <= 1.0) {
-        return Err(Error::usage("--outage-share must be in (0, 1]"));
-    }
-    let header = RunHeader {
-        job: JOB,
-        job_version: JOB_VERSION,
-        store: spec.common.store.clone(),
-        started_at: ctx.clock.now(),
-        params: serde_json::to_value(&spec).unwrap_or_default(),
-    };
-    // Only what changes a symbol's result; the outage share is applied when assembling.
-    let phash = shared::manifest::params_hash(&(spec.price_jump_threshold,));
-    let range = spec.common.range;
-    let mut tally = Tally::default();
-    let mut units = Vec::new();
-    let mut mine: Vec<(Dataset, Vec<String>)> = Vec::new();
+#[derive(Default)]
+pub struct Totals;
 
-    for ds in &spec.common.datasets {
-        let scope = ds.scope();
-        let symbols = select_symbols(
-            &ctx.store,
-            UPSTREAM,
-            &scope,
-            &spec.common.symbols,
-            &mut tally,
-        )
-        .await?;
-        let shard = spec.common.shard_of(&symbols);
-        for sym in &shard {
-            let (writer, done) =
-                ManifestWriter::open(&ctx.store, &ManifestKey::new(JOB, &scope, sym)).await?;
-            let unit = plan_symbol(&ctx.store, ds, sym, range, Arc::new(writer)).await?;
-            let up_to_date = done
-                .get(&range_name(range))
-                .is_some_and(|e| e.is_done_with(&unit.inputs, JOB_VERSION, &phash))
-                && ctx.store.size_opt(&unit.result_path()).await?.is_some();
-            if up_to_date && !spec.common.force {
-                tally.skip();
-                continue;
-            }
-            units.push(unit);
-        }
-        mine.push((*ds, shard));
+impl Job for Spec {
+    const NAME: JobName = JobName::VALIDATE;
+    const VERSION: &'static str = JOB_VERSION;
+    const UNITS: &'static str = "symbols";
+    type Unit = SymbolUnit;
+    type Done = ();
+    type Totals = Totals;
+
+    fn common(&self) -> &CommonSpec {
+        &self.common
     }
 
-    if spec.common.dry_run {
-        for u in &units {
-            println!(
-                "validate {}/{} {} ({} optimized months) -> {}",
-                u.dataset.scope(),
-                u.symbol,
-                range_name(u.range),
-                u.months.len(),
-                u.result_path()
-            );
-        }
-        return Ok(header.dry_run(ctx, tally, units.len() as u64, serde_json::Value::Null));
+    /// Only what changes a symbol's result; the outage share is applied when assembling.
+    fn params_hash(&self) -> String {
+        shared::manifest::params_hash(&(self.price_jump_threshold,))
     }
-    tracing::info!(
-        symbols = units.len(),
-        up_to_date = tally.counts.skipped,
-        "plan ready"
-    );
 
-    let spec = Arc::new(spec);
-    let work = {
-        let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-        move |u: SymbolUnit| {
-            let (spec, ctx, phash) = (spec.clone(), ctx.clone(), phash.clone());
-            async move {
-                let key = format!("{}/{}", u.dataset.scope(), u.symbol);
-                (key, validate_symbol(&spec, &ctx, &phash, u).await)
-            }
-        }
-    };
-    let not_run = exec::for_each_bounded(
-        ("validate", "symbols"),
-        units,
-        parallelism(spec.common.concurrency),
-        &ctx.cancel,
-        work,
-        |key, r| {
-            tally.record(&key, r);
-        },
-    )
-    .await?;
-    tally.counts.not_run += not_run;
-    let cancelled = ctx.cancel.is_cancelled();
+    fn concurrency(&self) -> usize {
+        parallelism(self.common.concurrency)
+    }
 
-    let mut details = Vec::new();
-    let mut data_errors = Vec::new();
-    if !cancelled {
-        for (ds, shard) in &mine {
-            let (report, written) = assemble_dataset(&spec, ctx, ds).await?;
-            let html_path = ValidationPath::Html {
-                dataset: *ds,
-                range,
-            }
-            .path();
-            println!("{}", summary::text(&report, &html_path));
-            for sym in shard {
-                if let Some(s) = report.symbols.get(sym)
-                    && s.error_count > 0
-                {
-                    data_errors.push(UnitFailure {
-                        unit: format!("{}/{sym}", ds.scope()),
-                        reason: summary::error_summary(s),
-                    });
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<SymbolUnit>> {
+        let range = self.common.range;
+        let mut units = Vec::new();
+        for ds in &self.common.datasets {
+            let scope = ds.scope();
+            for sym in p.symbols(UPSTREAM, &scope).await? {
+                let (writer, done) = p.manifest(&scope, &sym).await?;
+                let unit = plan_symbol(&p.ctx.store, ds, &sym, range, writer).await?;
+                // The result file is also an output to keep: without it the unit runs again.
+                let present = p.ctx.store.size_opt(&unit.result_path()).await?.is_some();
+                if present && p.is_current(done.get(&range_name(range)), &unit.inputs) {
+                    continue;
                 }
+                units.push(unit);
             }
-            details.push(serde_json::json!({
-                "scope": ds.scope(),
-                "report": report.path(),
-                "html": html_path,
-                "written": written,
-                "totals": report.totals,
-                "outages": report.outages.len(),
-            }));
         }
+        Ok(units)
     }
 
-    let mut outcome = tally.outcome(cancelled);
-    if !data_errors.is_empty() && !spec.warn_only {
-        tally.failures.extend(data_errors.iter().cloned());
-        if outcome == Outcome::Ok {
-            outcome = Outcome::Failed;
-        }
+    fn unit_key(u: &SymbolUnit) -> String {
+        format!("{}/{}", u.dataset.scope(), u.symbol)
     }
-    let details = serde_json::json!({
-        "datasets": details,
-        "data_errors": data_errors,
-        "warn_only": spec.warn_only,
-        "seconds": t0.elapsed().as_secs_f64(),
-    });
-    Ok(header.report(ctx, outcome, tally, 0, details))
+
+    fn dry_run_line(&self, u: &SymbolUnit) -> String {
+        format!(
+            "validate {}/{} {} ({} optimized months) -> {}",
+            u.dataset.scope(),
+            u.symbol,
+            range_name(u.range),
+            u.months.len(),
+            u.result_path()
+        )
+    }
+
+    async fn execute(job: Arc<Self>, ctx: Context, stamp: Stamp, u: SymbolUnit) -> Result<()> {
+        validate_symbol(&job, &ctx, &stamp, u).await
+    }
+
+    fn absorb(&self, _: &mut Totals, _key: &str, _: ()) -> Finished<SymbolUnit> {
+        Finished::Done
+    }
+
+    fn bytes(&self, _: &Totals) -> u64 {
+        0
+    }
+
+    /// Assemble each dataset's report over every symbol result present (whichever run or shard
+    /// wrote them), print its summary, and fail the run on the data errors of this shard's
+    /// symbols unless `warn_only`.
+    async fn finish(&self, ctx: &Context, _: Totals, end: &mut End) -> Result<serde_json::Value> {
+        let range = self.common.range;
+        let mut details = Vec::new();
+        let mut data_errors = Vec::new();
+        if !ctx.cancel.is_cancelled() {
+            for ds in &self.common.datasets {
+                let (report, written) = assemble_dataset(self, ctx, ds).await?;
+                let html_path = ValidationPath::Html {
+                    dataset: *ds,
+                    range,
+                }
+                .path();
+                println!("{}", summary::text(&report, &html_path));
+                let shard = end.symbols.get(&ds.scope()).cloned().unwrap_or_default();
+                for sym in shard {
+                    if let Some(s) = report.symbols.get(&sym)
+                        && s.error_count > 0
+                    {
+                        data_errors.push(UnitFailure {
+                            unit: format!("{}/{sym}", ds.scope()),
+                            reason: summary::error_summary(s),
+                        });
+                    }
+                }
+                details.push(serde_json::json!({
+                    "scope": ds.scope(),
+                    "report": report.path(),
+                    "html": html_path,
+                    "written": written,
+                    "totals": report.totals,
+                    "outages": report.outages.len(),
+                }));
+            }
+        }
+        if !self.warn_only {
+            for f in &data_errors {
+                end.tally.fail_verdict(f.clone());
+            }
+        }
+        Ok(serde_json::json!({
+            "datasets": details,
+            "data_errors": data_errors,
+            "warn_only": self.warn_only,
+            "seconds": end.seconds,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shared::cli::CommonArgs;
-use shared::{Clock, Context, Store, jobmain};
 
 /// Check the optimized datasets symbol by symbol and classify every gap; write a JSON report and
 /// an HTML coverage heatmap per dataset under reports/validate/.
@@ -33,18 +32,14 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    jobmain::main(cli.common.output(), "validate", async move {
-        let clock = Clock::System;
-        let common = cli.common.into_spec(clock.now().date_naive())?;
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
-        ctx.install_signal_handlers();
+    shared::job::main(cli.common, |common| {
         let spec = validate::Spec {
             common,
             price_jump_threshold: cli.price_jump_threshold,
             outage_share: cli.outage_share,
             warn_only: cli.warn_only,
         };
-        let report = validate::run(spec, &ctx).await?;
-        Ok((ctx, report))
+        spec.check()?;
+        Ok(spec)
     })
 }

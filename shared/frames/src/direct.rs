@@ -74,9 +74,10 @@ impl Dest<'_> {
 }
 
 fn bad(path: &str, column: &str, what: impl std::fmt::Display) -> Error {
-    Error::Shared(shared::Error::Parse(format!(
-        "{path}: column {column}: {what}"
-    )))
+    Error::Shared(shared::Error::bad_data(
+        path,
+        format!("column {column}: {what}"),
+    ))
 }
 
 /// Scratch buffers (and the zstd context) reused across pages, columns and files.

@@ -14,11 +14,8 @@ use shared::store::Store;
 pub use polars;
 pub use polars_buffer::Buffer;
 
-pub mod alloc;
 pub mod direct;
 mod floats;
-
-pub use alloc::tune_allocator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,13 +31,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Jobs report in `shared::Error`: a Polars failure becomes a parse error carrying its context.
+/// Jobs report in `shared::Error`. A Polars failure is almost always an input that does not
+/// decode or lacks what its dataset promises, so it is bad data, named by its context (which
+/// says the file).
 impl From<Error> for shared::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Shared(e) => e,
             Error::Polars { context, source } => {
-                shared::Error::Parse(format!("{context}: {source}"))
+                shared::Error::bad_data(context, source.to_string())
             }
         }
     }
@@ -402,7 +401,7 @@ impl PageEncoder {
                     .as_any()
                     .downcast_ref::<polars_arrow::array::PrimitiveArray<f64>>()
                     .ok_or_else(|| {
-                        Error::Shared(shared::Error::Parse(format!(
+                        Error::Shared(shared::Error::internal(format!(
                             "{}: a Float64 column that is not an f64 array",
                             what()
                         )))
@@ -723,7 +722,9 @@ impl ParquetBuffer {
             .ok()
             .and_then(|m| m.into_inner().ok())
             .ok_or_else(|| {
-                Error::Shared(shared::Error::Parse(format!("{path}: writer still held")))
+                Error::Shared(shared::Error::internal(format!(
+                    "{path}: writer still held"
+                )))
             })?;
         Ok((Bytes::from(bytes), self.rows))
     }
@@ -746,7 +747,7 @@ impl ParquetBuffer {
         store.put(path, bytes.clone()).await?;
         let sha = hashing
             .await
-            .map_err(|e| Error::Shared(shared::Error::Parse(format!("{path}: hashing: {e}"))))?;
+            .map_err(|e| Error::Shared(shared::Error::internal(format!("{path}: hashing: {e}"))))?;
         Ok(output(path, &bytes, sha, rows))
     }
 }

@@ -386,7 +386,11 @@ async fn record_extracted(
     size: u64,
     sha256: String,
 ) -> anyhow::Result<()> {
-    let key = ManifestKey::new("extract", file.dataset.scope(), file.symbol.clone());
+    let key = ManifestKey::new(
+        shared::job::JobName::EXTRACT,
+        file.dataset.scope(),
+        file.symbol.clone(),
+    );
     let (w, _) = ManifestWriter::open(store, &key).await?;
     w.record(Entry {
         unit: file.key(),
@@ -404,6 +408,7 @@ async fn record_extracted(
         recorded_at: Utc::now(),
         run_id: "bench".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await?;
     Ok(())

@@ -38,7 +38,7 @@ impl Rng {
 
 async fn record(
     store: &shared::Store,
-    job: &str,
+    job: shared::job::JobName,
     scope: &str,
     sym: &str,
     unit: String,
@@ -57,6 +57,7 @@ async fn record(
         recorded_at: chrono::Utc::now(),
         run_id: "staged".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await
     .unwrap();
@@ -162,7 +163,7 @@ async fn stage_features(
         .unwrap();
     record(
         store,
-        "aggregate",
+        shared::job::JobName::AGGREGATE,
         "futures-um/1h",
         sym,
         format!("{sym}/2024"),
@@ -194,7 +195,7 @@ async fn stage_funding(store: &shared::Store, sym: &str, seed: u64, first: i64, 
         .unwrap();
     record(
         store,
-        "optimize",
+        shared::job::JobName::OPTIMIZE,
         &ds.scope(),
         sym,
         format!("{sym}/2024-12"),

@@ -19,7 +19,11 @@ async fn stage(root: &Path, file: &ArchiveFile, csv: &str) {
         .put(&file.csv_path(), csv.as_bytes().to_vec())
         .await
         .unwrap();
-    let key = ManifestKey::new("extract", file.dataset.scope(), file.symbol.clone());
+    let key = ManifestKey::new(
+        shared::job::JobName::EXTRACT,
+        file.dataset.scope(),
+        file.symbol.clone(),
+    );
     let (w, _) = ManifestWriter::open(&store, &key).await.unwrap();
     w.record(Entry {
         unit: file.key(),
@@ -37,6 +41,7 @@ async fn stage(root: &Path, file: &ArchiveFile, csv: &str) {
         recorded_at: Utc::now(),
         run_id: "test".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await
     .unwrap();

@@ -259,7 +259,11 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
     // The manifest agrees with the report.
     let m = Manifest::load(
         &shared::Store::open(store).unwrap(),
-        &ManifestKey::new("download", klines_um().scope(), "BTCUSDT"),
+        &ManifestKey::new(
+            shared::job::JobName::DOWNLOAD,
+            klines_um().scope(),
+            "BTCUSDT",
+        ),
     )
     .await
     .unwrap();
@@ -381,7 +385,11 @@ async fn killed_midway_then_rerun_completes_without_refetching_verified_files() 
     ]);
     let mut child = c.spawn().unwrap();
     // Wait until some files are verified, then SIGKILL.
-    let key = ManifestKey::new("download", klines_um().scope(), "BTCUSDT");
+    let key = ManifestKey::new(
+        shared::job::JobName::DOWNLOAD,
+        klines_um().scope(),
+        "BTCUSDT",
+    );
     let st = shared::Store::open(store).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -630,7 +638,11 @@ async fn sigterm_stops_cleanly_with_exit_143_json_logs_and_a_report() {
     .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
     let pid = child.id().unwrap();
-    let key = ManifestKey::new("download", klines_um().scope(), "BTCUSDT");
+    let key = ManifestKey::new(
+        shared::job::JobName::DOWNLOAD,
+        klines_um().scope(),
+        "BTCUSDT",
+    );
     let st = shared::Store::open(store).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while Manifest::load(&st, &key).await.unwrap().len() < 2 {

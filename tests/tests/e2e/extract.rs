@@ -93,13 +93,13 @@ async fn extracts_what_download_verified_then_only_what_changed() {
             Dataset::new(Market::Um, dt, dt.is_kline_family().then_some(Interval::M1)).unwrap();
         let dl = Manifest::load(
             &store_h,
-            &ManifestKey::new("download", ds.scope(), "BTCUSDT"),
+            &ManifestKey::new(shared::job::JobName::DOWNLOAD, ds.scope(), "BTCUSDT"),
         )
         .await
         .unwrap();
         let ex = Manifest::load(
             &store_h,
-            &ManifestKey::new("extract", ds.scope(), "BTCUSDT"),
+            &ManifestKey::new(shared::job::JobName::EXTRACT, ds.scope(), "BTCUSDT"),
         )
         .await
         .unwrap();
@@ -247,6 +247,7 @@ async fn plant(store: &Store, w: &ManifestWriter, file: &ArchiveFile, zip: &[u8]
         recorded_at: chrono::Utc::now(),
         run_id: "test".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await
     .unwrap();
@@ -285,7 +286,11 @@ async fn bad_zips_fail_by_name_and_good_ones_still_extract() {
     let store = Store::open(root.to_str().unwrap()).unwrap();
     let (w, _) = ManifestWriter::open(
         &store,
-        &ManifestKey::new("download", klines_um().scope(), "BTCUSDT"),
+        &ManifestKey::new(
+            shared::job::JobName::DOWNLOAD,
+            klines_um().scope(),
+            "BTCUSDT",
+        ),
     )
     .await
     .unwrap();
@@ -365,7 +370,11 @@ async fn bad_zips_fail_by_name_and_good_ones_still_extract() {
         .collect();
     let ex = Manifest::load(
         &store,
-        &ManifestKey::new("extract", klines_um().scope(), "BTCUSDT"),
+        &ManifestKey::new(
+            shared::job::JobName::EXTRACT,
+            klines_um().scope(),
+            "BTCUSDT",
+        ),
     )
     .await
     .unwrap();
@@ -406,9 +415,12 @@ async fn prune_converted_deletes_exactly_the_converted_csv_and_it_stays_done() {
     let root = dir.path();
     let store = Store::open(root.to_str().unwrap()).unwrap();
     let scope = klines_um().scope();
-    let (w, _) = ManifestWriter::open(&store, &ManifestKey::new("download", &scope, "BTCUSDT"))
-        .await
-        .unwrap();
+    let (w, _) = ManifestWriter::open(
+        &store,
+        &ManifestKey::new(shared::job::JobName::DOWNLOAD, &scope, "BTCUSDT"),
+    )
+    .await
+    .unwrap();
     let good = plant_good(&store, &w, &["2024-12-01", "2024-12-02", "2024-12-03"]).await;
     let args = [
         "--symbols",
@@ -422,9 +434,12 @@ async fn prune_converted_deletes_exactly_the_converted_csv_and_it_stays_done() {
     assert_eq!(report(&out)["counts"]["done"], 3, "{}", stderr(&out));
 
     // convert took day 1 from this CSV, day 2 from some other CSV, and never saw day 3.
-    let (cw, _) = ManifestWriter::open(&store, &ManifestKey::new("convert", &scope, "BTCUSDT"))
-        .await
-        .unwrap();
+    let (cw, _) = ManifestWriter::open(
+        &store,
+        &ManifestKey::new(shared::job::JobName::CONVERT, &scope, "BTCUSDT"),
+    )
+    .await
+    .unwrap();
     for (f, csv) in &good[..2] {
         let sha = if f.date == FileDate::Day(d("2024-12-01")) {
             sha256_hex(csv)
@@ -441,6 +456,7 @@ async fn prune_converted_deletes_exactly_the_converted_csv_and_it_stays_done() {
             recorded_at: chrono::Utc::now(),
             run_id: "convert-test".into(),
             detail: None,
+            duplicate_days: Default::default(),
         })
         .await
         .unwrap();

@@ -91,8 +91,11 @@ async fn put(
     buf.write(&df)?;
     let (bytes, out) = buf.finish(&path)?;
     store.put(&path, bytes).await?;
-    let (w, _) =
-        ManifestWriter::open(store, &ManifestKey::new("optimize", ds.scope(), sym)).await?;
+    let (w, _) = ManifestWriter::open(
+        store,
+        &ManifestKey::new(shared::job::JobName::OPTIMIZE, ds.scope(), sym),
+    )
+    .await?;
     w.record(Entry {
         unit: format!("{sym}/{y}-{m:02}"),
         status: UnitStatus::Done,
@@ -103,6 +106,7 @@ async fn put(
         recorded_at: Utc::now(),
         run_id: "bench".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await?;
     Ok(())

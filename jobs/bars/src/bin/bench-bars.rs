@@ -165,8 +165,11 @@ async fn stage(store_dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         done += m;
     }
     let out = sink.context("no rows")?.finish(&store, &path).await?;
-    let (w, _) =
-        ManifestWriter::open(&store, &ManifestKey::new("optimize", ds.scope(), SYMBOL)).await?;
+    let (w, _) = ManifestWriter::open(
+        &store,
+        &ManifestKey::new(shared::job::JobName::OPTIMIZE, ds.scope(), SYMBOL),
+    )
+    .await?;
     let inputs = (0..31)
         .map(|k| {
             let day = first + chrono::Days::new(k);
@@ -186,6 +189,7 @@ async fn stage(store_dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         recorded_at: chrono::Utc::now(),
         run_id: "bench".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await?;
     Ok(store_dir.join(path))

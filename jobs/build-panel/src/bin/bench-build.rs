@@ -57,7 +57,7 @@ fn utc(v: Vec<i64>, name: &str) -> Column {
 
 async fn record(
     store: &shared::Store,
-    job: &str,
+    job: shared::job::JobName,
     scope: &str,
     sym: &str,
     unit: String,
@@ -74,6 +74,7 @@ async fn record(
         recorded_at: Utc::now(),
         run_id: "bench".into(),
         detail: None,
+        duplicate_days: Default::default(),
     })
     .await?;
     Ok(())
@@ -198,7 +199,7 @@ async fn stage(store: &shared::Store, sym: &str, i: usize, year: i32) -> anyhow:
         frames::write_parquet(store, &path, &mut df, &frames::ParquetOptions::default()).await?;
     record(
         store,
-        "aggregate",
+        shared::job::JobName::AGGREGATE,
         "futures-um/1h",
         sym,
         format!("{sym}/{year}"),
@@ -243,7 +244,7 @@ async fn stage(store: &shared::Store, sym: &str, i: usize, year: i32) -> anyhow:
             .await?;
         record(
             store,
-            "optimize",
+            shared::job::JobName::OPTIMIZE,
             &ds.scope(),
             sym,
             format!("{sym}/{year}-{m:02}"),

@@ -1,0 +1,611 @@
+//! The job harness: a job declares its name, version and parameters, plans its units and runs one;
+//! the harness owns the rest — the report header, symbol selection and sharding, manifests and
+//! up-to-date checks (a changed job version or parameter hash makes every unit out of date),
+//! `--dry-run`, `--force`, bounded concurrency, cancellation, progress, the tally, the report
+//! and, through [`main`], the exit code.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::cli::{CommonArgs, CommonSpec};
+use crate::error::{Error, Result};
+use crate::exec::Tally;
+use crate::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus};
+use crate::report::{RunHeader, RunReport};
+use crate::{Clock, Context, Store};
+
+/// A job's name: its binary, its manifests' folder (`_manifest/<job>/`) and its reports' folder.
+/// Every job is one of the constants; no job name is spelled anywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobName(&'static str);
+
+impl JobName {
+    pub const DOWNLOAD: JobName = JobName("download");
+    pub const EXTRACT: JobName = JobName("extract");
+    pub const CONVERT: JobName = JobName("convert");
+    pub const OPTIMIZE: JobName = JobName("optimize");
+    pub const VALIDATE: JobName = JobName("validate");
+    pub const AGGREGATE: JobName = JobName("aggregate");
+    pub const BARS: JobName = JobName("bars");
+    pub const BUILD_PANEL: JobName = JobName("build-panel");
+
+    /// Every job binary a DAG can run, in pipeline order.
+    pub const ALL: [JobName; 8] = [
+        JobName::DOWNLOAD,
+        JobName::EXTRACT,
+        JobName::CONVERT,
+        JobName::OPTIMIZE,
+        JobName::VALIDATE,
+        JobName::AGGREGATE,
+        JobName::BARS,
+        JobName::BUILD_PANEL,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The job of that name, if there is one.
+    pub fn parse(name: &str) -> Option<JobName> {
+        JobName::ALL.into_iter().find(|j| j.0 == name)
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl From<JobName> for String {
+    fn from(j: JobName) -> String {
+        j.0.to_string()
+    }
+}
+
+impl Serialize for JobName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+/// What stamps a unit's manifest entry: the job, its version and parameter hash, the run.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub job: JobName,
+    pub version: &'static str,
+    pub params_hash: String,
+    pub run_id: String,
+    clock: Clock,
+}
+
+impl Stamp {
+    pub fn new(job: JobName, version: &'static str, params_hash: String, ctx: &Context) -> Stamp {
+        Stamp {
+            job,
+            version,
+            params_hash,
+            run_id: ctx.run_id.clone(),
+            clock: ctx.clock.clone(),
+        }
+    }
+
+    /// A manifest entry for `unit`, recorded now by this run.
+    pub fn entry(
+        &self,
+        unit: impl Into<String>,
+        status: UnitStatus,
+        inputs: BTreeMap<String, String>,
+        outputs: Vec<Output>,
+    ) -> Entry {
+        Entry {
+            unit: unit.into(),
+            status,
+            inputs,
+            job_version: self.version.into(),
+            params_hash: self.params_hash.clone(),
+            outputs,
+            recorded_at: self.clock.now(),
+            run_id: self.run_id.clone(),
+            detail: None,
+            duplicate_days: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `prev` records the unit done from exactly `inputs` by this job version with these
+    /// parameters.
+    pub fn is_current(&self, prev: &Entry, inputs: &BTreeMap<String, String>) -> bool {
+        prev.is_done_with(inputs, self.version, &self.params_hash)
+    }
+
+    /// Whether `prev` was recorded done by this job version with these parameters: what a job
+    /// that reuses part of a unit's earlier output (its unchanged days) must check first.
+    pub fn recorded_alike(&self, prev: &Entry) -> bool {
+        prev.status == UnitStatus::Done
+            && prev.job_version == self.version
+            && prev.params_hash == self.params_hash
+    }
+
+    /// This job's manifest of one (scope, symbol).
+    pub fn key(&self, scope: impl Into<String>, symbol: impl Into<String>) -> ManifestKey {
+        ManifestKey::new(self.job, scope, symbol)
+    }
+}
+
+/// How a unit that ran without error counts.
+pub enum Finished<U> {
+    Done,
+    /// Found already done (verified before, unchanged upstream).
+    UpToDate,
+    /// Its input does not exist upstream.
+    Missing,
+    /// It stands for other units, queued now (a missing monthly file's days); counted as nothing.
+    Expands(Vec<U>),
+}
+
+/// A job, as the harness runs it. The job's own type is its validated parameters (serialized
+/// into the report's `params`) plus whatever the run shares across units.
+pub trait Job: Serialize + Send + Sync + Sized + 'static {
+    const NAME: JobName;
+    /// Bumped whenever a unit's output changes for the same input: every unit recorded by an
+    /// older version is then out of date.
+    const VERSION: &'static str;
+    /// What one unit is, for progress lines (`files`, `months`).
+    const UNITS: &'static str;
+
+    type Unit: Send + 'static;
+    type Done: Send + 'static;
+    /// What the run adds up over its units, for the report's details.
+    type Totals: Default + Send;
+
+    fn common(&self) -> &CommonSpec;
+
+    /// The hash of the parameters that shape outputs: a change makes every unit out of date.
+    fn params_hash(&self) -> String;
+
+    /// The units to run: those not up to date ([`Planner::is_current`] counts the others).
+    fn plan(&self, p: &mut Planner<'_>) -> impl Future<Output = Result<Vec<Self::Unit>>> + Send;
+
+    /// The unit's name in the tally, the report and the log.
+    fn unit_key(unit: &Self::Unit) -> String;
+
+    /// The units of the tally a unit of work stands for: itself, or, for a job that runs several
+    /// at once over one input (bars' specs over one symbol's trades), each of them.
+    fn members(unit: &Self::Unit) -> Vec<String> {
+        vec![Self::unit_key(unit)]
+    }
+
+    /// One line of `--dry-run` output for a unit the run would execute.
+    fn dry_run_line(&self, unit: &Self::Unit) -> String;
+
+    /// After a dry run's lines: anything more it shows, and the report's details.
+    fn dry_run(
+        &self,
+        _ctx: &Context,
+        _units: &[Self::Unit],
+    ) -> impl Future<Output = Result<serde_json::Value>> + Send {
+        async { Ok(serde_json::Value::Null) }
+    }
+
+    /// Run one unit.
+    fn execute(
+        job: Arc<Self>,
+        ctx: Context,
+        stamp: Stamp,
+        unit: Self::Unit,
+    ) -> impl Future<Output = Result<Self::Done>> + Send + 'static;
+
+    /// Fold a unit that ran without error into the totals, and say how it counts.
+    fn absorb(
+        &self,
+        totals: &mut Self::Totals,
+        key: &str,
+        done: Self::Done,
+    ) -> Finished<Self::Unit>;
+
+    /// A unit that failed (the harness has counted it): for jobs whose totals track failures.
+    fn failed(&self, _totals: &mut Self::Totals, _key: &str) {}
+
+    /// The bytes the run has written so far (the report's `bytes`, and progress lines).
+    fn bytes(&self, totals: &Self::Totals) -> u64;
+
+    /// After the last unit: run-level work (a summary, a heatmap), warnings, and the report's
+    /// details.
+    fn finish(
+        &self,
+        ctx: &Context,
+        totals: Self::Totals,
+        end: &mut End,
+    ) -> impl Future<Output = Result<serde_json::Value>> + Send;
+
+    /// Units run at once (`--concurrency`, unless the job bounds it further).
+    fn concurrency(&self) -> usize {
+        self.common().concurrency
+    }
+}
+
+/// Where a run stands when its last unit has ended.
+pub struct End {
+    pub tally: Tally,
+    /// Since the run started.
+    pub seconds: f64,
+    /// This shard's symbols of each scope, as [`Planner::symbols`] gave them.
+    pub symbols: BTreeMap<String, Vec<String>>,
+}
+
+/// What a job's plan works with: the run's context and arguments, the symbols and manifests, and
+/// the tally of units found up to date, missing or to warn about.
+pub struct Planner<'a> {
+    pub ctx: &'a Context,
+    pub common: &'a CommonSpec,
+    pub stamp: Stamp,
+    pub tally: Tally,
+    /// Dry-run lines of units the plan settled itself (up to date, known missing).
+    notes: Vec<String>,
+    symbols: BTreeMap<String, Vec<String>>,
+}
+
+impl Planner<'_> {
+    /// This shard's share of the symbols to work on for `scope`: `all` is every symbol `upstream`
+    /// has recorded; a listed symbol `upstream` knows nothing of gets a warning.
+    pub async fn symbols(&mut self, upstream: JobName, scope: &str) -> Result<Vec<String>> {
+        let all = crate::manifest::select_symbols(
+            &self.ctx.store,
+            upstream,
+            scope,
+            &self.common.symbols,
+            &mut self.tally,
+        )
+        .await?;
+        let mine = self.common.shard_of(&all);
+        self.symbols.insert(scope.to_string(), mine.clone());
+        Ok(mine)
+    }
+
+    /// `job`'s manifest of (scope, symbol), as recorded.
+    pub async fn upstream(&self, job: JobName, scope: &str, symbol: &str) -> Result<Manifest> {
+        Manifest::load(&self.ctx.store, &ManifestKey::new(job, scope, symbol)).await
+    }
+
+    /// This job's manifest of (scope, symbol): the writer units record into, and what it holds.
+    pub async fn manifest(
+        &self,
+        scope: &str,
+        symbol: &str,
+    ) -> Result<(Arc<ManifestWriter>, Manifest)> {
+        let (w, m) = ManifestWriter::open(&self.ctx.store, &self.stamp.key(scope, symbol)).await?;
+        Ok((Arc::new(w), m))
+    }
+
+    /// Whether the unit `prev` records is up to date for `inputs` — done from those inputs by
+    /// this job version with these parameters, and no `--force` — counting it as skipped if so.
+    pub fn is_current(&mut self, prev: Option<&Entry>, inputs: &BTreeMap<String, String>) -> bool {
+        let current = !self.common.force && prev.is_some_and(|p| self.stamp.is_current(p, inputs));
+        if current {
+            self.tally.skip();
+        }
+        current
+    }
+
+    /// [`Planner::is_current`] for a job whose inputs are not compared as a whole: recorded done
+    /// by this version with these parameters, no `--force`, and `inputs_match`.
+    pub fn is_current_with(
+        &mut self,
+        prev: Option<&Entry>,
+        inputs_match: impl FnOnce(&Entry) -> bool,
+    ) -> bool {
+        let current = !self.common.force
+            && prev.is_some_and(|p| self.stamp.recorded_alike(p) && inputs_match(p));
+        if current {
+            self.tally.skip();
+        }
+        current
+    }
+
+    /// A unit the plan found up to date by its own test; `line` is its dry-run line.
+    pub fn skip(&mut self, line: String) {
+        self.tally.skip();
+        self.notes.push(line);
+    }
+
+    /// A unit recorded missing upstream and not due to be asked again.
+    pub fn known_missing(&mut self, key: String, line: String) {
+        self.tally.miss(key);
+        self.notes.push(line);
+    }
+}
+
+/// Run `job` over the context's store: plan, print the plan (`--dry-run`) or execute it, and
+/// build the report.
+pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let common = job.common();
+    let header = RunHeader {
+        job: J::NAME.as_str(),
+        job_version: J::VERSION,
+        store: common.store.clone(),
+        started_at: ctx.clock.now(),
+        params: serde_json::to_value(&job).unwrap_or_default(),
+    };
+    let stamp = Stamp::new(J::NAME, J::VERSION, job.params_hash(), ctx);
+    let mut planner = Planner {
+        ctx,
+        common,
+        stamp: stamp.clone(),
+        tally: Tally::default(),
+        notes: Vec::new(),
+        symbols: BTreeMap::new(),
+    };
+    let units = job.plan(&mut planner).await?;
+    let Planner {
+        mut tally,
+        notes,
+        symbols,
+        ..
+    } = planner;
+    if common.dry_run {
+        for line in notes
+            .iter()
+            .cloned()
+            .chain(units.iter().map(|u| job.dry_run_line(u)))
+        {
+            println!("{line}");
+        }
+        let details = job.dry_run(ctx, &units).await?;
+        let not_run = units.iter().map(|u| J::members(u).len() as u64).sum();
+        return Ok(header.dry_run(ctx, tally, not_run, details));
+    }
+    tracing::info!(
+        units = units.len(),
+        up_to_date = tally.counts.skipped,
+        concurrency = job.concurrency(),
+        "plan ready"
+    );
+
+    let concurrency = job.concurrency().max(1);
+    let job = Arc::new(job);
+    let mut totals = J::Totals::default();
+    let progress = crate::progress::Progress::start(J::NAME.as_str(), J::UNITS, units.len() as u64);
+    let mut queue: VecDeque<J::Unit> = units.into();
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    let mut tasks: JoinSet<(String, Result<J::Done>)> = JoinSet::new();
+    loop {
+        while tasks.len() < concurrency && !ctx.cancel.is_cancelled() {
+            let Some(u) = queue.pop_front() else { break };
+            let key = J::unit_key(&u);
+            members.insert(key.clone(), J::members(&u));
+            let work = J::execute(job.clone(), ctx.clone(), stamp.clone(), u);
+            tasks.spawn(async move { (key, work.await) });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (key, r) = joined.map_err(|e| Error::Internal(format!("a unit task panicked: {e}")))?;
+        progress.inc(1);
+        let names = members.remove(&key).unwrap_or_else(|| vec![key.clone()]);
+        let n = names.len() as u64;
+        match r {
+            Ok(done) => match job.absorb(&mut totals, &key, done) {
+                Finished::Done => tally.counts.done += n,
+                Finished::UpToDate => tally.counts.skipped += n,
+                Finished::Missing => names.into_iter().for_each(|m| tally.miss(m)),
+                Finished::Expands(more) => {
+                    progress.inc_length(more.len() as u64);
+                    queue.extend(more);
+                }
+            },
+            Err(Error::Interrupted) => tally.counts.not_run += n,
+            Err(e) => {
+                job.failed(&mut totals, &key);
+                let reason = e.to_string();
+                for m in names {
+                    tally.fail(m, reason.clone());
+                }
+            }
+        }
+        let bytes = job.bytes(&totals);
+        if bytes > 0 {
+            progress.set_bytes(bytes);
+        }
+    }
+    drop(progress);
+    // Units never started because the run was cancelled.
+    tally.counts.not_run += queue
+        .iter()
+        .map(|u| J::members(u).len() as u64)
+        .sum::<u64>();
+    let bytes = job.bytes(&totals);
+    let mut end = End {
+        tally,
+        seconds: t0.elapsed().as_secs_f64().max(1e-9),
+        symbols,
+    };
+    let details = job.finish(ctx, totals, &mut end).await?;
+    let mut tally = end.tally;
+    let outcome = tally.outcome(ctx.cancel.is_cancelled());
+    Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// A job binary's `main`: parse nothing more, build the job from the common arguments (`make`
+/// validates the rest and may return a usage error), open the store, install the signal
+/// handlers, run the job through the harness and exit with the documented code.
+pub fn main<J, F>(common: CommonArgs, make: F) -> ExitCode
+where
+    J: Job,
+    F: FnOnce(CommonSpec) -> std::result::Result<J, crate::jobmain::BoxError>,
+{
+    let output = common.output();
+    crate::jobmain::main(output, J::NAME.as_str(), async move {
+        let clock = Clock::System;
+        let spec = common.into_spec(clock.now().date_naive())?;
+        let job = make(spec)?;
+        let common = job.common();
+        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
+        ctx.install_signal_handlers();
+        let report = run(job, &ctx).await?;
+        Ok((ctx, report))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{LogFormat, SymbolSelection};
+    use crate::paths::Market;
+    use crate::plan::DateRange;
+    use crate::report::Outcome;
+
+    /// A job of version `V` whose units are `a` and `b`, each recorded with an input that does
+    /// not change, so only the version, the parameter and `--force` can make one out of date.
+    #[derive(Serialize)]
+    struct Toy<const V: u8> {
+        #[serde(skip)]
+        common: CommonSpec,
+        param: u32,
+    }
+
+    impl<const V: u8> Job for Toy<V> {
+        const NAME: JobName = JobName::CONVERT;
+        const VERSION: &'static str = if V == 1 { "1" } else { "2" };
+        const UNITS: &'static str = "units";
+        type Unit = (String, Arc<ManifestWriter>);
+        type Done = ();
+        type Totals = u64;
+
+        fn common(&self) -> &CommonSpec {
+            &self.common
+        }
+
+        fn params_hash(&self) -> String {
+            crate::manifest::params_hash(&self.param)
+        }
+
+        async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<Self::Unit>> {
+            let (writer, mine) = p.manifest("scope", "SYM").await?;
+            let mut units = Vec::new();
+            for u in ["a", "b"] {
+                if !p.is_current(mine.get(u), &inputs()) {
+                    units.push((u.to_string(), writer.clone()));
+                }
+            }
+            Ok(units)
+        }
+
+        fn unit_key(u: &Self::Unit) -> String {
+            u.0.clone()
+        }
+
+        fn dry_run_line(&self, u: &Self::Unit) -> String {
+            format!("toy {}", u.0)
+        }
+
+        async fn execute(_: Arc<Self>, _: Context, stamp: Stamp, u: Self::Unit) -> Result<()> {
+            let e = stamp.entry(u.0, UnitStatus::Done, inputs(), Vec::new());
+            u.1.record(e).await
+        }
+
+        fn absorb(&self, t: &mut u64, _: &str, _: ()) -> Finished<Self::Unit> {
+            *t += 1;
+            Finished::Done
+        }
+
+        fn bytes(&self, _: &u64) -> u64 {
+            0
+        }
+
+        async fn finish(&self, _: &Context, t: u64, _: &mut End) -> Result<serde_json::Value> {
+            Ok(serde_json::json!({ "ran": t }))
+        }
+    }
+
+    fn inputs() -> BTreeMap<String, String> {
+        [("in".to_string(), "sha".to_string())].into()
+    }
+
+    fn common(force: bool, dry_run: bool) -> CommonSpec {
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        CommonSpec {
+            store: "memory://".into(),
+            market: Market::Um,
+            datasets: Vec::new(),
+            symbols: SymbolSelection::All,
+            range: DateRange::new(day, day).unwrap(),
+            shard: (0, 1),
+            concurrency: 2,
+            force,
+            dry_run,
+            log_format: LogFormat::Json,
+            run_id: None,
+        }
+    }
+
+    /// (done, skipped) of a run.
+    async fn counts<J: Job>(job: J, ctx: &Context) -> (u64, u64) {
+        let r = run(job, ctx).await.unwrap();
+        (r.counts.done, r.counts.skipped)
+    }
+
+    #[tokio::test]
+    async fn a_new_version_a_new_parameter_or_force_make_units_out_of_date() {
+        let store = Store::open("memory://").unwrap();
+        let ctx = Context::new(store, Some("r".into()), Clock::System);
+        let v1 = |param| Toy::<1> {
+            common: common(false, false),
+            param,
+        };
+        let v2 = |param, force| Toy::<2> {
+            common: common(force, false),
+            param,
+        };
+        assert_eq!(counts(v1(1), &ctx).await, (2, 0), "first run");
+        assert_eq!(counts(v1(1), &ctx).await, (0, 2), "nothing changed");
+        assert_eq!(counts(v2(1, false), &ctx).await, (2, 0), "new job version");
+        assert_eq!(counts(v2(1, false), &ctx).await, (0, 2));
+        assert_eq!(counts(v2(7, false), &ctx).await, (2, 0), "new parameter");
+        assert_eq!(counts(v2(7, true), &ctx).await, (2, 0), "--force");
+        assert_eq!(counts(v2(7, false), &ctx).await, (0, 2));
+
+        // A dry run plans the out-of-date units and runs none.
+        let dry = Toy::<1> {
+            common: common(false, true),
+            param: 7,
+        };
+        let r = run(dry, &ctx).await.unwrap();
+        assert_eq!(r.outcome, Outcome::DryRun);
+        assert_eq!((r.counts.done, r.counts.not_run), (0, 2));
+        assert_eq!(
+            counts(v2(7, false), &ctx).await,
+            (0, 2),
+            "the dry run wrote nothing"
+        );
+    }
+
+    #[test]
+    fn recorded_alike_needs_done_the_same_version_and_parameters() {
+        let ctx = Context::new(Store::open("memory://").unwrap(), None, Clock::System);
+        let stamp = Stamp::new(JobName::AGGREGATE, "2", "p".into(), &ctx);
+        let e = stamp.entry("u", UnitStatus::Done, inputs(), Vec::new());
+        assert!(stamp.recorded_alike(&e));
+        let older = Stamp::new(JobName::AGGREGATE, "1", "p".into(), &ctx);
+        assert!(!older.recorded_alike(&e));
+        let other = Stamp::new(JobName::AGGREGATE, "2", "q".into(), &ctx);
+        assert!(!other.recorded_alike(&e));
+        let failed = stamp.entry("u", UnitStatus::Failed, inputs(), Vec::new());
+        assert!(!stamp.recorded_alike(&failed));
+    }
+
+    #[test]
+    fn job_names_parse_back() {
+        for j in JobName::ALL {
+            assert_eq!(JobName::parse(j.as_str()), Some(j));
+        }
+        assert_eq!(JobName::parse("nope"), None);
+    }
+}
