@@ -3,7 +3,6 @@
 //! reports, progress, `validate`'s verdicts as downstream jobs read them, logging and the run context.
 //! No job logic lives here.
 
-pub mod bench;
 pub mod checksum;
 pub mod cli;
 pub mod context;

@@ -6,8 +6,9 @@
 # Usage: tests/bench/aggregate.sh [bench-aggregate flags, e.g. --symbols 20 --repeat 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# The same package set as tests/bench/convert.sh: one feature unification, one release Polars.
-cargo build --release -p convert -p optimize -p archive-sim -p aggregate \
+# One package set for every bench script: one feature unification, one release Polars.
+cargo build --release -p convert -p optimize -p archive-sim -p aggregate -p build-panel -p bars \
+    -p bench --bin aggregate --bin bench-aggregate
     --bin aggregate --bin bench-aggregate
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ]; then

@@ -12,6 +12,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import numba, pyarrow
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet numba pyarrow numpy
 fi
-cargo build --release -p bars --bin bars --bin bench-bars
+cargo build --release -p convert -p optimize -p archive-sim -p aggregate -p build-panel -p bars \
+    -p bench --bin bars --bin bench-bars
 exec target/release/bench-bars --python "$venv/bin/python" \
     --numba-script tests/bench/bars_numba.py "$@"

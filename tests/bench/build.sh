@@ -6,8 +6,8 @@
 # Usage: tests/bench/build.sh [bench-build flags, e.g. --symbols 50 --repeat 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# The same package set as tests/bench/aggregate.sh plus build-panel: one feature unification,
-# one release Polars.
-cargo build --release -p convert -p optimize -p archive-sim -p aggregate -p build-panel \
+# One package set for every bench script: one feature unification, one release Polars.
+cargo build --release -p convert -p optimize -p archive-sim -p aggregate -p build-panel -p bars \
+    -p bench --bin build-panel --bin bench-build
     --bin build-panel --bin bench-build
 exec target/release/bench-build "$@"

@@ -6,6 +6,7 @@
 # Usage: tests/bench/convert.sh [bench-convert flags, e.g. --small-symbols 40 --agg-rows 30000000]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p convert -p optimize -p archive-sim \
+cargo build --release -p convert -p optimize -p archive-sim -p aggregate -p build-panel -p bars \
+    -p bench \
     --bin convert --bin optimize --bin bench-convert
 exec target/release/bench-convert "$@"

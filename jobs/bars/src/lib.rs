@@ -18,7 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
-pub mod input;
+/// Row-group reading of the optimized trades (`frames::file`).
+pub use frames::file as input;
 pub mod output;
 mod pass;
 pub mod spec;

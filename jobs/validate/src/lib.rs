@@ -196,16 +196,12 @@ async fn validate_symbol(spec: &Spec, ctx: &Context, stamp: &Stamp, u: SymbolUni
     for (d, n) in &u.duplicate_days {
         checker.source_duplicates(*d, *n);
     }
-    let tmp = tempfile::tempdir().map_err(|e| Error::Io {
-        context: "creating a temp dir".into(),
-        source: e,
-    })?;
     let format = shared::formats::format_of(&u.dataset);
     for (month, path) in &u.months {
         if ctx.cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
-        let local = read::local_copy(&ctx.store, path, tmp.path())
+        let local = frames::file::LocalCopy::fetch(&ctx.store, path)
             .await?
             .ok_or_else(|| Error::upstream_missing(path, JobName::OPTIMIZE))?;
         let path = path.clone();
@@ -216,7 +212,7 @@ async fn validate_symbol(spec: &Spec, ctx: &Context, stamp: &Stamp, u: SymbolUni
         let cancel = ctx.cancel.clone();
         checker = tokio::task::spawn_blocking(move || -> Result<Checker> {
             let mut bad: Option<String> = None;
-            read::for_each_row_group(&local, &path, |df| {
+            read::for_each_row_group(local.path(), &path, |df| {
                 if cancel.is_cancelled() {
                     return Err(Error::Interrupted);
                 }

@@ -2,21 +2,12 @@
 //! column vectors the checks loop over. A month of aggTrades can be far larger than memory, so
 //! nothing here reads a whole file; row groups are `optimize`'s scan-sized ones.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use frames::PolarsContext;
 use frames::polars::prelude::*;
 use shared::formats::{Format, OutKind};
-use shared::{Error, Result, Store};
-
-/// An optimized file as a local path: in place on a local store, else streamed into `tmp`.
-pub async fn local_copy(store: &Store, path: &str, tmp: &Path) -> Result<Option<PathBuf>> {
-    if let Some(p) = store.local_path(path) {
-        return Ok(p.exists().then_some(p));
-    }
-    let dest = tmp.join("month.parquet");
-    Ok(store.download_to(path, &dest).await?.map(|_| dest))
-}
+use shared::{Error, Result};
 
 /// Call `f` with each row group of a local Parquet file, in order.
 pub fn for_each_row_group(
@@ -24,29 +15,9 @@ pub fn for_each_row_group(
     name: &str,
     mut f: impl FnMut(DataFrame) -> Result<()>,
 ) -> Result<()> {
-    let open = || {
-        std::fs::File::open(file).map_err(|e| Error::Io {
-            context: format!("opening {name}"),
-            source: e,
-        })
-    };
-    let mut reader = ParquetReader::new(open()?);
-    let md = reader
-        .get_metadata()
-        .ctx(|| format!("reading the footer of {name}"))
-        .map_err(Error::from)?
-        .clone();
-    let mut offset = 0usize;
-    for n in md.row_groups.iter().map(|g| g.num_rows()) {
-        let mut r = ParquetReader::new(open()?);
-        r.set_metadata(md.clone());
-        let df = r
-            .with_slice(Some((offset, n)))
-            .finish()
-            .ctx(|| format!("reading rows {offset}.. of {name}"))
-            .map_err(Error::from)?;
-        offset += n;
-        f(df)?;
+    let pf = frames::file::ParquetFile::open(file, name)?;
+    for rg in 0..pf.num_row_groups() {
+        f(pf.read_frame(rg)?)?;
     }
     Ok(())
 }

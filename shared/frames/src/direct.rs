@@ -481,27 +481,22 @@ pub fn column_chunk<'m>(
     Ok(chunk)
 }
 
-/// One LZ4 block of at most `n` bytes decompressed into `out`'s spare capacity (room for `n`
-/// already reserved, not zeroed first); returns its length.
+/// One LZ4 block of at most `n` bytes decompressed into `out` (cleared first); returns its
+/// length. A malformed block leaves `out` empty.
 fn lz4_block(src: &[u8], n: usize, out: &mut Vec<u8>) -> std::result::Result<usize, String> {
-    let too_big = || "an LZ4 page of over 2 GiB".to_string();
-    let (src_len, cap) = (
-        i32::try_from(src.len()).map_err(|_| too_big())?,
-        i32::try_from(n).map_err(|_| too_big())?,
-    );
-    assert!(out.is_empty() && out.capacity() >= n, "room for the page");
-    // SAFETY: LZ4_decompress_safe reads `src_len` bytes of `src`, writes at most `cap` bytes into
-    // `out`'s capacity (reserved above) and never past it, whatever the input; it returns how many
-    // it wrote, or a negative number for a malformed block.
-    let got = unsafe {
-        lz4::liblz4::LZ4_decompress_safe(src.as_ptr().cast(), out.as_mut_ptr().cast(), src_len, cap)
-    };
-    if got < 0 {
-        return Err("a malformed LZ4 block".into());
+    let cap = i32::try_from(n).map_err(|_| "an LZ4 page of over 2 GiB".to_string())?;
+    out.clear();
+    out.resize(n, 0);
+    match lz4::block::decompress_to_buffer(src, Some(cap), out) {
+        Ok(got) => {
+            out.truncate(got);
+            Ok(got)
+        }
+        Err(_) => {
+            out.clear();
+            Err("a malformed LZ4 block".into())
+        }
     }
-    // SAFETY: LZ4 initialized the first `got <= cap` bytes.
-    unsafe { out.set_len(got as usize) };
-    Ok(got as usize)
 }
 
 fn dest_len(d: &Dest<'_>) -> usize {

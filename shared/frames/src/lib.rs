@@ -1,6 +1,16 @@
 //! The Polars side of the shared library: parsed archive columns to DataFrames with the
 //! normalized schema, and Parquet (zstd, statistics, scan-sized row groups) to and from the store.
 //! Jobs that need no DataFrame depend on `shared` alone and never build Polars.
+//!
+//! This crate is the jobs' one Parquet boundary; no job depends on Polars' internal sub-crates.
+//! - Reading: a whole file as a DataFrame ([`read_parquet`], [`read_parquet_bytes`],
+//!   [`read_parquet_columns`]); a local file row group by row group, into series, DataFrames or
+//!   the job's own reused vectors ([`file::ParquetFile`], with [`file::LocalCopy`] to bring a
+//!   store object to a local file); and a file held in memory straight into the job's vectors
+//!   ([`direct::Reader`]). The direct decoding is pinned against Polars' own reader by a test per
+//!   encoding and writer (`direct`'s tests).
+//! - Writing: a frame at once ([`write_parquet`], [`parquet_bytes`]), or frame after frame into
+//!   one file, encoded in memory ([`ParquetBuffer`]) or streamed to the store ([`ParquetSink`]).
 
 use std::io::Cursor;
 
@@ -15,6 +25,7 @@ pub use polars;
 pub use polars_buffer::Buffer;
 
 pub mod direct;
+pub mod file;
 mod floats;
 
 #[derive(Debug, thiserror::Error)]
@@ -536,35 +547,14 @@ pub(crate) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Vec<u8>> 
     })
 }
 
-/// `src` as one LZ4 block (the LZ4_RAW codec), high-compression mode at [`floats::LZ4_LEVEL`],
-/// into a buffer of the bound's size that is not zeroed first.
+/// `src` as one LZ4 block (the LZ4_RAW codec), high-compression mode at [`floats::LZ4_LEVEL`].
 pub(crate) fn lz4_compress(src: &[u8]) -> std::io::Result<Vec<u8>> {
-    use lz4::liblz4::{LZ4_compress_HC, LZ4_compressBound};
-    let len = i32::try_from(src.len())
-        .map_err(|_| std::io::Error::other("an LZ4 block of over 2 GiB"))?;
-    // SAFETY: a pure function of its argument.
-    let bound = unsafe { LZ4_compressBound(len) };
-    if bound <= 0 {
-        return Err(std::io::Error::other("an LZ4 block of over 2 GiB"));
-    }
-    let mut out = Vec::<u8>::with_capacity(bound as usize);
-    // SAFETY: reads `len` bytes from `src` and writes at most `bound` bytes into `out`'s
-    // capacity, returning how many it wrote (0 on failure), which are then initialized.
-    let n = unsafe {
-        LZ4_compress_HC(
-            src.as_ptr().cast(),
-            out.as_mut_ptr().cast(),
-            len,
-            bound,
-            floats::LZ4_LEVEL,
-        )
-    };
-    if n <= 0 {
-        return Err(std::io::Error::other("LZ4 compression failed"));
-    }
-    // SAFETY: LZ4 wrote `n <= bound` bytes.
-    unsafe { out.set_len(n as usize) };
-    Ok(out)
+    use lz4::block::CompressionMode;
+    lz4::block::compress(
+        src,
+        Some(CompressionMode::HIGHCOMPRESSION(floats::LZ4_LEVEL)),
+        false,
+    )
 }
 
 /// How one column chunk's pages are compressed: with the file's codec, or LZ4 for the float

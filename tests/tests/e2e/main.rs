@@ -13,4 +13,5 @@ mod download;
 mod etl;
 mod extract;
 mod runner;
+mod store;
 mod validate;

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
+use bench::timed;
 use chrono::{NaiveDate, Utc};
 use clap::Parser as ClapParser;
 use frames::polars::prelude::*;
-use shared::bench::timed;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, UnitStatus};
 use shared::paths::{DataType as Dt, Dataset, Interval, Market};
 
@@ -321,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        shared::bench::environment(python.as_deref(), &["pandas", "pyarrow", "numpy"])
+        bench::environment(python.as_deref(), &["pandas", "pyarrow", "numpy"])
     );
     println!();
     println!(
@@ -410,14 +410,14 @@ async fn main() -> anyhow::Result<()> {
         }
         // The medians of the runs, the same two ways: a run the machine slowed throughout shows
         // here, where the best of each hides it.
-        let ours_med = shared::bench::median(ours.runs.iter().map(|(s, _)| *s).collect());
-        let ours_own_med = shared::bench::median(
+        let ours_med = bench::median(ours.runs.iter().map(|(s, _)| *s).collect());
+        let ours_own_med = bench::median(
             ours.runs
                 .iter()
                 .filter_map(|(_, o)| last_json(o)?["details"]["seconds"].as_f64())
                 .collect(),
         );
-        let pd_med = shared::bench::median(
+        let pd_med = bench::median(
             pd.runs
                 .iter()
                 .filter_map(|(_, o)| last_json(o)?["seconds"].as_f64())

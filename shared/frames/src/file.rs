@@ -1,8 +1,10 @@
-//! Reading Parquet one row group at a time with memory that follows the row group, not the
-//! file: each projected column chunk is read with `pread` into its own buffer and decoded by
-//! polars-parquet, the columns of a row group on parallel threads. (Polars' `ParquetReader`
-//! memory-maps the whole file, so a month of trades would count in full against RSS; and
-//! polars 0.55 has no batched reader.) Also: bringing a store object to a local file.
+//! Reading a Parquet file one row group at a time with memory that follows the row group, not
+//! the file: each projected column chunk is read with `pread` into its own buffer and decoded,
+//! the columns of a row group on parallel threads — into Polars series (polars-parquet's
+//! decoder), a whole row group as a DataFrame, or straight into a job's reused buffers
+//! ([`crate::direct`]). (Polars' `ParquetReader` memory-maps the whole file, so a month of
+//! trades would count in full against RSS; and polars 0.55 has no batched reader.) Also:
+//! bringing a store object to a local file.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -10,8 +12,8 @@ use std::io::Cursor;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use frames::direct::Dest;
-use frames::polars::prelude::*;
+use crate::direct::Dest;
+use polars::prelude::*;
 use polars_buffer::Buffer;
 use polars_parquet::read::{
     BasicDecompressor, FileMetadata, PageReader, column_iter_to_arrays, infer_schema, read_metadata,
@@ -22,7 +24,7 @@ use shared::{Error, Result, Store};
 #[derive(Default)]
 pub struct Scratch {
     bytes: Vec<u8>,
-    reader: frames::direct::Reader,
+    reader: crate::direct::Reader,
 }
 
 /// An open Parquet file: its footer and Arrow schema.
@@ -90,6 +92,18 @@ impl ParquetFile {
         })
     }
 
+    /// Every column of row group `rg`, as a DataFrame with the file's schema.
+    pub fn read_frame(&self, rg: usize) -> Result<DataFrame> {
+        let names: Vec<&str> = self.schema.iter_names().map(|n| n.as_str()).collect();
+        let columns: Vec<Column> = self
+            .read(rg, &names)?
+            .into_iter()
+            .map(Column::from)
+            .collect();
+        let height = self.meta.row_groups[rg].num_rows();
+        DataFrame::new(height, columns).map_err(|e| polars(&self.name, "assembling a row group", e))
+    }
+
     /// Append `columns` of row group `rg` to `dests` (in that order), each column on its own
     /// thread: its chunk read with `pread` into that column's reused scratch bytes and decoded
     /// by `frames::direct` (no Arrow arrays, no fresh memory once the scratch has grown).
@@ -103,7 +117,7 @@ impl ParquetFile {
         assert!(columns.len() == dests.len() && scratch.len() >= columns.len());
         let md = &self.meta.row_groups[rg];
         let one = |column: &str, sc: &mut Scratch, dest: &mut Dest<'_>| -> Result<()> {
-            let chunk = frames::direct::column_chunk(md, &self.name, column)?;
+            let chunk = crate::direct::column_chunk(md, &self.name, column)?;
             let range = chunk.byte_range();
             let len = (range.end - range.start) as usize;
             if sc.bytes.len() < len {
@@ -270,7 +284,7 @@ impl LocalCopy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use frames::{ParquetOptions, to_column};
+    use crate::{ParquetOptions, to_column};
     use shared::formats::ColumnData;
 
     #[tokio::test(flavor = "multi_thread")]
@@ -304,7 +318,7 @@ mod tests {
             row_group_rows: Some(4096),
             ..ParquetOptions::default()
         };
-        frames::write_parquet(&store, "x.parquet", &mut df, &opts)
+        crate::write_parquet(&store, "x.parquet", &mut df, &opts)
             .await
             .unwrap();
         let local = LocalCopy::fetch(&store, "x.parquet")

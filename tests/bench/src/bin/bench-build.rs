@@ -2,7 +2,7 @@
 //! some delisted early, short and long gaps, nulls) and their settled funding, with the
 //! `aggregate` and `optimize` manifest entries, in a temp local store; then times the release
 //! `build-panel` binary building the panel and its Qlib export (static universe and
-//! `top-funding`): rows/s and peak RSS (`shared::bench::timed`). Run it through
+//! `top-funding`): rows/s and peak RSS (`bench::timed`). Run it through
 //! `tests/bench/build.sh`.
 
 #![forbid(unsafe_code)]
@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
+use bench::timed;
 use chrono::{NaiveDate, Utc};
 use clap::Parser as ClapParser;
 use frames::polars::prelude::*;
-use shared::bench::timed;
 use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
 use shared::paths::{DataType as Dt, Dataset, Market, features_partition};
 

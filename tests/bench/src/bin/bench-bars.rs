@@ -250,10 +250,10 @@ fn core_loop(spec: &BarSpec, c: &Columns, repeat: usize) -> (f64, Vec<Bar>) {
     (best, bars)
 }
 
-/// Wall seconds and peak RSS (KiB) of a command (`shared::bench`, as the other benches time
+/// Wall seconds and peak RSS (KiB) of a command (`bench::timed_once`, as the other benches time
 /// their jobs); its stdout.
 fn timed(cmd: Command) -> anyhow::Result<(f64, u64, String)> {
-    let t = shared::bench::timed_once(cmd)?;
+    let t = bench::timed_once(cmd)?;
     Ok((t.secs, t.rss_kib.unwrap_or(0), t.stdout))
 }
 
@@ -477,7 +477,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}\n",
-        shared::bench::environment(args.python.as_deref(), &["numba", "pyarrow", "numpy"])
+        bench::environment(args.python.as_deref(), &["numba", "pyarrow", "numpy"])
     );
     println!("| case | s | M trades/s | peak RSS | bars |");
     println!("|---|---:|---:|---:|---:|");

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::error::{Error, Result};
+use shared::error::{Error, Result};
 
 /// One timed run.
 pub struct Timed {
