@@ -124,6 +124,8 @@ impl Inputs {
 
 /// One unit: a symbol-year, over the days of the range in that year.
 pub struct Unit {
+    /// The bar length, which names the unit in the report (`1h/BTCUSDT/2024`).
+    freq: Freq,
     symbol: String,
     year: i32,
     first: NaiveDate,
@@ -282,6 +284,7 @@ impl Job for Aggregate {
                     .filter(|e| !spec.common.force && p.stamp.recorded_alike(e))
                     .cloned();
                 units.push(Unit {
+                    freq: spec.freq,
                     symbol: sym.clone(),
                     year,
                     first,
@@ -297,7 +300,7 @@ impl Job for Aggregate {
     }
 
     fn unit_key(u: &Unit) -> String {
-        u.key()
+        format!("{}/{}", u.freq, u.key())
     }
 
     fn dry_run_line(&self, u: &Unit) -> String {

@@ -11,7 +11,7 @@ use shared::cli::CommonArgs;
 /// Aggregate optimized 1-minute klines (with fundingRate and metrics) into bars of `--freq` with
 /// microstructure features, one file per symbol-year under `features/`.
 #[derive(Parser, Debug)]
-#[command(name = "aggregate", version)]
+#[command(name = shared::job::JobName::AGGREGATE.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -14,7 +14,7 @@ use bars::spec::{Bound, Grid, parse_list, parse_numbers};
 /// Every list flag takes comma-separated values; the bar datasets are their cartesian product,
 /// one `bars/<market>/<bar spec>/` dataset each.
 #[derive(Parser, Debug)]
-#[command(name = "bars", version)]
+#[command(name = shared::job::JobName::BARS.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

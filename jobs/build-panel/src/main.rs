@@ -12,7 +12,7 @@ use shared::cli::CommonArgs;
 /// Build the point-in-time cross-sectional panel (features.md section 2) of a universe from the
 /// hourly features, into final/<name>/panel.parquet, summary.json and a Qlib export.
 #[derive(Parser, Debug)]
-#[command(name = "build-panel", version)]
+#[command(name = shared::job::JobName::BUILD_PANEL.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

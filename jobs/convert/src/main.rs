@@ -8,7 +8,7 @@ use shared::cli::CommonArgs;
 
 /// Convert staged archive CSVs (from `extract`) into normalized Parquet partitions.
 #[derive(Parser, Debug)]
-#[command(name = "convert", version)]
+#[command(name = shared::job::JobName::CONVERT.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -12,7 +12,7 @@ use shared::http::RetryPolicy;
 
 /// Download Binance archive files into the store, verified against their CHECKSUM files.
 #[derive(Parser, Debug)]
-#[command(name = "download", version)]
+#[command(name = shared::job::JobName::DOWNLOAD.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

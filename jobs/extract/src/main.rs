@@ -11,7 +11,7 @@ use shared::cli::CommonArgs;
 
 /// Unpack downloaded archive zips into the CSV staging area (`csv/<archive path>.csv`).
 #[derive(Parser, Debug)]
-#[command(name = "extract", version)]
+#[command(name = shared::job::JobName::EXTRACT.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -10,7 +10,7 @@ use shared::cli::CommonArgs;
 
 /// Compact the daily Parquet partitions of each symbol into sorted, deduplicated monthly files.
 #[derive(Parser, Debug)]
-#[command(name = "optimize", version)]
+#[command(name = shared::job::JobName::OPTIMIZE.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

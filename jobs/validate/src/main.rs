@@ -11,7 +11,7 @@ use shared::cli::CommonArgs;
 /// Check the optimized datasets symbol by symbol and classify every gap; write a JSON report and
 /// an HTML coverage heatmap per dataset under reports/validate/.
 #[derive(Parser, Debug)]
-#[command(name = "validate", version)]
+#[command(name = shared::job::JobName::VALIDATE.as_str(), version)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
