@@ -587,6 +587,110 @@ mod tests {
         );
     }
 
+    /// Ten units that each take a moment, count how many run at once, and fail on unit 4.
+    #[derive(Serialize)]
+    struct Busy {
+        #[serde(skip)]
+        common: CommonSpec,
+        #[serde(skip)]
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        #[serde(skip)]
+        peak: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Job for Busy {
+        const NAME: JobName = JobName::EXTRACT;
+        const VERSION: &'static str = "1";
+        const UNITS: &'static str = "units";
+        type Unit = u32;
+        type Done = ();
+        type Totals = ();
+
+        fn common(&self) -> &CommonSpec {
+            &self.common
+        }
+
+        fn params_hash(&self) -> String {
+            String::new()
+        }
+
+        async fn plan(&self, _: &mut Planner<'_>) -> Result<Vec<u32>> {
+            Ok((0..10).collect())
+        }
+
+        fn unit_key(u: &u32) -> String {
+            format!("u{u}")
+        }
+
+        fn dry_run_line(&self, u: &u32) -> String {
+            format!("busy {u}")
+        }
+
+        async fn execute(job: Arc<Self>, _: Context, _: Stamp, u: u32) -> Result<()> {
+            use std::sync::atomic::Ordering;
+            let n = job.running.fetch_add(1, Ordering::SeqCst) + 1;
+            job.peak.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            job.running.fetch_sub(1, Ordering::SeqCst);
+            if u == 4 {
+                return Err(Error::bad_data("u4.parquet", "a bad row"));
+            }
+            Ok(())
+        }
+
+        fn absorb(&self, _: &mut (), _: &str, _: ()) -> Finished<u32> {
+            Finished::Done
+        }
+
+        fn bytes(&self, _: &()) -> u64 {
+            0
+        }
+
+        async fn finish(&self, _: &Context, _: (), _: &mut End) -> Result<serde_json::Value> {
+            Ok(serde_json::Value::Null)
+        }
+    }
+
+    fn busy(concurrency: usize) -> Busy {
+        let mut common = common(false, false);
+        common.concurrency = concurrency;
+        Busy {
+            common,
+            running: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn units_run_bounded_and_a_failure_is_named_in_the_report() {
+        let ctx = Context::new(Store::open("memory://").unwrap(), None, Clock::System);
+        let job = busy(3);
+        let peak = job.peak.clone();
+        let r = run(job, &ctx).await.unwrap();
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=3).contains(&peak), "{peak} units at once");
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(
+            (r.counts.done, r.counts.failed, r.counts.planned),
+            (9, 1, 10)
+        );
+        assert_eq!(r.failures[0].unit, "u4");
+        assert!(
+            r.failures[0].reason.contains("u4.parquet: a bad row"),
+            "{r:?}"
+        );
+        assert_eq!(r.exit_code(), crate::error::exit::FAILED_UNITS);
+    }
+
+    #[tokio::test]
+    async fn nothing_starts_after_cancel() {
+        let ctx = Context::new(Store::open("memory://").unwrap(), None, Clock::System);
+        ctx.cancel.cancel();
+        let r = run(busy(2), &ctx).await.unwrap();
+        assert_eq!(r.outcome, Outcome::Interrupted);
+        assert_eq!((r.counts.done, r.counts.not_run), (0, 10));
+    }
+
     #[test]
     fn recorded_alike_needs_done_the_same_version_and_parameters() {
         let ctx = Context::new(Store::open("memory://").unwrap(), None, Clock::System);
