@@ -119,12 +119,6 @@ impl Stamp {
         }
     }
 
-    /// Whether `prev` records the unit done from exactly `inputs` by this job version with these
-    /// parameters.
-    pub fn is_current(&self, prev: &Entry, inputs: &BTreeMap<String, String>) -> bool {
-        prev.is_done_with(inputs, self.version, &self.params_hash)
-    }
-
     /// Whether `prev` was recorded done by this job version with these parameters: what a job
     /// that reuses part of a unit's earlier output (its unchanged days) must check first.
     pub fn recorded_alike(&self, prev: &Entry) -> bool {
@@ -287,11 +281,7 @@ impl Planner<'_> {
     /// Whether the unit `prev` records is up to date for `inputs` — done from those inputs by
     /// this job version with these parameters, and no `--force` — counting it as skipped if so.
     pub fn is_current(&mut self, prev: Option<&Entry>, inputs: &BTreeMap<String, String>) -> bool {
-        let current = !self.common.force && prev.is_some_and(|p| self.stamp.is_current(p, inputs));
-        if current {
-            self.tally.skip();
-        }
-        current
+        self.is_current_with(prev, |p| &p.inputs == inputs)
     }
 
     /// [`Planner::is_current`] for a job whose inputs are not compared as a whole: recorded done

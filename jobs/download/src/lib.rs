@@ -95,6 +95,8 @@ impl Stats {
 pub(crate) struct Run<'a> {
     pub spec: &'a Spec,
     pub ctx: &'a Context,
+    /// What stamps the unit's manifest entries.
+    pub stamp: &'a Stamp,
     pub http: &'a reqwest::Client,
     pub stats: &'a Stats,
 }
@@ -126,10 +128,11 @@ impl Download {
         }
     }
 
-    fn run<'a>(&'a self, ctx: &'a Context) -> Run<'a> {
+    fn run<'a>(&'a self, ctx: &'a Context, stamp: &'a Stamp) -> Run<'a> {
         Run {
             spec: &self.spec,
             ctx,
+            stamp,
             http: &self.http,
             stats: &self.stats,
         }
@@ -250,10 +253,10 @@ impl Job for Download {
     async fn execute(
         job: Arc<Self>,
         ctx: Context,
-        _stamp: Stamp,
+        stamp: Stamp,
         u: PlannedUnit,
     ) -> Result<(PlannedUnit, FetchOutcome)> {
-        let r = fetch::process(&job.run(&ctx), &u).await?;
+        let r = fetch::process(&job.run(&ctx, &stamp), &u).await?;
         Ok((u, r))
     }
 
@@ -431,12 +434,9 @@ pub(crate) fn entry(
     let inputs = checksum
         .map(|c| [("checksum".to_string(), c.to_string())].into())
         .unwrap_or_default();
-    let mut e = Stamp::new(JobName::DOWNLOAD, JOB_VERSION, String::new(), run.ctx).entry(
-        unit,
-        status,
-        inputs,
-        output.into_iter().collect(),
-    );
+    let mut e = run
+        .stamp
+        .entry(unit, status, inputs, output.into_iter().collect());
     e.detail = detail;
     e
 }

@@ -185,7 +185,7 @@ impl Job for Extract {
     async fn execute(
         job: Arc<Self>,
         ctx: Context,
-        _stamp: Stamp,
+        stamp: Stamp,
         u: Unit,
     ) -> Result<(CsvStats, u64)> {
         if let Action::Invalid(reason) = &u.action {
@@ -195,7 +195,9 @@ impl Job for Extract {
             spec: &job.spec,
             ctx: &ctx,
         };
-        unit::process(&run, &u).await.map(|s| (s, u.zip_size))
+        unit::process(&run, &stamp, &u)
+            .await
+            .map(|s| (s, u.zip_size))
     }
 
     fn absorb(&self, t: &mut Totals, _key: &str, (s, zip): (CsvStats, u64)) -> Finished<Unit> {

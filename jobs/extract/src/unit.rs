@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use shared::checksum::Hasher;
-use shared::manifest::{Entry, Output, UnitStatus};
+use shared::job::Stamp;
+use shared::manifest::{Output, UnitStatus};
 use shared::{Error, Result};
 use tokio::io::AsyncWriteExt;
 
+use crate::Run;
 use crate::plan::Unit;
 use crate::unzip::{CsvStats, extract_csv};
-use crate::{JOB_VERSION, PARAMS_HASH, Run};
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
@@ -23,19 +24,12 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Extract one unit and record it: `Done` with the CSV as output, or `Failed` with the reason.
 /// An interrupted unit records nothing.
-pub async fn process(run: &Run<'_>, unit: &Unit) -> Result<CsvStats> {
+pub async fn process(run: &Run<'_>, stamp: &Stamp, unit: &Unit) -> Result<CsvStats> {
     let result = extract_unit(run, unit).await;
-    let entry = |status, outputs, detail| Entry {
-        unit: unit.file.key(),
-        status,
-        inputs: unit.inputs.clone(),
-        job_version: JOB_VERSION.into(),
-        params_hash: PARAMS_HASH.into(),
-        outputs,
-        recorded_at: run.ctx.clock.now(),
-        run_id: run.ctx.run_id.clone(),
-        detail,
-        duplicate_days: Default::default(),
+    let entry = |status, outputs, detail| {
+        let mut e = stamp.entry(unit.file.key(), status, unit.inputs.clone(), outputs);
+        e.detail = detail;
+        e
     };
     match &result {
         Ok(s) => {

@@ -174,6 +174,33 @@ fn reap(child: &mut std::process::Child) -> std::io::Result<(bool, Option<u64>)>
     Ok((child.wait()?.success(), None))
 }
 
+/// Record `out` as unit `unit` done in `job`'s manifest of (scope, symbol), as that job would
+/// after writing it: how a bench stages an upstream job's outputs without running it.
+pub async fn record_done(
+    store: &shared::Store,
+    job: shared::job::JobName,
+    scope: &str,
+    symbol: &str,
+    unit: String,
+    out: shared::manifest::Output,
+) -> Result<()> {
+    use shared::manifest::{ManifestKey, ManifestWriter, UnitStatus};
+    let (w, _) = ManifestWriter::open(store, &ManifestKey::new(job, scope, symbol)).await?;
+    let e = shared::manifest::Entry {
+        unit,
+        status: UnitStatus::Done,
+        inputs: Default::default(),
+        job_version: "1".into(),
+        params_hash: String::new(),
+        outputs: vec![out],
+        recorded_at: chrono::Utc::now(),
+        run_id: "bench".into(),
+        detail: None,
+        duplicate_days: Default::default(),
+    };
+    w.record(e).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bench::timed;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::Parser as ClapParser;
 use frames::polars::prelude::*;
-use shared::manifest::{Entry, ManifestKey, ManifestWriter, UnitStatus};
 use shared::paths::{DataType as Dt, Dataset, Interval, Market};
 
 #[derive(ClapParser)]
@@ -91,23 +90,14 @@ async fn put(
     buf.write(&df)?;
     let (bytes, out) = buf.finish(&path)?;
     store.put(&path, bytes).await?;
-    let (w, _) = ManifestWriter::open(
+    bench::record_done(
         store,
-        &ManifestKey::new(shared::job::JobName::OPTIMIZE, ds.scope(), sym),
+        shared::job::JobName::OPTIMIZE,
+        &ds.scope(),
+        sym,
+        format!("{sym}/{y}-{m:02}"),
+        out,
     )
-    .await?;
-    w.record(Entry {
-        unit: format!("{sym}/{y}-{m:02}"),
-        status: UnitStatus::Done,
-        inputs: Default::default(),
-        job_version: "1".into(),
-        params_hash: String::new(),
-        outputs: vec![out],
-        recorded_at: Utc::now(),
-        run_id: "bench".into(),
-        detail: None,
-        duplicate_days: Default::default(),
-    })
     .await?;
     Ok(())
 }

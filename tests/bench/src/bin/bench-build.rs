@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bench::timed;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::Parser as ClapParser;
 use frames::polars::prelude::*;
-use shared::manifest::{Entry, ManifestKey, ManifestWriter, Output, UnitStatus};
 use shared::paths::{DataType as Dt, Dataset, Market, features_partition};
 
 #[derive(ClapParser)]
@@ -53,31 +52,6 @@ fn utc(v: Vec<i64>, name: &str) -> Column {
     Int64Chunked::from_vec(name.into(), v)
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         .into_column()
-}
-
-async fn record(
-    store: &shared::Store,
-    job: shared::job::JobName,
-    scope: &str,
-    sym: &str,
-    unit: String,
-    out: Output,
-) -> anyhow::Result<()> {
-    let (w, _) = ManifestWriter::open(store, &ManifestKey::new(job, scope, sym)).await?;
-    w.record(Entry {
-        unit,
-        status: UnitStatus::Done,
-        inputs: Default::default(),
-        job_version: "1".into(),
-        params_hash: String::new(),
-        outputs: vec![out],
-        recorded_at: Utc::now(),
-        run_id: "bench".into(),
-        detail: None,
-        duplicate_days: Default::default(),
-    })
-    .await?;
-    Ok(())
 }
 
 /// One symbol-year of hourly features; returns the rows written.
@@ -197,7 +171,7 @@ async fn stage(store: &shared::Store, sym: &str, i: usize, year: i32) -> anyhow:
     let path = features_partition(Market::Um, "1h", sym, year);
     let out =
         frames::write_parquet(store, &path, &mut df, &frames::ParquetOptions::default()).await?;
-    record(
+    bench::record_done(
         store,
         shared::job::JobName::AGGREGATE,
         "futures-um/1h",
@@ -242,7 +216,7 @@ async fn stage(store: &shared::Store, sym: &str, i: usize, year: i32) -> anyhow:
         let path = ds.optimized_partition(sym, year, m);
         let out = frames::write_parquet(store, &path, &mut df, &frames::ParquetOptions::default())
             .await?;
-        record(
+        bench::record_done(
             store,
             shared::job::JobName::OPTIMIZE,
             &ds.scope(),
