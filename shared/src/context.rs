@@ -16,13 +16,37 @@ use crate::store::Store;
 pub enum Clock {
     System,
     Fixed(DateTime<Utc>),
+    /// The system clock moved by a constant: a run replayed as if it started at another time.
+    Shifted(chrono::Duration),
 }
+
+/// The variable that sets every job's clock: `PIPELINE_NOW=2025-01-20T06:17:30Z` runs as if the
+/// clock read that instant when the process started (a replay, a simulated archive's clock);
+/// the clock then runs on.
+pub const NOW_VAR: &str = "PIPELINE_NOW";
 
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
             Clock::Fixed(t) => *t,
+            Clock::Shifted(d) => Utc::now() + *d,
+        }
+    }
+
+    /// The system clock, or the one [`NOW_VAR`] sets; a value that is no RFC 3339 instant is a
+    /// usage error naming it.
+    pub fn from_env() -> crate::Result<Clock> {
+        match std::env::var(NOW_VAR) {
+            Ok(v) if !v.trim().is_empty() => {
+                let at = DateTime::parse_from_rfc3339(v.trim()).map_err(|e| {
+                    crate::Error::usage(format!(
+                        "{NOW_VAR}=`{v}`: expected an RFC 3339 instant such as 2025-01-20T06:17:30Z ({e})"
+                    ))
+                })?;
+                Ok(Clock::Shifted(at.with_timezone(&Utc) - Utc::now()))
+            }
+            _ => Ok(Clock::System),
         }
     }
 }

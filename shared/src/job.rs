@@ -35,12 +35,14 @@ impl JobName {
     pub const AGGREGATE: JobName = JobName("aggregate");
     pub const BARS: JobName = JobName("bars");
     pub const BUILD_PANEL: JobName = JobName("build-panel");
+    pub const TAIL: JobName = JobName("tail");
 
     /// Every job binary a DAG can run, in pipeline order.
-    pub const ALL: [JobName; 8] = [
+    pub const ALL: [JobName; 9] = [
         JobName::DOWNLOAD,
         JobName::EXTRACT,
         JobName::CONVERT,
+        JobName::TAIL,
         JobName::OPTIMIZE,
         JobName::VALIDATE,
         JobName::AGGREGATE,
@@ -116,6 +118,7 @@ impl Stamp {
             run_id: self.run_id.clone(),
             detail: None,
             duplicate_days: BTreeMap::new(),
+            rest: None,
         }
     }
 
@@ -433,7 +436,7 @@ where
 {
     let output = common.output();
     crate::jobmain::main(output, J::NAME.as_str(), async move {
-        let clock = Clock::System;
+        let clock = Clock::from_env()?;
         let spec = common.into_spec(clock.now().date_naive())?;
         let job = make(spec)?;
         let common = job.common();

@@ -84,6 +84,19 @@ pub struct Entry {
     /// `validate` can name them without reading the inputs again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub duplicate_days: BTreeMap<NaiveDate, u64>,
+    /// For a day filled from the REST API (`tail`): the interval its partition holds, and when
+    /// it was fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<RestCoverage>,
+}
+
+/// The part of a day a REST partition holds: rows whose time is in `[from_us, until_us)`, all
+/// the API had when fetched (only closed candles and periods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestCoverage {
+    pub from_us: i64,
+    pub until_us: i64,
+    pub fetched_at: DateTime<Utc>,
 }
 
 impl Entry {
@@ -557,6 +570,71 @@ pub async fn select_symbols(
     }
 }
 
+/// How far a symbol's dataset reaches: the end (µs, exclusive) of the last day `convert` wrote
+/// from the archive, and of what `tail` fetched from REST.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub archive_until_us: Option<i64>,
+    pub rest_until_us: Option<i64>,
+    /// The first and last day with rows from either source.
+    pub first_day: Option<NaiveDate>,
+    pub last_day: Option<NaiveDate>,
+}
+
+impl Reach {
+    /// Where the data ends for now when REST reaches past the archive: the current day is
+    /// being filled, and later times are not yet fetched rather than missing. `None` when the
+    /// archive reaches as far (its days are whole).
+    pub fn horizon_us(&self) -> Option<i64> {
+        let rest = self.rest_until_us?;
+        (rest > self.archive_until_us.unwrap_or(i64::MIN)).then_some(rest)
+    }
+
+    /// The later of the two ends.
+    pub fn until_us(&self) -> Option<i64> {
+        match (self.archive_until_us, self.rest_until_us) {
+            (Some(a), Some(r)) => Some(a.max(r)),
+            (a, r) => a.or(r),
+        }
+    }
+}
+
+/// [`Reach`] of `symbol` in `scope`, from the `convert` and `tail` manifests.
+pub async fn reach(store: &Store, scope: &str, symbol: &str) -> Result<Reach> {
+    use crate::paths::Partition;
+    let mut r = Reach::default();
+    let mut day = |d: NaiveDate| {
+        r.first_day = Some(r.first_day.map_or(d, |f| f.min(d)));
+        r.last_day = Some(r.last_day.map_or(d, |l| l.max(d)));
+    };
+    let convert = Manifest::load(store, &ManifestKey::new(JobName::CONVERT, scope, symbol)).await?;
+    let mut archive_last: Option<NaiveDate> = None;
+    for e in convert.entries().filter(|e| e.status == UnitStatus::Done) {
+        for o in &e.outputs {
+            if let Ok(Partition::Day { date, .. }) = Partition::parse(&o.path)
+                && o.rows.unwrap_or(0) > 0
+            {
+                day(date);
+                archive_last = Some(archive_last.map_or(date, |l| l.max(date)));
+            }
+        }
+    }
+    let tail = Manifest::load(store, &ManifestKey::new(JobName::TAIL, scope, symbol)).await?;
+    let mut rest_until: Option<i64> = None;
+    for e in tail.entries().filter(|e| e.status == UnitStatus::Done) {
+        let Some(c) = e.rest else { continue };
+        rest_until = Some(rest_until.map_or(c.until_us, |u| u.max(c.until_us)));
+        if e.outputs.iter().any(|o| o.rows.unwrap_or(0) > 0)
+            && let Ok(d) = NaiveDate::parse_from_str(&e.unit, "%Y-%m-%d")
+        {
+            day(d);
+        }
+    }
+    r.archive_until_us = archive_last.map(|d| crate::time::day_start_us(d) + crate::time::DAY_US);
+    r.rest_until_us = rest_until;
+    Ok(r)
+}
+
 /// A short, stable hash of a job's parameters (anything `Serialize`), for `params_hash`.
 pub fn params_hash<T: Serialize>(params: &T) -> String {
     let json = serde_json::to_vec(params).expect("parameters serialize");
@@ -586,6 +664,7 @@ mod tests {
             run_id: run.into(),
             detail: None,
             duplicate_days: Default::default(),
+            rest: None,
         }
     }
 

@@ -99,6 +99,52 @@ impl Period {
     }
 }
 
+/// Where a day partition's rows came from: a daily or a monthly archive file, or the REST API
+/// (`tail`), which fills what the archive has not published yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Daily,
+    Monthly,
+    Rest,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Daily => "daily",
+            Source::Monthly => "monthly",
+            Source::Rest => "rest",
+        }
+    }
+
+    /// Whether the rows came from the archive (final) rather than REST (provisional).
+    pub fn is_archive(self) -> bool {
+        self != Source::Rest
+    }
+}
+
+impl From<Period> for Source {
+    fn from(p: Period) -> Source {
+        match p {
+            Period::Daily => Source::Daily,
+            Period::Monthly => Source::Monthly,
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "daily" => Ok(Source::Daily),
+            "monthly" => Ok(Source::Monthly),
+            "rest" => Ok(Source::Rest),
+            _ => Err(Error::usage(format!("unknown partition source `{s}`"))),
+        }
+    }
+}
+
 impl FromStr for Period {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -527,13 +573,18 @@ impl Dataset {
     }
 
     /// `parquet/<market>/<dataset>/symbol=S/date=D/part-<source>.parquet`: one file per
-    /// symbol-day and archive period it came from (`part-daily` or `part-monthly`), so that a day
-    /// present in both archives keeps both until `optimize` compares them.
-    pub fn parquet_partition(&self, symbol: &str, date: NaiveDate, source: Period) -> String {
+    /// symbol-day and source (`part-daily` or `part-monthly` from the archive, `part-rest` from
+    /// `tail`), so that a day present in several keeps each until `optimize` chooses.
+    pub fn parquet_partition(
+        &self,
+        symbol: &str,
+        date: NaiveDate,
+        source: impl Into<Source>,
+    ) -> String {
         format!(
             "{}part-{}.parquet",
             self.parquet_day_dir(symbol, date),
-            source.as_str()
+            source.into().as_str()
         )
     }
 
@@ -592,8 +643,8 @@ pub enum Partition {
         dataset: Dataset,
         symbol: String,
         date: NaiveDate,
-        /// Which archive period the rows came from.
-        source: Period,
+        /// Which archive period, or REST, the rows came from.
+        source: Source,
     },
     Month {
         dataset: Dataset,
@@ -616,7 +667,7 @@ impl Partition {
         };
         match parts.as_slice() {
             ["parquet", m, ds, sym, date, file] => {
-                let source: Period = file
+                let source: Source = file
                     .strip_prefix("part-")
                     .and_then(|f| f.strip_suffix(".parquet"))
                     .ok_or_else(bad)?
@@ -1248,7 +1299,11 @@ mod tests {
     #[test]
     fn partitions_round_trip() {
         let k = ds(Market::Um, DataType::Klines, Some(Interval::M1));
-        for (source, name) in [(Period::Daily, "daily"), (Period::Monthly, "monthly")] {
+        for (source, name) in [
+            (Source::Daily, "daily"),
+            (Source::Monthly, "monthly"),
+            (Source::Rest, "rest"),
+        ] {
             let p = k.parquet_partition("BTCUSDT", d("2024-02-29"), source);
             assert_eq!(
                 p,

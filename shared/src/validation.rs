@@ -235,6 +235,10 @@ pub struct DayReport {
     pub source_duplicates: u64,
     #[serde(default)]
     pub gaps: Vec<Gap>,
+    /// The day's rows came from the REST API (`tail`): the archive has not published it yet,
+    /// and its file will replace them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
 }
 
 /// One symbol over the range.
@@ -243,6 +247,10 @@ pub struct SymbolReport {
     /// Time of the first and last row in the range (µs).
     pub first_data_us: Option<i64>,
     pub last_data_us: Option<i64>,
+    /// Where the data the store can hold ends when the range reaches past what `tail` has
+    /// fetched (µs, exclusive): later times are not yet fetched, not gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_until_us: Option<i64>,
     /// Every day of the range.
     pub days: BTreeMap<NaiveDate, DayReport>,
     /// Up to a bounded number per kind; `error_count` and `warning_count` count them all.
@@ -281,6 +289,9 @@ pub struct Totals {
     pub errors: u64,
     pub warnings: u64,
     pub notes: u64,
+    /// Symbol-days whose rows came from REST (provisional until the archive publishes them).
+    #[serde(default)]
+    pub provisional_days: u64,
 }
 
 /// One dataset over one range of days: what `validate` writes as `report.json`.
@@ -412,6 +423,17 @@ impl Verdicts {
         self.days.get(&(symbol.to_string(), day)).map(|(_, s)| *s)
     }
 
+    /// How many of `symbol`'s days have each latest status.
+    pub fn counts(&self, symbol: &str) -> BTreeMap<DayStatus, u64> {
+        let mut out = BTreeMap::new();
+        for ((s, _), (_, status)) in &self.days {
+            if s == symbol {
+                *out.entry(*status).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Whether the latest verdict for `symbol` on `day` is `error` (unvalidated days are not).
     pub fn is_error(&self, symbol: &str, day: NaiveDate) -> bool {
         self.status(symbol, day).is_some_and(DayStatus::is_error)
@@ -442,6 +464,7 @@ mod tests {
             let s = symbols.entry(sym.to_string()).or_insert(SymbolReport {
                 first_data_us: None,
                 last_data_us: None,
+                data_until_us: None,
                 days: BTreeMap::new(),
                 errors: vec![],
                 warnings: vec![],
@@ -461,6 +484,7 @@ mod tests {
                     warnings: 0,
                     source_duplicates: 0,
                     gaps: vec![],
+                    provisional: false,
                 },
             );
         }

@@ -1,6 +1,8 @@
 //! The pure archive model, no HTTP: which keys exist, the zip and CHECKSUM bytes of each
 //! (built lazily from the generator, cached under a byte bound), their metadata (size, MD5
-//! ETag, Last-Modified), republishing, and the S3 ListObjects v1 page logic. Serving is `server`.
+//! ETag, Last-Modified), republishing, the S3 ListObjects v1 page logic, and the simulated clock
+//! that decides which files are published yet (the REST side reads the same clock). Serving is
+//! `server`; the REST API is `rest`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Cursor, Write};
@@ -93,6 +95,8 @@ pub struct Archive {
     cache: Mutex<Cache>,
     /// Metadata of every object built so far (kept when bodies are evicted).
     meta: Mutex<HashMap<(String, u32), (ObjectMeta, ObjectMeta)>>,
+    /// The simulated now; `None` = every file published, the clock at `end + 1 day`.
+    clock: Mutex<Option<NaiveDateTime>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,12 +128,45 @@ pub fn build_zip(entry_name: &str, content: &[u8]) -> io::Result<Vec<u8>> {
 impl Archive {
     pub fn new(config: SimConfig) -> Self {
         let keys = universe(&config);
+        let clock = Mutex::new(config.now);
         Archive {
             generator: Generator::new(config),
             keys,
             versions: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::default()),
             meta: Mutex::new(HashMap::new()),
+            clock,
+        }
+    }
+
+    /// The simulated now (UTC): the configured or set clock, else `end + 1 day, 00:00`.
+    pub fn now(&self) -> NaiveDateTime {
+        self.clock_setting()
+            .unwrap_or_else(|| (self.config().end + Duration::days(1)).and_time(NaiveTime::MIN))
+    }
+
+    /// Move the clock (either way). From then on files are visible only once published.
+    pub fn set_now(&self, now: NaiveDateTime) {
+        *lock(&self.clock) = Some(now);
+    }
+
+    /// The clock as configured or set; `None` while every file counts as published.
+    pub fn clock_setting(&self) -> Option<NaiveDateTime> {
+        *lock(&self.clock)
+    }
+
+    /// When a file (zip or CHECKSUM key) is published: its version-0 Last-Modified. `None` for a
+    /// key that does not parse. Does not check the key is in the universe.
+    pub fn publication_time(&self, key: &str) -> Option<NaiveDateTime> {
+        let zip_key = key.strip_suffix(".CHECKSUM").unwrap_or(key);
+        let file = ArchiveFile::parse_key(zip_key).ok()?;
+        Some(Self::last_modified(&file, zip_key, 0))
+    }
+
+    fn visible_at(&self, key: &str, clock: Option<NaiveDateTime>) -> bool {
+        match clock {
+            None => true,
+            Some(now) => self.publication_time(key).is_some_and(|t| t <= now),
         }
     }
 
@@ -141,20 +178,23 @@ impl Archive {
         &self.generator
     }
 
-    /// Whether a key (zip or CHECKSUM, decoded) exists.
+    /// Whether a key (zip or CHECKSUM, decoded) exists: in the universe and published by now.
     pub fn exists(&self, key: &str) -> bool {
-        self.keys.contains(key)
+        self.keys.contains(key) && self.visible_at(key, self.clock_setting())
     }
 
-    /// Every key, in lexical order.
+    /// Every published key, in lexical order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(String::as_str)
-    }
-
-    /// Every archive file (zip keys parsed).
-    pub fn files(&self) -> Vec<ArchiveFile> {
+        let clock = self.clock_setting();
         self.keys
             .iter()
+            .filter(move |k| self.visible_at(k, clock))
+            .map(String::as_str)
+    }
+
+    /// Every published archive file (zip keys parsed).
+    pub fn files(&self) -> Vec<ArchiveFile> {
+        self.keys()
             .filter(|k| k.ends_with(".zip"))
             .filter_map(|k| ArchiveFile::parse_key(k).ok())
             .collect()
@@ -337,6 +377,7 @@ impl Archive {
         }
         let mut entries: Vec<Entry> = Vec::new();
         let mut truncated = false;
+        let clock = self.clock_setting();
         while let Some(key) = self
             .keys
             .range::<String, _>((lower.clone(), Bound::Unbounded))
@@ -344,6 +385,12 @@ impl Archive {
         {
             if !key.starts_with(prefix) {
                 break;
+            }
+            // Unpublished keys are skipped one by one, so a common prefix shows up only when it
+            // holds a published key.
+            if !self.visible_at(key, clock) {
+                lower = Bound::Excluded(key.clone());
+                continue;
             }
             let rest = &key[prefix.len()..];
             let entry = match delimiter.and_then(|d| rest.find(d).map(|p| p + d.len())) {

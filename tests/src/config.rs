@@ -1,6 +1,7 @@
-//! The simulator's configuration: the symbol universe, the coverage range, the archive quirks and
-//! the fault rules. Plain serde structs (the binary reads them from JSON); no behaviour beyond
-//! defaults and the per-symbol precision rules.
+//! The simulator's configuration: the symbol universe, the coverage range, the simulated clock,
+//! the archive quirks, the REST rate limits and the fault rules. Plain serde structs (the binary
+//! reads them from JSON); no behaviour beyond defaults, the per-symbol precision rules and the
+//! RFC 3339 clock parser.
 
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,14 @@ pub struct SimConfig {
     pub faults: Vec<FaultRule>,
     /// Byte bound of the in-memory zip cache.
     pub cache_bytes: usize,
+    /// The simulated "now" (UTC). `None`: the clock stands at `end + 1 day, 00:00` and every
+    /// archive file is published. `Some`: an archive file (zip and CHECKSUM) exists only once
+    /// its version-0 Last-Modified is `<= now`, and the REST API serves rows up to `now`. In JSON
+    /// either `2025-01-20T10:17:30` or RFC 3339 (`2025-01-20T10:17:30Z`).
+    #[serde(deserialize_with = "de_opt_datetime")]
+    pub now: Option<NaiveDateTime>,
+    /// The REST API's rate limits (Binance's defaults).
+    pub rest: RestLimits,
 }
 
 impl Default for SimConfig {
@@ -99,6 +108,8 @@ impl SimConfig {
             broken_ohlc: Vec::new(),
             faults: Vec::new(),
             cache_bytes: 512 << 20,
+            now: None,
+            rest: RestLimits::default(),
         }
     }
 
@@ -115,6 +126,64 @@ impl SimConfig {
             .iter()
             .find(|s| s.market == market && s.symbol == symbol)
     }
+}
+
+/// The REST API's limits (binance-live.md §4.1). Windows are fixed and aligned to the wall
+/// clock (not the simulated one): weights per minute, the two request buckets per 5 minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestLimits {
+    /// Weight per minute shared by `fapi` and `dapi` (and the `X-MBX-USED-WEIGHT-1M` of
+    /// `/futures/data`). Default 2400.
+    pub futures_weight_per_minute: u32,
+    /// Weight per minute of `api/v3`. Default 6000.
+    pub spot_weight_per_minute: u32,
+    /// Requests per 5 minutes shared by `fundingRate` and `fundingInfo` (fapi and dapi).
+    /// Default 500.
+    pub funding_per_5min: u32,
+    /// Requests per 5 minutes shared by the `/futures/data/*` endpoints. Default 1000.
+    pub futures_data_per_5min: u32,
+    /// 429s tolerated in one window: the next refused request starts a ban. Default 5.
+    pub ban_after_429: u32,
+    /// Length of a ban (418 to every REST request). Default 120.
+    pub ban_secs: u32,
+}
+
+impl Default for RestLimits {
+    fn default() -> Self {
+        RestLimits {
+            futures_weight_per_minute: 2400,
+            spot_weight_per_minute: 6000,
+            funding_per_5min: 500,
+            futures_data_per_5min: 1000,
+            ban_after_429: 5,
+            ban_secs: 120,
+        }
+    }
+}
+
+/// Parse a UTC instant: RFC 3339 (`2025-01-31T12:00:00Z`, any offset, optional fraction) or a
+/// bare `2025-01-31T12:00:00` (taken as UTC).
+pub fn parse_instant(s: &str) -> Result<NaiveDateTime, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.naive_utc());
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .map_err(|e| format!("`{s}` is not an RFC 3339 instant: {e}"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds; the clock's fraction is dropped).
+pub fn format_instant(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn de_opt_datetime<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NaiveDateTime>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_instant(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// One symbol of one market.
@@ -250,15 +319,19 @@ pub enum FaultTarget {
 }
 
 /// What goes wrong. `first_n` counts requests per key (GET and HEAD alike); after them the key
-/// is served normally.
+/// is served normally. On REST paths: `NotFound` answers the JSON 404, `ServerError` a 503
+/// `{"code":-1000,"msg":"Service Unavailable."}`, `WrongChecksum` never applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FaultKind {
     /// 404 NoSuchKey, always (the file is still in the listing).
     NotFound,
     /// 500 InternalError for the first N requests.
     ServerError { first_n: u32 },
-    /// 429 with `Retry-After` for the first N requests.
+    /// 429 with `Retry-After` for the first N requests (REST: the JSON `-1003` body).
     TooManyRequests { first_n: u32, retry_after_secs: u32 },
+    /// 418 with `Retry-After` for the first N requests (REST: the JSON "IP banned until" body);
+    /// the limiter's own ban state is not touched.
+    Banned { first_n: u32, retry_after_secs: u32 },
     /// Full `Content-Length`, half the body, then the connection closes.
     Truncated { first_n: u32 },
     /// The connection is reset (SO_LINGER 0) without a response.
@@ -272,7 +345,8 @@ pub enum FaultKind {
 }
 
 /// A fault on the keys that match: `key_contains` is a substring, or the whole key when
-/// `exact` is set. Keys are decoded (`data/...zip` or `data/...zip.CHECKSUM`).
+/// `exact` is set. Keys are decoded (`data/...zip` or `data/...zip.CHECKSUM`); a REST request
+/// is matched by its path without the query (`fapi/v1/klines`), as a non-CHECKSUM key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {

@@ -1075,9 +1075,24 @@ impl Generator {
     }
 
     fn raw_rows(&self, file: &ArchiveFile, version: u32) -> Option<(RawRows, Ctx<'_>)> {
+        self.raw_rows_with(file, version, true)
+    }
+
+    /// The rows of a file; `defects` applies the configured archive defects (`truncated`,
+    /// `duplicated_rows`, `broken_ohlc`, `monthly_missing_day`), which the REST API never shows.
+    fn raw_rows_with(
+        &self,
+        file: &ArchiveFile,
+        version: u32,
+        defects: bool,
+    ) -> Option<(RawRows, Ctx<'_>)> {
         let spec = self.spec_for(file.dataset.market, file.dataset.data_type, &file.symbol)?;
         let ctx = self.ctx(spec, file);
-        let days = self.days_in_file(file);
+        let days = if defects {
+            self.days_in_file(file)
+        } else {
+            file.date.days().filter(|d| spec.is_listed_on(*d)).collect()
+        };
         let sh = self.sym_hash(spec);
         let mut rows = match file.dataset.data_type {
             t if t.is_kline_family() => RawRows::Klines(self.kline_rows(spec, file, &days)),
@@ -1101,7 +1116,9 @@ impl Generator {
             _ => return None,
         };
         rows.perturb(version);
-        self.apply_quirks(&file.key(), &mut rows);
+        if defects {
+            self.apply_quirks(&file.key(), &mut rows);
+        }
         Some((rows, ctx))
     }
 
@@ -1323,6 +1340,20 @@ impl Generator {
     pub fn csv(&self, file: &ArchiveFile, version: u32) -> Option<String> {
         let (rows, ctx) = self.raw_rows(file, version)?;
         Some(format_csv(&rows, &ctx, file))
+    }
+
+    /// The CSV text of a file as generated, version 0, without the configured archive defects
+    /// (`truncated`, `duplicated_rows`, `broken_ohlc`, `monthly_missing_day`): what the REST API
+    /// serves. Maintenance windows are not defects and stay. Same format as [`Generator::csv`].
+    pub fn csv_clean(&self, file: &ArchiveFile) -> Option<String> {
+        let (rows, ctx) = self.raw_rows_with(file, 0, false)?;
+        Some(format_csv(&rows, &ctx, file))
+    }
+
+    /// The first aggTrade id of `day` (ids run on contiguously from the listing day, across
+    /// maintenance windows), without generating any trade.
+    pub fn first_agg_trade_id(&self, spec: &SymbolSpec, day: NaiveDate) -> u64 {
+        self.first_ids(spec, day).1
     }
 
     pub fn klines(&self, file: &ArchiveFile) -> Vec<Kline> {

@@ -1,11 +1,13 @@
 //! The HTTP side: a hand-rolled HTTP/1.1 server on a tokio `TcpListener` (keep-alive, GET and
 //! HEAD) that serves the archive's objects under `/data/...`, the S3 listing at the root, the
-//! request log at `/_sim/log`, and injects the configured faults. The archive itself is
-//! `archive`; this module owns sockets, fault counters and the request log.
+//! Binance REST API under `/fapi/`, `/dapi/`, `/api/v3/` and `/futures/data/`, the request log at
+//! `/_sim/log`, the clock at `/_sim/clock`, and injects the configured faults on both sides. The
+//! archive itself is `archive` and the REST answers are `rest`; this module owns sockets, fault
+//! counters, HTTP framing and the request log.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,16 +21,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use chrono::NaiveDateTime;
+
 use crate::archive::{Archive, Object};
-use crate::config::{FaultKind, FaultRule, SimConfig};
+use crate::config::{FaultKind, FaultRule, SimConfig, format_instant, parse_instant};
 use crate::listing::{ListRequest, error_xml, list_xml};
+use crate::rest::{self, Rest, query_params};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
     pub method: String,
     /// The decoded path without its leading `/`: an object key (`data/...`), `""` for the
-    /// listing, `_sim/log`...
+    /// listing, a REST path (`fapi/v1/klines`), `_sim/log`...
     pub path: String,
     /// The raw query string (empty when none).
     pub query: String,
@@ -36,6 +41,9 @@ pub struct RequestRecord {
     pub status: u16,
     /// Body bytes actually written.
     pub bytes: u64,
+    /// REST weight charged (0 for archive objects, refused and faulted requests, and the
+    /// weight-0 endpoints).
+    pub weight: u32,
     /// Milliseconds since the Unix epoch when the request arrived.
     pub unix_ms: u64,
     /// Milliseconds since the server started when the request arrived.
@@ -50,10 +58,16 @@ impl RequestRecord {
     pub fn key(&self) -> &str {
         &self.path
     }
+
+    /// Whether this was a REST API request.
+    pub fn is_rest(&self) -> bool {
+        rest::is_rest_path(&self.path)
+    }
 }
 
 struct State {
     archive: Arc<Archive>,
+    rest: Rest,
     faults: Mutex<Vec<FaultRule>>,
     counters: Mutex<HashMap<(usize, String), u32>>,
     log: Mutex<Vec<RequestRecord>>,
@@ -101,6 +115,7 @@ impl SimServer {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             archive,
+            rest: Rest::new(),
             faults: Mutex::new(faults),
             counters: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
@@ -198,6 +213,36 @@ impl SimHandle {
 
     pub fn add_fault(&self, fault: FaultRule) {
         lock(&self.state.faults).push(fault);
+    }
+
+    /// The simulated now (see [`Archive::now`]).
+    pub fn now(&self) -> NaiveDateTime {
+        self.state.archive.now()
+    }
+
+    /// Move the simulated clock: archive files appear as they get published, REST rows up to
+    /// the new now (see [`Archive::set_now`]).
+    pub fn set_now(&self, now: NaiveDateTime) {
+        self.state.archive.set_now(now);
+    }
+
+    /// The REST weight charged so far: the sum over the request log.
+    pub fn rest_weight_used(&self) -> u64 {
+        lock(&self.state.log).iter().map(|r| r.weight as u64).sum()
+    }
+
+    /// REST requests logged so far.
+    pub fn rest_requests(&self) -> Vec<RequestRecord> {
+        lock(&self.state.log)
+            .iter()
+            .filter(|r| r.is_rest())
+            .cloned()
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rest(&self) -> &Rest {
+        &self.state.rest
     }
 
     /// Stop accepting, close idle connections, and wait for the accept loop to end.
@@ -314,8 +359,10 @@ fn status_text(code: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        418 => "I'm a teapot",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
@@ -362,22 +409,6 @@ async fn write_simple(
     Ok(if send_body { body.len() as u64 } else { 0 })
 }
 
-fn query_params(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                let s = s.replace('+', " ");
-                percent_encoding::percent_decode_str(&s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (dec(k), dec(v))
-        })
-        .collect()
-}
-
 enum Action {
     Normal,
     Status(u16, &'static str, Vec<(&'static str, String)>),
@@ -412,6 +443,14 @@ fn decide(st: &State, key: &str) -> Action {
                 retry_after_secs,
             } if n <= *first_n => Action::Status(
                 429,
+                "SlowDown",
+                vec![("Retry-After", retry_after_secs.to_string())],
+            ),
+            FaultKind::Banned {
+                first_n,
+                retry_after_secs,
+            } if n <= *first_n => Action::Status(
+                418,
                 "SlowDown",
                 vec![("Retry-After", retry_after_secs.to_string())],
             ),
@@ -460,6 +499,7 @@ async fn handle(stream: &mut TcpStream, st: &Arc<State>, req: &Request) -> io::R
         query: req.query.clone(),
         status: 0,
         bytes: 0,
+        weight: 0,
         unix_ms,
         at_ms: arrived.duration_since(st.started).as_millis() as u64,
         at: arrived,
@@ -486,6 +526,29 @@ async fn handle(stream: &mut TcpStream, st: &Arc<State>, req: &Request) -> io::R
         write_simple(stream, 200, "application/json", &body, send_body, &[])
             .await
             .map(|b| (b, Conn::Keep))
+    } else if path == "_sim/clock" {
+        let q = query_params(&req.query);
+        let (status, body) = match q.get("now").map(|v| parse_instant(v)) {
+            Some(Ok(t)) => {
+                st.archive.set_now(t);
+                (200, format_instant(t))
+            }
+            Some(Err(e)) => (400, e),
+            None => (200, format_instant(st.archive.now())),
+        };
+        rec.status = status;
+        write_simple(
+            stream,
+            status,
+            "text/plain",
+            body.as_bytes(),
+            send_body,
+            &[],
+        )
+        .await
+        .map(|b| (b, Conn::Keep))
+    } else if rest::is_rest_path(&path) {
+        serve_rest(stream, st, req, &path, send_body, &mut rec).await
     } else if path == "_sim/republish" {
         let q = query_params(&req.query);
         let v = q.get("key").and_then(|k| st.archive.republish(k));
@@ -686,15 +749,7 @@ async fn serve_object(
             md5_hex = hex::encode(Md5::digest(&body));
         }
         Action::Corrupt => {
-            let mut v = body.to_vec();
-            let n = v.len();
-            for i in 0..16.min(n) {
-                let p = n / 2 + i * 7 % n.max(1);
-                if p < n {
-                    v[p] ^= 0x5A;
-                }
-            }
-            body = Bytes::from(v);
+            body = corrupt(&body);
             md5_hex = hex::encode(Md5::digest(&body));
         }
         _ => {}
@@ -711,11 +766,36 @@ async fn serve_object(
         ("Accept-Ranges", "none".to_string()),
     ];
     let head = head_bytes(200, body.len(), ctype, false, &extra);
+    write_body(stream, head, &body, send_body, &action).await
+}
+
+/// The same length with some bytes flipped.
+fn corrupt(body: &[u8]) -> Bytes {
+    let mut v = body.to_vec();
+    let n = v.len();
+    for i in 0..16.min(n) {
+        let p = n / 2 + i * 7 % n.max(1);
+        if p < n {
+            v[p] ^= 0x5A;
+        }
+    }
+    Bytes::from(v)
+}
+
+/// Write a response head and its body as the fault action says: whole, half then close, or
+/// throttled.
+async fn write_body(
+    stream: &mut TcpStream,
+    head: Vec<u8>,
+    body: &[u8],
+    send_body: bool,
+    action: &Action,
+) -> io::Result<(u64, Conn)> {
     if !send_body {
         stream.write_all(&head).await?;
         return Ok((0, Conn::Keep));
     }
-    match action {
+    match *action {
         Action::Truncated => {
             stream.write_all(&head).await?;
             let half = body.len() / 2;
@@ -743,15 +823,63 @@ async fn serve_object(
         _ => {
             if body.len() <= 64 * 1024 {
                 let mut out = head;
-                out.extend_from_slice(&body);
+                out.extend_from_slice(body);
                 stream.write_all(&out).await?;
             } else {
                 stream.write_all(&head).await?;
-                stream.write_all(&body).await?;
+                stream.write_all(body).await?;
             }
             Ok((body.len() as u64, Conn::Keep))
         }
     }
+}
+
+/// A REST request: injected faults first, then the limiter and the endpoint (`rest`), framed
+/// as JSON with `X-MBX-USED-WEIGHT-1M` (and `Retry-After` on 429/418).
+async fn serve_rest(
+    stream: &mut TcpStream,
+    st: &Arc<State>,
+    req: &Request,
+    path: &str,
+    send_body: bool,
+    rec: &mut RequestRecord,
+) -> io::Result<(u64, Conn)> {
+    let ip = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+    let action = decide(st, path);
+    let reply = match &action {
+        Action::Reset => {
+            rec.status = 0;
+            let _ = stream.set_zero_linger();
+            return Ok((0, Conn::Abort));
+        }
+        Action::Status(code, _, extra) => {
+            let retry = extra
+                .iter()
+                .find(|(k, _)| *k == "Retry-After")
+                .and_then(|(_, v)| v.parse().ok());
+            st.rest.fault_reply(&st.archive, path, *code, retry, ip)
+        }
+        _ => {
+            let (st2, p, q) = (st.clone(), path.to_string(), req.query.clone());
+            tokio::task::spawn_blocking(move || st2.rest.serve(&st2.archive, &p, &q, ip))
+                .await
+                .map_err(io::Error::other)?
+        }
+    };
+    rec.status = reply.status;
+    rec.weight = reply.weight;
+    let body = match action {
+        Action::Corrupt => corrupt(&reply.body),
+        _ => Bytes::from(reply.body),
+    };
+    let mut extra = vec![("X-MBX-USED-WEIGHT-1M", reply.used_weight.to_string())];
+    if let Some(r) = reply.retry_after {
+        extra.push(("Retry-After", r.to_string()));
+    }
+    let head = head_bytes(reply.status, body.len(), "application/json", false, &extra);
+    write_body(stream, head, &body, send_body, &action).await
 }
 
 #[cfg(test)]

@@ -136,6 +136,9 @@ pub struct Unit {
     previous: Option<Entry>,
     /// Days (from the day before `first`) whose validation verdict is an error.
     excluded: BTreeSet<NaiveDate>,
+    /// Where the minutes end for now when `tail` filled past the archive (µs): only the bars
+    /// that closed by then are written.
+    horizon_us: Option<i64>,
 }
 
 impl Unit {
@@ -273,6 +276,15 @@ impl Job for Aggregate {
                     "verdicts".into(),
                     (String::new(), shared::manifest::params_hash(&excluded)),
                 );
+                // The current day, filled from REST up to its last closed minute: its open bar
+                // is left out until a run sees it closed.
+                let horizon_us = shared::manifest::reach(&ctx.store, &inputs.klines.scope(), &sym)
+                    .await?
+                    .horizon_us()
+                    .filter(|h| *h <= day_start_us(last) + DAY_US);
+                if let Some(h) = horizon_us {
+                    months.insert("horizon".into(), (String::new(), h.to_string()));
+                }
                 let key = format!("{sym}/{year}");
                 let previous = mine.get(&key);
                 if p.is_current_with(previous, |e| covers(e, &months, first, last)) {
@@ -293,6 +305,7 @@ impl Job for Aggregate {
                     writer: writer.clone(),
                     previous,
                     excluded,
+                    horizon_us,
                 });
             }
         }
@@ -502,9 +515,18 @@ async fn aggregate_unit(spec: &Spec, ctx: &Context, stamp: &Stamp, u: Unit) -> R
     }
     let fresh = pass.bars;
     res.bars_computed = fresh.len() as u64;
-    let all = Bars::merge(kept, fresh);
-    res.bars_written = all.len() as u64;
     let delta = spec.freq.delta_us();
+    let mut all = Bars::merge(kept, fresh);
+    if let Some(h) = u.horizon_us {
+        let mut closed = Bars::default();
+        for i in 0..all.len() {
+            if all.open_time[i] + delta <= h {
+                closed.push_row(&all, i);
+            }
+        }
+        all = closed;
+    }
+    res.bars_written = all.len() as u64;
     let hashes = pass.hashes;
 
     // Write the year (atomically), then record it with every day's fingerprint.

@@ -280,6 +280,7 @@ async fn record(
                     latest.history_start, latest.day, latest.engine.next_bar
                 )),
                 duplicate_days: Default::default(),
+                rest: None,
             })
             .await?;
     }

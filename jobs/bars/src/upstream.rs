@@ -148,6 +148,7 @@ mod tests {
             run_id: "r".into(),
             detail: None,
             duplicate_days: Default::default(),
+            rest: None,
         };
         w.record(entry(vec![
             part("2024-12-31", "a"),

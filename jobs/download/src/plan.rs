@@ -14,10 +14,10 @@ use shared::store::Store;
 
 use crate::{JOB_VERSION, Spec};
 
-/// A "missing upstream" record is re-probed after this long if the file was recent when probed
-/// (the archive publishes late: hours for daily files, days for monthly ones).
-const MISSING_RECHECK_AFTER_HOURS: i64 = 6;
-/// Files whose period ended this long before the probe are final: missing stays missing.
+/// Files whose period ended this long before the probe are final: missing stays missing. A more
+/// recent file recorded missing is asked again by every run that covers it (the archive
+/// publishes late: hours for daily files, days for monthly ones), so a file published after a
+/// run is fetched by the next one.
 const MISSING_FINAL_AFTER_DAYS: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +153,7 @@ fn plan_file(
         }
         UnitStatus::Done | UnitStatus::Failed => out.push(unit(Action::Fetch, None)),
         UnitStatus::Missing => {
-            let due = spec.retry_missing
-                || (!missing_is_final(&file, e.recorded_at)
-                    && (now - e.recorded_at).num_hours() >= MISSING_RECHECK_AFTER_HOURS);
+            let due = spec.retry_missing || !missing_is_final(&file, e.recorded_at);
             if due {
                 out.push(unit(Action::Fetch, None));
                 return;

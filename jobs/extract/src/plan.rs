@@ -232,6 +232,7 @@ mod tests {
             run_id: "r".into(),
             detail: None,
             duplicate_days: Default::default(),
+            rest: None,
         };
         let present: HashMap<String, u64> = [(file.csv_path(), 10)].into();
         let resized: HashMap<String, u64> = [(file.csv_path(), 9)].into();

@@ -3,7 +3,9 @@
 //! deduplicated on the dataset's key, with scan-sized row groups. Where a day came from both a
 //! monthly and a daily archive, the more complete one is kept and the difference reported. A
 //! month is rewritten only when the fingerprints of its input partitions change. It streams day
-//! by day, so a month never has to fit in memory.
+//! by day, so a month never has to fit in memory. Days `tail` filled from REST are read only
+//! where the archive has no partition; once the archive's arrives it wins, and the report says
+//! what REST had differently (`rest_vs_archive`).
 
 #![forbid(unsafe_code)]
 
@@ -17,17 +19,19 @@ use serde::Serialize;
 use shared::cli::CommonSpec;
 use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
 use shared::manifest::{ManifestWriter, UnitStatus};
-use shared::paths::{Dataset, FileDate, Partition, Period};
+use shared::paths::{Dataset, FileDate, Partition, Source};
 use shared::time::{DAY_US, day_start_us};
 use shared::{Context, Result};
 
-pub use month::{MonthResult, SourceChoice};
+pub use month::{MonthResult, RestVsArchive, SourceChoice};
 
 /// Bumped whenever a month's bytes, path or manifest entry change, so every month is written
 /// anew: 4 records the days with duplicated rows as a typed `duplicate_days` field of the entry.
 pub const JOB_VERSION: &str = "4";
 /// The job whose manifest lists the inputs.
 pub const UPSTREAM: JobName = JobName::CONVERT;
+/// The job whose manifest lists the REST partitions of the days the archive does not have yet.
+pub const REST_UPSTREAM: JobName = JobName::TAIL;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
@@ -41,15 +45,17 @@ pub struct Spec {
     pub smallest_floats: bool,
 }
 
-/// One input partition: a converted day from one source period.
+/// One input partition: a converted day from one source period, or a day filled from REST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayInput {
     pub date: NaiveDate,
-    pub source: Period,
+    pub source: Source,
     pub path: String,
     pub sha256: String,
     pub rows: u64,
     pub time_span: Option<[i64; 2]>,
+    /// For a REST partition: the interval it holds (µs), `[from, until)`.
+    pub coverage: Option<[i64; 2]>,
 }
 
 /// One unit: a (dataset, symbol, month) and the partitions it reads — the month's days and the
@@ -83,6 +89,8 @@ pub struct Totals {
     rows_out: u64,
     duplicates: u64,
     both_sources: Vec<serde_json::Value>,
+    rest_days: u64,
+    rest_vs_archive: Vec<serde_json::Value>,
 }
 
 impl Job for Spec {
@@ -105,10 +113,26 @@ impl Job for Spec {
         let mut units = Vec::new();
         for ds in &self.common.datasets {
             let scope = ds.scope();
-            for sym in p.symbols(UPSTREAM, &scope).await? {
+            let mut symbols = p.symbols(UPSTREAM, &scope).await?;
+            if matches!(self.common.symbols, shared::cli::SymbolSelection::All) {
+                // A symbol only REST has filled so far (listed after the archive's last day).
+                let rest =
+                    shared::manifest::manifest_symbols(&p.ctx.store, REST_UPSTREAM, &scope).await?;
+                for s in self.common.shard_of(&rest) {
+                    if !symbols.contains(&s) {
+                        symbols.push(s);
+                    }
+                }
+            }
+            for sym in symbols {
                 let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
+                let rest = p.upstream(REST_UPSTREAM, &scope, &sym).await?;
                 let mut days: BTreeMap<NaiveDate, Vec<DayInput>> = BTreeMap::new();
-                for e in upstream.entries().filter(|e| e.status == UnitStatus::Done) {
+                for e in upstream
+                    .entries()
+                    .chain(rest.entries())
+                    .filter(|e| e.status == UnitStatus::Done)
+                {
                     for o in &e.outputs {
                         if let Ok(Partition::Day { date, source, .. }) = Partition::parse(&o.path) {
                             days.entry(date).or_default().push(DayInput {
@@ -118,6 +142,7 @@ impl Job for Spec {
                                 sha256: o.sha256.clone(),
                                 rows: o.rows.unwrap_or(0),
                                 time_span: o.time_span,
+                                coverage: e.rest.map(|r| [r.from_us, r.until_us]),
                             });
                         }
                     }
@@ -190,6 +215,19 @@ impl Job for Spec {
         t.rows_in += m.rows_in;
         t.rows_out += m.rows_out;
         t.duplicates += m.duplicates_removed;
+        t.rest_days += m.rest_days;
+        for d in m.rest_vs_archive {
+            if d.identical() {
+                tracing::info!(unit = %key, day = %d.date, "the archive replaces REST rows: identical");
+            } else {
+                tracing::warn!(unit = %key, day = %d.date, rows_only_rest = d.rows_only_rest, rows_only_archive = d.rows_only_archive, cells = ?d.cells_differ, "the archive replaces REST rows that differ");
+            }
+            t.rest_vs_archive.push(serde_json::json!({
+                "unit": key,
+                "identical": d.identical(),
+                "diff": d,
+            }));
+        }
         for c in m.choices {
             tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, "day present in both a daily and a monthly archive");
             t.both_sources
@@ -209,6 +247,8 @@ impl Job for Spec {
             "rows_out": t.rows_out,
             "duplicates_removed": t.duplicates,
             "days_in_both_sources": t.both_sources,
+            "days_from_rest": t.rest_days,
+            "rest_vs_archive": t.rest_vs_archive,
             "seconds": secs,
             "rows_per_sec": t.rows_in as f64 / secs,
         }))

@@ -12,7 +12,7 @@ use serde::Serialize;
 use shared::formats::format_of;
 use shared::job::Stamp;
 use shared::manifest::UnitStatus;
-use shared::paths::Period;
+use shared::paths::Source;
 use shared::{Context, Error, Result};
 
 use crate::{DayInput, MonthUnit, Spec};
@@ -23,7 +23,25 @@ pub struct SourceChoice {
     pub date: NaiveDate,
     pub daily_rows: u64,
     pub monthly_rows: u64,
-    pub kept: Period,
+    pub kept: Source,
+}
+
+/// What REST had for a day that the archive now covers, compared over the interval the REST
+/// partition holds: rows only one source has (by the dataset's key) and cells that differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestVsArchive {
+    pub date: NaiveDate,
+    pub rest_rows: u64,
+    pub rows_only_rest: u64,
+    pub rows_only_archive: u64,
+    /// Column → rows whose value differs.
+    pub cells_differ: BTreeMap<String, u64>,
+}
+
+impl RestVsArchive {
+    pub fn identical(&self) -> bool {
+        self.rows_only_rest == 0 && self.rows_only_archive == 0 && self.cells_differ.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -36,10 +54,14 @@ pub struct MonthResult {
     pub duplicate_days: Vec<(NaiveDate, u64)>,
     pub bytes: u64,
     pub choices: Vec<SourceChoice>,
+    /// Days read from a REST partition (the archive has none yet).
+    pub rest_days: u64,
+    pub rest_vs_archive: Vec<RestVsArchive>,
 }
 
 /// Per day, the partition to read: the more complete of the daily and monthly sources (more
-/// rows; the monthly one on a tie, as the consolidated publication).
+/// rows; the monthly one on a tie, as the consolidated publication); REST only for a day the
+/// archive has no partition for.
 pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Vec<SourceChoice>) {
     let mut by_day: BTreeMap<NaiveDate, Vec<&DayInput>> = BTreeMap::new();
     for i in inputs {
@@ -48,8 +70,9 @@ pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Ve
     let mut chosen = BTreeMap::new();
     let mut choices = Vec::new();
     for (date, v) in by_day {
-        let daily = v.iter().find(|i| i.source == Period::Daily);
-        let monthly = v.iter().find(|i| i.source == Period::Monthly);
+        let daily = v.iter().find(|i| i.source == Source::Daily);
+        let monthly = v.iter().find(|i| i.source == Source::Monthly);
+        let rest = v.iter().find(|i| i.source == Source::Rest);
         let pick = match (daily, monthly) {
             (Some(d), Some(m)) => {
                 let kept = if d.rows > m.rows { *d } else { *m };
@@ -62,7 +85,10 @@ pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Ve
                 kept
             }
             (Some(x), None) | (None, Some(x)) => *x,
-            (None, None) => continue,
+            (None, None) => match rest {
+                Some(r) => *r,
+                None => continue,
+            },
         };
         chosen.insert(date, pick.clone());
     }
@@ -76,6 +102,7 @@ pub(crate) async fn optimize(
     u: MonthUnit,
 ) -> Result<MonthResult> {
     let (chosen, choices) = choose_sources(&u.inputs);
+    let chosen_days = chosen.clone();
     let format = format_of(&u.dataset);
     let first = u.month.first_day();
     let out_path = u
@@ -180,6 +207,31 @@ pub(crate) async fn optimize(
         source: std::io::Error::other(e.to_string()),
     })??;
     res.choices = choices;
+    res.rest_days = chosen_days
+        .iter()
+        .filter(|(d, i)| i.source == Source::Rest && u.month.days().any(|m| m == **d))
+        .count() as u64;
+    for (date, chosen_input) in &chosen_days {
+        if !chosen_input.source.is_archive() {
+            continue;
+        }
+        if let Some(rest) = u
+            .inputs
+            .iter()
+            .find(|i| i.date == *date && i.source == Source::Rest)
+        {
+            // The archive's rows of the interval may sit in a neighbour's file (metrics
+            // labelled by the end of their period: 00:00 is the day before's last row).
+            let archive: Vec<&DayInput> = [date.pred_opt(), Some(*date), date.succ_opt()]
+                .into_iter()
+                .flatten()
+                .filter_map(|d| chosen_days.get(&d))
+                .filter(|i| i.source.is_archive())
+                .collect();
+            res.rest_vs_archive
+                .push(compare_rest(ctx, format, rest, &archive).await?);
+        }
+    }
     let mut outputs = Vec::new();
     match sink {
         Some(sink) => {
@@ -212,6 +264,103 @@ pub(crate) async fn optimize(
     Ok(res)
 }
 
+/// Compare a day's REST partition with the archive's over the interval REST holds.
+async fn compare_rest(
+    ctx: &Context,
+    format: &shared::formats::Format,
+    rest: &DayInput,
+    archive: &[&DayInput],
+) -> Result<RestVsArchive> {
+    let read = |i: &DayInput| {
+        let path = i.path.clone();
+        async move {
+            frames::read_parquet(&ctx.store, &path)
+                .await
+                .map_err(Error::from)?
+                .ok_or_else(|| Error::upstream_missing(&path, crate::UPSTREAM))
+        }
+    };
+    let r = read(rest).await?;
+    let mut a: Option<DataFrame> = None;
+    for i in archive {
+        let df = read(i).await?;
+        match &mut a {
+            None => a = Some(df),
+            Some(acc) => {
+                acc.vstack_mut_owned(df)
+                    .ctx(|| format!("{}: stacking", i.path))
+                    .map_err(Error::from)?;
+            }
+        }
+    }
+    let a = a.ok_or_else(|| Error::internal(format!("{}: no archive partition", rest.path)))?;
+    let archive_path = archive.first().map_or("", |i| i.path.as_str());
+    let t = format.time_field;
+    let [from, until] = rest.coverage.unwrap_or([i64::MIN, i64::MAX]);
+    let a = a
+        .lazy()
+        .filter(
+            col(t)
+                .cast(DataType::Int64)
+                .gt_eq(lit(from))
+                .and(col(t).cast(DataType::Int64).lt(lit(until))),
+        )
+        .collect()
+        .ctx(|| format!("{archive_path}: rows REST covers"))
+        .map_err(Error::from)?;
+    let key = format.key.first().copied().unwrap_or(t);
+    let keys = |df: &DataFrame, path: &str| -> Result<Vec<i64>> {
+        let c = df
+            .column(key)
+            .and_then(|c| c.cast(&DataType::Int64))
+            .ctx(|| format!("{path}: key `{key}`"))
+            .map_err(Error::from)?;
+        let ca = c.i64().map_err(|e| Error::bad_data(path, e.to_string()))?;
+        Ok((0..ca.len())
+            .map(|i| ca.get(i).unwrap_or(i64::MIN))
+            .collect())
+    };
+    let (rk, ak) = (keys(&r, &rest.path)?, keys(&a, archive_path)?);
+    let archive_at: std::collections::HashMap<i64, usize> =
+        ak.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let rest_keys: std::collections::HashSet<i64> = rk.iter().copied().collect();
+    let mut out = RestVsArchive {
+        date: rest.date,
+        rest_rows: r.height() as u64,
+        rows_only_rest: 0,
+        rows_only_archive: ak.iter().filter(|k| !rest_keys.contains(k)).count() as u64,
+        cells_differ: BTreeMap::new(),
+    };
+    let pairs: Vec<(usize, usize)> = rk
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| match archive_at.get(k) {
+            Some(j) => Some((i, *j)),
+            None => {
+                out.rows_only_rest += 1;
+                None
+            }
+        })
+        .collect();
+    for c in r.columns() {
+        let name = c.name().as_str();
+        let Ok(other) = a.column(name) else {
+            out.cells_differ
+                .insert(name.to_string(), pairs.len() as u64);
+            continue;
+        };
+        let (rs, os) = (c.as_materialized_series(), other.as_materialized_series());
+        let n = pairs
+            .iter()
+            .filter(|(i, j)| rs.get(*i).ok() != os.get(*j).ok())
+            .count() as u64;
+        if n > 0 {
+            out.cells_differ.insert(name.to_string(), n);
+        }
+    }
+    Ok(out)
+}
+
 /// `[start, end)` of a UTC day in µs.
 fn day_bounds_us(day: NaiveDate) -> (i64, i64) {
     let start = shared::time::day_start_us(day);
@@ -222,7 +371,7 @@ fn day_bounds_us(day: NaiveDate) -> (i64, i64) {
 mod tests {
     use super::*;
 
-    fn input(day: u32, source: Period, rows: u64) -> DayInput {
+    fn input(day: u32, source: Source, rows: u64) -> DayInput {
         DayInput {
             date: NaiveDate::from_ymd_opt(2024, 1, day).unwrap(),
             source,
@@ -230,31 +379,36 @@ mod tests {
             sha256: String::new(),
             rows,
             time_span: None,
+            coverage: None,
         }
     }
 
     #[test]
     fn the_more_complete_source_wins_and_is_reported() {
         let (chosen, choices) = choose_sources(&[
-            input(1, Period::Monthly, 1440),
-            input(2, Period::Monthly, 1440),
-            input(2, Period::Daily, 1000),
-            input(3, Period::Monthly, 700),
-            input(3, Period::Daily, 1440),
-            input(4, Period::Daily, 1440),
+            input(1, Source::Monthly, 1440),
+            input(2, Source::Monthly, 1440),
+            input(2, Source::Daily, 1000),
+            input(3, Source::Monthly, 700),
+            input(3, Source::Daily, 1440),
+            input(4, Source::Daily, 1440),
+            // REST only where the archive has nothing, however many rows it has.
+            input(4, Source::Rest, 2000),
+            input(5, Source::Rest, 600),
         ]);
-        let kept: Vec<Period> = chosen.values().map(|i| i.source).collect();
+        let kept: Vec<Source> = chosen.values().map(|i| i.source).collect();
         assert_eq!(
             kept,
             vec![
-                Period::Monthly,
-                Period::Monthly,
-                Period::Daily,
-                Period::Daily
+                Source::Monthly,
+                Source::Monthly,
+                Source::Daily,
+                Source::Daily,
+                Source::Rest
             ]
         );
         assert_eq!(choices.len(), 2);
-        assert_eq!(choices[0].kept, Period::Monthly);
+        assert_eq!(choices[0].kept, Source::Monthly);
         assert_eq!(
             (choices[1].daily_rows, choices[1].monthly_rows),
             (1440, 700)

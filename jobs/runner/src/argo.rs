@@ -315,6 +315,17 @@ pub fn render(dag: &Dag, o: &RenderOptions) -> Result<String> {
     if let Some(p) = k.parallelism {
         spec.push("parallelism", Node::Int(p.into()));
     }
+    // A run waits for the one holding the mutex: two runs of the DAG (the cron's and a manual
+    // one, or a slow one and the next) never write the store at once.
+    if let Some(lock) = &k.lock {
+        spec.push(
+            "synchronization",
+            map([(
+                "mutexes",
+                Node::List(vec![map([("name", lock.clone().into())])]),
+            )]),
+        );
+    }
     spec.push("arguments", map([("parameters", Node::List(params))]));
     spec.push(
         "securityContext",

@@ -218,6 +218,9 @@ pub struct Kubernetes {
     pub secret: Option<String>,
     /// At most this many pods at once (`spec.parallelism`).
     pub parallelism: Option<u32>,
+    /// The name of an Argo mutex every run holds (`spec.synchronization`): runs of every DAG
+    /// naming the same lock wait for each other instead of overlapping.
+    pub lock: Option<String>,
 }
 
 /// A DAG file as written.

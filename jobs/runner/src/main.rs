@@ -59,6 +59,10 @@ struct RunArgs {
     #[arg(long)]
     source: Option<String>,
 
+    /// The REST host instead of the DAG's `rest-url` (`tail`'s; a simulator).
+    #[arg(long)]
+    rest_url: Option<String>,
+
     /// Run only these steps and the steps they need: `--steps aggregate` downloads, extracts,
     /// converts and optimizes what aggregate reads, and runs nothing else.
     #[arg(long, value_delimiter = ',')]
@@ -243,10 +247,16 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
     }
     let today = match &a.today {
         Some(t) => shared::plan::parse_date(t).map_err(|e| Error::usage(e.to_string()))?,
-        None => chrono::Utc::now().date_naive(),
+        None => shared::context::Clock::from_env()
+            .map_err(|e| Error::usage(e.to_string()))?
+            .now()
+            .date_naive(),
     };
     if let Some(s) = &a.source {
         shared::cli::check_http_url("--source", s).map_err(|e| Error::usage(e.to_string()))?;
+    }
+    if let Some(s) = &a.rest_url {
+        shared::cli::check_http_url("--rest-url", s).map_err(|e| Error::usage(e.to_string()))?;
     }
     let overrides = Overrides {
         store: a.store,
@@ -254,6 +264,7 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         end: a.end,
         symbols: a.symbols,
         source: a.source,
+        rest_url: a.rest_url,
         selection: Selection {
             steps: a.steps,
             from: a.from,

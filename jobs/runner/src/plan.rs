@@ -20,6 +20,8 @@ pub struct Overrides {
     pub symbols: Option<Vec<String>>,
     /// The archive URL instead of the DAG's `source` default.
     pub source: Option<String>,
+    /// The REST host instead of the DAG's `rest-url` default (`tail`).
+    pub rest_url: Option<String>,
     /// Which steps run (the default selects the whole DAG).
     pub selection: Selection,
 }
@@ -285,6 +287,10 @@ pub fn plan(dag: &Dag, overrides: &Overrides, today: NaiveDate) -> Result<Plan> 
         .source
         .clone()
         .map(|s| ArgValue::One(Scalar::Str(s)));
+    let rest_url_v = overrides
+        .rest_url
+        .clone()
+        .map(|s| ArgValue::One(Scalar::Str(s)));
     let kept = overrides.selection.apply(dag)?;
     let mut steps = Vec::new();
     for &i in &kept {
@@ -298,6 +304,7 @@ pub fn plan(dag: &Dag, overrides: &Overrides, today: NaiveDate) -> Result<Plan> 
                 end: end_v.as_ref(),
                 symbols: symbols_v.as_ref(),
                 source: source_v.as_ref(),
+                rest_url: rest_url_v.as_ref(),
             },
         )?;
         // Indices into the kept steps; a need left out of the cut is taken as done.
@@ -351,6 +358,7 @@ struct RunValues<'a> {
     end: Option<&'a ArgValue>,
     symbols: Option<&'a ArgValue>,
     source: Option<&'a ArgValue>,
+    rest_url: Option<&'a ArgValue>,
 }
 
 fn plan_step(
@@ -375,6 +383,7 @@ fn plan_step(
                 "end" => end.cloned(),
                 "symbols" => symbols.cloned(),
                 "source" if run.source.is_some() => run.source.cloned(),
+                "rest-url" if run.rest_url.is_some() => run.rest_url.cloned(),
                 _ => dag.spec.defaults.get(name).cloned(),
             }),
         };

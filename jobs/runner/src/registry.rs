@@ -179,6 +179,26 @@ pub const JOBS: &[JobSpec] = &[
         },
     },
     JobSpec {
+        name: JobName::TAIL.as_str(),
+        args: &[
+            v("until"),
+            v("rest-url"),
+            v("weight-limit"),
+            v("funding-limit"),
+            v("futures-data-limit"),
+            v("headroom"),
+            v("max-in-flight"),
+            v("um-agg-trades-hours"),
+            v("cm-agg-trades-hours"),
+            v("metrics-days"),
+            v("metrics-time-offset-ms"),
+        ],
+        resources: Resources {
+            cpu: "500m",
+            memory: "1Gi",
+        },
+    },
+    JobSpec {
         name: JobName::OPTIMIZE.as_str(),
         args: &[v("row-group-rows"), s("smallest-floats")],
         resources: Resources {

@@ -529,6 +529,18 @@ impl Checker {
         }
     }
 
+    /// The data ends at `until_us` (µs) for now: `tail` has fetched up to there and the archive
+    /// no further. Later times are not gaps, and the days after it are not reported.
+    pub fn set_horizon(&mut self, until_us: i64) {
+        if until_us >= self.range_end || until_us <= self.range_start {
+            return;
+        }
+        self.range_end = until_us;
+        self.res.data_until_us = Some(until_us);
+        let last = day_of_us(until_us - 1);
+        self.res.days.retain(|d, _| *d <= last);
+    }
+
     /// Close the range: trailing stretches, days without rows, the symbol's life.
     pub fn finish(mut self) -> SymbolResult {
         let (rs, re) = (self.range_start, self.range_end);

@@ -220,6 +220,10 @@ pub fn assemble(results: &[SymbolResult], a: Assembly<'_>) -> DatasetReport {
     for r in results {
         let mut days = BTreeMap::new();
         for day in a.range.days() {
+            // Past what has been fetched: not yet there, not a gap.
+            if r.data_until_us.is_some_and(|u| day_start_us(day) >= u) {
+                continue;
+            }
             let c = r.days.get(&day).cloned().unwrap_or_default();
             let (gaps, status, expected, missing) = classify_day(r, day, &outs);
             *totals.status.entry(status).or_default() += 1;
@@ -227,6 +231,9 @@ pub fn assemble(results: &[SymbolResult], a: Assembly<'_>) -> DatasetReport {
                 *totals.gaps.entry(g.class).or_default() += 1;
             }
             totals.symbol_days += 1;
+            if c.file == FileState::Rest {
+                totals.provisional_days += 1;
+            }
             days.insert(
                 day,
                 DayReport {
@@ -239,6 +246,7 @@ pub fn assemble(results: &[SymbolResult], a: Assembly<'_>) -> DatasetReport {
                     warnings: c.warnings,
                     source_duplicates: c.source_duplicates,
                     gaps,
+                    provisional: c.file == FileState::Rest,
                 },
             );
         }
@@ -251,6 +259,7 @@ pub fn assemble(results: &[SymbolResult], a: Assembly<'_>) -> DatasetReport {
             SymbolReport {
                 first_data_us: r.first_data_us,
                 last_data_us: r.last_data_us,
+                data_until_us: r.data_until_us,
                 days,
                 errors: r.errors.clone(),
                 warnings: r.warnings.clone(),

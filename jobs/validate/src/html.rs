@@ -67,6 +67,7 @@ table.hm{border-collapse:separate;border-spacing:2px}
 table.hm td{width:13px;min-width:13px;height:15px;padding:0;border-radius:2px;cursor:pointer}
 table.hm td.sel{outline:2px solid #222}
 table.hm td.w{box-shadow:inset 0 0 0 2px #222}
+table.hm td.p,.sw.p{background-image:repeating-linear-gradient(45deg,rgba(255,255,255,.6) 0 2px,transparent 2px 5px)}
 table.hm .m1{border-left:2px solid #444}
 table.hm tbody th{position:sticky;left:0;z-index:1;background:#fff;font-weight:normal;white-space:nowrap;text-align:right;padding-right:6px}
 table.hm thead th{position:sticky;background:#fff;font-size:10px;color:#555;font-weight:normal;padding:0;text-align:center}
@@ -186,6 +187,11 @@ pub fn render(r: &DatasetReport) -> String {
         );
     }
     o.push_str("<span><i class=\"sw\" style=\"box-shadow:inset 0 0 0 2px #222\"></i>warnings on the day</span>");
+    let _ = write!(
+        o,
+        "<span><i class=\"sw p\" style=\"background-color:#999\"></i>provisional: from REST, not yet in the archive ({})</span>",
+        t.provisional_days
+    );
     // Two header rows: the months (a cell spanning their days), then the day of the month.
     o.push_str("</div><div class=\"wrap\"><table class=\"hm\"><thead><tr class=\"mo\"><th class=\"corner\"></th>");
     let days: Vec<chrono::NaiveDate> = r.range.days().collect();
@@ -218,6 +224,9 @@ pub fn render(r: &DatasetReport) -> String {
             if d.zero_volume > 0 {
                 let _ = write!(tip, ", {} zero-volume", d.zero_volume);
             }
+            if d.provisional {
+                tip.push_str("\nprovisional: from REST, the archive has not published it yet");
+            }
             if d.errors + d.warnings > 0 {
                 let _ = write!(tip, "\n{} errors, {} warnings", d.errors, d.warnings);
             }
@@ -232,6 +241,7 @@ pub fn render(r: &DatasetReport) -> String {
             }
             let classes: Vec<&str> = [
                 (d.warnings > 0).then_some("w"),
+                d.provisional.then_some("p"),
                 (!month_start(i, day).is_empty()).then_some("m1"),
             ]
             .into_iter()

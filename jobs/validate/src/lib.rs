@@ -53,6 +53,8 @@ pub const JOB_VERSION: &str = "2";
 pub const UPSTREAM: JobName = JobName::OPTIMIZE;
 /// Where 404s are recorded.
 pub const DOWNLOAD: JobName = JobName::DOWNLOAD;
+/// Where the days filled from REST are recorded.
+pub const TAIL: JobName = JobName::TAIL;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
@@ -87,6 +89,8 @@ pub struct SymbolUnit {
     months: Vec<(FileDate, String)>,
     duplicate_days: Vec<(NaiveDate, u64)>,
     files: BTreeMap<NaiveDate, FileState>,
+    /// Where the data ends for now, when `tail` has filled past the archive.
+    horizon_us: Option<i64>,
     inputs: BTreeMap<String, String>,
     writer: Arc<ManifestWriter>,
 }
@@ -173,6 +177,34 @@ async fn plan_symbol(
             }
         }
     }
+    // Days `tail` filled from REST where the archive has no file yet: provisional. The data
+    // then ends where the later of the archive's last day and REST's last minute ends.
+    let rest = Manifest::load(
+        store,
+        &shared::manifest::ManifestKey::new(TAIL, &scope, symbol),
+    )
+    .await?;
+    let mut rest_until: Option<i64> = None;
+    for e in rest.entries().filter(|e| e.status == UnitStatus::Done) {
+        let (Some(r), Ok(day)) = (e.rest, NaiveDate::parse_from_str(&e.unit, "%Y-%m-%d")) else {
+            continue;
+        };
+        rest_until = Some(rest_until.map_or(r.until_us, |u| u.max(r.until_us)));
+        if !range.contains(day) {
+            continue;
+        }
+        inputs.insert(format!("tail:{}", e.unit), r.until_us.to_string());
+        let s = files.entry(day).or_default();
+        if *s != FileState::Present {
+            *s = FileState::Rest;
+        }
+    }
+    let archive_until = files
+        .iter()
+        .filter(|(_, s)| **s == FileState::Present)
+        .map(|(d, _)| checks::day_start_us(*d) + checks::DAY_US)
+        .max();
+    let horizon_us = rest_until.map(|r| r.max(archive_until.unwrap_or(i64::MIN)));
     Ok(SymbolUnit {
         dataset: *ds,
         symbol: symbol.to_string(),
@@ -180,6 +212,7 @@ async fn plan_symbol(
         months,
         duplicate_days,
         files,
+        horizon_us,
         inputs,
         writer,
     })
@@ -195,6 +228,9 @@ async fn validate_symbol(spec: &Spec, ctx: &Context, stamp: &Stamp, u: SymbolUni
     }
     for (d, n) in &u.duplicate_days {
         checker.source_duplicates(*d, *n);
+    }
+    if let Some(h) = u.horizon_us {
+        checker.set_horizon(h);
     }
     let format = shared::formats::format_of(&u.dataset);
     for (month, path) in &u.months {

@@ -25,6 +25,8 @@ pub enum FileState {
     Present,
     /// Every file covering the day answered 404.
     Missing,
+    /// No archive file yet: `tail` filled the day from REST (provisional).
+    Rest,
     /// No record (not downloaded with this range, or failed).
     #[default]
     Unknown,
@@ -55,6 +57,10 @@ pub struct SymbolResult {
     /// `[start, end)` between the first and last data: one grid step past the last row, or
     /// whole days for datasets without a grid. `None` without data.
     pub life: Option<[i64; 2]>,
+    /// Where the fetched data ends when the range reaches past it (µs, exclusive): `tail`'s
+    /// last minute; later times are not yet fetched, not gaps.
+    #[serde(default)]
+    pub data_until_us: Option<i64>,
     /// Every day of the range.
     pub days: BTreeMap<NaiveDate, DayCounts>,
     /// Stretches of the range without rows, sorted and merged, not yet classified.
@@ -77,6 +83,7 @@ impl SymbolResult {
             first_data_us: None,
             last_data_us: None,
             life: None,
+            data_until_us: None,
             days: range.days().map(|d| (d, DayCounts::default())).collect(),
             gaps: Vec::new(),
             errors: Vec::new(),

@@ -197,6 +197,7 @@ pub async fn record_done(
         run_id: "bench".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     };
     w.record(e).await
 }

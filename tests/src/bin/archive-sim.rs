@@ -1,6 +1,7 @@
-//! The `archive-sim` binary: serves a synthetic archive until SIGINT or SIGTERM. Prints
-//! `listening on http://127.0.0.1:PORT` on stdout first thing (and, with `--print-url`, the bare
-//! URL on the next line; `--host 0.0.0.0` serves other pods). All logic is in the library.
+//! The `archive-sim` binary: serves a synthetic archive and Binance's REST market-data API until
+//! SIGINT or SIGTERM. Prints `listening on http://127.0.0.1:PORT` on stdout first thing (and,
+//! with `--print-url`, the bare URL on the next line; `--host 0.0.0.0` serves other pods). All
+//! logic is in the library.
 
 #![forbid(unsafe_code)]
 
@@ -9,11 +10,19 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use archive_sim::{SimConfig, SimServer};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(about = "Serve a synthetic data.binance.vision archive on loopback")]
+#[command(
+    about = "Serve a synthetic data.binance.vision archive and Binance's REST market-data API",
+    long_about = "Serve a synthetic data.binance.vision archive (GET /data/..., the S3 listing at /) \
+and, from the same generator, Binance's public REST market-data API (/fapi/v1/..., /dapi/v1/..., \
+/api/v3/..., /futures/data/...), with weights, 429s and 418 bans. GET /_sim/log returns the \
+request log, GET /_sim/republish?key=K republishes a file, GET /_sim/clock[?now=RFC3339] reads or \
+moves the simulated clock: with a clock, archive files appear only once published (next day \
+07:40 UTC + jitter; monthly files 3 days after the month) and REST serves rows up to now."
+)]
 struct Args {
     /// Port (0 = ephemeral).
     #[arg(long, default_value_t = 0)]
@@ -33,9 +42,17 @@ struct Args {
     /// Last day of coverage (YYYY-MM-DD).
     #[arg(long)]
     end: Option<NaiveDate>,
+    /// The simulated now, RFC 3339 (e.g. 2025-01-20T10:17:30Z): archive files appear once
+    /// published, REST rows end here. Default: the config's, else every file published.
+    #[arg(long, value_parser = parse_now)]
+    now: Option<NaiveDateTime>,
     /// Also print the bare URL on the second line.
     #[arg(long)]
     print_url: bool,
+}
+
+fn parse_now(s: &str) -> Result<NaiveDateTime, String> {
+    archive_sim::config::parse_instant(s)
 }
 
 #[tokio::main]
@@ -58,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(e) = args.end {
         config.end = e;
+    }
+    if let Some(n) = args.now {
+        config.now = Some(n);
     }
     anyhow::ensure!(config.start <= config.end, "--start is after --end");
     let handle = SimServer::start_at(config, std::net::SocketAddr::new(args.host, args.port))

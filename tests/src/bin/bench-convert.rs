@@ -409,6 +409,7 @@ async fn record_extracted(
         run_id: "bench".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     })
     .await?;
     Ok(())

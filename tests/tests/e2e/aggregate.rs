@@ -259,6 +259,7 @@ async fn hourly_features_from_the_synthetic_archive_incremental_and_other_length
         warnings: 0,
         source_duplicates: 0,
         gaps: vec![],
+        provisional: false,
     };
     let report = shared::validation::DatasetReport {
         schema: shared::validation::SCHEMA.into(),
@@ -280,6 +281,7 @@ async fn hourly_features_from_the_synthetic_archive_incremental_and_other_length
             shared::validation::SymbolReport {
                 first_data_us: None,
                 last_data_us: None,
+                data_until_us: None,
                 days: [(day, day_report(shared::validation::DayStatus::Error))].into(),
                 errors: vec![],
                 warnings: vec![],

@@ -58,6 +58,7 @@ async fn record(
         run_id: "staged".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     })
     .await
     .unwrap();

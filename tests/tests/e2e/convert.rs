@@ -42,6 +42,7 @@ async fn stage(root: &Path, file: &ArchiveFile, csv: &str) {
         run_id: "test".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     })
     .await
     .unwrap();

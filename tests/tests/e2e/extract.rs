@@ -248,6 +248,7 @@ async fn plant(store: &Store, w: &ManifestWriter, file: &ArchiveFile, zip: &[u8]
         run_id: "test".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     })
     .await
     .unwrap();
@@ -457,6 +458,7 @@ async fn prune_converted_deletes_exactly_the_converted_csv_and_it_stays_done() {
             run_id: "convert-test".into(),
             detail: None,
             duplicate_days: Default::default(),
+            rest: None,
         })
         .await
         .unwrap();

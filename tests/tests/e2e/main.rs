@@ -14,4 +14,5 @@ mod etl;
 mod extract;
 mod runner;
 mod store;
+mod tail;
 mod validate;

@@ -190,6 +190,7 @@ async fn stage(store_dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         run_id: "bench".into(),
         detail: None,
         duplicate_days: Default::default(),
+        rest: None,
     })
     .await?;
     Ok(store_dir.join(path))
