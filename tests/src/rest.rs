@@ -306,11 +306,6 @@ impl Rest {
         *lock(&self.wall) = ms;
     }
 
-    /// The used weight the path's pool reports now.
-    pub fn used_weight(&self, path: &str) -> u64 {
-        lock(&self.limiter).used(self.wall_ms(), pool_of(path))
-    }
-
     /// The answer an injected fault gives on a REST path: `status` 404, 418, 429 or 500 (served
     /// as 503), with Binance's bodies. Charges nothing.
     pub fn fault_reply(
@@ -1567,8 +1562,10 @@ mod tests {
         let published = a.publication_time(&key).unwrap();
         assert!(published > at("2025-01-20 07:40:00") && published < at("2025-01-20 09:00:00"));
         let folder = "data/futures/um/daily/klines/BTCUSDT/1d/";
+        // The page after the 18th's CHECKSUM: the 19th's zip once published.
+        let marker = format!("{folder}BTCUSDT-1d-2025-01-18.zip.CHECKSUM");
         let listed = |a: &Archive| {
-            a.list(folder, Some("/"), None, 1000)
+            a.list(folder, Some("/"), Some(&marker), 1)
                 .unwrap()
                 .contents
                 .iter()

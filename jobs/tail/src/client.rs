@@ -228,11 +228,13 @@ impl RestClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.admit(cost, &url).await?;
+            // The slot first, then the budget: a request never goes out on a decision taken
+            // before a 429's pause or a 418's ban that arrived while it waited for a slot.
             let permit = tokio::select! {
                 p = self.in_flight.acquire() => p.map_err(|_| RestError::Interrupted)?,
                 _ = self.cancel.cancelled() => return Err(RestError::Interrupted),
             };
+            self.admit(cost, &url).await?;
             {
                 let mut s = lock(&self.stats);
                 s.requests += 1;

@@ -31,9 +31,10 @@ fn us(t: NaiveDateTime) -> i64 {
     t.and_utc().timestamp_micros()
 }
 
-/// The demo universe over 2025-01-10 .. 2025-01-22 with the clock at `now`.
+/// The demo universe over 2024-11-01 .. 2025-01-22 (November's and December's monthly funding
+/// files exist) with the clock at `now`.
 fn config(now: &str) -> SimConfig {
-    let mut c = SimConfig::demo().with_range(d("2025-01-10"), d("2025-01-22"));
+    let mut c = SimConfig::demo().with_range(d("2024-11-01"), d("2025-01-22"));
     c.now = Some(at(now));
     c
 }
