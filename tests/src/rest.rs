@@ -2073,6 +2073,22 @@ mod tests {
         sim.shutdown().await;
     }
 
+    #[test]
+    fn json_configs_name_the_clock_and_the_limits() {
+        let c: SimConfig =
+            serde_json::from_str(r#"{"now": "2025-01-20T10:17:30Z", "rest": {"ban_secs": 60}}"#)
+                .unwrap();
+        assert_eq!(c.now, Some(at("2025-01-20 10:17:30")));
+        assert_eq!(
+            (c.rest.ban_secs, c.rest.futures_weight_per_minute),
+            (60, 2400)
+        );
+        let back: SimConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(serde_json::from_str::<SimConfig>(r#"{"now": "yesterday"}"#).is_err());
+        assert_eq!(SimConfig::demo().now, None);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exchange_info_lists_the_config() {
         let mut c = config();

@@ -203,7 +203,6 @@ impl Job for Download {
             let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
             queue.extend(plan::plan_units(
                 spec,
-                ctx.clock.now(),
                 ds,
                 sym,
                 &manifest,

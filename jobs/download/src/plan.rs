@@ -92,7 +92,6 @@ fn missing_is_final(file: &ArchiveFile, recorded_at: DateTime<Utc>) -> bool {
 /// Plan one (dataset, symbol).
 pub fn plan_units(
     spec: &Spec,
-    now: DateTime<Utc>,
     ds: &Dataset,
     symbol: &str,
     manifest: &Manifest,
@@ -101,14 +100,13 @@ pub fn plan_units(
 ) -> Vec<PlannedUnit> {
     let mut out = Vec::new();
     for file in plan_symbol(ds, symbol, spec.common.range) {
-        plan_file(spec, now, file, manifest, stored, writer, &mut out);
+        plan_file(spec, file, manifest, stored, writer, &mut out);
     }
     out
 }
 
 fn plan_file(
     spec: &Spec,
-    now: DateTime<Utc>,
     file: ArchiveFile,
     manifest: &Manifest,
     stored: &HashMap<String, u64>,
@@ -163,7 +161,7 @@ fn plan_file(
                 out.push(unit(Action::KnownMissing, None));
             } else {
                 for f in fallback {
-                    plan_file(spec, now, f, manifest, stored, writer, out);
+                    plan_file(spec, f, manifest, stored, writer, out);
                 }
             }
         }

@@ -282,7 +282,8 @@ impl Status {
                 esc(&s.symbol)
             )
         };
-        let metrics: [(&str, &str, fn(&SymbolStatus) -> Option<f64>); 4] = [
+        type Gauge = (&'static str, &'static str, fn(&SymbolStatus) -> Option<f64>);
+        let metrics: [Gauge; 4] = [
             (
                 "pipeline_staleness_seconds",
                 "Seconds from the end of the data the store holds to now.",
