@@ -201,14 +201,7 @@ impl Job for Download {
                 never_verified.push((*ds, sym.clone()));
             }
             let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
-            queue.extend(plan::plan_units(
-                spec,
-                ds,
-                sym,
-                &manifest,
-                &stored,
-                &writer,
-            ));
+            queue.extend(plan::plan_units(spec, ds, sym, &manifest, &stored, &writer));
         }
 
         // A listed symbol is checked while nothing of it is verified: a typo is a usage error
