@@ -260,7 +260,12 @@ impl Job for Spec {
             let closed = fetch::closed_until(kind, until, end_labelled);
             for sym in self.common.shard_of(&symbols) {
                 let convert = p.upstream(JobName::CONVERT, &scope, &sym).await?;
-                let archive_until = archive_until_us(&convert).map(|u| u / 1000);
+                // An end-labelled metrics file of day D ends with the row stamped D+1 00:00.
+                let archive_until = archive_until_us(&convert).map(|u| {
+                    let end_labelled_metrics =
+                        kind == Kind::Metrics && day_of_us(u - 1) < METRICS_START_LABEL_FROM;
+                    u / 1000 + i64::from(end_labelled_metrics)
+                });
                 let (writer, mine) = p.manifest(&scope, &sym).await?;
                 let mut from = start_ms.max(archive_until.unwrap_or(i64::MIN));
                 // Skip the days an earlier run filled; continue a day it filled in part.

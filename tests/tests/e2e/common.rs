@@ -27,6 +27,27 @@ pub fn bin(name: &str) -> PathBuf {
         if let Some(cargo) = std::env::var_os("CARGO") {
             let mut c = Command::new(cargo);
             c.args(["build", "--workspace", "--bins", "--tests", "--quiet"]);
+            // The variables cargo sets for a test process are no build settings: inherited, they
+            // reach build scripts and make this build's fingerprints differ from the test
+            // build's, which then compiles Polars again both ways.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_BIN_EXE_")
+                    || matches!(
+                        k.as_ref(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_RUSTC_CURRENT_DIR"
+                            | "OUT_DIR"
+                    )
+                {
+                    c.env_remove(k.as_ref());
+                }
+            }
             if dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
             }

@@ -473,6 +473,30 @@ async fn fifty_symbols_at_the_real_limits_and_injected_429_and_418() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // A dry run prints each window with its requests and weight, and writes nothing.
+    let mut dry = tail_cmd(&sim, dir.path(), &names(50), "2025-01-19");
+    dry.arg("--dry-run");
+    let out = common::run(&mut dry);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("tail futures-um/klines-1m S00USDT: 2025-01-19T00:00:00Z .. 2025-01-20T12:00:00Z — 2 request(s), weight 15"),
+        "{text}"
+    );
+    assert!(!dir.path().join("parquet").exists());
+    // An unknown symbol fails by name; the others are filled.
+    let bad_dir = tempfile::tempdir().unwrap();
+    let out = common::run(&mut tail_cmd(
+        &sim,
+        bad_dir.path(),
+        "S00USDT,NOPEUSDT",
+        "2025-01-20",
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let failures = common::report(&out)["failures"].to_string();
+    assert!(failures.contains("NOPEUSDT: invalid symbol"), "{failures}");
+    assert!(!failures.contains("S00USDT"), "{failures}");
+    sim.clear_log();
     let out = common::run(&mut tail_cmd(&sim, dir.path(), &names(50), "2025-01-19"));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let r = common::report(&out);
@@ -491,18 +515,27 @@ async fn fifty_symbols_at_the_real_limits_and_injected_429_and_418() {
     // A 429 on one symbol's klines: every request pauses for Retry-After, then all complete.
     sim.set_now(at("2025-01-20T13:00:30"));
     sim.clear_log();
-    sim.set_faults(vec![FaultRule::new(
-        "fapi/v1/klines",
-        FaultTarget::Zip,
-        FaultKind::TooManyRequests {
-            first_n: 1,
-            retry_after_secs: 2,
-        },
-    )]);
+    sim.set_faults(vec![
+        FaultRule::new(
+            "fapi/v1/klines",
+            FaultTarget::Zip,
+            FaultKind::TooManyRequests {
+                first_n: 1,
+                retry_after_secs: 2,
+            },
+        ),
+        // 5xx are retried with backoff.
+        FaultRule::new(
+            "futures/data/openInterestHist",
+            FaultTarget::Zip,
+            FaultKind::ServerError { first_n: 1 },
+        ),
+    ]);
     let out = common::run(&mut tail_cmd(&sim, dir.path(), &names(50), "2025-01-19"));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let r = common::report(&out);
     assert_eq!(r["details"]["http_429"], 1, "{r}");
+    assert!(r["details"]["retries"].as_u64().unwrap() >= 1, "{r}");
     // Requests already in flight when the 429 came back may land just after it; none is sent
     // during the pause.
     let log = sim.requests();
