@@ -625,7 +625,7 @@ mod tests {
     fn unsupported_datasets_say_why() {
         for (m, t, i) in [
             (Market::Um, DataType::Klines, Some(Interval::W1)),
-            (Market::Um, DataType::Klines, Some(Interval::S1)),
+            (Market::Um, DataType::Trades, None),
             (Market::Cm, DataType::Metrics, None),
             (Market::Um, DataType::BookDepth, None),
         ] {

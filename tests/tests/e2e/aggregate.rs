@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use archive_sim::{SimConfig, SimServer};
-use common::walk;
-use frames::polars::prelude::*;
+use common::{f64s, i64s, read_all, walk};
 
 const START: &str = "2024-12-28";
 const END: &str = "2025-01-05";
@@ -40,42 +39,6 @@ async fn aggregate(store: &Path, freq: &str, start: &str, end: &str) -> serde_js
         ],
     )
     .await
-}
-
-fn read(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn i64s(df: &DataFrame, c: &str) -> Vec<i64> {
-    let s = df.column(c).unwrap().cast(&DataType::Int64).unwrap();
-    s.i64().unwrap().into_no_null_iter().collect()
-}
-
-fn f64s(df: &DataFrame, c: &str) -> Vec<Option<f64>> {
-    df.column(c).unwrap().f64().unwrap().iter().collect()
-}
-
-/// Every row of every file under `dir` of one dataset, concatenated (files in path order).
-fn read_all(dir: &Path) -> DataFrame {
-    let mut files: Vec<_> = walk(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    let mut out: Option<DataFrame> = None;
-    for f in files {
-        let df = read(&f);
-        out = Some(match out {
-            None => df,
-            Some(mut acc) => {
-                acc.vstack_mut_owned(df).unwrap();
-                acc
-            }
-        });
-    }
-    out.expect("files")
 }
 
 fn sha(path: &Path) -> String {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use frames::polars::prelude::{DataFrame, DataType, ParquetReader, SerReader};
+
 /// A job binary (target/<profile>/<name>), brought up to date first when cargo runs the tests:
 /// `cargo test` builds no binary of a package without integration tests, and `cargo test -p
 /// archive-sim` alone would run a stale one. The build covers every binary of the workspace with
@@ -255,4 +257,42 @@ impl Drop for Moto {
             let _ = c.wait();
         }
     }
+}
+
+// Reading what the jobs wrote.
+
+pub fn read(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap())
+        .finish()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn i64s(df: &DataFrame, c: &str) -> Vec<i64> {
+    let s = df.column(c).unwrap().cast(&DataType::Int64).unwrap();
+    s.i64().unwrap().into_no_null_iter().collect()
+}
+
+pub fn f64s(df: &DataFrame, c: &str) -> Vec<Option<f64>> {
+    df.column(c).unwrap().f64().unwrap().iter().collect()
+}
+
+/// Every row of every Parquet file under `dir` (one dataset), concatenated (files in path order).
+pub fn read_all(dir: &Path) -> DataFrame {
+    let mut files: Vec<_> = walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let mut out: Option<DataFrame> = None;
+    for f in files {
+        let df = read(&f);
+        out = Some(match out {
+            None => df,
+            Some(mut acc) => {
+                acc.vstack_mut_owned(df).unwrap();
+                acc
+            }
+        });
+    }
+    out.expect("files")
 }

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use archive_sim::{FaultKind, FaultRule, FaultTarget, SimConfig, SimHandle, SimServer, SymbolSpec};
 use chrono::{NaiveDate, NaiveDateTime};
-use common::walk;
-use frames::polars::prelude::*;
+use common::{f64s, i64s, read, read_all, walk};
 use shared::paths::Market;
 
 const SYMBOLS: &str = "BTCUSDT,ETHUSDT";
@@ -108,41 +107,6 @@ async fn tail(
         ],
     )
     .await
-}
-
-fn read(path: &Path) -> DataFrame {
-    ParquetReader::new(std::fs::File::open(path).unwrap())
-        .finish()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn read_all(dir: &Path) -> DataFrame {
-    let mut files: Vec<_> = walk(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    let mut out: Option<DataFrame> = None;
-    for f in files {
-        let df = read(&f);
-        out = Some(match out {
-            None => df,
-            Some(mut acc) => {
-                acc.vstack_mut_owned(df).unwrap();
-                acc
-            }
-        });
-    }
-    out.unwrap_or_else(|| panic!("no Parquet under {}", dir.display()))
-}
-
-fn i64s(df: &DataFrame, c: &str) -> Vec<i64> {
-    let s = df.column(c).unwrap().cast(&DataType::Int64).unwrap();
-    s.i64().unwrap().into_no_null_iter().collect()
-}
-
-fn f64s(df: &DataFrame, c: &str) -> Vec<Option<f64>> {
-    df.column(c).unwrap().f64().unwrap().iter().collect()
 }
 
 /// The whole flow: optimize, validate and aggregate after the archive and the tail.
