@@ -253,9 +253,15 @@ impl Planner<'_> {
     /// This shard's share of the symbols to work on for `scope`: `all` is every symbol `upstream`
     /// has recorded; a listed symbol `upstream` knows nothing of gets a warning.
     pub async fn symbols(&mut self, upstream: JobName, scope: &str) -> Result<Vec<String>> {
+        self.symbols_of(&[upstream], scope).await
+    }
+
+    /// [`Planner::symbols`] for a job with several upstream jobs (`optimize` reads `convert`'s
+    /// days and `tail`'s): `all` is every symbol any of them recorded.
+    pub async fn symbols_of(&mut self, upstreams: &[JobName], scope: &str) -> Result<Vec<String>> {
         let all = crate::manifest::select_symbols(
             &self.ctx.store,
-            upstream,
+            upstreams,
             scope,
             &self.common.symbols,
             &mut self.tally,

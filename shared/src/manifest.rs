@@ -544,17 +544,30 @@ pub async fn manifest_symbols(store: &Store, job: JobName, scope: &str) -> Resul
 /// says why instead of reporting everything up to date.
 pub async fn select_symbols(
     store: &Store,
-    upstream: JobName,
+    upstreams: &[JobName],
     scope: &str,
     selection: &crate::cli::SymbolSelection,
     tally: &mut crate::exec::Tally,
 ) -> Result<Vec<String>> {
-    let known = manifest_symbols(store, upstream, scope).await?;
+    let mut known: Vec<String> = Vec::new();
+    for job in upstreams {
+        for s in manifest_symbols(store, *job, scope).await? {
+            if !known.contains(&s) {
+                known.push(s);
+            }
+        }
+    }
+    known.sort();
+    let names = upstreams
+        .iter()
+        .map(|j| format!("`{j}`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     match selection {
         crate::cli::SymbolSelection::All => {
             if known.is_empty() {
                 tally.warn(format!(
-                    "{scope}: `{upstream}` has recorded no symbol yet; nothing to do"
+                    "{scope}: {names} has recorded no symbol yet; nothing to do"
                 ));
             }
             Ok(known)
@@ -562,7 +575,7 @@ pub async fn select_symbols(
         crate::cli::SymbolSelection::List(v) => {
             for sym in v.iter().filter(|s| !known.contains(s)) {
                 tally.warn(format!(
-                    "{sym}: `{upstream}` has recorded nothing for {scope}; nothing to do for it"
+                    "{sym}: {names} has recorded nothing for {scope}; nothing to do for it"
                 ));
             }
             Ok(v.clone())

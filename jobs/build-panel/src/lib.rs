@@ -281,7 +281,7 @@ impl Job for BuildPanel {
             (UniverseSpec::All, _) => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
             (_, selection) => {
                 let tally = &mut p.tally;
-                shared::manifest::select_symbols(&ctx.store, UPSTREAM, &scope, selection, tally)
+                shared::manifest::select_symbols(&ctx.store, &[UPSTREAM], &scope, selection, tally)
                     .await?
             }
         };

@@ -113,18 +113,8 @@ impl Job for Spec {
         let mut units = Vec::new();
         for ds in &self.common.datasets {
             let scope = ds.scope();
-            let mut symbols = p.symbols(UPSTREAM, &scope).await?;
-            if matches!(self.common.symbols, shared::cli::SymbolSelection::All) {
-                // A symbol only REST has filled so far (listed after the archive's last day).
-                let rest =
-                    shared::manifest::manifest_symbols(&p.ctx.store, REST_UPSTREAM, &scope).await?;
-                for s in self.common.shard_of(&rest) {
-                    if !symbols.contains(&s) {
-                        symbols.push(s);
-                    }
-                }
-            }
-            for sym in symbols {
+            // A symbol only REST has filled so far (listed after the archive's last day) counts.
+            for sym in p.symbols_of(&[UPSTREAM, REST_UPSTREAM], &scope).await? {
                 let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
                 let rest = p.upstream(REST_UPSTREAM, &scope, &sym).await?;
                 let mut days: BTreeMap<NaiveDate, Vec<DayInput>> = BTreeMap::new();
