@@ -325,6 +325,9 @@ pub enum FaultTarget {
 pub enum FaultKind {
     /// 404 NoSuchKey, always (the file is still in the listing).
     NotFound,
+    /// 404 NoSuchKey for the first N requests, then served: a CDN that answers before the
+    /// object has propagated.
+    NotFoundFirst { first_n: u32 },
     /// 500 InternalError for the first N requests.
     ServerError { first_n: u32 },
     /// 429 with `Retry-After` for the first N requests (REST: the JSON `-1003` body).

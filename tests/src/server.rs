@@ -435,6 +435,9 @@ fn decide(st: &State, key: &str) -> Action {
         }
         action = match &rule.kind {
             FaultKind::NotFound => Action::Status(404, "NoSuchKey", vec![]),
+            FaultKind::NotFoundFirst { first_n } if n <= *first_n => {
+                Action::Status(404, "NoSuchKey", vec![])
+            }
             FaultKind::ServerError { first_n } if n <= *first_n => {
                 Action::Status(500, "InternalError", vec![])
             }

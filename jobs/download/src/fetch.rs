@@ -89,11 +89,7 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
             }
             _ => {}
         }
-        let body = match fetch_zip(run, file).await {
-            Ok(b) => b,
-            Err(Error::MissingUpstream { .. }) => return Ok(FetchOutcome::Missing),
-            Err(e) => return Err(e),
-        };
+        let body = fetch_zip(run, file).await?;
         if body.sha256 == expected {
             return store_verified(run, unit, body, &expected).await;
         }
@@ -123,10 +119,29 @@ async fn fetch_checksum(run: &Run<'_>, file: &ArchiveFile) -> Result<Option<Stri
         Stats::add(&run.stats.requests, 1);
         tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying");
     };
-    match get_small(run.http, &url, &run.spec.retry, &run.ctx.cancel, on_retry).await {
-        Ok(body) => Ok(Some(
-            parse_checksum(&file.checksum_key(), &body, Some(&file.file_name()))?.sha256,
-        )),
+    // A body that does not parse (a garbled or truncated response) is a failure of that request:
+    // asked again with the same backoff and attempts as any transient failure.
+    let mut on_retry = on_retry;
+    let mut garbled = 0u32;
+    let got = loop {
+        let got = get_small(run.http, &url, &run.spec.retry, &run.ctx.cancel, &mut on_retry).await;
+        let Ok(body) = got else { break got.map(|_| None) };
+        match parse_checksum(&file.checksum_key(), &body, Some(&file.file_name())) {
+            Ok(c) => break Ok(Some(c.sha256)),
+            Err(e) => {
+                garbled += 1;
+                Stats::add(&run.stats.checksums_garbled, 1);
+                if garbled >= run.spec.retry.max_attempts {
+                    return Err(e);
+                }
+                let d = run.spec.retry.delay(garbled, None);
+                on_retry(garbled, &e, d);
+                shared::http::sleep_or_cancel(d, &run.ctx.cancel).await?;
+            }
+        }
+    };
+    match got {
+        Ok(sha) => Ok(sha),
         Err(Error::MissingUpstream { .. }) => {
             // No CHECKSUM: either the zip is missing too, or it was published without one
             // (binance-archive.md §1.6), which we cannot verify and so do not accept.
@@ -225,7 +240,16 @@ async fn fetch_zip_once(run: &Run<'_>, file: &ArchiveFile, url: &str) -> Result<
         _ = run.ctx.cancel.cancelled() => return Err(Error::Interrupted),
     };
     if !resp.status().is_success() {
-        return Err(status_error(url, resp.status(), resp.headers()));
+        return Err(match status_error(url, resp.status(), resp.headers()) {
+            // The CHECKSUM was there: a 404 on its zip is the archive's CDN answering before the
+            // object propagated, not a missing file (missing means both 404).
+            Error::MissingUpstream { url } => Error::Transient {
+                url,
+                reason: "HTTP 404 on the zip while its CHECKSUM exists".into(),
+                retry_after: None,
+            },
+            e => e,
+        });
     }
     let declared = resp.content_length();
     let mut stream = resp.bytes_stream();

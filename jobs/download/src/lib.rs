@@ -75,6 +75,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     pub retries: AtomicU64,
     pub checksum_mismatches: AtomicU64,
+    /// CHECKSUM responses that did not parse (asked again).
+    pub checksums_garbled: AtomicU64,
     pub requests: AtomicU64,
     pub adopted: AtomicU64,
     pub republished: AtomicU64,
@@ -329,6 +331,7 @@ impl Job for Download {
             "requests": Stats::get(&s.requests),
             "retries": Stats::get(&s.retries),
             "checksum_mismatches": Stats::get(&s.checksum_mismatches),
+            "checksums_garbled": Stats::get(&s.checksums_garbled),
             "adopted": Stats::get(&s.adopted),
             "republished": Stats::get(&s.republished),
             "refresh_checks": Stats::get(&s.refresh_checks),

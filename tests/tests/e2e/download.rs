@@ -112,6 +112,8 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
     };
     let mut config = SimConfig::demo();
     config.faults = vec![
+        // The zip answers 404 while its CHECKSUM exists: not missing (both would be), a failure
+        // after the retries.
         rule(0, FaultTarget::Zip, FaultKind::NotFound),
         rule(1, FaultTarget::Zip, FaultKind::ServerError { first_n: 2 }),
         rule(
@@ -154,8 +156,8 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
         ),
         rule(11, FaultTarget::Checksum, FaultKind::Reset { first_n: 1 }),
     ];
-    // A zip published without its CHECKSUM.
-    config.missing = vec![format!("{}.CHECKSUM", key(12))];
+    // A zip published without its CHECKSUM; a file missing upstream (zip and CHECKSUM).
+    config.missing = vec![format!("{}.CHECKSUM", key(12)), key(13)];
     let sim = start(config).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().to_str().unwrap();
@@ -176,7 +178,8 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
 
-    // Named as failed: wrong CHECKSUM forever, corrupt body forever, CHECKSUM 500 forever, no CHECKSUM.
+    // Named as failed: zip 404 forever beside its CHECKSUM, wrong CHECKSUM forever, corrupt body
+    // forever, CHECKSUM 500 forever, no CHECKSUM.
     let failed: HashMap<String, String> = r["failures"]
         .as_array()
         .unwrap()
@@ -190,7 +193,12 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
         .collect();
     let mut failed_keys: Vec<_> = failed.keys().cloned().collect();
     failed_keys.sort();
-    assert_eq!(failed_keys, vec![key(6), key(8), key(10), key(12)], "{err}");
+    assert_eq!(
+        failed_keys,
+        vec![key(0), key(6), key(8), key(10), key(12)],
+        "{err}"
+    );
+    assert!(failed[&key(0)].contains("404"), "{}", failed[&key(0)]);
     assert!(
         failed[&key(6)].contains("checksum mismatch"),
         "{}",
@@ -217,15 +225,15 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
     // Missing upstream is recorded, not a failure.
     assert_eq!(
         r["missing"].as_array().unwrap(),
-        &vec![serde_json::json!(key(0))]
+        &vec![serde_json::json!(key(13))]
     );
-    assert_eq!(r["counts"]["done"], 9);
+    assert_eq!(r["counts"]["done"], 8);
     assert_eq!(r["counts"]["missing"], 1);
-    assert_eq!(r["counts"]["failed"], 4);
+    assert_eq!(r["counts"]["failed"], 5);
 
     // Verified files are exactly the archive's bytes; failed and missing ones are absent.
     let on_disk = assert_raw_is_clean(&sim, dir.path());
-    let mut want: Vec<String> = [1, 2, 3, 4, 5, 7, 9, 11, 13]
+    let mut want: Vec<String> = [1, 2, 3, 4, 5, 7, 9, 11]
         .iter()
         .map(|i| key(*i))
         .collect();
@@ -238,9 +246,10 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
             .join(day_file("BTCUSDT", &days[i]).quarantine_path());
         assert!(q.exists(), "{} not quarantined", key(i));
     }
-    // Bounded retries: a 500 answered twice means three GETs; a 404 is asked once.
+    // Bounded retries: a 500 answered twice means three GETs; a zip's 404 beside its CHECKSUM
+    // is asked as often as any transient failure (`--retries 4`).
     assert_eq!(gets(&sim, &key(1)), 3);
-    assert_eq!(gets(&sim, &key(0)), 1);
+    assert_eq!(gets(&sim, &key(0)), 4);
     assert_eq!(gets(&sim, &format!("{}.CHECKSUM", key(10))), 4);
     // Checksum mismatches are re-fetched a bounded number of times (default 3 downloads).
     assert_eq!(gets(&sim, &key(6)), 3);
@@ -267,7 +276,8 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
     )
     .await
     .unwrap();
-    assert_eq!(m.get(&key(0)).unwrap().status, UnitStatus::Missing);
+    assert_eq!(m.get(&key(0)).unwrap().status, UnitStatus::Failed);
+    assert_eq!(m.get(&key(13)).unwrap().status, UnitStatus::Missing);
     assert_eq!(m.get(&key(6)).unwrap().status, UnitStatus::Failed);
     assert_eq!(m.get(&key(1)).unwrap().status, UnitStatus::Done);
 
@@ -789,4 +799,48 @@ async fn a_slow_download_logs_progress_off_a_terminal() {
             .iter()
             .all(|v| v.get("timestamp").is_some() && v.get("level").is_some())
     );
+}
+
+/// A zip that answers 404 once while its CHECKSUM exists, and CHECKSUM responses that do not
+/// parse, end verified in one run, without any flag (issue: a transient 404 lost a file for good;
+/// one garbled CHECKSUM failed the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_zip_404_and_garbled_checksums_end_verified() {
+    let days: Vec<String> = (1..=4).map(|i| format!("2024-12-{i:02}")).collect();
+    let key = |i: usize| day_file("BTCUSDT", &days[i]).key();
+    let mut config = SimConfig::demo();
+    config.faults = vec![
+        FaultRule {
+            key_contains: key(0),
+            exact: true,
+            target: FaultTarget::Zip,
+            kind: FaultKind::NotFoundFirst { first_n: 1 },
+        },
+        // Every other CHECKSUM garbled once (bytes flipped: not hex any more).
+        FaultRule::new(
+            "BTCUSDT-1m-2024-12-0",
+            FaultTarget::Checksum,
+            FaultKind::CorruptBody { first_n: 1 },
+        ),
+    ];
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let mut c = download(&sim, store);
+    c.args([
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-04",
+    ]);
+    let out = output(c).await;
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(r["counts"]["done"], 4, "{r}");
+    assert_eq!(r["counts"]["missing"], 0);
+    assert_eq!(r["details"]["checksums_garbled"], 4, "{r}");
+    assert_eq!(gets(&sim, &key(0)), 2, "the zip asked again after its 404");
+    assert_eq!(assert_raw_is_clean(&sim, dir.path()).len(), 4);
 }
