@@ -85,6 +85,11 @@ pub struct CommonArgs {
     /// Pretend today is this date when resolving relative dates (for reproducible runs).
     #[arg(long, env = "PIPELINE_TODAY")]
     pub today: Option<String>,
+
+    /// Accept a range that ends after today (UTC): by default that is a usage error, since the
+    /// archive and the API have nothing there yet.
+    #[arg(long)]
+    pub allow_future: bool,
 }
 
 /// Which symbols a run covers.
@@ -247,6 +252,13 @@ impl CommonArgs {
             resolve_date(&self.start, today)?,
             resolve_date(&self.end, today)?,
         )?;
+        if range.end > today && !self.allow_future {
+            return Err(Error::usage(format!(
+                "--end {} is after today ({today}, UTC): nothing is published there yet; \
+                 pass --allow-future to plan it anyway",
+                range.end
+            )));
+        }
         if self.concurrency == 0 {
             return Err(Error::usage("--concurrency must be at least 1"));
         }
@@ -296,6 +308,19 @@ mod tests {
         v.extend_from_slice(args);
         let today = NaiveDate::from_ymd_opt(2024, 3, 10).unwrap();
         Cli::try_parse_from(v).unwrap().common.into_spec(today)
+    }
+
+    #[test]
+    fn a_range_after_today_is_a_usage_error_unless_allowed() {
+        let base = ["--symbols", "BTCUSDT", "--start", "2024-03-01"];
+        let e = spec(&[&base[..], &["--end", "2027-03-01"]].concat()).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        assert!(
+            e.to_string().contains("2027-03-01") && e.to_string().contains("--allow-future"),
+            "{e}"
+        );
+        assert!(spec(&[&base[..], &["--end", "today"]].concat()).is_ok());
+        assert!(spec(&[&base[..], &["--end", "2027-03-01", "--allow-future"]].concat()).is_ok());
     }
 
     #[test]

@@ -124,8 +124,17 @@ async fn fetch_checksum(run: &Run<'_>, file: &ArchiveFile) -> Result<Option<Stri
     let mut on_retry = on_retry;
     let mut garbled = 0u32;
     let got = loop {
-        let got = get_small(run.http, &url, &run.spec.retry, &run.ctx.cancel, &mut on_retry).await;
-        let Ok(body) = got else { break got.map(|_| None) };
+        let got = get_small(
+            run.http,
+            &url,
+            &run.spec.retry,
+            &run.ctx.cancel,
+            &mut on_retry,
+        )
+        .await;
+        let Ok(body) = got else {
+            break got.map(|_| None);
+        };
         match parse_checksum(&file.checksum_key(), &body, Some(&file.file_name())) {
             Ok(c) => break Ok(Some(c.sha256)),
             Err(e) => {

@@ -75,6 +75,7 @@ pub const COMMON: &[ArgSpec] = &[
     s("json"),
     v("run-id"),
     v("today"),
+    s("allow-future"),
 ];
 
 /// Flags the runner sets itself; a DAG may not.

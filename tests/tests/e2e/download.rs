@@ -233,10 +233,7 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
 
     // Verified files are exactly the archive's bytes; failed and missing ones are absent.
     let on_disk = assert_raw_is_clean(&sim, dir.path());
-    let mut want: Vec<String> = [1, 2, 3, 4, 5, 7, 9, 11]
-        .iter()
-        .map(|i| key(*i))
-        .collect();
+    let mut want: Vec<String> = [1, 2, 3, 4, 5, 7, 9, 11].iter().map(|i| key(*i)).collect();
     want.sort();
     assert_eq!(on_disk, want);
     // Mismatching bytes went to quarantine.
@@ -843,4 +840,31 @@ async fn a_transient_zip_404_and_garbled_checksums_end_verified() {
     assert_eq!(r["details"]["checksums_garbled"], 4, "{r}");
     assert_eq!(gets(&sim, &key(0)), 2, "the zip asked again after its 404");
     assert_eq!(assert_raw_is_clean(&sim, dir.path()).len(), 4);
+}
+
+/// A range that ends after today is a usage error (exit 2) that names `--allow-future`, for
+/// every job, before anything is written (issue: `--start 2027-03-01` recorded 760 files as
+/// missing upstream and exited 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_in_the_future_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for name in ["download", "extract", "convert", "optimize", "validate", "tail"] {
+        let mut c = job(name);
+        c.args([
+            "--store",
+            store.to_str().unwrap(),
+            "--symbols",
+            "BTCUSDT",
+            "--start",
+            "2027-03-01",
+            "--end",
+            "2027-03-02",
+        ])
+        .env("PIPELINE_NOW", "2026-12-07T00:00:00Z");
+        let out = output(tokio::process::Command::from(c)).await;
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--allow-future"), "{name}: {}", stderr(&out));
+        assert!(!store.exists(), "{name} wrote into the store");
+    }
 }
