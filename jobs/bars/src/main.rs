@@ -24,27 +24,47 @@ struct Cli {
     bars: Vec<String>,
 
     /// Standard bars: the count, base volume or quote volume that closes a bar.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     threshold: Vec<String>,
 
     /// Imbalance bars: the threshold of the first bar.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     init_threshold: Vec<String>,
 
     /// Imbalance bars: EWMA weight of the newest bar's length in E_T, in (0, 1].
-    #[arg(long, value_delimiter = ',', default_value = "0.1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1",
+        allow_hyphen_values = true
+    )]
     alpha_ticks: Vec<String>,
 
     /// Imbalance bars: EWMA weight of the newest bar's mean imbalance in E_I, in (0, 1].
-    #[arg(long, value_delimiter = ',', default_value = "0.1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1",
+        allow_hyphen_values = true
+    )]
     alpha_imbalance: Vec<String>,
 
     /// Imbalance bars: lower clamp of the threshold, or `none`; default init_threshold / 10.
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default",
+        allow_hyphen_values = true
+    )]
     min_threshold: Vec<String>,
 
     /// Imbalance bars: upper clamp of the threshold, or `none`; default init_threshold * 10.
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "default",
+        allow_hyphen_values = true
+    )]
     max_threshold: Vec<String>,
 
     /// The trade sign: aggressor (from is_buyer_maker) or tick_rule.

@@ -372,6 +372,16 @@ async fn store_verified(
     let size = body.size;
     let raw = file.raw_path();
     body.move_to(run, &raw).await?;
+    // A copy an earlier run quarantined is superseded by these verified bytes.
+    let q = file.quarantine_path();
+    let was_quarantined = run
+        .quarantined
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&q);
+    if was_quarantined {
+        run.ctx.store.delete(&q).await?;
+    }
     let out = Output {
         path: raw,
         size,

@@ -101,6 +101,7 @@ pub(crate) struct Run<'a> {
     pub stamp: &'a Stamp,
     pub http: &'a reqwest::Client,
     pub stats: &'a Stats,
+    pub quarantined: &'a Mutex<HashSet<String>>,
 }
 
 /// The job: its spec, the HTTP client, the run's counters, and the (dataset, symbol) targets
@@ -117,6 +118,10 @@ pub struct Download {
     targets: Mutex<Vec<(Dataset, String)>>,
     #[serde(skip)]
     found_at_plan: Mutex<HashSet<(Dataset, String)>>,
+    /// Quarantined copies in the store (listed once at plan): a file that verifies now
+    /// supersedes its copy, which goes.
+    #[serde(skip)]
+    quarantined: Mutex<HashSet<String>>,
 }
 
 impl Download {
@@ -127,6 +132,7 @@ impl Download {
             stats: Stats::default(),
             targets: Mutex::new(Vec::new()),
             found_at_plan: Mutex::new(HashSet::new()),
+            quarantined: Mutex::new(HashSet::new()),
         }
     }
 
@@ -137,6 +143,7 @@ impl Download {
             stamp,
             http: &self.http,
             stats: &self.stats,
+            quarantined: &self.quarantined,
         }
     }
 }
@@ -171,6 +178,14 @@ impl Job for Download {
 
     async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<PlannedUnit>> {
         let (spec, ctx) = (&self.spec, p.ctx);
+        let quarantined: HashSet<String> = ctx
+            .store
+            .list("_quarantine/")
+            .await?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        *self.quarantined.lock().unwrap_or_else(|e| e.into_inner()) = quarantined;
         // 1. Symbols per dataset (listing for `all`), then this shard's share.
         let mut targets: Vec<(Dataset, String)> = Vec::new();
         for ds in &spec.common.datasets {

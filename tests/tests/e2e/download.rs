@@ -849,7 +849,9 @@ async fn a_transient_zip_404_and_garbled_checksums_end_verified() {
 async fn a_range_in_the_future_is_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    for name in ["download", "extract", "convert", "optimize", "validate", "tail"] {
+    for name in [
+        "download", "extract", "convert", "optimize", "validate", "tail",
+    ] {
         let mut c = job(name);
         c.args([
             "--store",
@@ -864,7 +866,74 @@ async fn a_range_in_the_future_is_refused_before_any_work() {
         .env("PIPELINE_NOW", "2026-12-07T00:00:00Z");
         let out = output(tokio::process::Command::from(c)).await;
         assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
-        assert!(stderr(&out).contains("--allow-future"), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--allow-future"),
+            "{name}: {}",
+            stderr(&out)
+        );
         assert!(!store.exists(), "{name} wrote into the store");
     }
+    // A negative number after a flag is the flag's value, with or without `=`: the job's own
+    // check answers, not the argument parser.
+    for form in [&["--threshold", "-5"][..], &["--threshold=-5"][..]] {
+        let mut c = job("bars");
+        c.args(["--store", store.to_str().unwrap(), "--symbols", "BTCUSDT"])
+            .args([
+                "--start",
+                "2024-12-01",
+                "--end",
+                "2024-12-02",
+                "--bar",
+                "dollar",
+            ])
+            .args(form);
+        let out = output(tokio::process::Command::from(c)).await;
+        assert_eq!(out.status.code(), Some(2), "{form:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--threshold must be a positive number, got -5"),
+            "{form:?}: {}",
+            stderr(&out)
+        );
+        assert!(!store.exists());
+    }
+}
+
+/// A file quarantined after its CHECKSUM never matched is fetched again by the next run; once it
+/// verifies, its quarantined copy goes (issue: quarantined copies stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_copy_goes_once_the_file_verifies() {
+    let file = day_file("BTCUSDT", "2024-12-02");
+    let mut config = SimConfig::demo();
+    config.faults = vec![FaultRule {
+        key_contains: file.key(),
+        exact: true,
+        target: FaultTarget::Checksum,
+        kind: FaultKind::WrongChecksum { first_n: Some(3) },
+    }];
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let run = || {
+        let mut c = download(&sim, store);
+        c.args([
+            "--symbols",
+            "BTCUSDT",
+            "--start",
+            "2024-12-01",
+            "--end",
+            "2024-12-03",
+        ]);
+        output(c)
+    };
+    let out = run().await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let q = dir.path().join(file.quarantine_path());
+    assert!(q.exists(), "quarantined after three mismatches");
+    let out = run().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join(file.raw_path()).exists());
+    assert!(
+        !q.exists(),
+        "the quarantined copy is gone once the file verified"
+    );
 }
