@@ -53,6 +53,8 @@ pub struct Totals {
     rows: u64,
     dropped: u64,
     partitions: u64,
+    /// Archive files that held no row (empty, or a header only).
+    empty: Vec<String>,
 }
 
 impl Job for Spec {
@@ -127,7 +129,10 @@ impl Job for Spec {
         unit::convert(&job, &ctx, &stamp, u).await
     }
 
-    fn absorb(&self, t: &mut Totals, _key: &str, u: UnitResult) -> Finished<Unit> {
+    fn absorb(&self, t: &mut Totals, key: &str, u: UnitResult) -> Finished<Unit> {
+        if u.rows == 0 {
+            t.empty.push(key.to_string());
+        }
         t.bytes += u.bytes;
         t.rows += u.rows;
         t.dropped += u.dropped_invalid;
@@ -141,8 +146,15 @@ impl Job for Spec {
 
     async fn finish(&self, _ctx: &Context, t: Totals, end: &mut End) -> Result<serde_json::Value> {
         let secs = end.seconds;
+        // An archive file without rows is converted (its days exist, empty), but never silently.
+        for key in &t.empty {
+            end.tally.warn(format!(
+                "{key}: the archive file holds no row (empty, or a header only): its days are empty"
+            ));
+        }
         Ok(serde_json::json!({
             "rows": t.rows,
+            "empty_files": t.empty,
             "dropped_invalid_rows": t.dropped,
             "partitions_written": t.partitions,
             "seconds": secs,

@@ -163,3 +163,34 @@ async fn a_malformed_row_fails_the_file_and_touches_nothing_converted_before() {
     let leftovers = walk(&staging);
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// An empty file and a header-only one become empty days, each named by a warning in the report
+/// (issue: a 0-row day appeared without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_header_only_files_convert_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Dataset::new(Market::Spot, DataType::AggTrades, None).unwrap();
+    let empty = ArchiveFile::new(ds, "BTCUSDT", FileDate::Day("2024-01-02".parse().unwrap()));
+    let header = ArchiveFile::new(ds, "BTCUSDT", FileDate::Day("2024-01-03".parse().unwrap()));
+    stage(dir.path(), &empty, "").await;
+    stage(
+        dir.path(),
+        &header,
+        "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,is_best_match\n",
+    )
+    .await;
+    let out = convert(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&out);
+    let warnings = common::warnings(&r);
+    for f in [&empty, &header] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&f.key()) && w.contains("holds no row")),
+            "{}: {warnings:?}",
+            f.key()
+        );
+    }
+    assert_eq!(r["details"]["empty_files"].as_array().unwrap().len(), 2);
+}
