@@ -267,9 +267,12 @@ fn read_failure(name: &str, e: &io::Error) -> String {
     if msg.contains("Invalid checksum") {
         format!("CRC mismatch in entry `{name}`: the zip is corrupt (re-download it)")
     } else if msg.contains("larger than its declared") {
-        format!("zip bomb refused: entry `{name}` inflates past its declared size")
+        // A damaged deflate stream does this as well as a forged header: not called a bomb.
+        format!(
+            "entry `{name}` inflates past its declared size: the zip is corrupt or forged (re-download it)"
+        )
     } else {
-        format!("entry `{name}` does not inflate: {msg}")
+        format!("entry `{name}` does not inflate: {msg}: the zip is corrupt (re-download it)")
     }
 }
 
@@ -434,9 +437,28 @@ mod tests {
         assert_eq!(patched, 2, "sizes not found");
         let e = err(z, &Limits::default());
         assert!(
-            e.contains("raw/x.zip") && e.contains("zip bomb refused"),
+            e.contains("raw/x.zip") && e.contains("inflates past its declared size"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_damaged_deflate_stream_is_corrupt_not_a_bomb() {
+        let body: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{i},{},{}\n", i * 7 % 1000, i % 13).into_bytes())
+            .collect();
+        let clean = deflated(&[("a.csv", &body)]);
+        // Damage the compressed bytes in the middle of the entry, in several places.
+        for offset in [0usize, 997, 4_049] {
+            let mut z = clean.clone();
+            let mid = z.len() / 2 + offset;
+            for b in &mut z[mid..mid + 32] {
+                *b ^= 0xA5;
+            }
+            let e = err(z, &Limits::default());
+            assert!(!e.contains("zip bomb"), "{e}");
+            assert!(e.contains("corrupt") || e.contains("CRC mismatch"), "{e}");
+        }
     }
 
     #[test]
