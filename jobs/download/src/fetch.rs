@@ -22,6 +22,8 @@ pub enum FetchOutcome {
     Verified { size: u64 },
     /// Refresh found the CHECKSUM unchanged.
     Unchanged,
+    /// `--verify` hashed the stored zip to the sha256 recorded when it was verified.
+    Intact,
     /// The store already held verified bytes; recorded without downloading.
     Adopted { size: u64 },
     /// 404 upstream; recorded.
@@ -67,6 +69,15 @@ pub async fn process(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> 
 async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
     let file = &unit.file;
     let spec = &run.spec;
+    if unit.action == Action::Verify {
+        Stats::add(&run.stats.reverified, 1);
+        let stored = run.ctx.store.sha256_of(&file.raw_path()).await?;
+        if stored.as_ref().map(|(sha, _, _)| sha) == unit.recorded_sha.as_ref() {
+            return Ok(FetchOutcome::Intact);
+        }
+        Stats::add(&run.stats.damaged, 1);
+        tracing::warn!(file = %file, "the stored zip no longer hashes to the sha256 recorded when it was verified: downloading it again");
+    }
     let mut attempts = 0;
     loop {
         attempts += 1;

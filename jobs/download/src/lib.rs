@@ -60,6 +60,9 @@ pub struct Spec {
     pub refresh: bool,
     /// Probe again files recorded as missing upstream, however old the record.
     pub retry_missing: bool,
+    /// Hash every stored zip the range covers again and download the ones whose bytes changed
+    /// (a damaged disk or object); no request for the intact ones.
+    pub verify: bool,
     /// Transient-failure retries (5xx, 403, 429, resets, truncated bodies).
     #[serde(skip)]
     pub retry: RetryPolicy,
@@ -77,6 +80,9 @@ pub struct Stats {
     pub checksum_mismatches: AtomicU64,
     /// CHECKSUM responses that did not parse (asked again).
     pub checksums_garbled: AtomicU64,
+    /// Stored zips hashed again (`--verify`), and those whose bytes had changed.
+    pub reverified: AtomicU64,
+    pub damaged: AtomicU64,
     pub requests: AtomicU64,
     pub adopted: AtomicU64,
     pub republished: AtomicU64,
@@ -280,7 +286,7 @@ impl Job for Download {
                 t.found.insert(target(&unit.file));
                 Finished::Done
             }
-            FetchOutcome::Unchanged | FetchOutcome::Adopted { .. } => {
+            FetchOutcome::Unchanged | FetchOutcome::Adopted { .. } | FetchOutcome::Intact => {
                 t.found.insert(target(&unit.file));
                 Finished::UpToDate
             }
@@ -347,6 +353,8 @@ impl Job for Download {
             "retries": Stats::get(&s.retries),
             "checksum_mismatches": Stats::get(&s.checksum_mismatches),
             "checksums_garbled": Stats::get(&s.checksums_garbled),
+            "reverified": Stats::get(&s.reverified),
+            "damaged_refetched": Stats::get(&s.damaged),
             "adopted": Stats::get(&s.adopted),
             "republished": Stats::get(&s.republished),
             "refresh_checks": Stats::get(&s.refresh_checks),

@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long)]
     refresh: bool,
 
+    /// Hash every stored zip of the range again (streamed from S3) against the sha256 recorded
+    /// when it was verified, and download again the ones whose bytes changed.
+    #[arg(long)]
+    verify: bool,
+
     /// Ask again for files recorded as missing upstream, however old the record.
     #[arg(long)]
     retry_missing: bool,
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
             source: cli.source,
             listing_url,
             refresh: cli.refresh,
+            verify: cli.verify,
             retry_missing: cli.retry_missing,
             retry: RetryPolicy {
                 max_attempts: cli.retries,

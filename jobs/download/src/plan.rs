@@ -27,6 +27,9 @@ pub enum Action {
     /// Recorded as missing upstream and not due for another probe.
     KnownMissing,
     Fetch,
+    /// Verified before: hash the stored zip again and download it again only if it changed
+    /// (`--verify`).
+    Verify,
     /// Verified before: re-read the CHECKSUM and re-download only if it changed.
     Refresh,
     /// The store has the file but the manifest does not (e.g. killed between write and record):
@@ -45,6 +48,7 @@ impl Action {
             Action::KnownMissing => "missing",
             Action::Fetch => "fetch",
             Action::Refresh => "refresh",
+            Action::Verify => "verify",
             Action::Adopt => "adopt",
         }
     }
@@ -141,11 +145,12 @@ fn plan_file(
                 .outputs
                 .first()
                 .is_some_and(|o| on_store == Some(o.size) && o.path == file.raw_path());
-            let sha = e.inputs.get("checksum").cloned();
-            let action = match (out_ok, spec.refresh) {
-                (false, _) => Action::Fetch,
-                (true, true) => Action::Refresh,
-                (true, false) => Action::Skip("verified"),
+            let (action, sha) = match (out_ok, spec.verify, spec.refresh) {
+                (false, _, _) => (Action::Fetch, None),
+                // The sha256 the stored bytes had when verified.
+                (true, true, _) => (Action::Verify, e.outputs.first().map(|o| o.sha256.clone())),
+                (true, false, true) => (Action::Refresh, e.inputs.get("checksum").cloned()),
+                (true, false, false) => (Action::Skip("verified"), None),
             };
             out.push(unit(action, sha));
         }

@@ -132,7 +132,9 @@ fn absent(raw: &str) -> Error {
 
 fn mismatch(raw: &str, want: &str, got: &str) -> Error {
     Error::ChecksumMismatch {
-        path: format!("{raw} (the zip the download manifest recorded; run download again)"),
+        path: format!(
+            "{raw} (the stored zip changed since download verified it; `download --verify` over its days downloads it again)"
+        ),
         expected: want.to_string(),
         actual: got.to_string(),
     }

@@ -265,14 +265,18 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
 fn read_failure(name: &str, e: &io::Error) -> String {
     let msg = e.to_string();
     if msg.contains("Invalid checksum") {
-        format!("CRC mismatch in entry `{name}`: the zip is corrupt (re-download it)")
+        format!(
+            "CRC mismatch in entry `{name}`: the zip is corrupt (`download --verify` over its days downloads it again)"
+        )
     } else if msg.contains("larger than its declared") {
         // A damaged deflate stream does this as well as a forged header: not called a bomb.
         format!(
-            "entry `{name}` inflates past its declared size: the zip is corrupt or forged (re-download it)"
+            "entry `{name}` inflates past its declared size: the zip is corrupt or forged (`download --verify` over its days downloads it again)"
         )
     } else {
-        format!("entry `{name}` does not inflate: {msg}: the zip is corrupt (re-download it)")
+        format!(
+            "entry `{name}` does not inflate: {msg}: the zip is corrupt (`download --verify` over its days downloads it again)"
+        )
     }
 }
 

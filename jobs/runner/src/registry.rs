@@ -138,6 +138,7 @@ pub const JOBS: &[JobSpec] = &[
             v("source"),
             v("listing-url"),
             s("refresh"),
+            s("verify"),
             s("retry-missing"),
             v("retries"),
             v("retry-base-ms"),

@@ -937,3 +937,66 @@ async fn a_quarantined_copy_goes_once_the_file_verifies() {
         "the quarantined copy is gone once the file verified"
     );
 }
+
+/// A stored zip damaged in place (same size, one byte flipped): `extract` fails naming
+/// `download --verify`, which hashes every stored zip again, downloads the damaged one only, and
+/// `extract` then passes (issue: `download` skipped it by size and `--refresh` found its CHECKSUM
+/// unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_downloads_again_a_zip_damaged_in_place() {
+    let sim = start(SimConfig::demo()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let range = [
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-03",
+    ];
+    let out = output({
+        let mut c = download(&sim, store);
+        c.args(range);
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let damaged = day_file("BTCUSDT", "2024-12-02");
+    let raw = dir.path().join(damaged.raw_path());
+    let mut bytes = std::fs::read(&raw).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&raw, &bytes).unwrap();
+
+    let extract = || {
+        let mut c = job("extract");
+        c.args(["--store", store]).args(range);
+        output(tokio::process::Command::from(c))
+    };
+    let out = extract().await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failures = report(&out)["failures"].to_string();
+    assert!(
+        failures.contains(&damaged.key()) && failures.contains("download --verify"),
+        "{failures}"
+    );
+
+    sim.clear_log();
+    let out = output({
+        let mut c = download(&sim, store);
+        c.args(range).arg("--verify");
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(r["details"]["reverified"], 3, "{r}");
+    assert_eq!(r["details"]["damaged_refetched"], 1, "{r}");
+    assert_eq!(r["counts"]["done"], 1);
+    // Only the damaged file was asked for (its CHECKSUM and zip).
+    assert_eq!(sim.requests().len(), 2, "{:?}", sim.requests());
+    assert_eq!(assert_raw_is_clean(&sim, dir.path()).len(), 3);
+    let out = extract().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
