@@ -440,6 +440,8 @@ impl Dag {
                 ));
             } else if let Some(m) = kind_mismatch(name, kinds[0], value) {
                 p.push(self.problem(&at, format!("defaults: {m}")));
+            } else if let Some(m) = value_problem(name, value) {
+                p.push(self.problem(&at, format!("defaults: {m}")));
             } else if let Some(m) = self.check_refs(value) {
                 p.push(self.problem(&at, m));
             }
@@ -554,6 +556,8 @@ impl Dag {
                     continue;
                 };
                 if let Some(m) = kind_mismatch(name, spec_arg.kind, value) {
+                    p.push(self.problem(&at, format!("step `{}`: {m}", step.name)));
+                } else if let Some(m) = value_problem(name, value) {
                     p.push(self.problem(&at, format!("step `{}`: {m}", step.name)));
                 } else if let Some(m) = self.check_refs(value) {
                     p.push(self.problem(&at, format!("step `{}`: {m}", step.name)));
@@ -777,6 +781,26 @@ impl Dag {
 }
 
 /// A value of the wrong shape for its flag.
+/// A value the job would refuse at start, found while the DAG is read: a symbol that is no symbol
+/// name, a URL that is no http(s) URL (one naming a service is checked once resolved).
+fn value_problem(name: &str, value: &ArgValue) -> Option<String> {
+    let text = value.text();
+    match name {
+        "symbols" if !text.eq_ignore_ascii_case("all") => text
+            .split(',')
+            .find(|s| shared::cli::validate_symbol(s).is_err())
+            .map(|bad| {
+                format!("`symbols`: `{}` is not a symbol name (no `/`, spaces or `?#%&=*\\`), e.g. BTCUSDT", bad.trim())
+            }),
+        "source" | "listing-url" | "rest-url" if !text.contains("${") => {
+            shared::cli::check_http_url(&format!("`{name}`"), &text)
+                .err()
+                .map(|e| e.to_string())
+        }
+        _ => None,
+    }
+}
+
 fn kind_mismatch(name: &str, kind: ArgKind, value: &ArgValue) -> Option<String> {
     match (kind, value) {
         (ArgKind::Switch, ArgValue::One(Scalar::Bool(_))) => None,

@@ -547,6 +547,7 @@ fn validate_names_file_and_line_for_each_malformed_kind() {
         "dags/demo.yaml",
         "dags/full.yaml",
         "dags/daily.yaml",
+        "dags/hourly.yaml",
     ])
     .output()
     .unwrap();
@@ -598,6 +599,21 @@ steps:
             good.replace("needs: [download]", "needs: [downlod]"),
             ":13:",
             "needs `downlod`, which is not a step of this DAG",
+        ),
+        (
+            "bad-symbol",
+            good.replace("symbols: [BTCUSDT]", "symbols: [btc/usdt]"),
+            ":3:",
+            "`btc/usdt` is not a symbol name",
+        ),
+        (
+            "bad-url",
+            good.replace(
+                "      market: um\n",
+                "      market: um\n      source: data.binance.vision\n",
+            ),
+            ":11:",
+            "`source` `data.binance.vision` is not an http(s) URL",
         ),
         (
             "bad-yaml",
