@@ -98,5 +98,7 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     handle.shutdown().await;
-    Ok(())
+    // Not returning through the runtime: its drop would wait for any file still being generated
+    // on a blocking thread, holding the port for seconds after the signal.
+    std::process::exit(0)
 }
