@@ -839,14 +839,20 @@ fn yaml_problem(path: &Path, locator: &Locator, e: &yaml_serde::Error) -> Proble
         ),
         _ => (Vec::new(), None),
     };
-    let (line, column) = match (arg, loc) {
-        (Some(a), _) => {
+    // "duplicate field `name`": the second spelling of the key, which serde does not place.
+    let duplicate = message
+        .split_once("duplicate field `")
+        .and_then(|(_, r)| r.split_once('`'))
+        .and_then(|(k, _)| locator.duplicate(&at, k));
+    let (line, column) = match (duplicate, arg, loc) {
+        (Some(l), _, _) => (l, None),
+        (None, Some(a), _) => {
             let mut at = at;
             at.push(Seg::Key(a));
             (locator.line(&at), None)
         }
-        (None, Some((l, c))) => (l, Some(c)),
-        (None, None) => (locator.line(&at), None),
+        (None, None, Some((l, c))) => (l, Some(c)),
+        (None, None, None) => (locator.line(&at), None),
     };
     Problem {
         file: path.to_path_buf(),

@@ -82,6 +82,23 @@ impl Locator {
 
     /// The line of the deepest part of `path` that exists (1 if none does).
     pub fn line(&self, path: &[Seg<'_>]) -> usize {
+        self.scope(path).1
+    }
+
+    /// The line of the second `key` directly under `path` (serde reports a duplicated field
+    /// without a position).
+    pub fn duplicate(&self, path: &[Seg<'_>], key: &str) -> Option<usize> {
+        let (scope, _) = self.scope(path);
+        let level = scope.iter().map(|e| e.col).min()?;
+        scope
+            .iter()
+            .filter(|e| e.col == level && matches!(&e.kind, Kind::Key(x) if x == key))
+            .nth(1)
+            .map(|e| e.line)
+    }
+
+    /// The events inside the deepest part of `path` that exists, and that part's line.
+    fn scope(&self, path: &[Seg<'_>]) -> (&[Event], usize) {
         let mut scope: &[Event] = &self.events;
         let mut found = 1;
         for seg in path {
@@ -128,7 +145,7 @@ impl Locator {
             };
             scope = &scope[i + 1..end];
         }
-        found
+        (scope, found)
     }
 }
 

@@ -616,6 +616,12 @@ steps:
             "`source` `data.binance.vision` is not an http(s) URL",
         ),
         (
+            "duplicate-key",
+            good.replace("name: t\n", "name: t\nname: u\n"),
+            ":2:",
+            "duplicate field `name`",
+        ),
+        (
             "bad-yaml",
             good.replace("    job: download\n", "    job: download\n     oops: 1\n"),
             ":9:",
