@@ -427,9 +427,34 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         symbols,
     };
     let details = job.finish(ctx, totals, &mut end).await?;
+    remove_empty_staging(ctx);
     let mut tally = end.tally;
     let outcome = tally.outcome(ctx.cancel.is_cancelled());
     Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// A local store keeps the folders its staged objects were renamed out of: remove this run's
+/// empty ones (an object store has no folders). A folder that still holds a file (a unit that
+/// failed mid-way) stays.
+fn remove_empty_staging(ctx: &Context) {
+    fn prune(dir: &std::path::Path) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut empty = true;
+        for e in entries.flatten() {
+            let p = e.path();
+            empty &= p.is_dir() && prune(&p);
+        }
+        empty && std::fs::remove_dir(dir).is_ok()
+    }
+    if let Some(dir) = ctx.store.local_path(&format!("_staging/{}", ctx.run_id)) {
+        prune(&dir);
+        if let Some(parent) = dir.parent() {
+            // `_staging/` itself, once no run has anything in it.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
 }
 
 /// A job binary's `main`: parse nothing more, build the job from the common arguments (`make`

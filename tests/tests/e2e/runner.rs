@@ -163,6 +163,13 @@ fn demo_dag_runs_resumes_after_sigkill_and_reruns_as_a_no_op() {
     // aggregate-um and bars-um × 2 shards, and build-um.
     assert_eq!(oc.len(), 19, "{oc:?}");
     assert!(oc.values().all(|v| v == "ok"), "{oc:?}");
+    // A clean run leaves no staging folder behind.
+    let staging = a.path().join("_staging");
+    assert!(
+        !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
+        "left under _staging: {:?}",
+        walk(&staging)
+    );
     for sh in s["shards"].as_array().unwrap() {
         // The simulator's clock stands after its last day: REST has nothing past the archive.
         if sh["step"] == "tail-um" {
