@@ -471,7 +471,9 @@ where
         let spec = common.into_spec(clock.now().date_naive())?;
         let job = make(spec)?;
         let common = job.common();
-        let ctx = Context::new(Store::open(&common.store)?, common.run_id.clone(), clock);
+        let store = Store::open(&common.store)?;
+        store.probe(&common.store).await?;
+        let ctx = Context::new(store, common.run_id.clone(), clock);
         ctx.install_signal_handlers();
         let report = run(job, &ctx).await?;
         Ok((ctx, report))

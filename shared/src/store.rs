@@ -293,6 +293,50 @@ impl Store {
         Ok(out)
     }
 
+    /// Check a remote store answers before any work: a bucket that does not exist and
+    /// credentials that are missing or refused are configuration errors (exit 2) that name what
+    /// to set, not failures found unit by unit. A local or in-memory store needs no check; a
+    /// network error stays what it is.
+    pub async fn probe(&self, url: &str) -> Result<()> {
+        if self.local_path("").is_some() || url.starts_with("memory://") {
+            return Ok(());
+        }
+        let Err(e) = self.inner.list_with_delimiter(None).await else {
+            return Ok(());
+        };
+        let text = format!("{e} {:?}", e);
+        let bucket = url
+            .strip_prefix("s3://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or(url);
+        let reason = if text.contains("NoSuchBucket") {
+            format!("the bucket `{bucket}` does not exist (or is in another account or region)")
+        } else if [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|k| text.contains(k))
+        {
+            format!(
+                "S3 refused the credentials for `{bucket}`: check AWS_ACCESS_KEY_ID / \
+                 AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the role (IRSA) and its policy"
+            )
+        } else if text.contains("api/token") || text.to_lowercase().contains("credential") {
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+             AWS_PROFILE, or run where a role is available (IRSA, an instance profile)"
+                .to_string()
+        } else {
+            return Err(Error::store("", e));
+        };
+        Err(Error::StoreUrl {
+            url: url.to_string(),
+            reason,
+        })
+    }
+
     /// Where an object lives on the local file system, when the store is a local folder: lets
     /// readers that need `Seek` (zip) open it in place instead of copying it.
     pub fn local_path(&self, path: &str) -> Option<std::path::PathBuf> {

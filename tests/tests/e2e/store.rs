@@ -103,3 +103,31 @@ async fn s3() {
     moto.create_bucket("conformance");
     conformance(&moto.store("s3://conformance/a/prefix")).await;
 }
+
+/// A bucket that does not exist is a configuration error (exit 2) naming it, before any work
+/// (issue: S3 with a missing bucket exited 1 with a message about the token endpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_a_configuration_error_before_any_work() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let mut c = crate::common::job("convert");
+    c.args([
+        "--store",
+        "s3://no-such-bucket/data",
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-02",
+    ])
+    .envs(moto.env());
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    let err = crate::common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the bucket `no-such-bucket` does not exist"),
+        "{err}"
+    );
+}
