@@ -213,10 +213,17 @@ impl Job for Aggregate {
         // Symbol-days the validation reports mark as errors are left out (as if absent) and
         // counted.
         let verdicts = shared::validation::Verdicts::load(&ctx.store, &inputs.klines).await?;
-        // Each symbol's upstream month outputs (for the fast up-to-date check) and its own
-        // manifest, loaded for 8 symbols at a time: each is a few small reads, latency more than
-        // work.
-        let loaded: Vec<Result<(String, Upstream, ManifestWriter, Manifest)>> = {
+        // Each symbol's upstream month outputs (for the fast up-to-date check), how far its
+        // klines reach (archive and REST) and its own manifest, loaded for 8 symbols at a time:
+        // each is a few small reads, latency more than work.
+        type Loaded = (
+            String,
+            Upstream,
+            shared::manifest::Reach,
+            ManifestWriter,
+            Manifest,
+        );
+        let loaded: Vec<Result<Loaded>> = {
             use futures::StreamExt;
             let (store, inputs, stamp) = (&ctx.store, &inputs, &p.stamp);
             futures::stream::iter(symbols)
@@ -224,8 +231,10 @@ impl Job for Aggregate {
                     let key = stamp.key(&scope, &sym);
                     async move {
                         let upstream = load_upstream(store, inputs, &sym).await?;
+                        let reach =
+                            shared::manifest::reach(store, &inputs.klines.scope(), &sym).await?;
                         let (writer, mine) = ManifestWriter::open(store, &key).await?;
-                        Ok((sym, upstream, writer, mine))
+                        Ok((sym, upstream, reach, writer, mine))
                     }
                 })
                 .buffered(8)
@@ -233,7 +242,7 @@ impl Job for Aggregate {
                 .await
         };
         for got in loaded {
-            let (sym, upstream, writer, mine) = got?;
+            let (sym, upstream, reach, writer, mine) = got?;
             let writer = Arc::new(writer);
             for year in range.start.year()..=range.end.year() {
                 let first = range
@@ -278,8 +287,7 @@ impl Job for Aggregate {
                 );
                 // The current day, filled from REST up to its last closed minute: its open bar
                 // is left out until a run sees it closed.
-                let horizon_us = shared::manifest::reach(&ctx.store, &inputs.klines.scope(), &sym)
-                    .await?
+                let horizon_us = reach
                     .horizon_us()
                     .filter(|h| *h <= day_start_us(last) + DAY_US);
                 if let Some(h) = horizon_us {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Datelike, NaiveDate};
-use frames::polars::prelude::{ChunkAgg, DataFrame};
+use frames::polars::prelude::DataFrame;
 use frames::{ParquetBuffer, ParquetOptions, PolarsContext};
 use shared::formats::{ColumnData, Columns, Format, Parser, format_of};
 use shared::job::{JobName, Stamp};
@@ -708,19 +708,8 @@ fn merge_late(
         .map_err(Error::from)?;
     out.path = final_path;
     w.output = out;
-    w.time_span = time_span(&prev, time_field);
+    w.time_span = frames::time_span(&prev, time_field);
     Ok(())
-}
-
-/// Min and max of a frame's time column, in µs.
-fn time_span(df: &DataFrame, time_field: &str) -> Option<[i64; 2]> {
-    let c = df
-        .column(time_field)
-        .ok()?
-        .cast(&frames::polars::prelude::DataType::Int64)
-        .ok()?;
-    let ca = c.i64().ok()?;
-    Some([ca.min()?, ca.max()?])
 }
 
 /// The end (exclusive) of the UTC day holding `t`, in µs.

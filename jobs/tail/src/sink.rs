@@ -204,7 +204,7 @@ impl DaySink {
                 let mut out = frames::write_parquet(&self.store, &path, df, &self.opts)
                     .await
                     .map_err(Error::from)?;
-                out.time_span = time_span(df, self.format.time_field);
+                out.time_span = frames::time_span(df, self.format.time_field);
                 self.written.bytes += out.size;
                 outputs.push(out);
             }
@@ -239,13 +239,6 @@ impl DaySink {
         parser.finish(&mut cols)?;
         frames::to_frame(cols).map_err(Error::from)
     }
-}
-
-/// Min and max of a frame's time column, in µs.
-fn time_span(df: &DataFrame, field: &str) -> Option<[i64; 2]> {
-    let c = df.column(field).ok()?.cast(&DataType::Int64).ok()?;
-    let ca = c.i64().ok()?;
-    Some([ca.min()?, ca.max()?])
 }
 
 pub fn fmt_us(t: i64) -> String {

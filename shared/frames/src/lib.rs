@@ -227,6 +227,14 @@ fn with_path(e: Error, path: &str) -> Error {
     }
 }
 
+/// Min and max of a frame's time column, in µs (what a manifest output's `time_span` records);
+/// `None` without rows or without that column.
+pub fn time_span(df: &DataFrame, time_field: &str) -> Option<[i64; 2]> {
+    let c = df.column(time_field).ok()?.cast(&DataType::Int64).ok()?;
+    let ca = c.i64().ok()?;
+    Some([ca.min()?, ca.max()?])
+}
+
 /// Decode Parquet bytes.
 pub fn read_parquet_bytes(bytes: Bytes, path: &str) -> Result<DataFrame> {
     ParquetReader::new(Cursor::new(bytes))

@@ -104,8 +104,20 @@ pub fn warnings(report: &serde_json::Value) -> Vec<String> {
 
 /// Run a job binary with `--store STORE ARGS`; asserts exit 0 and returns its report.
 pub async fn run_ok(name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
+    run_ok_env(name, store, args, &[]).await
+}
+
+/// [`run_ok`] with these environment variables set.
+pub async fn run_ok_env(
+    name: &str,
+    store: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> serde_json::Value {
     let mut c = job(name);
-    c.args(["--store", store.to_str().unwrap()]).args(args);
+    c.args(["--store", store.to_str().unwrap()])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let out = tokio::process::Command::from(c).output().await.unwrap();
     assert_eq!(
         out.status.code(),

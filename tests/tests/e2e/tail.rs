@@ -46,18 +46,9 @@ fn clock(sim: &SimHandle) -> String {
 
 /// `name --store STORE --market um ARGS` on the simulator's clock; asserts exit 0.
 async fn job(sim: &SimHandle, name: &str, store: &Path, args: &[&str]) -> serde_json::Value {
-    let mut c = common::job(name);
-    c.args(["--store", store.to_str().unwrap(), "--market", "um"])
-        .args(args)
-        .env("PIPELINE_NOW", clock(sim));
-    let out = tokio::process::Command::from(c).output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{name} {args:?}:\n{}",
-        common::stderr(&out)
-    );
-    common::report(&out)
+    let mut a = vec!["--market", "um"];
+    a.extend_from_slice(args);
+    common::run_ok_env(name, store, &a, &[("PIPELINE_NOW", clock(sim))]).await
 }
 
 /// download → extract → convert of the archive's files over `[start, end]`.
