@@ -90,6 +90,28 @@ pub struct CommonArgs {
     /// archive and the API have nothing there yet.
     #[arg(long)]
     pub allow_future: bool,
+
+    /// When another run holds this job's lease (same store, job, market, data types and
+    /// shard), wait for it: forever, or up to DURATION (`90s`, `10m`, `2h`). Without it the run
+    /// exits 75 at once, naming the holder.
+    #[arg(
+        long,
+        env = "PIPELINE_WAIT_LOCK",
+        num_args = 0..=1,
+        default_missing_value = "forever",
+        value_name = "DURATION"
+    )]
+    pub wait_lock: Option<String>,
+
+    /// A lease's time to live on an object store, renewed every third of it: how long a holder
+    /// killed without warning keeps others waiting. (A local store's lock ends with its process.)
+    #[arg(
+        long,
+        env = "PIPELINE_LEASE_TTL",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub lease_ttl: String,
 }
 
 /// Which symbols a run covers.
@@ -115,6 +137,9 @@ pub struct CommonSpec {
     pub dry_run: bool,
     pub log_format: LogFormat,
     pub run_id: Option<String>,
+    /// How the run takes its lease (`--wait-lock`, `--lease-ttl`).
+    #[serde(skip)]
+    pub lease: crate::lease::Policy,
 }
 
 impl CommonSpec {
@@ -262,6 +287,30 @@ impl CommonArgs {
         if self.concurrency == 0 {
             return Err(Error::usage("--concurrency must be at least 1"));
         }
+        if let Some(id) = &self.run_id
+            && (id.is_empty()
+                || id.len() > 200
+                || id.starts_with('.')
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(Error::usage(format!(
+                "--run-id `{id}`: a run id names folders in the store; use letters, digits, `-`, `_` and `.`"
+            )));
+        }
+        let wait = match &self.wait_lock {
+            None => crate::lease::Wait::No,
+            Some(w) => crate::lease::Wait::parse(w)?,
+        };
+        let ttl = crate::lease::parse_duration(&self.lease_ttl)
+            .filter(|d| *d >= std::time::Duration::from_millis(300))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "--lease-ttl `{}`: expected a duration of at least 300ms, such as 60s or 5m",
+                    self.lease_ttl
+                ))
+            })?;
         Ok(CommonSpec {
             store: self.store,
             market,
@@ -274,6 +323,7 @@ impl CommonArgs {
             dry_run: self.dry_run,
             log_format: self.log_format,
             run_id: self.run_id,
+            lease: crate::lease::Policy { wait, ttl },
         })
     }
 }

@@ -65,7 +65,7 @@ impl Context {
     pub fn new(store: Store, run_id: Option<String>, clock: Clock) -> Context {
         let run_id = run_id.unwrap_or_else(|| new_run_id(clock.now()));
         Context {
-            store,
+            store: store.for_run(&run_id),
             run_id,
             cancel: CancellationToken::new(),
             clock,
@@ -73,10 +73,12 @@ impl Context {
         }
     }
 
-    /// The exit code of an interrupted run: 143 for SIGTERM, 130 otherwise.
+    /// The exit code of an interrupted run: 143 for SIGTERM, 75 for a lost lease, 130 otherwise.
     pub fn interrupted_exit_code(&self) -> i32 {
         match self.signal.load(Ordering::SeqCst) {
             exit::TERMINATED => exit::TERMINATED,
+            // Stopped because its lease was lost to another writer.
+            exit::LOCKED => exit::LOCKED,
             _ => exit::INTERRUPTED,
         }
     }

@@ -15,6 +15,8 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
     /// Stopped by SIGTERM.
     pub const TERMINATED: i32 = 143;
+    /// Another run holds the lease of this job's data (sysexits' EX_TEMPFAIL); nothing was done.
+    pub const LOCKED: i32 = 75;
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -121,6 +123,18 @@ pub enum Error {
     #[error("bad bucket listing from {url}: {reason}")]
     Listing { url: String, reason: String },
 
+    /// Another writer holds the lease of the same (job, market, datasets, shard): exit 75,
+    /// nothing done; wait for it (`--wait-lock`) or stop it.
+    #[error(
+        "{lease} is held by {holder}: another writer is at work on the same data{}",
+        if *waited { "; gave up waiting (--wait-lock)" } else { "; wait for it with --wait-lock [DURATION], or stop that run" }
+    )]
+    Locked {
+        lease: String,
+        holder: String,
+        waited: bool,
+    },
+
     /// The run was interrupted by a signal.
     #[error("interrupted")]
     Interrupted,
@@ -203,6 +217,7 @@ impl Error {
             | Error::BadName(_)
             | Error::UnknownSymbol { .. } => exit::USAGE,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Locked { .. } => exit::LOCKED,
             _ => exit::FAILED_UNITS,
         }
     }

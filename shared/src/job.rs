@@ -226,6 +226,27 @@ pub trait Job: Serialize + Send + Sync + Sized + 'static {
     fn concurrency(&self) -> usize {
         self.common().concurrency
     }
+
+    /// Where the job's temp files go (a `--tmp-dir`), when not the system's temp folder.
+    fn temp_base(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// The lease one writer at a time holds (`_leases/<key>`): this job over these data types
+    /// of this market, this shard. Two runs over the same data would do the same work twice
+    /// and race on its manifests.
+    fn lease_key(&self) -> String {
+        let c = self.common();
+        let names: Vec<String> = c.datasets.iter().map(|d| d.name()).collect();
+        format!(
+            "{}/{}/{}/shard-{}-of-{}",
+            Self::NAME,
+            c.market.storage_name(),
+            names.join("+"),
+            c.shard.0,
+            c.shard.1
+        )
+    }
 }
 
 /// Where a run stands when its last unit has ended.
@@ -427,34 +448,13 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         symbols,
     };
     let details = job.finish(ctx, totals, &mut end).await?;
-    remove_empty_staging(ctx);
+    // Nothing staged outlives its run: a unit that failed mid-way left its part here.
+    if let Err(e) = crate::hygiene::clear_staging(&ctx.store, &ctx.run_id).await {
+        tracing::warn!(error = %e, "removing this run's staging objects");
+    }
     let mut tally = end.tally;
     let outcome = tally.outcome(ctx.cancel.is_cancelled());
     Ok(header.report(ctx, outcome, tally, bytes, details))
-}
-
-/// A local store keeps the folders its staged objects were renamed out of: remove this run's
-/// empty ones (an object store has no folders). A folder that still holds a file (a unit that
-/// failed mid-way) stays.
-fn remove_empty_staging(ctx: &Context) {
-    fn prune(dir: &std::path::Path) -> bool {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
-        };
-        let mut empty = true;
-        for e in entries.flatten() {
-            let p = e.path();
-            empty &= p.is_dir() && prune(&p);
-        }
-        empty && std::fs::remove_dir(dir).is_ok()
-    }
-    if let Some(dir) = ctx.store.local_path(&format!("_staging/{}", ctx.run_id)) {
-        prune(&dir);
-        if let Some(parent) = dir.parent() {
-            // `_staging/` itself, once no run has anything in it.
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
 }
 
 /// A job binary's `main`: parse nothing more, build the job from the common arguments (`make`
@@ -475,9 +475,73 @@ where
         store.probe(&common.store).await?;
         let ctx = Context::new(store, common.run_id.clone(), clock);
         ctx.install_signal_handlers();
-        let report = run(job, &ctx).await?;
-        Ok((ctx, report))
+        let guard = if common.dry_run {
+            None
+        } else {
+            Some(Guard::take(&job, &ctx).await?)
+        };
+        let report = run(job, &ctx).await;
+        if let Some(g) = guard {
+            g.release().await;
+        }
+        Ok((ctx, report?))
     })
+}
+
+/// What a job binary holds while it writes: its run's liveness lease and temp folder, and the
+/// lease of its (job, market, datasets, shard). Taking it sweeps the leftovers of dead runs.
+struct Guard {
+    run: crate::lease::Lease,
+    job: crate::lease::Lease,
+}
+
+impl Guard {
+    async fn take<J: Job>(job: &J, ctx: &Context) -> Result<Guard> {
+        use crate::lease::{Holder, Lease};
+        let policy = job.common().lease;
+        let holder = Holder::me(&ctx.run_id, J::NAME.as_str());
+        let system_temp = std::env::temp_dir();
+        let base = job.temp_base().unwrap_or_else(|| system_temp.clone());
+        crate::hygiene::init_temp(&base, &ctx.run_id)?;
+        // A lease that is lost (it lapsed, another writer took it) stops the run.
+        let lost = tokio_util::sync::CancellationToken::new();
+        {
+            let (lost, cancel, signal) = (lost.clone(), ctx.cancel.clone(), ctx.signal.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                signal.store(
+                    crate::error::exit::LOCKED,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                cancel.cancel();
+            });
+        }
+        let run = Lease::acquire_run(&ctx.store, &holder, policy.ttl, lost.clone()).await?;
+        let key = job.lease_key();
+        let job_lease = match Lease::acquire(&ctx.store, &key, &holder, policy, lost).await {
+            Ok(l) => l,
+            Err(e) => {
+                run.release().await;
+                crate::hygiene::remove_temp();
+                return Err(e);
+            }
+        };
+        let mut bases = vec![system_temp];
+        if base != bases[0] {
+            bases.push(base);
+        }
+        crate::hygiene::sweep(&ctx.store, &ctx.run_id, &bases).await?;
+        Ok(Guard {
+            run,
+            job: job_lease,
+        })
+    }
+
+    async fn release(self) {
+        self.job.release().await;
+        crate::hygiene::remove_temp();
+        self.run.release().await;
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +633,7 @@ mod tests {
             dry_run,
             log_format: LogFormat::Json,
             run_id: None,
+            lease: Default::default(),
         }
     }
 

@@ -62,7 +62,10 @@ where
 
 async fn finish(output: OutputOptions, ctx: &Context, report: &RunReport) -> i32 {
     if report.outcome != Outcome::DryRun {
-        match report.write(&ctx.store).await {
+        let written = report.write(&ctx.store).await;
+        // The report was the run's last write: its staging folder goes now.
+        let _ = crate::hygiene::clear_staging(&ctx.store, &ctx.run_id).await;
+        match written {
             Ok(path) => tracing::info!(report = %path, "report written"),
             Err(e) => {
                 tracing::error!(error = %e, "writing the run report");

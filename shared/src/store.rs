@@ -27,6 +27,10 @@ pub struct Store {
     url: String,
     /// The folder, when the store is a local one.
     local_root: Option<std::path::PathBuf>,
+    /// The run writing through this handle ([`Store::for_run`]): a local store's whole-object
+    /// writes are made under `_staging/<run>/` and renamed into place, so a write cut short is
+    /// a leftover of a known run, not a partial file beside the data.
+    run: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,7 +149,69 @@ impl Store {
             inner,
             url: url.to_string(),
             local_root,
+            run: None,
         })
+    }
+
+    /// This store, written by the run `run_id` (see the `run` field).
+    pub fn for_run(&self, run_id: &str) -> Store {
+        Store {
+            run: Some(run_id.into()),
+            ..self.clone()
+        }
+    }
+
+    /// A fresh local file under this run's staging folder, with its folder made, when the store
+    /// is local and written by a run.
+    fn local_stage(&self) -> Result<Option<std::path::PathBuf>> {
+        let (Some(root), Some(run)) = (&self.local_root, &self.run) else {
+            return Ok(None);
+        };
+        let dir = root.join(crate::hygiene::STAGING).join(&**run).join(".w");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source: e,
+        })?;
+        Ok(Some(dir.join(format!("{:016x}", fastrand::u64(..)))))
+    }
+
+    /// Write `bytes` to a staged local file; the caller moves it into place.
+    async fn stage_bytes(&self, staged: &std::path::Path, bytes: PutPayload) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| Error::Io {
+            context: format!("writing {}", staged.display()),
+            source: e,
+        };
+        let mut f = tokio::fs::File::create(staged).await.map_err(io)?;
+        for chunk in bytes.iter() {
+            f.write_all(chunk).await.map_err(io)?;
+        }
+        f.flush().await.map_err(io)
+    }
+
+    /// Move a staged local file to `path` in the store: replacing what is there (`replace`) or
+    /// only if nothing is (`Ok(false)` then, and the staged file is removed).
+    fn place(&self, staged: &std::path::Path, path: &str, replace: bool) -> Result<bool> {
+        let target = self.local_path(path).expect("a local store");
+        let io = |e: std::io::Error| Error::Io {
+            context: format!("writing {}", target.display()),
+            source: e,
+        };
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        if replace {
+            std::fs::rename(staged, &target).map_err(io)?;
+            return Ok(true);
+        }
+        // A hard link fails if the target exists: an atomic create-if-absent.
+        let made = match std::fs::hard_link(staged, &target) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io(e)),
+        };
+        let _ = std::fs::remove_file(staged);
+        Ok(made)
     }
 
     pub fn url(&self) -> &str {
@@ -224,6 +290,17 @@ impl Store {
 
     /// Atomic whole-object write: readers see the old object or the new one, never a part.
     pub async fn put(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        if let Some(staged) = self.local_stage()? {
+            let r = async {
+                self.stage_bytes(&staged, bytes.into()).await?;
+                self.place(&staged, path, true)
+            }
+            .await;
+            if r.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            return r.map(|_| ());
+        }
         self.inner
             .put(&Path::from(path), bytes.into())
             .await
@@ -233,6 +310,17 @@ impl Store {
 
     /// Create an object only if it does not exist. `Ok(false)` when it already exists.
     pub async fn put_if_absent(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
+        if let Some(staged) = self.local_stage()? {
+            let r = async {
+                self.stage_bytes(&staged, bytes.into()).await?;
+                self.place(&staged, path, false)
+            }
+            .await;
+            if r.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            return r;
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -346,6 +434,19 @@ impl Store {
     /// Upload a local file to `path` (streamed in parts; atomic: the object appears whole).
     pub async fn put_file(&self, path: &str, file: &std::path::Path) -> Result<u64> {
         use tokio::io::AsyncReadExt;
+        if let Some(staged) = self.local_stage()? {
+            let r = tokio::fs::copy(file, &staged)
+                .await
+                .map_err(|e| Error::Io {
+                    context: format!("copying {} to {}", file.display(), staged.display()),
+                    source: e,
+                })
+                .and_then(|n| self.place(&staged, path, true).map(|_| n));
+            if r.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            return r;
+        }
         let mut f = tokio::fs::File::open(file).await.map_err(|e| Error::Io {
             context: format!("opening {}", file.display()),
             source: e,
@@ -409,6 +510,45 @@ mod tests {
         for made in ["s3:", "s3:bucket", "file:", "memory:", "data:2024"] {
             assert!(!std::path::Path::new(made).exists(), "{made}");
         }
+    }
+
+    /// A run's local writes pass through its staging folder: nothing else appears beside the
+    /// data, create-if-absent holds, and the staging folder is empty afterwards.
+    #[tokio::test]
+    async fn local_writes_of_a_run_are_staged_under_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap())
+            .unwrap()
+            .for_run("r1");
+        store.put("a/b.json", b"1".to_vec()).await.unwrap();
+        store.put("a/b.json", b"2".to_vec()).await.unwrap();
+        assert!(
+            store
+                .put_if_absent("a/c.json", b"x".to_vec())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("a/c.json", b"y".to_vec())
+                .await
+                .unwrap()
+        );
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+        assert_eq!(store.put_file("a/d.bin", &src).await.unwrap(), 100_000);
+        assert_eq!(std::fs::read(dir.path().join("a/b.json")).unwrap(), b"2");
+        assert_eq!(std::fs::read(dir.path().join("a/c.json")).unwrap(), b"x");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b.json", "c.json", "d.bin"]);
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join("_staging/r1/.w"))
+            .unwrap()
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
     }
 
     #[test]

@@ -72,10 +72,13 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
     let (path, _tmp) = match ctx.store.local_path(&u.csv_path) {
         Some(p) => (p, None),
         None => {
-            let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::Io {
-                context: "creating a temp file".into(),
-                source: e,
-            })?;
+            let tmp =
+                tempfile::NamedTempFile::new_in(shared::hygiene::temp_dir()).map_err(|e| {
+                    Error::Io {
+                        context: "creating a temp file".into(),
+                        source: e,
+                    }
+                })?;
             ctx.store
                 .download_to(&u.csv_path, tmp.path())
                 .await?

@@ -69,8 +69,10 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The run's temp folder (made under `--tmp-dir` by the harness), or `--tmp-dir` itself
+    /// when no run made one (library tests).
     fn tmp_dir(&self) -> PathBuf {
-        self.spec.tmp_dir.clone().unwrap_or_else(std::env::temp_dir)
+        shared::hygiene::temp_dir_or(self.spec.tmp_dir.clone().unwrap_or_else(std::env::temp_dir))
     }
 }
 
@@ -114,6 +116,10 @@ impl Job for Extract {
 
     fn common(&self) -> &CommonSpec {
         &self.spec.common
+    }
+
+    fn temp_base(&self) -> Option<PathBuf> {
+        self.spec.tmp_dir.clone()
     }
 
     fn params_hash(&self) -> String {
@@ -323,6 +329,7 @@ mod tests {
                     dry_run: false,
                     log_format: LogFormat::Json,
                     run_id: None,
+                    lease: Default::default(),
                 },
                 limits: Limits::default(),
                 prune_converted: false,

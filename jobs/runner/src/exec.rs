@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub force: bool,
     pub log_format: LogFormat,
     pub run_id: String,
+    /// `--wait-lock` for every job: how long a step waits for a lease another run holds.
+    pub wait_lock: Option<String>,
 }
 
 /// How a shard ended.
@@ -775,7 +777,11 @@ async fn run_child(
                 report: None,
             });
         }
-        let child = command(program, args).spawn().map_err(|e| Error::Spawn {
+        let mut cmd = command(program, args);
+        if let Some(w) = &ctx.opts.wait_lock {
+            cmd.env("PIPELINE_WAIT_LOCK", w);
+        }
+        let child = cmd.spawn().map_err(|e| Error::Spawn {
             program: program.display().to_string(),
             source: e,
         })?;

@@ -105,6 +105,18 @@ struct RunArgs {
     #[arg(long)]
     run_id: Option<String>,
 
+    /// When a step's job finds its lease held by another run on the same store (another
+    /// runner, a backfill), wait for it: forever, or up to DURATION (`10m`). Without it the step
+    /// fails at once (exit 75) naming the holder, and is retried as its `retries` say.
+    #[arg(
+        long,
+        env = "PIPELINE_WAIT_LOCK",
+        num_args = 0..=1,
+        default_missing_value = "forever",
+        value_name = "DURATION"
+    )]
+    wait_lock: Option<String>,
+
     /// Print the run's JSON summary on stdout even on a terminal (off one it always is).
     #[arg(long)]
     json: bool,
@@ -293,6 +305,9 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         }
         return Ok(exit::OK);
     }
+    if let Some(w) = &a.wait_lock {
+        shared::lease::Wait::parse(w)?;
+    }
     let store = shared::Store::open(&plan.params.store)?;
     let dirs = BinDirs::from_env();
     let programs_needed = plan.programs(&dag);
@@ -305,13 +320,29 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
     let run_id = a
         .run_id
         .unwrap_or_else(|| shared::context::new_run_id(chrono::Utc::now()));
+    // The runner's own writes (run state, summaries) are staged under its run id like a job's,
+    // and its liveness lease keeps them from being swept while it runs.
+    let holder = shared::lease::Holder::me(&run_id, "runner");
+    let liveness = rt.block_on(shared::lease::Lease::acquire_run(
+        &store,
+        &holder,
+        shared::lease::Policy::default().ttl,
+        tokio_util::sync::CancellationToken::new(),
+    ))?;
+    let store = store.for_run(&run_id);
     let opts = RunOptions {
         concurrency: a.concurrency,
         force: a.force,
         log_format: a.log_format,
-        run_id,
+        run_id: run_id.clone(),
+        wait_lock: a.wait_lock.clone(),
     };
-    let summary = rt.block_on(run(&dag, plan, store, programs, opts))?;
+    let summary = rt.block_on(run(&dag, plan, store.clone(), programs, opts));
+    rt.block_on(async {
+        let _ = shared::hygiene::clear_staging(&store, &run_id).await;
+        liveness.release().await;
+    });
+    let summary = summary?;
     if a.log_format == LogFormat::Pretty {
         eprintln!("\n{}", summary.table());
     } else {

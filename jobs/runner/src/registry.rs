@@ -76,6 +76,8 @@ pub const COMMON: &[ArgSpec] = &[
     v("run-id"),
     v("today"),
     s("allow-future"),
+    v("wait-lock"),
+    v("lease-ttl"),
 ];
 
 /// Flags the runner sets itself; a DAG may not.

@@ -270,9 +270,11 @@ impl LocalCopy {
         if let Some(p) = store.local_path(path) {
             return Ok(p.exists().then_some(LocalCopy::InPlace(p)));
         }
-        let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::Io {
-            context: "creating a temp file".into(),
-            source: e,
+        let tmp = tempfile::NamedTempFile::new_in(shared::hygiene::temp_dir()).map_err(|e| {
+            Error::Io {
+                context: "creating a temp file".into(),
+                source: e,
+            }
         })?;
         Ok(store
             .download_to(path, tmp.path())

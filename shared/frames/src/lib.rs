@@ -830,7 +830,7 @@ mod tempfile_path {
 impl ParquetSink {
     /// Start a file with `schema`.
     pub fn new(schema: &Schema, opts: &ParquetOptions) -> Result<ParquetSink> {
-        let dir = std::env::temp_dir();
+        let dir = shared::hygiene::temp_dir();
         let (tmp, file) = tempfile_path::TempPath::create(&dir).map_err(|e| {
             Error::Shared(shared::Error::Io {
                 context: format!("creating a temp file in {}", dir.display()),
