@@ -51,6 +51,9 @@ impl Clock {
     }
 }
 
+/// Work left for the very end of a process, after its report is written (releasing leases).
+type ExitHook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 #[derive(Clone)]
 pub struct Context {
     pub store: Store,
@@ -59,6 +62,7 @@ pub struct Context {
     pub clock: Clock,
     /// Which signal cancelled the run (exit code 130 or 143), 0 if none.
     pub signal: Arc<AtomicI32>,
+    exit_hooks: Arc<std::sync::Mutex<Vec<ExitHook>>>,
 }
 
 impl Context {
@@ -70,6 +74,20 @@ impl Context {
             cancel: CancellationToken::new(),
             clock,
             signal: Arc::new(AtomicI32::new(0)),
+            exit_hooks: Arc::default(),
+        }
+    }
+
+    /// Run `f` once the run's last write (its report) is done.
+    pub fn at_exit(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.exit_hooks.lock().unwrap().push(Box::pin(f));
+    }
+
+    /// The work [`Context::at_exit`] left, in the order it was left.
+    pub async fn run_exit_hooks(&self) {
+        let hooks = std::mem::take(&mut *self.exit_hooks.lock().unwrap());
+        for h in hooks {
+            h.await;
         }
     }
 

@@ -482,7 +482,12 @@ where
         };
         let report = run(job, &ctx).await;
         if let Some(g) = guard {
-            g.release().await;
+            // Held until the report is written: a run without its liveness lease would have
+            // its staging folder swept by another job mid-write.
+            match &report {
+                Ok(_) => ctx.at_exit(g.release()),
+                Err(_) => g.release().await,
+            }
         }
         Ok((ctx, report?))
     })

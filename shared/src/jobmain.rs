@@ -37,7 +37,11 @@ where
     };
     let code = rt.block_on(async {
         match job.await {
-            Ok((ctx, report)) => finish(output, &ctx, &report).await,
+            Ok((ctx, report)) => {
+                let code = finish(output, &ctx, &report).await;
+                ctx.run_exit_hooks().await;
+                code
+            }
             Err(e) => {
                 let code = e
                     .downcast_ref::<Error>()

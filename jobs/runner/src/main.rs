@@ -329,6 +329,15 @@ fn run_dag(a: RunArgs) -> Result<i32, Error> {
         shared::lease::Policy::default().ttl,
         tokio_util::sync::CancellationToken::new(),
     ))?;
+    // What killed runs left (their staging, liveness leases and temp folders) goes first: a
+    // resumed run whose steps are all done starts no job that would sweep it.
+    if let Err(e) = rt.block_on(shared::hygiene::sweep(
+        &store,
+        &run_id,
+        &[std::env::temp_dir()],
+    )) {
+        tracing::warn!(error = %e, "sweeping what dead runs left");
+    }
     let store = store.for_run(&run_id);
     let opts = RunOptions {
         concurrency: a.concurrency,

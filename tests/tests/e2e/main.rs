@@ -12,6 +12,7 @@ mod convert;
 mod download;
 mod etl;
 mod extract;
+mod hygiene;
 mod runner;
 mod store;
 mod tail;

@@ -444,6 +444,271 @@ fn steps_run_what_they_need_and_json_logs_parse_line_by_line() {
     );
 }
 
+/// The datasets a run produces (not its manifests, reports and run state, which name runs and
+/// times): relative path → bytes.
+fn datasets(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = BTreeMap::new();
+    for d in [
+        "raw",
+        "csv",
+        "parquet",
+        "optimized",
+        "features",
+        "bars",
+        "final",
+    ] {
+        for (k, v) in tree(&store.join(d)) {
+            all.insert(format!("{d}/{k}"), v);
+        }
+    }
+    all
+}
+
+/// Every process descending from `pid` (the runner's jobs and services, their children).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        if let Some(ppid) = after.split(' ').nth(1).and_then(|x| x.parse::<u32>().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let q = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == q).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+fn signal(pids: &[u32], sig: &str) {
+    let mut c = Command::new("kill");
+    c.arg(format!("-{sig}"));
+    c.args(pids.iter().map(|p| p.to_string()));
+    let _ = c.stderr(Stdio::null()).status();
+}
+
+/// SIGKILL a process and everything under it at one instant: stopped first (so no child sees
+/// its parent die and shuts down cleanly), then killed.
+fn kill_tree(pid: u32) {
+    let mut seen = BTreeSet::new();
+    loop {
+        let now: Vec<u32> = descendants(pid)
+            .into_iter()
+            .filter(|p| !seen.contains(p))
+            .collect();
+        if now.is_empty() {
+            break;
+        }
+        signal(&now, "STOP");
+        seen.extend(now);
+    }
+    let all: Vec<u32> = seen.into_iter().collect();
+    signal(&all, "KILL");
+    // Dead once its files (and so its locks) are closed, as a killed pod's processes are before
+    // anything runs again: gone, or a zombie whose threads have all exited (no open file left).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in all {
+        loop {
+            let open = std::fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if open == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "process {p} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// What a killed run may leave and a later run must have swept: staging objects, a local
+/// store's partial writes (`…#N`), liveness leases of dead runs, temp folders.
+fn leftovers(store: &Path, tmp: &Path) -> Vec<String> {
+    let mut left: Vec<String> = walk(store)
+        .into_iter()
+        .map(|p| p.strip_prefix(store).unwrap().display().to_string())
+        .filter(|p| p.starts_with("_staging/") || p.starts_with("_leases/runs/") || p.contains('#'))
+        .collect();
+    if store.join("_staging").exists() {
+        left.push("_staging/ (a folder)".into());
+    }
+    left.extend(
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .map(|e| format!("temp: {}", e.unwrap().file_name().to_string_lossy())),
+    );
+    left
+}
+
+/// Kill-anywhere: the demo DAG (two symbols, three days) SIGKILLed with all its processes at
+/// random instants; each killed run is resumed, and the resumed store holds exactly the
+/// uninterrupted run's datasets and nothing a crash leaves (staging objects, partial writes,
+/// leases of dead runs, temp files). `PIPELINE_KILL_TRIALS` sets the number of kills (10 by
+/// default; `tests/bench/kill.sh` runs more), `PIPELINE_KILL_SEED` replays a trial.
+#[test]
+fn the_demo_dag_killed_anywhere_resumes_to_identical_outputs_and_leaves_nothing() {
+    bin_dir();
+    let kills: usize = std::env::var("PIPELINE_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("PIPELINE_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill-anywhere trial: {kills} kills, PIPELINE_KILL_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let range = [
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--start",
+        "2025-01-09",
+        "--end",
+        "2025-01-11",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |store: &Path| {
+        let mut c = demo(store, &range);
+        c.env("TMPDIR", tmp.path());
+        c
+    };
+
+    let reference = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let o = run(reference.path()).output().unwrap();
+    let full = t.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = datasets(reference.path());
+    assert!(
+        want.keys().any(|k| k.starts_with("final/")),
+        "{:?}",
+        want.keys()
+    );
+    assert_eq!(
+        leftovers(reference.path(), tmp.path()),
+        Vec::<String>::new()
+    );
+
+    let mut done = 0;
+    let mut attempts = 0;
+    while done < kills {
+        attempts += 1;
+        assert!(
+            attempts <= kills * 3,
+            "too many kills came after the run ended"
+        );
+        let store = tempfile::tempdir().unwrap();
+        let at = full.mul_f64(rng.f64() * 0.95);
+        let mut child = run(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_some() {
+            continue; // finished before the kill: not a trial
+        }
+        kill_tree(child.id());
+        child.wait().unwrap();
+        done += 1;
+        let o = run(store.path()).output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "resume after a kill at {at:?} (seed {seed}):\n{}",
+            stderr(&o)
+        );
+        let got = datasets(store.path());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "kill at {at:?} (seed {seed}): other files"
+        );
+        for (k, v) in &want {
+            assert!(got[k] == *v, "kill at {at:?} (seed {seed}): {k} differs");
+        }
+        assert_eq!(
+            leftovers(store.path(), tmp.path()),
+            Vec::<String>::new(),
+            "kill at {at:?} (seed {seed}): left behind"
+        );
+    }
+    eprintln!(
+        "kill-anywhere: {done} kills over a {:.1}s run, every resume identical",
+        full.as_secs_f64()
+    );
+}
+
+/// Two runners started at once on one store: each step's lease lets one of them work while
+/// the other waits (`--wait-lock`); together they do one run's work, and the store equals a
+/// serial run's. Without `--wait-lock`, a job whose lease is held exits 75 naming the holder.
+#[test]
+fn two_runners_on_one_store_do_the_work_once() {
+    bin_dir();
+    let range = [
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--start",
+        "2025-01-09",
+        "--end",
+        "2025-01-11",
+        "--wait-lock",
+        "5m",
+    ];
+    let serial = tempfile::tempdir().unwrap();
+    let o = demo(serial.path(), &range).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let done_of = |o: &Output| -> u64 {
+        summary(o)["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["counts"]["done"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let one_run = done_of(&o);
+
+    let shared_store = tempfile::tempdir().unwrap();
+    let a = demo(shared_store.path(), &range)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = demo(shared_store.path(), &range)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    assert_eq!(
+        done_of(&a) + done_of(&b),
+        one_run,
+        "the two runners did the work once between them"
+    );
+    let (want, got) = (datasets(serial.path()), datasets(shared_store.path()));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &want {
+        assert!(got[k] == *v, "{k} differs from the serial run's");
+    }
+}
+
 /// SIGTERM: forwarded to the running jobs, the run stops with 143 and says so.
 #[test]
 fn sigterm_is_forwarded_and_the_run_stops_cleanly() {
