@@ -820,6 +820,7 @@ fn validate_names_file_and_line_for_each_malformed_kind() {
         "dags/full.yaml",
         "dags/daily.yaml",
         "dags/hourly.yaml",
+        "dags/verify.yaml",
     ])
     .output()
     .unwrap();
