@@ -175,7 +175,25 @@ impl Store {
         Ok(Some(dir.join(format!("{:016x}", fastrand::u64(..)))))
     }
 
-    /// Write `bytes` to a staged local file; the caller moves it into place.
+    /// Write `bytes` to the staged local file and [`Store::place`] it; nothing stays staged.
+    async fn write_staged(
+        &self,
+        staged: &std::path::Path,
+        path: &str,
+        bytes: PutPayload,
+        replace: bool,
+    ) -> Result<bool> {
+        let r = match self.stage_bytes(staged, bytes).await {
+            Ok(()) => self.place(staged, path, replace),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            let _ = std::fs::remove_file(staged);
+        }
+        r
+    }
+
+    /// Write `bytes` to a staged local file.
     async fn stage_bytes(&self, staged: &std::path::Path, bytes: PutPayload) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let io = |e: std::io::Error| Error::Io {
@@ -291,15 +309,10 @@ impl Store {
     /// Atomic whole-object write: readers see the old object or the new one, never a part.
     pub async fn put(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<()> {
         if let Some(staged) = self.local_stage()? {
-            let r = async {
-                self.stage_bytes(&staged, bytes.into()).await?;
-                self.place(&staged, path, true)
-            }
-            .await;
-            if r.is_err() {
-                let _ = std::fs::remove_file(&staged);
-            }
-            return r.map(|_| ());
+            return self
+                .write_staged(&staged, path, bytes.into(), true)
+                .await
+                .map(|_| ());
         }
         self.inner
             .put(&Path::from(path), bytes.into())
@@ -311,15 +324,7 @@ impl Store {
     /// Create an object only if it does not exist. `Ok(false)` when it already exists.
     pub async fn put_if_absent(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
         if let Some(staged) = self.local_stage()? {
-            let r = async {
-                self.stage_bytes(&staged, bytes.into()).await?;
-                self.place(&staged, path, false)
-            }
-            .await;
-            if r.is_err() {
-                let _ = std::fs::remove_file(&staged);
-            }
-            return r;
+            return self.write_staged(&staged, path, bytes.into(), false).await;
         }
         let opts = PutOptions {
             mode: PutMode::Create,

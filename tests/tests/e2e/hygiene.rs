@@ -170,17 +170,7 @@ fn every_usage_error_exits_2_and_writes_nothing() {
         (&["--data-type", "candles"], "candles"),
         (&["--start", "2025-13-01"], "2025-13-01"),
     ];
-    let jobs = [
-        "download",
-        "extract",
-        "convert",
-        "optimize",
-        "validate",
-        "aggregate",
-        "bars",
-        "build-panel",
-        "tail",
-    ];
+    let jobs = shared::job::JobName::ALL.map(|j| j.as_str());
     let per_job: &[(&str, &[&str], &str)] = &[
         ("download", &["--source", "htp:/nowhere"], "--source"),
         ("download", &["--source", "not a url"], "--source"),

@@ -464,6 +464,16 @@ fn datasets(store: &Path) -> BTreeMap<String, Vec<u8>> {
     all
 }
 
+/// The demo DAG over two symbols and three days: a few seconds.
+const SMALL: [&str; 6] = [
+    "--symbols",
+    "BTCUSDT,ETHUSDT",
+    "--start",
+    "2025-01-09",
+    "--end",
+    "2025-01-11",
+];
+
 /// Every process descending from `pid` (the runner's jobs and services, their children).
 fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
@@ -570,14 +580,7 @@ fn the_demo_dag_killed_anywhere_resumes_to_identical_outputs_and_leaves_nothing(
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("kill-anywhere trial: {kills} kills, PIPELINE_KILL_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let range = [
-        "--symbols",
-        "BTCUSDT,ETHUSDT",
-        "--start",
-        "2025-01-09",
-        "--end",
-        "2025-01-11",
-    ];
+    let range = SMALL;
     let tmp = tempfile::tempdir().unwrap();
     let run = |store: &Path| {
         let mut c = demo(store, &range);
@@ -657,16 +660,7 @@ fn the_demo_dag_killed_anywhere_resumes_to_identical_outputs_and_leaves_nothing(
 #[test]
 fn two_runners_on_one_store_do_the_work_once() {
     bin_dir();
-    let range = [
-        "--symbols",
-        "BTCUSDT,ETHUSDT",
-        "--start",
-        "2025-01-09",
-        "--end",
-        "2025-01-11",
-        "--wait-lock",
-        "5m",
-    ];
+    let range = [&SMALL[..], &["--wait-lock", "5m"]].concat();
     let serial = tempfile::tempdir().unwrap();
     let o = demo(serial.path(), &range).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
