@@ -764,7 +764,8 @@ fn output(path: &str, bytes: &[u8], sha256: String, rows: u64) -> Output {
 /// for outputs too large to encode in memory at once.
 pub struct ParquetSink {
     tmp: tempfile_path::TempPath,
-    writer: polars::io::parquet::write::BatchedWriter<std::fs::File>,
+    // Buffered: the writer emits its thrift metadata field by field, a write call each.
+    writer: polars::io::parquet::write::BatchedWriter<std::io::BufWriter<std::fs::File>>,
     pages: PageEncoder,
     rows: u64,
 }
@@ -837,7 +838,7 @@ impl ParquetSink {
                 source: e,
             })
         })?;
-        let mut writer = writer(file, opts)?
+        let mut writer = writer(std::io::BufWriter::with_capacity(1 << 20, file), opts)?
             .batched(schema)
             .ctx(|| "starting a Parquet file".into())?;
         let pages = PageEncoder::new(&mut writer, schema, opts)?;
