@@ -268,6 +268,8 @@ pub struct Planner<'a> {
     /// Dry-run lines of units the plan settled itself (up to date, known missing).
     notes: Vec<String>,
     symbols: BTreeMap<String, Vec<String>>,
+    /// The manifests this run writes, compacted at its end.
+    writers: Vec<Arc<ManifestWriter>>,
 }
 
 impl Planner<'_> {
@@ -300,12 +302,14 @@ impl Planner<'_> {
 
     /// This job's manifest of (scope, symbol): the writer units record into, and what it holds.
     pub async fn manifest(
-        &self,
+        &mut self,
         scope: &str,
         symbol: &str,
     ) -> Result<(Arc<ManifestWriter>, Manifest)> {
         let (w, m) = ManifestWriter::open(&self.ctx.store, &self.stamp.key(scope, symbol)).await?;
-        Ok((Arc::new(w), m))
+        let w = Arc::new(w);
+        self.writers.push(w.clone());
+        Ok((w, m))
     }
 
     /// Whether the unit `prev` records is up to date for `inputs` — done from those inputs by
@@ -362,12 +366,14 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         tally: Tally::default(),
         notes: Vec::new(),
         symbols: BTreeMap::new(),
+        writers: Vec::new(),
     };
     let units = job.plan(&mut planner).await?;
     let Planner {
         mut tally,
         notes,
         symbols,
+        writers,
         ..
     } = planner;
     if common.dry_run {
@@ -448,6 +454,7 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         symbols,
     };
     let details = job.finish(ctx, totals, &mut end).await?;
+    compact(writers).await;
     // Nothing staged outlives its run: a unit that failed mid-way left its part here.
     if let Err(e) = crate::hygiene::clear_staging(&ctx.store, &ctx.run_id).await {
         tracing::warn!(error = %e, "removing this run's staging objects");
@@ -455,6 +462,21 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
     let mut tally = end.tally;
     let outcome = tally.outcome(ctx.cancel.is_cancelled());
     Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// Fold each manifest the run wrote into one object, so the next load (this job's next run, a
+/// downstream job's plan) reads one checkpoint instead of a delta per unit. A failure costs only
+/// speed: it is logged, and the log stays as it was.
+async fn compact(writers: Vec<Arc<ManifestWriter>>) {
+    use futures::StreamExt;
+    let mut done = futures::stream::iter(writers)
+        .map(|w| async move { w.compact().await })
+        .buffer_unordered(8);
+    while let Some(r) = done.next().await {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "compacting a manifest");
+        }
+    }
 }
 
 /// A job binary's `main`: parse nothing more, build the job from the common arguments (`make`

@@ -213,6 +213,8 @@ struct LogView {
     uncovered: BTreeSet<u64>,
     /// Checkpoints older than the latest.
     older_checkpoints: Vec<u64>,
+    /// Deltas present that the latest checkpoint covers (redundant, kept for readers).
+    covered_present: usize,
     /// Size of the latest checkpoint, and of the deltas it does not cover.
     checkpoint_bytes: u64,
     uncovered_bytes: u64,
@@ -251,7 +253,12 @@ struct Loading {
     view: LogView,
     deltas: BTreeSet<u64>,
     checkpoints: BTreeSet<u64>,
+    /// An object listed was gone when read (a writer compacted meanwhile): load again.
+    vanished: bool,
 }
+
+/// Loads of one manifest before giving up on a log that keeps changing under the reader.
+const LOAD_ATTEMPTS: usize = 5;
 
 impl Loading {
     fn listed<'a>(prefix: &str, paths: impl Iterator<Item = &'a str>) -> Loading {
@@ -281,6 +288,7 @@ impl Loading {
             },
             deltas,
             checkpoints,
+            vanished: false,
         }
     }
 
@@ -309,6 +317,8 @@ impl Loading {
             .filter(|c| Some(*c) != used)
             .collect();
         let covered = self.view.checkpoint.as_ref().map(|(_, c)| c);
+        self.view.covered_present =
+            covered.map_or(0, |c| self.deltas.iter().filter(|v| c.contains(v)).count());
         self.deltas
             .iter()
             .copied()
@@ -319,17 +329,39 @@ impl Loading {
     /// Merge delta `v` (`None`: deleted between list and get, so covered by a newer
     /// checkpoint whose entries are newer; a reload sees them there).
     fn add_delta(&mut self, v: u64, doc: Option<(DeltaDoc, u64)>) {
-        if let Some((doc, bytes)) = doc {
-            for e in doc.entries {
-                self.manifest.merge(e, v);
+        match doc {
+            Some((doc, bytes)) => {
+                for e in doc.entries {
+                    self.manifest.merge(e, v);
+                }
+                self.view.uncovered.insert(v);
+                self.view.uncovered_bytes += bytes;
             }
-            self.view.uncovered.insert(v);
-            self.view.uncovered_bytes += bytes;
+            None => self.vanished = true,
         }
     }
 }
 
+/// Load a manifest; a load that saw an object vanish (a writer compacting the log between the
+/// listing and the read) is done again, so no entry is ever missed.
 async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
+    for _ in 1..LOAD_ATTEMPTS {
+        let (l, vanished) = load_view_once(store, prefix).await?;
+        if !vanished {
+            return Ok(l);
+        }
+    }
+    let (l, vanished) = load_view_once(store, prefix).await?;
+    if vanished {
+        return Err(Error::Manifest {
+            path: prefix.to_string(),
+            reason: format!("its objects kept vanishing while read ({LOAD_ATTEMPTS} loads)"),
+        });
+    }
+    Ok(l)
+}
+
+async fn load_view_once(store: &Store, prefix: &str) -> Result<((Manifest, LogView), bool)> {
     if let Some(dir) = store.local_path(prefix) {
         let owned = prefix.to_string();
         return tokio::task::spawn_blocking(move || load_view_local(&dir, &owned))
@@ -346,6 +378,7 @@ async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
             l.use_checkpoint(cv, doc, bytes);
             break;
         }
+        l.vanished = true;
     }
     // The uncovered deltas are fetched 16 at a time (each is a round trip to the store) and
     // merged in version order.
@@ -361,13 +394,13 @@ async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
         let (v, doc) = got?;
         l.add_delta(v, doc);
     }
-    Ok((l.manifest, l.view))
+    Ok(((l.manifest, l.view), l.vanished))
 }
 
 /// [`load_view`] on a local folder: the listing and every read on one blocking thread, instead
 /// of a blocking-pool hop per object (a manifest is a few small files; the hops were most of
 /// the time a job spent planning).
-fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<(Manifest, LogView)> {
+fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<((Manifest, LogView), bool)> {
     let io = |path: &str, e: std::io::Error| Error::Io {
         context: format!("reading manifest {path}"),
         source: e,
@@ -397,6 +430,7 @@ fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<(Manifest, Log
             l.use_checkpoint(cv, parse_json(&path, &b)?, b.len() as u64);
             break;
         }
+        l.vanished = true;
     }
     for v in l.uncovered() {
         let path = delta_path(prefix, v);
@@ -405,7 +439,7 @@ fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<(Manifest, Log
             .transpose()?;
         l.add_delta(v, doc);
     }
-    Ok((l.manifest, l.view))
+    Ok(((l.manifest, l.view), l.vanished))
 }
 
 impl Manifest {
@@ -423,6 +457,8 @@ pub struct ManifestWriter {
     prefix: String,
     pending: StdMutex<Vec<Entry>>,
     log: Mutex<LogView>,
+    /// Whether this writer recorded anything (only then is there something to compact).
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 impl ManifestWriter {
@@ -436,6 +472,7 @@ impl ManifestWriter {
                 prefix,
                 pending: StdMutex::new(Vec::new()),
                 log: Mutex::new(view),
+                wrote: Default::default(),
             },
             m,
         ))
@@ -471,12 +508,49 @@ impl ManifestWriter {
             *log = fresh;
             v = log.max_version + 1;
         }
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
         log.max_version = v;
         log.uncovered.insert(v);
         log.uncovered_bytes += body.len() as u64;
         if log.wants_checkpoint() {
             self.checkpoint(log).await?;
         }
+        Ok(())
+    }
+
+    /// At the end of a run: fold this run's deltas into one checkpoint and delete every object
+    /// it makes redundant (the deltas it covers, the older checkpoints), so the next load reads
+    /// one object. A reader that listed a deleted object loads again ([`load_view`]). Nothing
+    /// happens when this writer recorded nothing or the log is one checkpoint already.
+    pub async fn compact(&self) -> Result<()> {
+        if !self.wrote.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut log = self.log.lock().await;
+        let (_, view) = load_view(&self.store, &self.prefix).await?;
+        if view.uncovered.is_empty()
+            && view.older_checkpoints.is_empty()
+            && view.covered_present == 0
+        {
+            return Ok(());
+        }
+        if !view.uncovered.is_empty() || view.checkpoint.is_none() {
+            self.checkpoint(&mut log).await?;
+        }
+        let (_, view) = load_view(&self.store, &self.prefix).await?;
+        if let Some((cv, covers)) = &view.checkpoint {
+            for v in covers {
+                self.store.delete(&delta_path(&self.prefix, *v)).await?;
+            }
+            for c in &view.older_checkpoints {
+                if c < cv {
+                    self.store
+                        .delete(&checkpoint_path(&self.prefix, *c))
+                        .await?;
+                }
+            }
+        }
+        *log = view;
         Ok(())
     }
 
@@ -519,6 +593,7 @@ impl ManifestWriter {
             checkpoint: Some((version, covers)),
             uncovered: BTreeSet::new(),
             older_checkpoints: view.checkpoint.iter().map(|(v, _)| *v).collect(),
+            covered_present: 0,
             checkpoint_bytes,
             uncovered_bytes: 0,
         };
@@ -775,6 +850,48 @@ mod tests {
             Manifest::load(&store, &key()).await.unwrap().len(),
             m.len() + 1
         );
+    }
+
+    /// A run's end folds its deltas into one checkpoint and deletes the rest; readers loading
+    /// all the while never miss an entry (a vanished object makes them load again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_leaves_one_object_and_readers_miss_nothing() {
+        for url in ["memory://", "local"] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store_of(url, dir.path());
+            for run in 0..3 {
+                let (w, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+                let n = 40 * (run + 1);
+                let reader = {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let mut seen = 0;
+                        for _ in 0..200 {
+                            let m = Manifest::load(&store, &key()).await.unwrap();
+                            assert!(m.len() >= seen, "{} entries after {seen}", m.len());
+                            seen = m.len();
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                };
+                for i in 0..n {
+                    w.record(entry(&format!("u{i}"), "r", i as i64))
+                        .await
+                        .unwrap();
+                }
+                w.compact().await.unwrap();
+                reader.await.unwrap();
+                let objs = store.list(&key().prefix()).await.unwrap();
+                assert_eq!(objs.len(), 1, "{url}: {objs:?}");
+                assert!(objs[0].0.ends_with(".checkpoint.json"), "{url}: {objs:?}");
+                assert_eq!(Manifest::load(&store, &key()).await.unwrap().len(), n);
+            }
+            // A writer that recorded nothing leaves the log alone.
+            let (w, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+            let before = store.list(&key().prefix()).await.unwrap();
+            w.compact().await.unwrap();
+            assert_eq!(store.list(&key().prefix()).await.unwrap(), before);
+        }
     }
 
     #[tokio::test]
