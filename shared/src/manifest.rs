@@ -535,22 +535,31 @@ impl ManifestWriter {
             return Ok(());
         }
         if !view.uncovered.is_empty() || view.checkpoint.is_none() {
+            // It leaves the log view at the new checkpoint, the previous one as the older.
             self.checkpoint(&mut log).await?;
+        } else {
+            *log = view;
         }
-        let (_, view) = load_view(&self.store, &self.prefix).await?;
-        if let Some((cv, covers)) = &view.checkpoint {
-            for v in covers {
-                self.store.delete(&delta_path(&self.prefix, *v)).await?;
-            }
-            for c in &view.older_checkpoints {
-                if c < cv {
-                    self.store
-                        .delete(&checkpoint_path(&self.prefix, *c))
-                        .await?;
-                }
-            }
+        if let Some((cv, covers)) = &log.checkpoint {
+            self.delete_covered(*cv, covers, &log.older_checkpoints)
+                .await?;
         }
-        *log = view;
+        log.older_checkpoints.clear();
+        log.covered_present = 0;
+        Ok(())
+    }
+
+    /// Delete what checkpoint `cv` makes redundant: the deltas it `covers` and the checkpoints
+    /// among `older` that precede it.
+    async fn delete_covered(&self, cv: u64, covers: &BTreeSet<u64>, older: &[u64]) -> Result<()> {
+        for v in covers {
+            self.store.delete(&delta_path(&self.prefix, *v)).await?;
+        }
+        for c in older.iter().filter(|c| **c < cv) {
+            self.store
+                .delete(&checkpoint_path(&self.prefix, *c))
+                .await?;
+        }
         Ok(())
     }
 
@@ -577,16 +586,8 @@ impl ManifestWriter {
         self.store.put_if_absent(&path, Bytes::from(body)).await?;
         // Cleanup: deltas the previous checkpoint covered, and checkpoints before it.
         if let Some((prev, prev_covers)) = &view.checkpoint {
-            for v in prev_covers {
-                self.store.delete(&delta_path(&self.prefix, *v)).await?;
-            }
-            for c in &view.older_checkpoints {
-                if c < prev {
-                    self.store
-                        .delete(&checkpoint_path(&self.prefix, *c))
-                        .await?;
-                }
-            }
+            self.delete_covered(*prev, prev_covers, &view.older_checkpoints)
+                .await?;
         }
         *log = LogView {
             max_version: version,
