@@ -26,8 +26,9 @@ use shared::{Context, Result};
 pub use month::{MonthResult, RestVsArchive, SourceChoice};
 
 /// Bumped whenever a month's bytes, path or manifest entry change, so every month is written
-/// anew: 4 records the days with duplicated rows as a typed `duplicate_days` field of the entry.
-pub const JOB_VERSION: &str = "4";
+/// anew: 5 gathers a month's days into row groups of `--row-group-rows` (a row group per day
+/// before) and compresses PLAIN float pages with LZ4 level 2.
+pub const JOB_VERSION: &str = "5";
 /// The job whose manifest lists the inputs.
 pub const UPSTREAM: JobName = JobName::CONVERT;
 /// The job whose manifest lists the REST partitions of the days the archive does not have yet.

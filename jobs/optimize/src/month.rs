@@ -119,7 +119,7 @@ pub(crate) async fn optimize(
     let blocking =
         tokio::task::spawn_blocking(move || -> Result<(Option<ParquetSink>, MonthResult)> {
             let mut window: BTreeMap<NaiveDate, DataFrame> = BTreeMap::new();
-            let mut sink: Option<ParquetSink> = None;
+            let mut groups = RowGroups::new(opts);
             let mut res = MonthResult::default();
             for day in days {
                 if cancel.is_cancelled() {
@@ -142,46 +142,30 @@ pub(crate) async fn optimize(
                 }
                 let parts: Vec<&DataFrame> =
                     [lo, day, hi].iter().filter_map(|d| window.get(d)).collect();
-                let Some((head, rest)) = parts.split_first() else {
+                if parts.is_empty() {
                     continue;
-                };
-                let mut all = (*head).clone();
-                for p in rest {
-                    all.vstack_mut(p)
-                        .ctx(|| format!("stacking partitions around {day}"))
-                        .map_err(Error::from)?;
                 }
                 let (start, end) = day_bounds_us(day);
-                let t = format.time_field;
-                let in_day = col(t)
-                    .cast(DataType::Int64)
-                    .gt_eq(lit(start))
-                    .and(col(t).cast(DataType::Int64).lt(lit(end)));
-                let sort_by: Vec<PlSmallStr> =
-                    format.sort.iter().map(|s| PlSmallStr::from(*s)).collect();
-                let key: Option<Vec<Expr>> = if format.key.is_empty() {
-                    None
-                } else {
-                    Some(format.key.iter().map(|k| col(*k)).collect())
-                };
-                let filtered = all
-                    .lazy()
-                    .filter(in_day)
-                    .sort(
-                        sort_by,
-                        SortMultipleOptions::default().with_maintain_order(true),
-                    )
-                    .collect()
+                let filtered = day_rows(format, &parts, start, end)
                     .ctx(|| format!("sorting {day}"))
                     .map_err(Error::from)?;
-                let before = filtered.height() as u64;
-                let mut deduped = filtered
-                    .lazy()
-                    .unique_stable_generic(key, UniqueKeepStrategy::First)
-                    .collect()
-                    .ctx(|| format!("deduplicating {day}"))
-                    .map_err(Error::from)?;
-                deduped.rechunk_mut();
+                let before = filtered.rows.height() as u64;
+                let deduped = if filtered.unique {
+                    filtered.rows
+                } else {
+                    let key: Option<Vec<Expr>> = if format.key.is_empty() {
+                        None
+                    } else {
+                        Some(format.key.iter().map(|k| col(*k)).collect())
+                    };
+                    filtered
+                        .rows
+                        .lazy()
+                        .unique_stable_generic(key, UniqueKeepStrategy::First)
+                        .collect()
+                        .ctx(|| format!("deduplicating {day}"))
+                        .map_err(Error::from)?
+                };
                 res.rows_in += before;
                 res.rows_out += deduped.height() as u64;
                 res.duplicates_removed += before - deduped.height() as u64;
@@ -189,17 +173,9 @@ pub(crate) async fn optimize(
                     res.duplicate_days
                         .push((day, before - deduped.height() as u64));
                 }
-                if deduped.height() == 0 {
-                    continue;
-                }
-                if sink.is_none() {
-                    sink = Some(ParquetSink::new(deduped.schema(), &opts).map_err(Error::from)?);
-                }
-                sink.as_mut()
-                    .expect("created")
-                    .write(&deduped)
-                    .map_err(Error::from)?;
+                groups.push(deduped).map_err(Error::from)?;
             }
+            let sink = groups.finish().map_err(Error::from)?;
             Ok((sink, res))
         });
     let (sink, mut res) = blocking.await.map_err(|e| Error::Io {
@@ -361,6 +337,178 @@ async fn compare_rest(
     Ok(out)
 }
 
+/// The month's days gathered into row groups of `row_group_rows` rows (the last one shorter), so
+/// a month of 1m klines or of funding is one row group, not one per day: readers then fetch one
+/// footer entry and one page per column, and the float encoding is chosen and compressed once
+/// over the month. At most a row group plus a day is held.
+struct RowGroups {
+    opts: ParquetOptions,
+    sink: Option<ParquetSink>,
+    pending: Option<DataFrame>,
+}
+
+impl RowGroups {
+    fn new(opts: ParquetOptions) -> RowGroups {
+        RowGroups {
+            opts,
+            sink: None,
+            pending: None,
+        }
+    }
+
+    fn target(&self) -> usize {
+        self.opts.row_group_rows.unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Add a day's rows; writes every full row group.
+    fn push(&mut self, day: DataFrame) -> frames::Result<()> {
+        if day.height() == 0 {
+            return Ok(());
+        }
+        let mut pending = match self.pending.take() {
+            None => day,
+            Some(mut p) => {
+                p.vstack_mut_owned(day)
+                    .ctx(|| "stacking days".to_string())?;
+                p
+            }
+        };
+        let target = self.target();
+        if pending.height() >= target {
+            pending.rechunk_mut();
+            let mut at = 0;
+            while pending.height() - at >= target {
+                self.write(&pending.slice(at as i64, target))?;
+                at += target;
+            }
+            pending = pending.slice(at as i64, pending.height() - at);
+        }
+        self.pending = (pending.height() > 0).then_some(pending);
+        Ok(())
+    }
+
+    fn write(&mut self, group: &DataFrame) -> frames::Result<()> {
+        if self.sink.is_none() {
+            self.sink = Some(ParquetSink::new(group.schema(), &self.opts)?);
+        }
+        self.sink.as_mut().expect("created").write(group)
+    }
+
+    /// Write what is pending; the sink, if any row was written.
+    fn finish(mut self) -> frames::Result<Option<ParquetSink>> {
+        if let Some(mut rest) = self.pending.take() {
+            rest.rechunk_mut();
+            self.write(&rest)?;
+        }
+        Ok(self.sink)
+    }
+}
+
+/// A day's rows gathered from its partitions, sorted by the dataset's sort columns.
+struct DayRows {
+    rows: DataFrame,
+    /// Whether the rows are known to be unique on the dataset's key (it strictly increases), so
+    /// deduplicating would remove nothing. `false` when not known.
+    unique: bool,
+}
+
+/// The rows of `parts` whose time falls in `[start, end)`, in sort order. The partitions
+/// arrive sorted and hold (nearly) only their own day, so the rows usually are in order once
+/// filtered and stacked: that is checked in one pass over the sort and key columns, and only a
+/// day that is not (a shuffled file, an overlap between daily and monthly publications) pays
+/// for a stable sort. The result is the same either way.
+fn day_rows(
+    format: &shared::formats::Format,
+    parts: &[&DataFrame],
+    start: i64,
+    end: i64,
+) -> PolarsResult<DayRows> {
+    let t = format.time_field;
+    let mut all: Option<DataFrame> = None;
+    for p in parts {
+        let times = p.column(t)?.cast(&DataType::Int64)?;
+        let times = times.i64()?;
+        let inside = times
+            .iter()
+            .all(|v| v.is_some_and(|v| (start..end).contains(&v)));
+        let rows = if inside {
+            (*p).clone()
+        } else {
+            let mask: BooleanChunked = times
+                .iter()
+                .map(|v| v.is_some_and(|v| (start..end).contains(&v)))
+                .collect();
+            p.filter(&mask)?
+        };
+        match &mut all {
+            None => all = Some(rows),
+            Some(acc) => {
+                acc.vstack_mut_owned(rows)?;
+            }
+        }
+    }
+    let all = all.unwrap_or_default();
+    if let Some(unique) = in_order(format, &all)? {
+        return Ok(DayRows { rows: all, unique });
+    }
+    let sort_by: Vec<PlSmallStr> = format.sort.iter().map(|s| PlSmallStr::from(*s)).collect();
+    let rows = all
+        .lazy()
+        .sort(
+            sort_by,
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()?;
+    Ok(DayRows {
+        rows,
+        unique: false,
+    })
+}
+
+/// Whether `df` is already in the order of the dataset's sort columns (`Some`: a stable sort
+/// would change nothing), and if so whether its key strictly increases, i.e. is unique
+/// (`Some(true)`). `None` when it is out of order or that cannot be told cheaply: a sort column
+/// that is not an integer or time, or has nulls.
+fn in_order(format: &shared::formats::Format, df: &DataFrame) -> PolarsResult<Option<bool>> {
+    let ints = |name: &str| -> PolarsResult<Option<Vec<i64>>> {
+        let c = df.column(name)?;
+        if !(c.dtype().is_integer() || c.dtype().is_temporal()) || c.null_count() > 0 {
+            return Ok(None);
+        }
+        let c = c.cast(&DataType::Int64)?;
+        Ok(Some(c.i64()?.into_no_null_iter().collect()))
+    };
+    let mut sort = Vec::with_capacity(format.sort.len());
+    for name in format.sort {
+        match ints(name)? {
+            Some(v) => sort.push(v),
+            None => return Ok(None),
+        }
+    }
+    let n = df.height();
+    // Lexicographic order of the sort columns, row by row: `Less` strictly, `Equal` ties.
+    let mut strict = true;
+    for i in 1..n {
+        match sort.iter().map(|c| c[i - 1].cmp(&c[i])).find(|o| o.is_ne()) {
+            Some(std::cmp::Ordering::Greater) => return Ok(None),
+            Some(_) => {}
+            None => strict = false,
+        }
+    }
+    // The key is unique when it is the sort columns and the order is strict, or a single
+    // column that strictly increases.
+    let unique = match format.key {
+        [] => false,
+        key if key == format.sort => strict,
+        [k] => match ints(k)? {
+            Some(v) => v.windows(2).all(|w| w[0] < w[1]),
+            None => false,
+        },
+        _ => false,
+    };
+    Ok(Some(unique))
+}
+
 /// `[start, end)` of a UTC day in µs.
 fn day_bounds_us(day: NaiveDate) -> (i64, i64) {
     let start = shared::time::day_start_us(day);
@@ -413,6 +561,118 @@ mod tests {
             (choices[1].daily_rows, choices[1].monthly_rows),
             (1440, 700)
         );
+    }
+
+    /// A klines-shaped frame: `open_time` in µs and a value column.
+    fn klines(times: &[i64]) -> DataFrame {
+        let v: Vec<f64> = times.iter().map(|t| *t as f64).collect();
+        DataFrame::new(
+            times.len(),
+            vec![
+                Column::new("open_time".into(), times)
+                    .cast(&frames::time_dtype())
+                    .unwrap(),
+                Column::new("close".into(), v),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn times(df: &DataFrame) -> Vec<i64> {
+        let c = df
+            .column("open_time")
+            .unwrap()
+            .cast(&DataType::Int64)
+            .unwrap();
+        c.i64().unwrap().into_no_null_iter().collect()
+    }
+
+    const M: i64 = 60_000_000;
+
+    #[test]
+    fn a_day_in_order_is_taken_as_it_is_and_its_neighbours_rows_are_cut() {
+        let k = &shared::formats::KLINES;
+        let (start, end) = (1_000 * M, 1_000 * M + 1_440 * M);
+        let before = klines(&[start - 2 * M, start - M, start]);
+        let day = klines(&[start + M, start + 2 * M]);
+        let after = klines(&[end - M, end, end + M]);
+        let got = day_rows(k, &[&before, &day, &after], start, end).unwrap();
+        assert!(got.unique);
+        assert_eq!(
+            times(&got.rows),
+            vec![start, start + M, start + 2 * M, end - M]
+        );
+    }
+
+    #[test]
+    fn a_shuffled_or_duplicated_day_is_sorted_and_left_to_deduplicate() {
+        let k = &shared::formats::KLINES;
+        let (start, end) = (0, 1_440 * M);
+        let shuffled = klines(&[2 * M, M, 3 * M]);
+        let got = day_rows(k, &[&shuffled], start, end).unwrap();
+        assert!(!got.unique);
+        assert_eq!(times(&got.rows), vec![M, 2 * M, 3 * M]);
+        // In order but with a repeated minute: no sort needed, but deduplication is.
+        let repeated = klines(&[M, 2 * M, 2 * M, 3 * M]);
+        let got = day_rows(k, &[&repeated], start, end).unwrap();
+        assert!(!got.unique);
+        assert_eq!(times(&got.rows), vec![M, 2 * M, 2 * M, 3 * M]);
+        // Two partitions that overlap in time: stacked out of order, so sorted (stably).
+        let (a, b) = (klines(&[M, 3 * M]), klines(&[2 * M, 4 * M]));
+        let got = day_rows(k, &[&a, &b], start, end).unwrap();
+        assert!(!got.unique);
+        assert_eq!(times(&got.rows), vec![M, 2 * M, 3 * M, 4 * M]);
+    }
+
+    #[tokio::test]
+    async fn days_are_gathered_into_row_groups_of_the_asked_size() {
+        let dir = std::env::temp_dir().join(format!("optimize-rg-{}", std::process::id()));
+        let store = shared::Store::open(dir.to_str().unwrap()).unwrap();
+        let groups_of = |target: usize, days: Vec<DataFrame>| {
+            let store = store.clone();
+            let dir = dir.clone();
+            async move {
+                let mut g = RowGroups::new(ParquetOptions {
+                    row_group_rows: Some(target),
+                    ..ParquetOptions::default()
+                });
+                for d in days {
+                    g.push(d).unwrap();
+                }
+                let Some(sink) = g.finish().unwrap() else {
+                    return (vec![], vec![]);
+                };
+                sink.finish(&store, "m.parquet").await.unwrap();
+                let f = frames::file::ParquetFile::open(&dir.join("m.parquet"), "m").unwrap();
+                let sizes = (0..f.num_row_groups())
+                    .map(|rg| f.read_frame(rg).unwrap().height())
+                    .collect::<Vec<_>>();
+                let all = (0..f.num_row_groups())
+                    .flat_map(|rg| times(&f.read_frame(rg).unwrap()))
+                    .collect::<Vec<_>>();
+                (sizes, all)
+            }
+        };
+        let days = || {
+            vec![
+                klines(&[1, 2, 3]),
+                klines(&[]),
+                klines(&[4, 5, 6]),
+                klines(&[7, 8, 9]),
+            ]
+        };
+        let (sizes, all) = groups_of(4, days()).await;
+        assert_eq!(sizes, vec![4, 4, 1]);
+        assert_eq!(all, (1..=9).collect::<Vec<i64>>());
+        // The default: the whole month in one row group.
+        let (sizes, _) = groups_of(1 << 20, days()).await;
+        assert_eq!(sizes, vec![9]);
+        // A day larger than a row group is cut into several.
+        let (sizes, _) = groups_of(2, vec![klines(&[1, 2, 3, 4, 5])]).await;
+        assert_eq!(sizes, vec![2, 2, 1]);
+        // Nothing to write: no file.
+        assert_eq!(groups_of(2, vec![klines(&[])]).await.0, Vec::<usize>::new());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

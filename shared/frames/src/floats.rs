@@ -18,7 +18,7 @@
 //! kline prices: 110 kB zstd, 151 kB LZ4, 195 kB split; tests/README.md, "Float encodings").
 //! Files read far more often than written (`optimize`'s months feed every later job
 //! and every study) ask for LZ4 ([`crate::FloatEncoding::ChosenLz4`]): their PLAIN pages are
-//! written LZ4_RAW (high-compression mode, level [`LZ4_LEVEL`]) when that costs at most
+//! written LZ4_RAW (level [`LZ4_LEVEL`]) when that costs at most
 //! [`LZ4_MAX_GROWTH`] times zstd's bytes on the sample, and zstd otherwise. Every reader used
 //! here (Polars, PyArrow, DuckDB) reads LZ4_RAW.
 
@@ -44,10 +44,11 @@ const DICT_MAX: usize = 1 << 16;
 const SAMPLE: (usize, usize) = (1024, 4096);
 /// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
 const TRIAL_LEVEL: i32 = 1;
-/// LZ4's high-compression level for PLAIN float pages: on decimal prices and volumes it writes
-/// 8–17% fewer bytes than the fast mode and still compresses at ≈ 110–140 MB/s; its output
-/// inflates as fast as the fast mode's (levels above 6 gain 1–2% at a tenth of the speed).
-pub(crate) const LZ4_LEVEL: i32 = 3;
+/// LZ4's level for PLAIN float pages: 2, liblz4's middle strategy (1.10). On the simulator's
+/// decimal kline columns it writes 5–12% fewer bytes than the fast mode at 130–260 MB/s, 2–3×
+/// the speed of level 3 (the hash-chain search proper: another 5–22% fewer bytes at 40–80 MB/s,
+/// which made it a third of `optimize`'s CPU). Every level's output inflates at the same speed.
+pub(crate) const LZ4_LEVEL: i32 = 2;
 /// How many times zstd's bytes (on the sample) a PLAIN page may take to be written LZ4 instead:
 /// reading decimals 3× faster is worth a third more bytes, not twice as many (where zstd's
 /// entropy coding does most of the work, LZ4 loses far more than that and zstd stays).
