@@ -161,6 +161,17 @@ impl Store {
         }
     }
 
+    /// The local file of `path` when the store is local, written by a run, and `path` lies in
+    /// that run's own staging folder (`_staging/<run id>/…`).
+    fn own_staging(&self, path: &str) -> Option<std::path::PathBuf> {
+        let run = self.run.as_deref()?;
+        let rest = path
+            .strip_prefix(crate::hygiene::STAGING)?
+            .strip_prefix('/')?;
+        rest.strip_prefix(run)?.strip_prefix('/')?;
+        self.local_path(path)
+    }
+
     /// A fresh local file under this run's staging folder, with its folder made, when the store
     /// is local and written by a run.
     fn local_stage(&self) -> Result<Option<std::path::PathBuf>> {
@@ -308,6 +319,21 @@ impl Store {
 
     /// Atomic whole-object write: readers see the old object or the new one, never a part.
     pub async fn put(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        if let Some(target) = self.own_staging(path) {
+            // Nothing reads this run's staging folder but the run, after the write returned,
+            // and a dead run's is swept: the file is written where it goes, without a second
+            // staged copy and a rename.
+            let bytes: PutPayload = bytes.into();
+            if let Some(dir) = target.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| Error::Io {
+                        context: format!("creating {}", dir.display()),
+                        source: e,
+                    })?;
+            }
+            return self.stage_bytes(&target, bytes).await;
+        }
         if let Some(staged) = self.local_stage()? {
             return self
                 .write_staged(&staged, path, bytes.into(), true)
@@ -550,6 +576,28 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["b.json", "c.json", "d.bin"]);
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join("_staging/r1/.w"))
+            .unwrap()
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        // The run's own staging folder is written in place; another run's is not its own.
+        store
+            .put("_staging/r1/convert/x/2024-01-02.parquet", b"s".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("_staging/r1/convert/x/2024-01-02.parquet")).unwrap(),
+            b"s"
+        );
+        let r1 = dir.path().join("_staging/r1");
+        assert!(
+            store
+                .own_staging("_staging/r1/a")
+                .is_some_and(|p| p == r1.join("a"))
+        );
+        assert!(store.own_staging("_staging/r10/a").is_none());
+        assert!(store.own_staging("_staging/r2/a").is_none());
+        assert!(store.own_staging("a/_staging/r1/a").is_none());
         let staged: Vec<_> = std::fs::read_dir(dir.path().join("_staging/r1/.w"))
             .unwrap()
             .collect();

@@ -86,7 +86,15 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
-    let staging = format!("_staging/{}/{}", ctx.run_id, JobName::CONVERT);
+    // This unit's own staging folder: one folder per unit, not one per day (each folder is an
+    // inode to create and remove), and a failed unit clears only its own staged days.
+    let staging = format!(
+        "_staging/{}/{}/{}{}",
+        ctx.run_id,
+        JobName::CONVERT,
+        u.file.dataset.parquet_symbol_dir(&u.file.symbol),
+        u.file.date
+    );
     let env = Env {
         handle: tokio::runtime::Handle::current(),
         store: ctx.store.clone(),
@@ -122,14 +130,7 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
     let (written, res) = match result {
         Ok(v) => v,
         Err(e) => {
-            let _ = delete_prefix(
-                ctx,
-                &format!(
-                    "{staging}/{}",
-                    u.file.dataset.parquet_symbol_dir(&u.file.symbol)
-                ),
-            )
-            .await;
+            let _ = delete_prefix(ctx, &staging).await;
             return Err(e);
         }
     };
@@ -571,7 +572,7 @@ impl Router<'_> {
             // it is written in place; a month's days are staged until the month parsed.
             let at = match self.file.date {
                 FileDate::Day(_) => final_path.clone(),
-                FileDate::Month { .. } => format!("{}/{final_path}", self.env.staging),
+                FileDate::Month { .. } => format!("{}/{day}.parquet", self.env.staging),
             };
             self.send(
                 day,
@@ -811,7 +812,7 @@ mod tests {
             assert_eq!(rows.iter().sum::<u64>(), 7);
             let first = &written[0];
             assert_eq!(first.time_span, Some([d(1, 0) * 1000, d(1, 23) * 1000]));
-            assert!(first.at.starts_with("_staging/t/convert/parquet/"));
+            assert!(first.at.starts_with("_staging/t/convert/"));
             assert_eq!(
                 first.output.path,
                 "parquet/futures-um/aggTrades/symbol=BTCUSDT/date=2024-02-01/part-monthly.parquet"
