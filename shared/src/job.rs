@@ -258,6 +258,11 @@ pub struct End {
     pub symbols: BTreeMap<String, Vec<String>>,
 }
 
+/// How long a unit's manifest entry may wait to be written with the next ones (group commit):
+/// a run of many small units writes a delta per second and manifest, not one per unit. A run
+/// killed meanwhile redoes at most this much of its last work.
+pub const RECORD_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a job's plan works with: the run's context and arguments, the symbols and manifests, and
 /// the tally of units found up to date, missing or to warn about.
 pub struct Planner<'a> {
@@ -307,7 +312,7 @@ impl Planner<'_> {
         symbol: &str,
     ) -> Result<(Arc<ManifestWriter>, Manifest)> {
         let (w, m) = ManifestWriter::open(&self.ctx.store, &self.stamp.key(scope, symbol)).await?;
-        let w = Arc::new(w);
+        let w = w.deferred(RECORD_WINDOW);
         self.writers.push(w.clone());
         Ok((w, m))
     }
@@ -453,6 +458,9 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         seconds: t0.elapsed().as_secs_f64().max(1e-9),
         symbols,
     };
+    // Every unit's entry in the store before the run reports (and before `finish`, which may
+    // fail): what was recorded is never lost to an error after it.
+    flush(&writers).await?;
     let details = job.finish(ctx, totals, &mut end).await?;
     compact(writers).await;
     // Nothing staged outlives its run: a unit that failed mid-way left its part here.
@@ -462,6 +470,21 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
     let mut tally = end.tally;
     let outcome = tally.outcome(ctx.cancel.is_cancelled());
     Ok(header.report(ctx, outcome, tally, bytes, details))
+}
+
+/// Write the entries the run's manifests hold back ([`ManifestWriter::deferred`]).
+async fn flush(writers: &[Arc<ManifestWriter>]) -> Result<()> {
+    use futures::StreamExt;
+    let mut done = futures::stream::iter(writers)
+        .map(|w| w.flush())
+        .buffer_unordered(8);
+    let mut first = None;
+    while let Some(r) = done.next().await {
+        if let Err(e) = r {
+            first = first.or(Some(e));
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Fold each manifest the run wrote into one object, so the next load (this job's next run, a

@@ -175,6 +175,12 @@ struct DeltaDoc {
     entries: Vec<Entry>,
 }
 
+/// A [`DeltaDoc`] to write, borrowing its entries.
+#[derive(Serialize)]
+struct DeltaRef<'a> {
+    entries: &'a [Entry],
+}
+
 #[derive(Serialize, Deserialize)]
 struct CheckpointDoc {
     version: u64,
@@ -455,11 +461,24 @@ impl Manifest {
 pub struct ManifestWriter {
     store: Store,
     prefix: String,
-    pending: StdMutex<Vec<Entry>>,
+    pending: StdMutex<Pending>,
     log: Mutex<LogView>,
     /// Whether this writer recorded anything (only then is there something to compact).
     wrote: std::sync::atomic::AtomicBool,
+    /// Group commit ([`ManifestWriter::deferred`]): how long a recorded entry may wait to be
+    /// written with the ones after it. `None`: each record is in the store when it returns.
+    defer: Option<std::time::Duration>,
 }
+
+/// Entries recorded and not yet written, and when the oldest of them was.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Entry>,
+    since: Option<std::time::Instant>,
+}
+
+/// Most entries a deferred writer holds before it writes them.
+pub const DEFER_MAX_ENTRIES: usize = 1024;
 
 impl ManifestWriter {
     /// Open a manifest for writing, returning its current state too.
@@ -470,30 +489,97 @@ impl ManifestWriter {
             ManifestWriter {
                 store: store.clone(),
                 prefix,
-                pending: StdMutex::new(Vec::new()),
+                pending: StdMutex::new(Pending::default()),
                 log: Mutex::new(view),
                 wrote: Default::default(),
+                defer: None,
             },
             m,
         ))
     }
 
-    /// Record one entry; returns when it (or a batch holding it) is in the store.
+    /// Make this writer commit in groups: a recorded entry is written with those recorded
+    /// after it, once the oldest has waited `window` (a background task writes it then if no
+    /// record does) or [`DEFER_MAX_ENTRIES`] wait. A run of many small units then writes a
+    /// delta a second instead of one per unit — on S3 a PUT each. The owner must call
+    /// [`ManifestWriter::flush`] before it ends; a process killed meanwhile loses at most the
+    /// last `window` of records, and its next run redoes those units.
+    pub fn deferred(self, window: std::time::Duration) -> std::sync::Arc<ManifestWriter> {
+        let w = std::sync::Arc::new(ManifestWriter {
+            defer: Some(window),
+            ..self
+        });
+        let weak = std::sync::Arc::downgrade(&w);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(window).await;
+                let Some(w) = weak.upgrade() else { return };
+                if w.due()
+                    && let Err(e) = w.flush().await
+                {
+                    tracing::warn!(manifest = %w.prefix, error = %e, "writing recorded entries; retried at the next record or flush");
+                }
+            }
+        });
+        w
+    }
+
+    /// Whether the oldest pending entry has waited its window.
+    fn due(&self) -> bool {
+        let p = self.pending.lock().expect("not poisoned");
+        match (p.since, self.defer) {
+            (Some(since), Some(window)) => since.elapsed() >= window,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Record one entry. It is in the store when this returns, unless the writer is
+    /// [`ManifestWriter::deferred`]: then once its group is written.
     pub async fn record(&self, entry: Entry) -> Result<()> {
-        self.pending.lock().expect("not poisoned").push(entry);
+        {
+            let mut p = self.pending.lock().expect("not poisoned");
+            p.entries.push(entry);
+            let since = *p.since.get_or_insert_with(std::time::Instant::now);
+            if let Some(window) = self.defer
+                && since.elapsed() < window
+                && p.entries.len() < DEFER_MAX_ENTRIES
+            {
+                return Ok(());
+            }
+        }
+        self.flush().await
+    }
+
+    /// Write every entry recorded and not yet written, as one delta. On failure they stay
+    /// pending, for the next flush.
+    pub async fn flush(&self) -> Result<()> {
         let mut log = self.log.lock().await;
-        let batch = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
+        let batch = {
+            let mut p = self.pending.lock().expect("not poisoned");
+            p.since = None;
+            std::mem::take(&mut p.entries)
+        };
         if batch.is_empty() {
             return Ok(()); // an earlier holder of the lock flushed ours
         }
-        self.write_delta(&mut log, batch).await
+        match self.write_delta(&mut log, &batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut p = self.pending.lock().expect("not poisoned");
+                let later = std::mem::replace(&mut p.entries, batch);
+                p.entries.extend(later);
+                p.since.get_or_insert_with(std::time::Instant::now);
+                Err(e)
+            }
+        }
     }
 
-    async fn write_delta(&self, log: &mut LogView, entries: Vec<Entry>) -> Result<()> {
+    async fn write_delta(&self, log: &mut LogView, entries: &[Entry]) -> Result<()> {
         let path_for = |v| delta_path(&self.prefix, v);
         let body =
             Bytes::from(
-                serde_json::to_vec(&DeltaDoc { entries }).map_err(|e| Error::Json {
+                serde_json::to_vec(&DeltaRef { entries }).map_err(|e| Error::Json {
                     context: format!("serializing a delta of {}", self.prefix),
                     source: e,
                 })?,
@@ -523,6 +609,7 @@ impl ManifestWriter {
     /// one object. A reader that listed a deleted object loads again ([`load_view`]). Nothing
     /// happens when this writer recorded nothing or the log is one checkpoint already.
     pub async fn compact(&self) -> Result<()> {
+        self.flush().await?;
         if !self.wrote.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
@@ -828,6 +915,59 @@ mod tests {
             );
             assert!(objs.len() < 150, "{url}: {} objects", objs.len());
         }
+    }
+
+    /// A deferred writer holds entries back until its window passes (a background task writes
+    /// them then), it holds too many, or it is flushed; a failed write keeps them pending.
+    #[tokio::test]
+    async fn a_deferred_writer_commits_in_groups_and_loses_nothing() {
+        let store = Store::open("memory://").unwrap();
+        let deltas = |store: Store| async move {
+            let objs = store.list(&key().prefix()).await.unwrap();
+            objs.iter()
+                .filter(|(p, _)| !p.contains("checkpoint"))
+                .count()
+        };
+        let (w, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+        let w = w.deferred(std::time::Duration::from_secs(3600));
+        for i in 0..10 {
+            w.record(entry(&format!("u{i}"), "r", i)).await.unwrap();
+        }
+        assert!(Manifest::load(&store, &key()).await.unwrap().is_empty());
+        w.flush().await.unwrap();
+        assert_eq!(Manifest::load(&store, &key()).await.unwrap().len(), 10);
+        assert_eq!(deltas(store.clone()).await, 1);
+        // A full group is written by the record that fills it.
+        for i in 0..DEFER_MAX_ENTRIES {
+            w.record(entry(&format!("v{i}"), "r", i as i64))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            Manifest::load(&store, &key()).await.unwrap().len(),
+            10 + DEFER_MAX_ENTRIES
+        );
+        assert_eq!(deltas(store.clone()).await, 2);
+
+        // With a short window, the background task writes what waits, with no further record.
+        let store = Store::open("memory://").unwrap();
+        let (w, _) = ManifestWriter::open(&store, &key()).await.unwrap();
+        let w = w.deferred(std::time::Duration::from_millis(50));
+        w.record(entry("a", "r", 1)).await.unwrap();
+        w.record(entry("b", "r", 2)).await.unwrap();
+        let t0 = std::time::Instant::now();
+        while Manifest::load(&store, &key()).await.unwrap().len() < 2 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(deltas(store.clone()).await, 1);
+        // Compaction flushes first: nothing recorded is left out of the checkpoint.
+        w.record(entry("c", "r", 3)).await.unwrap();
+        w.compact().await.unwrap();
+        assert_eq!(Manifest::load(&store, &key()).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -32,6 +32,43 @@ struct Args {
     /// Keep the store here instead of a temp folder.
     #[arg(long)]
     store: Option<PathBuf>,
+    /// With `--store` of an earlier run of the same size: keep its downloaded zips and the
+    /// download manifest, remove everything else, so the steps after download run afresh
+    /// without waiting for the simulator (download then has nothing to fetch).
+    #[arg(long, requires = "store")]
+    reuse_download: bool,
+}
+
+/// Remove every object of `store` but the mirrored archive and download's manifest.
+fn keep_download_only(store: &Path) -> anyhow::Result<()> {
+    if !store.join("raw").is_dir() || !store.join("_manifest/download").is_dir() {
+        bail!(
+            "--reuse-download: {} holds no download (raw/ and _manifest/download/)",
+            store.display()
+        );
+    }
+    for e in std::fs::read_dir(store)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == "raw" {
+            continue;
+        }
+        if name == "_manifest" {
+            for m in std::fs::read_dir(e.path())? {
+                let m = m?;
+                if m.file_name() != "download" {
+                    std::fs::remove_dir_all(m.path())?;
+                }
+            }
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -283,6 +320,9 @@ fn main() -> anyhow::Result<()> {
     let (mut sim, url) = start_sim(&config(a.symbols, start, extra_day), tmp.path())?;
     let sim_pid = sim.id();
     let store = a.store.clone().unwrap_or_else(|| tmp.path().join("store"));
+    if a.reuse_download {
+        keep_download_only(&store)?;
+    }
     let dag_path = tmp.path().join("bench.yaml");
     std::fs::write(&dag_path, dag(&url, &store, a.symbols, start, end))?;
     let conc = a.concurrency.to_string();
