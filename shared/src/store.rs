@@ -462,12 +462,24 @@ impl Store {
         self.local_root.as_ref().map(|root| root.join(path))
     }
 
-    /// Upload a local file to `path` (streamed in parts; atomic: the object appears whole).
+    /// Upload a local file to `path` (streamed in parts; atomic: the object appears whole). A
+    /// local store on the file's file system takes it as a hard link, not a copy (a CSV month
+    /// is hundreds of MB): the caller must not change the file afterwards, only remove it.
     pub async fn put_file(&self, path: &str, file: &std::path::Path) -> Result<u64> {
         use tokio::io::AsyncReadExt;
         if let Some(staged) = self.local_stage()? {
-            let r = tokio::fs::copy(file, &staged)
-                .await
+            let linked = std::fs::hard_link(file, &staged)
+                .and_then(|()| std::fs::metadata(&staged))
+                .map(|m| m.len());
+            let copied = match linked {
+                Ok(n) => Ok(n),
+                // Another file system, or one without hard links.
+                Err(_) => {
+                    let _ = std::fs::remove_file(&staged);
+                    tokio::fs::copy(file, &staged).await
+                }
+            };
+            let r = copied
                 .map_err(|e| Error::Io {
                     context: format!("copying {} to {}", file.display(), staged.display()),
                     source: e,

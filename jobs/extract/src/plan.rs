@@ -85,19 +85,33 @@ fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
 
-/// Sizes of the staging CSVs present for these files: one listing per folder, not one request
-/// per file.
+/// Files of a folder asked for one by one rather than by listing the folder: a listing reads
+/// every file of it (a year of daily CSVs is 365; a local listing stats each three times), so a
+/// run over a few days — the daily incremental — asks for just those.
+const ASK_EACH_AT_MOST: usize = 16;
+
+/// Sizes of the staging CSVs present for these files: one listing per folder, or, for a folder
+/// with few of them, a request per file.
 pub async fn stored_csvs(store: &Store, files: &[ArchiveFile]) -> Result<HashMap<String, u64>> {
-    let mut folders: Vec<String> = files
-        .iter()
-        .map(|f| parent(&f.csv_path()).to_string())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    folders.sort();
+    let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in files {
+        let csv = f.csv_path();
+        folders
+            .entry(parent(&csv).to_string())
+            .or_default()
+            .push(csv);
+    }
     let mut out = HashMap::new();
-    for folder in folders {
-        out.extend(store.list(&format!("{folder}/")).await?);
+    for (folder, csvs) in folders {
+        if csvs.len() <= ASK_EACH_AT_MOST {
+            for csv in csvs.into_iter().collect::<HashSet<_>>() {
+                if let Some(size) = store.size_opt(&csv).await? {
+                    out.insert(csv, size);
+                }
+            }
+        } else {
+            out.extend(store.list(&format!("{folder}/")).await?);
+        }
     }
     Ok(out)
 }
@@ -179,6 +193,38 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    /// A few files of a folder are asked for one by one, many by one listing; either way only
+    /// the CSVs present are sized.
+    #[tokio::test]
+    async fn stored_csvs_ask_a_few_files_and_list_many() {
+        let store = Store::open("memory://").unwrap();
+        let day = |i: u32| {
+            ArchiveFile::parse_key(&format!(
+                "data/futures/um/daily/metrics/BTCUSDT/BTCUSDT-metrics-2024-01-{i:02}.zip"
+            ))
+            .unwrap()
+        };
+        for i in 1..=30 {
+            if i != 2 {
+                store
+                    .put(&day(i).csv_path(), vec![0u8; i as usize])
+                    .await
+                    .unwrap();
+            }
+        }
+        let few = stored_csvs(&store, &[day(1), day(2), day(3)])
+            .await
+            .unwrap();
+        assert_eq!(few.len(), 2);
+        assert_eq!(few.get(&day(3).csv_path()), Some(&3));
+        assert!(!few.contains_key(&day(2).csv_path()));
+        let many: Vec<ArchiveFile> = (1..=20).map(day).collect();
+        let listed = stored_csvs(&store, &many).await.unwrap();
+        assert_eq!(listed.len(), 29, "the listing sizes the whole folder");
+        assert_eq!(listed.get(&day(20).csv_path()), Some(&20));
+        assert!(!listed.contains_key(&day(2).csv_path()));
     }
 
     #[test]

@@ -307,6 +307,16 @@ fn runner(dag: &Path, extra: &[&str]) -> anyhow::Result<Command> {
     Ok(c)
 }
 
+/// CPU time the hypervisor has taken from this machine since boot, all CPUs (`/proc/stat`).
+fn steal_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / 100.0)
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -358,6 +368,7 @@ fn main() -> anyhow::Result<()> {
     for step in STEPS {
         let before = scan(&store);
         let sim_cpu0 = cpu_of(sim_pid);
+        let steal0 = steal_secs();
         let u = run(runner(
             &dag_path,
             &["--steps", step, "--concurrency", &conc],
@@ -397,6 +408,7 @@ fn main() -> anyhow::Result<()> {
             manifests.len(),
             mib(manifests.iter().sum())
         );
+        let steal = steal_secs() - steal0;
         if step == "download" {
             println!(
                 "{:<12} simulator CPU while serving it: {sim_cpu:.2} s (not the pipeline's)",
@@ -404,6 +416,19 @@ fn main() -> anyhow::Result<()> {
             );
         } else {
             after_download += u.wall;
+            // Anything else on the CPUs during the step makes its figures not the pipeline's.
+            if sim_cpu > 0.1 {
+                println!(
+                    "{:<12} the simulator used {sim_cpu:.2} s of CPU meanwhile",
+                    ""
+                );
+            }
+        }
+        if steal > 0.5 {
+            println!(
+                "{:<12} the hypervisor stole {steal:.2} s of CPU meanwhile",
+                ""
+            );
         }
     }
     println!("\nafter download: {after_download:.2} s");
