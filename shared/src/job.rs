@@ -275,6 +275,79 @@ pub struct Planner<'a> {
     symbols: BTreeMap<String, Vec<String>>,
     /// The manifests this run writes, compacted at its end.
     writers: Vec<Arc<ManifestWriter>>,
+    /// Manifests loading ahead of the plan's walk over the symbols ([`Planner::symbols_of`]).
+    ahead: std::sync::Mutex<Ahead>,
+}
+
+/// Symbols whose manifests load concurrently ahead of the one being planned: on S3 a load is
+/// a listing and a GET, whose latency a plan of hundreds of symbols would otherwise pay one after
+/// another; locally the parsing runs on both cores. At most this many symbols' manifests are
+/// held ahead, so memory stays bounded whatever the store holds.
+pub const LOAD_AHEAD: usize = 16;
+
+/// A manifest loaded ahead: an upstream job's, or this job's own with its writer.
+enum Loaded {
+    Upstream(Manifest),
+    Own(Box<(ManifestWriter, Manifest)>),
+}
+
+/// The look-ahead's state: symbols not started yet, in the order the plan walks them, and the
+/// symbols started, each with its loads by manifest prefix.
+#[derive(Default)]
+struct Ahead {
+    queue: VecDeque<(Vec<JobName>, ManifestKey, String, String)>,
+    window: VecDeque<HashMap<String, tokio::task::JoinHandle<Result<Loaded>>>>,
+}
+
+impl Ahead {
+    /// Start loading until [`LOAD_AHEAD`] symbols are in the window.
+    fn top_up(&mut self, store: &crate::Store) {
+        while self.window.len() < LOAD_AHEAD {
+            let Some((upstreams, own, scope, symbol)) = self.queue.pop_front() else {
+                return;
+            };
+            let mut loads = HashMap::new();
+            for job in upstreams {
+                let key = ManifestKey::new(job, scope.clone(), symbol.clone());
+                let prefix = key.prefix();
+                let store = store.clone();
+                let task = tokio::spawn(async move {
+                    Manifest::load(&store, &key).await.map(Loaded::Upstream)
+                });
+                loads.insert(prefix, task);
+            }
+            let prefix = own.prefix();
+            let store = store.clone();
+            let task = tokio::spawn(async move {
+                ManifestWriter::open(&store, &own)
+                    .await
+                    .map(|wm| Loaded::Own(Box::new(wm)))
+            });
+            loads.insert(prefix, task);
+            self.window.push_back(loads);
+        }
+    }
+
+    /// The load started for `prefix`, if any. The plan has then moved past the symbols before
+    /// it (one it skipped never asks for its manifests): their loads are dropped, and the
+    /// window moves on.
+    fn take(
+        &mut self,
+        prefix: &str,
+        store: &crate::Store,
+    ) -> Option<tokio::task::JoinHandle<Result<Loaded>>> {
+        let at = self.window.iter().position(|l| l.contains_key(prefix))?;
+        for passed in self.window.drain(..at) {
+            passed.values().for_each(|t| t.abort());
+        }
+        let loads = self.window.front_mut().expect("found");
+        let task = loads.remove(prefix);
+        if loads.is_empty() {
+            self.window.pop_front();
+        }
+        self.top_up(store);
+        task
+    }
 }
 
 impl Planner<'_> {
@@ -300,9 +373,45 @@ impl Planner<'_> {
         Ok(mine)
     }
 
+    /// Announce that the plan walks `symbols` of `scope` next, in this order, asking for each
+    /// symbol's manifests of `upstreams` ([`Planner::upstream`]) and then for its own
+    /// ([`Planner::manifest`]): they load concurrently, [`LOAD_AHEAD`] symbols ahead.
+    pub fn load_ahead(&mut self, upstreams: &[JobName], scope: &str, symbols: &[String]) {
+        let ahead = self.ahead.get_mut().expect("not poisoned");
+        for sym in symbols {
+            ahead.queue.push_back((
+                upstreams.to_vec(),
+                self.stamp.key(scope, sym.as_str()),
+                scope.to_string(),
+                sym.clone(),
+            ));
+        }
+        ahead.top_up(&self.ctx.store);
+    }
+
+    /// The manifest at `key` loaded ahead, if it was.
+    async fn loaded(&self, key: &ManifestKey) -> Result<Option<Loaded>> {
+        let task = self
+            .ahead
+            .lock()
+            .expect("not poisoned")
+            .take(&key.prefix(), &self.ctx.store);
+        match task {
+            None => Ok(None),
+            Some(t) => t
+                .await
+                .map_err(|e| Error::Internal(format!("loading {} ahead: {e}", key.prefix())))?
+                .map(Some),
+        }
+    }
+
     /// `job`'s manifest of (scope, symbol), as recorded.
     pub async fn upstream(&self, job: JobName, scope: &str, symbol: &str) -> Result<Manifest> {
-        Manifest::load(&self.ctx.store, &ManifestKey::new(job, scope, symbol)).await
+        let key = ManifestKey::new(job, scope, symbol);
+        if let Some(Loaded::Upstream(m)) = self.loaded(&key).await? {
+            return Ok(m);
+        }
+        Manifest::load(&self.ctx.store, &key).await
     }
 
     /// This job's manifest of (scope, symbol): the writer units record into, and what it holds.
@@ -311,7 +420,11 @@ impl Planner<'_> {
         scope: &str,
         symbol: &str,
     ) -> Result<(Arc<ManifestWriter>, Manifest)> {
-        let (w, m) = ManifestWriter::open(&self.ctx.store, &self.stamp.key(scope, symbol)).await?;
+        let key = self.stamp.key(scope, symbol);
+        let (w, m) = match self.loaded(&key).await? {
+            Some(Loaded::Own(wm)) => *wm,
+            _ => ManifestWriter::open(&self.ctx.store, &key).await?,
+        };
         let w = w.deferred(RECORD_WINDOW);
         self.writers.push(w.clone());
         Ok((w, m))
@@ -372,6 +485,7 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         notes: Vec::new(),
         symbols: BTreeMap::new(),
         writers: Vec::new(),
+        ahead: Default::default(),
     };
     let units = job.plan(&mut planner).await?;
     let Planner {
@@ -726,6 +840,63 @@ mod tests {
             (0, 2),
             "the dry run wrote nothing"
         );
+    }
+
+    /// Manifests loaded ahead are those a direct load gives, whichever symbols the plan skips
+    /// or asks only part of, and the window never holds more than [`LOAD_AHEAD`] symbols.
+    #[tokio::test]
+    async fn manifests_loaded_ahead_are_the_ones_a_direct_load_gives() {
+        let store = Store::open("memory://").unwrap();
+        let ctx = Context::new(store.clone(), Some("r".into()), Clock::System);
+        let syms: Vec<String> = (0..40).map(|i| format!("S{i:02}")).collect();
+        let stamp = Stamp::new(JobName::CONVERT, "1", "p".into(), &ctx);
+        for (i, s) in syms.iter().enumerate() {
+            let (up, _) =
+                ManifestWriter::open(&store, &ManifestKey::new(JobName::DOWNLOAD, "sc", s))
+                    .await
+                    .unwrap();
+            let e = stamp.entry(format!("up-{s}"), UnitStatus::Done, inputs(), Vec::new());
+            up.record(e).await.unwrap();
+            if i % 2 == 0 {
+                let (own, _) = ManifestWriter::open(&store, &stamp.key("sc", s.as_str()))
+                    .await
+                    .unwrap();
+                let e = stamp.entry(format!("own-{s}"), UnitStatus::Done, inputs(), Vec::new());
+                own.record(e).await.unwrap();
+            }
+        }
+        let common = common(false, false);
+        let mut p = Planner {
+            ctx: &ctx,
+            common: &common,
+            stamp: stamp.clone(),
+            tally: Tally::default(),
+            notes: Vec::new(),
+            symbols: BTreeMap::new(),
+            writers: Vec::new(),
+            ahead: Default::default(),
+        };
+        p.load_ahead(&[JobName::DOWNLOAD], "sc", &syms);
+        assert_eq!(p.ahead.lock().unwrap().window.len(), LOAD_AHEAD);
+        for (i, s) in syms.iter().enumerate() {
+            assert!(p.ahead.lock().unwrap().window.len() <= LOAD_AHEAD);
+            if i % 7 == 3 {
+                continue; // a symbol the plan passes over
+            }
+            let up = p.upstream(JobName::DOWNLOAD, "sc", s).await.unwrap();
+            assert_eq!(up.len(), 1);
+            assert!(up.get(&format!("up-{s}")).is_some(), "{s}");
+            if i % 5 == 1 {
+                continue; // upstream only
+            }
+            let (_, mine) = p.manifest("sc", s).await.unwrap();
+            assert_eq!(mine.len(), usize::from(i % 2 == 0), "{s}");
+            assert_eq!(mine.get(&format!("own-{s}")).is_some(), i % 2 == 0, "{s}");
+        }
+        // A manifest nobody announced loads directly.
+        let other = p.upstream(JobName::DOWNLOAD, "sc", "S00").await.unwrap();
+        assert_eq!(other.len(), 1);
+        assert!(p.ahead.lock().unwrap().window.is_empty());
     }
 
     /// Ten units that each take a moment, count how many run at once, and fail on unit 4.

@@ -77,7 +77,9 @@ impl Job for Spec {
         let mut units = Vec::new();
         for ds in &self.common.datasets {
             let scope = ds.scope();
-            for sym in p.symbols(UPSTREAM, &scope).await? {
+            let symbols = p.symbols(UPSTREAM, &scope).await?;
+            p.load_ahead(&[UPSTREAM], &scope, &symbols);
+            for sym in symbols {
                 let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
                 let (writer, mine) = p.manifest(&scope, &sym).await?;
                 for e in upstream.entries() {

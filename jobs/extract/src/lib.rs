@@ -132,7 +132,9 @@ impl Job for Extract {
         let mut groups: Vec<Vec<Unit>> = Vec::new();
         for ds in &self.spec.common.datasets {
             let scope = ds.scope();
-            for sym in p.symbols(DOWNLOAD_JOB, &scope).await? {
+            let symbols = p.symbols(DOWNLOAD_JOB, &scope).await?;
+            p.load_ahead(&[DOWNLOAD_JOB], &scope, &symbols);
+            for sym in symbols {
                 let download = p.upstream(DOWNLOAD_JOB, &scope, &sym).await?;
                 let files = plan::selected(&download, ds, &sym, self.spec.common.range);
                 if files.is_empty() {

@@ -115,7 +115,9 @@ impl Job for Spec {
         for ds in &self.common.datasets {
             let scope = ds.scope();
             // A symbol only REST has filled so far (listed after the archive's last day) counts.
-            for sym in p.symbols_of(&[UPSTREAM, REST_UPSTREAM], &scope).await? {
+            let symbols = p.symbols_of(&[UPSTREAM, REST_UPSTREAM], &scope).await?;
+            p.load_ahead(&[UPSTREAM, REST_UPSTREAM], &scope, &symbols);
+            for sym in symbols {
                 let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
                 let rest = p.upstream(REST_UPSTREAM, &scope, &sym).await?;
                 let mut days: BTreeMap<NaiveDate, Vec<DayInput>> = BTreeMap::new();

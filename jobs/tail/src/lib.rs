@@ -258,7 +258,9 @@ impl Job for Spec {
             };
             let end_labelled = day_of_us(until * 1000) < METRICS_START_LABEL_FROM;
             let closed = fetch::closed_until(kind, until, end_labelled);
-            for sym in self.common.shard_of(&symbols) {
+            let symbols = self.common.shard_of(&symbols);
+            p.load_ahead(&[JobName::CONVERT], &scope, &symbols);
+            for sym in symbols {
                 let convert = p.upstream(JobName::CONVERT, &scope, &sym).await?;
                 // An end-labelled metrics file of day D ends with the row stamped D+1 00:00.
                 let archive_until = archive_until_us(&convert).map(|u| {

@@ -425,7 +425,9 @@ impl Job for Spec {
         let mut units = Vec::new();
         for ds in &self.common.datasets {
             let scope = ds.scope();
-            for sym in p.symbols(UPSTREAM, &scope).await? {
+            let symbols = p.symbols(UPSTREAM, &scope).await?;
+            p.load_ahead(&[], &scope, &symbols);
+            for sym in symbols {
                 let (writer, done) = p.manifest(&scope, &sym).await?;
                 let unit = plan_symbol(&p.ctx.store, ds, &sym, range, writer).await?;
                 // The result file is also an output to keep: without it the unit runs again.
