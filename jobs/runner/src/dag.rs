@@ -616,6 +616,8 @@ impl Dag {
                 &[Seg::Key("steps"), Seg::Index(first), Seg::Key("needs")],
                 format!("steps form a cycle: {}", names.join(" -> ")),
             ));
+        } else {
+            p.extend(self.check_leases());
         }
         p.sort_by_key(|x| x.line);
         p
@@ -728,6 +730,87 @@ impl Dag {
     }
 
     /// A cycle among the steps, as step indices in order, if there is one.
+    /// The lease a step's job takes (`shared::job::Job::lease_key`): the job, market, data
+    /// types (klines with their interval) and shard count, from the step's arguments over the
+    /// DAG's defaults over the jobs' own defaults.
+    fn lease_of(&self, step: &Step) -> String {
+        let arg = |name: &str, default: &str| {
+            self.arg(step, name)
+                .or_else(|| step.args.get(&format!("--{name}")))
+                .map_or(default.to_string(), ArgValue::text)
+        };
+        let interval = arg("interval", "1m");
+        let types: Vec<String> = arg("data-type", "klines")
+            .split(',')
+            .map(|t| {
+                let t = t.trim();
+                if t.to_ascii_lowercase().ends_with("klines") {
+                    format!("{t}-{interval}")
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let shards = match step.shard_by {
+            Some(_) => step.parallelism.unwrap_or(DEFAULT_PARALLELISM),
+            None => 1,
+        };
+        format!(
+            "{}/{}/{}/of-{shards}",
+            step.job,
+            arg("market", "um"),
+            types.join("+")
+        )
+    }
+
+    /// Two steps that take the same lease and neither of which needs the other (directly or
+    /// not) would run at once, and the second would find the lease held (exit 75).
+    fn check_leases(&self) -> Vec<Problem> {
+        let steps = &self.spec.steps;
+        let leases: Vec<String> = steps.iter().map(|s| self.lease_of(s)).collect();
+        let mut out = Vec::new();
+        for j in 0..steps.len() {
+            for i in 0..j {
+                if leases[i] != leases[j] || self.reaches(i, j) || self.reaches(j, i) {
+                    continue;
+                }
+                out.push(self.problem(
+                    &[Seg::Key("steps"), Seg::Index(j), Seg::Key("name")],
+                    format!(
+                        "steps `{}` and `{}` run `{}` on the same data (lease `{}`) and neither needs the other: they would run at once and one would find the lease held; add `needs: [{}]` to `{}`",
+                        steps[i].name,
+                        steps[j].name,
+                        steps[j].job,
+                        leases[j],
+                        steps[i].name,
+                        steps[j].name
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether step `from` needs step `to`, directly or through others (the DAG has no cycle).
+    fn reaches(&self, from: usize, to: usize) -> bool {
+        let mut todo = vec![from];
+        let mut seen = vec![false; self.spec.steps.len()];
+        while let Some(i) = todo.pop() {
+            for need in &self.spec.steps[i].needs {
+                let Some(n) = self.step_index(need) else {
+                    continue;
+                };
+                if n == to {
+                    return true;
+                }
+                if !std::mem::replace(&mut seen[n], true) {
+                    todo.push(n);
+                }
+            }
+        }
+        false
+    }
+
     fn find_cycle(&self) -> Option<Vec<usize>> {
         let steps = &self.spec.steps;
         // 0 = unvisited, 1 = on the stack, 2 = done.
@@ -944,6 +1027,20 @@ steps:
         let e = err(&OK.replace("    retries: 1\n", "    retries: 1\n    needs: [extract]\n"));
         assert!(e.starts_with("x.yaml:21:"), "{e}");
         assert!(e.contains("cycle: download -> extract -> download"), "{e}");
+
+        // Two steps on the same lease, neither needing the other.
+        let twin = "  - name: extract-again\n    job: extract\n    needs: [download]\n";
+        let e = err(&format!("{OK}{twin}"));
+        assert!(e.starts_with("x.yaml:24:"), "{e}");
+        assert!(
+            e.contains("steps `extract` and `extract-again` run `extract` on the same data")
+                && e.contains("add `needs: [extract]` to `extract-again`"),
+            "{e}"
+        );
+        // Ordered, or on other data, they are fine.
+        parse(&format!("{OK}{}", twin.replace("[download]", "[extract]"))).unwrap();
+        parse(&format!("{OK}{twin}    args:\n      data-type: metrics\n")).unwrap();
+        parse(&format!("{OK}{twin}    args:\n      interval: 1h\n")).unwrap();
 
         let e = err(&OK.replace("  end: 2024-12-31\n", "  end: 2024-12-31\n   bad: [\n"));
         assert!(e.starts_with("x.yaml:7:"), "{e}");

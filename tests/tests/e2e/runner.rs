@@ -773,7 +773,7 @@ fn a_failing_step_is_retried_and_blocks_its_dependents() {
          \x20     source: http://127.0.0.1:9\n      retries: 1\n      retry-base-ms: 1\n\
          \x20   retries: 1\n    retry_delay_secs: 0\n\
          \x20 - name: extract\n    job: extract\n    needs: [download]\n\
-         \x20 - name: other\n    job: extract\n",
+         \x20 - name: other\n    job: extract\n    args:\n      data-type: metrics\n",
     )
     .unwrap();
     let store = d.path().join("store");
