@@ -503,7 +503,8 @@ impl ManifestWriter {
     /// record does) or [`DEFER_MAX_ENTRIES`] wait. A run of many small units then writes a
     /// delta a second instead of one per unit — on S3 a PUT each. The owner must call
     /// [`ManifestWriter::flush`] before it ends; a process killed meanwhile loses at most the
-    /// last `window` of records, and its next run redoes those units.
+    /// last `window` of records, and its next run redoes those units. Call it on a tokio
+    /// runtime (the task is spawned there).
     pub fn deferred(self, window: std::time::Duration) -> std::sync::Arc<ManifestWriter> {
         let w = std::sync::Arc::new(ManifestWriter {
             defer: Some(window),
