@@ -15,7 +15,8 @@
 //! Why LZ4 for PLAIN: those decimals are the one case where zstd is slow to read. Its output for
 //! them is a dense string of short matches, which zstd's sequence decoder inflates at ≈ 1.2 GB/s
 //! here, against ≈ 4 GB/s for LZ4 on the same bytes and memory speed for split pages (a month of
-//! kline prices: 110 kB zstd, 151 kB LZ4, 195 kB split; tests/README.md, "Float encodings").
+//! kline prices: 110 kB zstd, 151 kB LZ4 level 3 and ≈ 6% more at level 2, 195 kB split;
+//! tests/README.md, "Float encodings").
 //! Files read far more often than written (`optimize`'s months feed every later job
 //! and every study) ask for LZ4 ([`crate::FloatEncoding::ChosenLz4`]): their PLAIN pages are
 //! written LZ4_RAW (level [`LZ4_LEVEL`]) when that costs at most
