@@ -232,6 +232,21 @@ pub struct OutputOptions {
     pub json: bool,
 }
 
+/// The datasets `--data-type` names (each once, in the order given), the kline-shaped ones at
+/// `interval`.
+pub fn datasets(market: Market, data_types: &[String], interval: &str) -> Result<Vec<Dataset>> {
+    let interval: Interval = interval.parse()?;
+    let mut out = Vec::new();
+    for dt in data_types {
+        let dt: DataType = dt.trim().parse()?;
+        let ds = Dataset::new(market, dt, dt.is_kline_family().then_some(interval))?;
+        if !out.contains(&ds) {
+            out.push(ds);
+        }
+    }
+    Ok(out)
+}
+
 impl CommonArgs {
     /// The output options, read before the rest is validated (a usage error is logged in them).
     pub fn output(&self) -> OutputOptions {
@@ -248,16 +263,7 @@ impl CommonArgs {
             None => today,
         };
         let market: Market = self.market.parse()?;
-        let interval: Interval = self.interval.parse()?;
-        let mut datasets = Vec::new();
-        for dt in &self.data_types {
-            let dt: DataType = dt.trim().parse()?;
-            let iv = dt.is_kline_family().then_some(interval);
-            let ds = Dataset::new(market, dt, iv)?;
-            if !datasets.contains(&ds) {
-                datasets.push(ds);
-            }
-        }
+        let datasets = datasets(market, &self.data_types, &self.interval)?;
         if datasets.is_empty() {
             return Err(Error::usage("--data-type is empty"));
         }

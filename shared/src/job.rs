@@ -18,6 +18,7 @@ use crate::cli::{CommonArgs, CommonSpec};
 use crate::error::{Error, Result};
 use crate::exec::Tally;
 use crate::manifest::{Entry, Manifest, ManifestKey, ManifestWriter, Output, UnitStatus};
+use crate::paths::Market;
 use crate::report::{RunHeader, RunReport};
 use crate::{Clock, Context, Store};
 
@@ -237,16 +238,24 @@ pub trait Job: Serialize + Send + Sync + Sized + 'static {
     /// and race on its manifests.
     fn lease_key(&self) -> String {
         let c = self.common();
-        let names: Vec<String> = c.datasets.iter().map(|d| d.name()).collect();
-        format!(
-            "{}/{}/{}/shard-{}-of-{}",
-            Self::NAME,
-            c.market.storage_name(),
-            names.join("+"),
-            c.shard.0,
-            c.shard.1
-        )
+        lease_key(Self::NAME.as_str(), c.market, &c.datasets, c.shard)
     }
+}
+
+/// The lease of `job` over (market, datasets, shard I of N), as [`Job::lease_key`] takes it; the
+/// runner's DAG check spells it the same way.
+pub fn lease_key(
+    job: &str,
+    market: Market,
+    datasets: &[crate::paths::Dataset],
+    (shard, of): (usize, usize),
+) -> String {
+    let names: Vec<String> = datasets.iter().map(|d| d.name()).collect();
+    format!(
+        "{job}/{}/{}/shard-{shard}-of-{of}",
+        market.storage_name(),
+        names.join("+")
+    )
 }
 
 /// Where a run stands when its last unit has ended.
@@ -350,7 +359,20 @@ impl Ahead {
     }
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn new(ctx: &'a Context, common: &'a CommonSpec, stamp: Stamp) -> Planner<'a> {
+        Planner {
+            ctx,
+            common,
+            stamp,
+            tally: Tally::default(),
+            notes: Vec::new(),
+            symbols: BTreeMap::new(),
+            writers: Vec::new(),
+            ahead: Default::default(),
+        }
+    }
+
     /// This shard's share of the symbols to work on for `scope`: `all` is every symbol `upstream`
     /// has recorded; a listed symbol `upstream` knows nothing of gets a warning.
     pub async fn symbols(&mut self, upstream: JobName, scope: &str) -> Result<Vec<String>> {
@@ -477,16 +499,7 @@ pub async fn run<J: Job>(job: J, ctx: &Context) -> Result<RunReport> {
         params: serde_json::to_value(&job).unwrap_or_default(),
     };
     let stamp = Stamp::new(J::NAME, J::VERSION, job.params_hash(), ctx);
-    let mut planner = Planner {
-        ctx,
-        common,
-        stamp: stamp.clone(),
-        tally: Tally::default(),
-        notes: Vec::new(),
-        symbols: BTreeMap::new(),
-        writers: Vec::new(),
-        ahead: Default::default(),
-    };
+    let mut planner = Planner::new(ctx, common, stamp.clone());
     let units = job.plan(&mut planner).await?;
     let Planner {
         mut tally,
@@ -866,16 +879,7 @@ mod tests {
             }
         }
         let common = common(false, false);
-        let mut p = Planner {
-            ctx: &ctx,
-            common: &common,
-            stamp: stamp.clone(),
-            tally: Tally::default(),
-            notes: Vec::new(),
-            symbols: BTreeMap::new(),
-            writers: Vec::new(),
-            ahead: Default::default(),
-        };
+        let mut p = Planner::new(&ctx, &common, stamp.clone());
         p.load_ahead(&[JobName::DOWNLOAD], "sc", &syms);
         assert_eq!(p.ahead.lock().unwrap().window.len(), LOAD_AHEAD);
         for (i, s) in syms.iter().enumerate() {

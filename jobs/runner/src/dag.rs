@@ -730,48 +730,49 @@ impl Dag {
     }
 
     /// A cycle among the steps, as step indices in order, if there is one.
-    /// The lease a step's job takes (`shared::job::Job::lease_key`): the job, market, data
-    /// types (klines with their interval) and shard count, from the step's arguments over the
-    /// DAG's defaults over the jobs' own defaults.
-    fn lease_of(&self, step: &Step) -> String {
+    /// The lease a step's job takes ([`shared::job::lease_key`]; every shard of a step takes its
+    /// own, so shard 0 stands for them), from the step's arguments over the DAG's defaults over
+    /// the jobs' own defaults. `None` when a market, data type or interval does not parse: the
+    /// value checks report those.
+    fn lease_of(&self, step: &Step) -> Option<String> {
         let arg = |name: &str, default: &str| {
             self.arg(step, name)
                 .or_else(|| step.args.get(&format!("--{name}")))
                 .map_or(default.to_string(), ArgValue::text)
         };
-        let interval = arg("interval", "1m");
+        let market: shared::paths::Market = arg("market", "um").parse().ok()?;
         let types: Vec<String> = arg("data-type", "klines")
             .split(',')
-            .map(|t| {
-                let t = t.trim();
-                if t.to_ascii_lowercase().ends_with("klines") {
-                    format!("{t}-{interval}")
-                } else {
-                    t.to_string()
-                }
-            })
+            .map(str::to_string)
             .collect();
+        let datasets = shared::cli::datasets(market, &types, &arg("interval", "1m")).ok()?;
         let shards = match step.shard_by {
             Some(_) => step.parallelism.unwrap_or(DEFAULT_PARALLELISM),
             None => 1,
         };
-        format!(
-            "{}/{}/{}/of-{shards}",
-            step.job,
-            arg("market", "um"),
-            types.join("+")
-        )
+        Some(shared::job::lease_key(
+            &step.job,
+            market,
+            &datasets,
+            (0, shards as usize),
+        ))
     }
 
     /// Two steps that take the same lease and neither of which needs the other (directly or
     /// not) would run at once, and the second would find the lease held (exit 75).
     fn check_leases(&self) -> Vec<Problem> {
         let steps = &self.spec.steps;
-        let leases: Vec<String> = steps.iter().map(|s| self.lease_of(s)).collect();
+        let leases: Vec<Option<String>> = steps.iter().map(|s| self.lease_of(s)).collect();
         let mut out = Vec::new();
         for j in 0..steps.len() {
             for i in 0..j {
-                if leases[i] != leases[j] || self.reaches(i, j) || self.reaches(j, i) {
+                let Some(lease) = leases[j]
+                    .as_ref()
+                    .filter(|l| leases[i].as_ref() == Some(*l))
+                else {
+                    continue;
+                };
+                if self.reaches(i, j) || self.reaches(j, i) {
                     continue;
                 }
                 out.push(self.problem(
@@ -781,7 +782,7 @@ impl Dag {
                         steps[i].name,
                         steps[j].name,
                         steps[j].job,
-                        leases[j],
+                        lease,
                         steps[i].name,
                         steps[j].name
                     ),
