@@ -173,6 +173,50 @@ pub async fn list_all(
     Ok(all)
 }
 
+/// The objects directly under `prefix` whose keys come after `marker`, in key order, up to the
+/// first key for which `past` holds: pages are asked for only until one reaches that key, so a
+/// date range inside a folder costs the pages of its own keys, not of the whole folder. Returns
+/// the objects and the number of pages asked for.
+pub async fn list_until(
+    client: &reqwest::Client,
+    listing_url: &str,
+    prefix: &str,
+    marker: Option<&str>,
+    past: impl Fn(&str) -> bool,
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<(Vec<ListedObject>, usize)> {
+    let mut out = Vec::new();
+    let mut marker = marker.map(str::to_string);
+    let mut pages = 0usize;
+    loop {
+        let url = page_url(listing_url, prefix, marker.as_deref());
+        let body = get_small(client, &url, policy, cancel, |n, e, d| {
+            tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying listing");
+        })
+        .await?;
+        let page = parse_page(&url, &body)?;
+        pages += 1;
+        let next = page.marker();
+        for o in page.objects {
+            if past(&o.key) {
+                return Ok((out, pages));
+            }
+            out.push(o);
+        }
+        match next {
+            Some(m) if Some(&m) != marker.as_ref() => marker = Some(m),
+            Some(_) => {
+                return Err(Error::Listing {
+                    url,
+                    reason: "pagination marker did not advance".into(),
+                });
+            }
+            None => return Ok((out, pages)),
+        }
+    }
+}
+
 /// Every symbol the archive has for a dataset, over all the periods it is published in,
 /// delisted symbols included. Sorted.
 pub async fn discover_symbols(

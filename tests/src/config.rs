@@ -113,6 +113,114 @@ impl SimConfig {
         }
     }
 
+    /// A whole market's worth of life cycles over 2024-10-01 .. 2025-01-31, for the instruments
+    /// registry, selections and listing plans: UM perpetuals in USDT and USDC, quarterly
+    /// delivery contracts (one delivered inside the coverage), late listings, delistings, a
+    /// stable pair and a 1000-prefixed name; CM perpetuals and deliveries; spot pairs with
+    /// a leveraged token and stable pairs. Futures carry klines and fundingRate (deliveries
+    /// klines only), spot klines only, so a listing of the whole life stays small.
+    pub fn universe() -> Self {
+        let start = date(2024, 10, 1);
+        let end = date(2025, 1, 31);
+        let mut symbols = Vec::new();
+        let mut add = |market: Market,
+                       symbol: &str,
+                       listed: NaiveDate,
+                       delisted: Option<NaiveDate>,
+                       price: f64| {
+            let mut s = SymbolSpec::new(market, symbol, listed, price);
+            s.delisted = delisted;
+            let delivery = symbol.split_once('_').is_some_and(|(_, d)| d != "PERP");
+            s.data_types = Some(match market {
+                Market::Spot => vec![DataType::Klines],
+                _ if delivery => vec![DataType::Klines],
+                _ => vec![DataType::Klines, DataType::FundingRate],
+            });
+            symbols.push(s);
+        };
+        let old = date(2020, 1, 1);
+        for (sym, price) in [
+            ("BTCUSDT", 96000.0),
+            ("ETHUSDT", 3600.0),
+            ("BNBUSDT", 700.0),
+            ("XRPUSDT", 2.3),
+            ("DOGEUSDT", 0.35),
+            ("ADAUSDT", 1.0),
+            ("LINKUSDT", 24.0),
+            ("AVAXUSDT", 45.0),
+            ("DOTUSDT", 8.5),
+            ("LTCUSDT", 110.0),
+            ("TRXUSDT", 0.25),
+            ("ATOMUSDT", 7.0),
+            ("1000PEPEUSDT", 0.02),
+            ("USDCUSDT", 1.0),
+            ("BTCUSDC", 96000.0),
+            ("ETHUSDC", 3600.0),
+        ] {
+            add(Market::Um, sym, old, None, price);
+        }
+        // Late listings and delistings inside the coverage.
+        add(Market::Um, "SOLUSDT", date(2024, 11, 12), None, 230.0);
+        add(Market::Um, "NEWUSDT", date(2025, 1, 20), None, 0.5);
+        add(Market::Um, "FTTUSDT", old, Some(date(2024, 11, 10)), 2.5);
+        add(Market::Um, "OLDUSDT", old, Some(date(2024, 10, 5)), 0.1);
+        add(Market::Um, "SOLUSDC", date(2024, 12, 3), None, 230.0);
+        // Quarterly deliveries: one delivered inside the coverage, one trading at its end.
+        add(
+            Market::Um,
+            "BTCUSDT_241227",
+            date(2024, 6, 28),
+            Some(date(2024, 12, 27)),
+            96000.0,
+        );
+        add(
+            Market::Um,
+            "ETHUSDT_250328",
+            date(2024, 9, 27),
+            None,
+            3600.0,
+        );
+        add(Market::Cm, "BTCUSD_PERP", old, None, 96000.0);
+        add(Market::Cm, "ETHUSD_PERP", old, None, 3600.0);
+        add(
+            Market::Cm,
+            "BTCUSD_241227",
+            date(2024, 6, 28),
+            Some(date(2024, 12, 27)),
+            96000.0,
+        );
+        add(
+            Market::Cm,
+            "BTCUSD_250328",
+            date(2024, 9, 27),
+            None,
+            96000.0,
+        );
+        for (sym, listed, delisted, price) in [
+            ("BTCUSDT", old, None, 96000.0),
+            ("ETHUSDT", old, None, 3600.0),
+            ("ETHBTC", old, None, 0.037),
+            ("BTCFDUSD", old, None, 96000.0),
+            ("USDCUSDT", old, None, 1.0),
+            ("FDUSDUSDT", old, None, 1.0),
+            // A leveraged token, delisted inside the coverage.
+            ("BTCUPUSDT", old, Some(date(2024, 12, 2)), 40.0),
+            ("BTCDOWNUSDT", old, Some(date(2024, 12, 2)), 0.004),
+            ("SOLUSDT", date(2024, 11, 12), None, 230.0),
+        ] {
+            add(Market::Spot, sym, listed, delisted, price);
+        }
+        SimConfig {
+            seed: 7,
+            start,
+            end,
+            symbols,
+            trades_per_minute: (1, 3),
+            spot_micros_from: date(2025, 1, 1),
+            ..SimConfig::demo()
+        }
+    }
+
     /// The same universe with a different seed and coverage (symbols listed before `start` keep
     /// their listing dates).
     pub fn with_range(mut self, start: NaiveDate, end: NaiveDate) -> Self {

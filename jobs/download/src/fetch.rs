@@ -69,6 +69,9 @@ pub async fn process(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> 
 async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
     let file = &unit.file;
     let spec = &run.spec;
+    if unit.listed.as_ref().is_some_and(|l| !l.checksum_listed) {
+        return Err(crate::listed::no_checksum(file));
+    }
     if unit.action == Action::Verify {
         Stats::add(&run.stats.reverified, 1);
         let stored = run.ctx.store.sha256_of(&file.raw_path()).await?;

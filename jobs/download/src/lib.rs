@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod fetch;
+mod listed;
 mod plan;
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,7 +27,23 @@ use shared::report::RunReport;
 use shared::{Context, Error, Result};
 
 pub use fetch::FetchOutcome;
+pub use listed::{COVERAGE_UNIT, Coverage, ListedMeta};
 pub use plan::{Action, PlannedUnit};
+
+/// Targets whose folders are listed at once while planning from the listing.
+const LISTING_CONCURRENCY: usize = 16;
+
+/// Where the plan learns which files exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanFrom {
+    /// The bucket listing when it answers, else dates.
+    Auto,
+    /// The bucket listing, or fail: exactly the files that exist, no 404 probing.
+    Listing,
+    /// Every file the dates imply, asked for; a 404 is "missing upstream".
+    Dates,
+}
 
 /// Bump when the meaning of a verified file changes, so manifests recompute.
 pub const JOB_VERSION: &str = "1";
@@ -56,6 +73,8 @@ pub struct Spec {
     pub source: String,
     /// S3 ListObjects endpoint of the bucket, for `--symbols all`.
     pub listing_url: String,
+    /// Where the plan learns which files exist.
+    pub plan_from: PlanFrom,
     /// Re-read the CHECKSUM of verified files and re-download those the archive republished.
     pub refresh: bool,
     /// Probe again files recorded as missing upstream, however old the record.
@@ -88,6 +107,11 @@ pub struct Stats {
     pub republished: AtomicU64,
     pub monthly_fallbacks: AtomicU64,
     pub refresh_checks: AtomicU64,
+    /// Listing pages asked for to plan, and the targets planned from them.
+    pub listing_pages: AtomicU64,
+    pub listed_targets: AtomicU64,
+    /// Files the dates imply that the listing shows absent (no request made for them).
+    pub absent_in_listing: AtomicU64,
 }
 
 impl Stats {
@@ -215,16 +239,46 @@ impl Job for Download {
             }
         }
 
-        // 2. Plan every (dataset, symbol) against its manifest and what the store holds.
+        // 2. Plan every (dataset, symbol) against its manifest and what the store holds. With
+        // the listing, a target whose plan would ask for a file not yet settled is listed.
+        let by_listing = spec.plan_from != PlanFrom::Dates;
         let mut queue: Vec<PlannedUnit> = Vec::new();
         let mut never_verified: Vec<(Dataset, String)> = Vec::new();
+        let mut to_list: Vec<listed::Pending> = Vec::new();
         for (ds, sym) in &targets {
             let (writer, manifest) = p.manifest(&ds.scope(), sym).await?;
             if !manifest.entries().any(|e| e.status == UnitStatus::Done) {
                 never_verified.push((*ds, sym.clone()));
             }
             let stored = plan::stored_raw(&ctx.store, ds, sym).await?;
-            queue.extend(plan::plan_units(spec, ds, sym, &manifest, &stored, &writer));
+            let mut units = plan::plan_units(spec, ds, sym, &manifest, &stored, &writer);
+            if by_listing {
+                let coverage = Coverage::recorded(&manifest);
+                units.retain(|u| {
+                    u.action != Action::Fetch
+                        || manifest.get(&u.file.key()).is_some()
+                        || !coverage.as_ref().is_some_and(|c| c.settles_absent(&u.file))
+                });
+                if units
+                    .iter()
+                    .any(|u| matches!(u.action, Action::Fetch | Action::Adopt))
+                {
+                    to_list.push(listed::Pending {
+                        ds: *ds,
+                        symbol: sym.clone(),
+                        units,
+                        manifest,
+                        stored,
+                        writer,
+                    });
+                    continue;
+                }
+            }
+            queue.extend(units);
+        }
+        if !to_list.is_empty() {
+            let done = listed::plan_listed(self, p, to_list).await?;
+            queue.extend(done);
         }
 
         // A listed symbol is checked while nothing of it is verified: a typo is a usage error
@@ -305,6 +359,7 @@ impl Job for Download {
                             action: Action::Fetch,
                             writer: unit.writer.clone(),
                             recorded_sha: None,
+                            listed: None,
                         })
                         .collect(),
                 )
@@ -359,6 +414,10 @@ impl Job for Download {
             "republished": Stats::get(&s.republished),
             "refresh_checks": Stats::get(&s.refresh_checks),
             "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
+            "plan_from": self.spec.plan_from,
+            "listing_pages": Stats::get(&s.listing_pages),
+            "listed_targets": Stats::get(&s.listed_targets),
+            "absent_in_listing": Stats::get(&s.absent_in_listing),
             "seconds": secs,
             "files_per_sec": end.tally.counts.done as f64 / secs,
             "mb_per_sec": bytes as f64 / 1e6 / secs,

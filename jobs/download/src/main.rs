@@ -27,6 +27,13 @@ struct Cli {
     #[arg(long, env = "PIPELINE_LISTING_URL")]
     listing_url: Option<String>,
 
+    /// Where the plan learns which files exist: `listing` asks the bucket listing for the
+    /// range's keys and fetches exactly those (no 404 probing; a month's daily files where its
+    /// monthly file is absent); `dates` asks for every file the dates imply; `auto` lists, and
+    /// plans by dates when the listing cannot be read.
+    #[arg(long, value_enum, default_value = "auto")]
+    plan_from: download::PlanFrom,
+
     /// Re-read the CHECKSUM of every verified file and re-download those the archive republished.
     #[arg(long)]
     refresh: bool,
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
             common,
             source: cli.source,
             listing_url,
+            plan_from: cli.plan_from,
             refresh: cli.refresh,
             verify: cli.verify,
             retry_missing: cli.retry_missing,

@@ -12,6 +12,7 @@ use shared::paths::{ArchiveFile, Dataset, FileDate, Period};
 use shared::plan::{monthly_fallback, plan_symbol};
 use shared::store::Store;
 
+use crate::listed::ListedMeta;
 use crate::{JOB_VERSION, Spec};
 
 /// Files whose period ended this long before the probe are final: missing stays missing. A more
@@ -62,6 +63,8 @@ pub struct PlannedUnit {
     pub writer: Arc<ManifestWriter>,
     /// The sha256 the manifest recorded, for refresh.
     pub recorded_sha: Option<String>,
+    /// What the bucket listing shows of the file, when the plan came from it.
+    pub listed: Option<ListedMeta>,
 }
 
 /// Raw objects the store holds for one (dataset, symbol): path → size.
@@ -109,7 +112,7 @@ pub fn plan_units(
     out
 }
 
-fn plan_file(
+pub fn plan_file(
     spec: &Spec,
     file: ArchiveFile,
     manifest: &Manifest,
@@ -122,6 +125,7 @@ fn plan_file(
         action,
         writer: writer.clone(),
         recorded_sha,
+        listed: None,
     };
     let on_store = stored.get(&file.raw_path()).copied();
     if spec.common.force {

@@ -16,4 +16,5 @@ mod hygiene;
 mod runner;
 mod store;
 mod tail;
+mod universe;
 mod validate;

@@ -1,0 +1,161 @@
+//! End-to-end tests of the whole archive as a universe: `download` planning from the bucket
+//! listing over every symbol's life (no 404s, one CHECKSUM and one zip per existing file), a
+//! monthly file the archive lacks replaced by its daily files without probing, and a rerun that
+//! asks for nothing the listing already settled.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use archive_sim::{SimConfig, SimHandle, SimServer};
+use chrono::NaiveDate;
+use common::{job, report, stderr, walk};
+use shared::paths::{ArchiveFile, DataType, Dataset, FileDate, Interval, Market};
+
+async fn start(config: SimConfig) -> SimHandle {
+    SimServer::start(config, 0).await.expect("sim starts")
+}
+
+/// `download` against the sim, with fast retries.
+fn download(sim: &SimHandle, store: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = job("download");
+    c.args(["--store", store.to_str().unwrap()])
+        .args([
+            "--source",
+            &sim.base_url(),
+            "--listing-url",
+            &sim.base_url(),
+        ])
+        .args(["--retry-base-ms", "20", "--retry-max-secs", "2"])
+        .args(args);
+    tokio::process::Command::from(c)
+}
+
+async fn run_ok(c: tokio::process::Command) -> serde_json::Value {
+    let mut c = c;
+    let out = c.output().await.expect("download runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    report(&out)
+}
+
+/// The archive files under `raw/`, by (dataset, symbol).
+fn raw_files(root: &Path) -> BTreeMap<(Dataset, String), Vec<ArchiveFile>> {
+    let mut out: BTreeMap<(Dataset, String), Vec<ArchiveFile>> = BTreeMap::new();
+    for p in walk(&root.join("raw")) {
+        let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+        let f = ArchiveFile::parse_raw_path(&rel).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        out.entry((f.dataset, f.symbol.clone()))
+            .or_default()
+            .push(f);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_planned_download_asks_only_for_files_that_exist() {
+    let mut config = SimConfig::universe();
+    // Pages of 40 keys: a month of daily files and their CHECKSUMs takes two.
+    config.page_size = 40;
+    let klines = Dataset::new(Market::Um, DataType::Klines, Some(Interval::M1)).unwrap();
+    let funding = Dataset::new(Market::Um, DataType::FundingRate, None).unwrap();
+    // The archive lacks a monthly file: its daily files stand in, found in the listing.
+    let hole = ArchiveFile::new(
+        klines,
+        "ETHUSDT",
+        FileDate::Month {
+            year: 2024,
+            month: 11,
+        },
+    );
+    config.missing = vec![hole.key()];
+    let universe = config.clone();
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--symbols",
+        "all",
+        "--data-type",
+        "klines,fundingRate",
+        "--start",
+        "2024-10-01",
+        "--end",
+        "2025-01-31",
+        "--plan-from",
+        "listing",
+    ];
+    let r = run_ok(download(&sim, dir.path(), &args)).await;
+
+    // Nothing asked for was absent: every request found its object or page.
+    let requests = sim.requests();
+    let failed: Vec<_> = requests.iter().filter(|q| q.status != 200).collect();
+    assert!(failed.is_empty(), "requests that did not find: {failed:?}");
+    // One CHECKSUM and one zip per file, nothing asked twice; the rest are listing pages.
+    let objects: Vec<&str> = requests
+        .iter()
+        .filter(|q| !q.path.is_empty())
+        .map(|q| q.path.as_str())
+        .collect();
+    let unique: BTreeSet<&str> = objects.iter().copied().collect();
+    assert_eq!(unique.len(), objects.len(), "a key was asked for twice");
+    let done = r["counts"]["done"].as_u64().unwrap();
+    assert_eq!(objects.len() as u64, 2 * done, "{r}");
+    let pages = requests.iter().filter(|q| q.path.is_empty()).count() as u64;
+    assert!(pages >= r["details"]["listing_pages"].as_u64().unwrap());
+    assert_eq!(r["details"]["plan_from"], "listing");
+    assert_eq!(r["counts"]["failed"], 0, "{r}");
+
+    // Each UM symbol's life in the coverage is covered by exactly one file a day, and nothing
+    // lies outside it.
+    let got = raw_files(dir.path());
+    let (start, end) = (universe.start, universe.end);
+    let mut expected_symbols = BTreeSet::new();
+    for s in universe.symbols.iter().filter(|s| s.market == Market::Um) {
+        let first = s.listed.max(start);
+        let last = s.delisted.map_or(end, |x| x.min(end));
+        for ds in [klines, funding] {
+            if !s.data_types().contains(&ds.data_type) {
+                assert!(!got.contains_key(&(ds, s.symbol.clone())), "{}", s.symbol);
+                continue;
+            }
+            expected_symbols.insert(s.symbol.clone());
+            let files = got
+                .get(&(ds, s.symbol.clone()))
+                .unwrap_or_else(|| panic!("no {} file of {}", ds.scope(), s.symbol));
+            let mut days: Vec<NaiveDate> = files.iter().flat_map(|f| f.date.days()).collect();
+            days.sort();
+            // The archive's monthly files cover whole months, a listing or delisting month
+            // included: the days are those of every month the life touches.
+            let want: Vec<NaiveDate> = FileDate::month_of(first)
+                .first_day()
+                .iter_days()
+                .take_while(|x| *x <= FileDate::month_of(last).last_day())
+                .collect();
+            assert_eq!(days, want, "{} {}", ds.scope(), s.symbol);
+        }
+    }
+    let hole_days = got[&(klines, "ETHUSDT".to_string())]
+        .iter()
+        .filter(|f| f.period() == shared::paths::Period::Daily)
+        .count();
+    assert_eq!(
+        hole_days, 30,
+        "November's daily files replace its monthly file"
+    );
+    assert_eq!(r["details"]["monthly_fallbacks"], 1, "{r}");
+    assert!(expected_symbols.contains("BTCUSDT_241227"));
+    assert!(expected_symbols.contains("NEWUSDT"));
+
+    // A rerun asks for no file: the listing's coverage settles the absent ones. Only the
+    // symbols of `all` are listed again.
+    sim.clear_log();
+    let r2 = run_ok(download(&sim, dir.path(), &args)).await;
+    assert_eq!(r2["counts"]["done"], 0, "{r2}");
+    assert_eq!(r2["details"]["listing_pages"], 0, "{r2}");
+    let asked: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|q| !q.path.is_empty())
+        .collect();
+    assert!(asked.is_empty(), "the rerun asked for {asked:?}");
+}
