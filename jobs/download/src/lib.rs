@@ -75,8 +75,11 @@ pub struct Spec {
     pub listing_url: String,
     /// Where the plan learns which files exist.
     pub plan_from: PlanFrom,
-    /// Re-read the CHECKSUM of verified files and re-download those the archive republished.
+    /// Re-check verified files and re-download those the archive republished: by the listing's
+    /// ETag and LastModified when the plan lists, else by re-reading each CHECKSUM.
     pub refresh: bool,
+    /// Refuse a file whose CHECKSUM names other bytes even when its ETag vouches for them.
+    pub strict_checksum: bool,
     /// Probe again files recorded as missing upstream, however old the record.
     pub retry_missing: bool,
     /// Hash every stored zip the range covers again and download the ones whose bytes changed
@@ -107,6 +110,8 @@ pub struct Stats {
     pub republished: AtomicU64,
     pub monthly_fallbacks: AtomicU64,
     pub refresh_checks: AtomicU64,
+    /// Files accepted on the ETag's word although their CHECKSUM names other bytes.
+    pub checksum_errata: Mutex<Vec<String>>,
     /// Listing pages asked for to plan, and the targets planned from them.
     pub listing_pages: AtomicU64,
     pub listed_targets: AtomicU64,
@@ -261,7 +266,7 @@ impl Job for Download {
                 });
                 if units
                     .iter()
-                    .any(|u| matches!(u.action, Action::Fetch | Action::Adopt))
+                    .any(|u| matches!(u.action, Action::Fetch | Action::Adopt | Action::Refresh))
                 {
                     to_list.push(listed::Pending {
                         ds: *ds,
@@ -413,6 +418,7 @@ impl Job for Download {
             "adopted": Stats::get(&s.adopted),
             "republished": Stats::get(&s.republished),
             "refresh_checks": Stats::get(&s.refresh_checks),
+            "checksum_errata": s.checksum_errata.lock().map(|v| { let mut v = v.clone(); v.sort(); v }).unwrap_or_default(),
             "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
             "plan_from": self.spec.plan_from,
             "listing_pages": Stats::get(&s.listing_pages),

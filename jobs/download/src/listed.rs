@@ -42,9 +42,13 @@ pub struct ListedMeta {
 impl ListedMeta {
     /// The ETag as an MD5, when it is one (a multipart ETag is not).
     pub fn md5(&self) -> Option<&str> {
-        let e = self.etag.as_str();
-        (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then_some(e)
+        is_md5(&self.etag).then_some(self.etag.as_str())
     }
+}
+
+/// Whether an ETag is a single-part upload's MD5 (32 hex digits; a multipart one ends `-N`).
+pub fn is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// One target's files over a range, as the listing shows them.
@@ -374,6 +378,10 @@ fn settle(
         }
     };
     for mut u in pd.units.iter().cloned() {
+        if u.action == Action::Refresh {
+            refresh(job, pd, l, u, out);
+            continue;
+        }
         if !matches!(u.action, Action::Fetch | Action::Adopt) {
             out.push(u);
             continue;
@@ -420,6 +428,43 @@ fn settle(
             e
         })
         .collect()
+}
+
+/// `--refresh` of a verified file by the listing alone: the ETag and LastModified recorded when
+/// it was verified against the listing's. Unchanged, it is skipped without a request; changed,
+/// it is downloaded again (the CHECKSUM is read anew with it). A file verified before these were
+/// recorded re-reads its CHECKSUM as without a listing.
+fn refresh(
+    job: &Download,
+    pd: &Pending,
+    l: &Listed,
+    mut u: PlannedUnit,
+    out: &mut Vec<PlannedUnit>,
+) {
+    let prev = pd.manifest.get(&u.file.key());
+    let recorded = prev.and_then(|e| e.inputs.get("etag"));
+    match (l.get(&u.file), recorded) {
+        (Some(meta), Some(etag)) => {
+            Stats::add(&job.stats.refresh_checks, 1);
+            let same_time = prev
+                .and_then(|e| e.inputs.get("last_modified"))
+                .is_none_or(|t| *t == meta.last_modified);
+            if *etag == meta.etag && same_time {
+                u.action = Action::Skip("unchanged");
+            } else {
+                tracing::info!(file = %u.file, "ETag or LastModified changed in the listing: the archive republished this file");
+                Stats::add(&job.stats.republished, 1);
+                u.action = Action::Fetch;
+                u.listed = Some(meta.clone());
+            }
+        }
+        (Some(meta), None) => u.listed = Some(meta.clone()),
+        (None, _) => {
+            tracing::warn!(file = %u.file, "verified before, no longer in the bucket listing: kept as verified");
+            u.action = Action::Skip("verified");
+        }
+    }
+    out.push(u);
 }
 
 /// The error for a zip the listing shows without its CHECKSUM: it cannot be verified, so it is

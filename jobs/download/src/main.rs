@@ -38,6 +38,12 @@ struct Cli {
     #[arg(long)]
     refresh: bool,
 
+    /// Refuse a zip whose CHECKSUM names other bytes even when the body's MD5 equals the
+    /// bucket's ETag and its CRCs pass (by default such a file is accepted, flagged
+    /// `verified_by=etag` and listed in the report's `checksum_errata`).
+    #[arg(long)]
+    strict_checksum: bool,
+
     /// Hash every stored zip of the range again (streamed from S3) against the sha256 recorded
     /// when it was verified, and download again the ones whose bytes changed.
     #[arg(long)]
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             listing_url,
             plan_from: cli.plan_from,
             refresh: cli.refresh,
+            strict_checksum: cli.strict_checksum,
             verify: cli.verify,
             retry_missing: cli.retry_missing,
             retry: RetryPolicy {

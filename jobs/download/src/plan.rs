@@ -144,6 +144,13 @@ pub fn plan_file(
         return;
     };
     match e.status {
+        // An erratum accepted on the ETag's word is not verified for `--strict-checksum`.
+        UnitStatus::Done
+            if spec.strict_checksum
+                && e.inputs.get("verified_by").map(String::as_str) == Some("etag") =>
+        {
+            out.push(unit(Action::Fetch, None))
+        }
         UnitStatus::Done if e.job_version == JOB_VERSION => {
             let out_ok = e
                 .outputs

@@ -170,7 +170,9 @@ async fn every_fault_class_ends_verified_or_named_as_failed() {
         "--end",
         "2024-12-14",
     ])
-    .args(["--retries", "4"]);
+    // Strict: a CHECKSUM wrong for good is a failure here, not an erratum the ETag vouches for
+    // (universe::a_checksum_erratum_is_accepted_on_the_etags_word_unless_strict).
+    .args(["--retries", "4", "--strict-checksum"]);
     let t0 = std::time::Instant::now();
     let out = output(c).await;
     let elapsed = t0.elapsed();
@@ -462,6 +464,8 @@ async fn refresh_redownloads_only_republished_files() {
             "--end",
             "2024-12-05",
         ]);
+        // By dates: the CHECKSUM is the only witness of a republication.
+        c.args(["--plan-from", "dates"]);
         if refresh {
             c.arg("--refresh");
         }
@@ -922,6 +926,7 @@ async fn a_quarantined_copy_goes_once_the_file_verifies() {
             "2024-12-01",
             "--end",
             "2024-12-03",
+            "--strict-checksum",
         ]);
         output(c)
     };

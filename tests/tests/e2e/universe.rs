@@ -159,3 +159,203 @@ async fn a_listing_planned_download_asks_only_for_files_that_exist() {
         .collect();
     assert!(asked.is_empty(), "the rerun asked for {asked:?}");
 }
+
+fn day(sym: &str, d: &str) -> ArchiveFile {
+    let ds = Dataset::new(Market::Um, DataType::Klines, Some(Interval::M1)).unwrap();
+    ArchiveFile::new(
+        ds,
+        sym,
+        FileDate::Day(NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()),
+    )
+}
+
+async fn entry_of(root: &Path, f: &ArchiveFile) -> shared::manifest::Entry {
+    let store = shared::Store::open(root.to_str().unwrap()).unwrap();
+    let key = shared::manifest::ManifestKey::new(
+        shared::job::JobName::DOWNLOAD,
+        f.dataset.scope(),
+        f.symbol.as_str(),
+    );
+    let m = shared::manifest::Manifest::load(&store, &key)
+        .await
+        .unwrap();
+    m.get(&f.key())
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry for {}", f.key()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_erratum_is_accepted_on_the_etags_word_unless_strict() {
+    use archive_sim::{FaultKind, FaultRule, FaultTarget};
+    let good = day("BTCUSDT", "2024-12-02");
+    let corrupt = day("BTCUSDT", "2024-12-03");
+    let rule = |f: &ArchiveFile, target, kind| FaultRule {
+        key_contains: f.key(),
+        exact: true,
+        target,
+        kind,
+    };
+    let mut config = SimConfig::demo();
+    config.faults = vec![
+        // The CHECKSUM names other bytes; the zip is the bucket's own.
+        rule(
+            &good,
+            FaultTarget::Checksum,
+            FaultKind::WrongChecksum { first_n: None },
+        ),
+        // A corrupt body with a CHECKSUM that lies too: refused whatever the ETag says.
+        rule(
+            &corrupt,
+            FaultTarget::Checksum,
+            FaultKind::WrongChecksum { first_n: None },
+        ),
+        rule(
+            &corrupt,
+            FaultTarget::Zip,
+            FaultKind::CorruptBody { first_n: 1000 },
+        ),
+    ];
+    let sim = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = download(
+            &sim,
+            dir.path(),
+            &[
+                "--symbols",
+                "BTCUSDT",
+                "--start",
+                "2024-12-01",
+                "--end",
+                "2024-12-03",
+                "--checksum-attempts",
+                "2",
+            ],
+        );
+        c.args(extra);
+        async move { c.output().await.expect("download runs") }
+    };
+
+    let out = run(&[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(
+        r["details"]["checksum_errata"],
+        serde_json::json!([good.key()]),
+        "{r}"
+    );
+    let failed: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, vec![corrupt.key()], "{r}");
+    let e = entry_of(dir.path(), &good).await;
+    assert_eq!(e.status, shared::manifest::UnitStatus::Done);
+    assert_eq!(e.inputs["verified_by"], "etag");
+    assert!(
+        e.detail.as_deref().unwrap().contains("checksum erratum"),
+        "{e:?}"
+    );
+    let bytes = std::fs::read(dir.path().join(good.raw_path())).unwrap();
+    assert_eq!(
+        bytes,
+        sim.archive()
+            .zip_bytes(&good.key())
+            .unwrap()
+            .unwrap()
+            .as_ref()
+    );
+    assert!(!dir.path().join(corrupt.raw_path()).exists());
+    assert!(dir.path().join(corrupt.quarantine_path()).exists());
+
+    // Planned by dates, the response's ETag is the only second opinion, and it vouches for the
+    // corrupt bytes it was computed over: the zip's CRCs refuse them.
+    let out = run(&["--plan-from", "dates"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(
+        r["details"]["checksum_errata"],
+        serde_json::json!([]),
+        "{r}"
+    );
+    assert_eq!(r["failures"][0]["unit"], corrupt.key(), "{r}");
+    assert!(!dir.path().join(corrupt.raw_path()).exists());
+
+    // Strict: the erratum is checked again and refused.
+    let out = run(&["--strict-checksum"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = report(&out);
+    let mut failed: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["unit"].as_str().unwrap())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, vec![good.key(), corrupt.key()], "{r}");
+    assert!(
+        r["failures"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_finds_a_republished_file_from_the_listing_alone() {
+    let sim = start(SimConfig::demo()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let range = [
+        "--symbols",
+        "BTCUSDT",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-05",
+    ];
+    run_ok(download(&sim, dir.path(), &range)).await;
+    let store = dir.path().to_str().unwrap();
+    let extracted = common::run_ok("extract", dir.path(), &range).await;
+    assert_eq!(extracted["counts"]["done"], 5);
+
+    let changed = day("BTCUSDT", "2024-12-03");
+    sim.republish(&changed.key());
+    sim.clear_log();
+    let mut args = range.to_vec();
+    args.push("--refresh");
+    let r = run_ok(download(&sim, dir.path(), &args)).await;
+    assert_eq!(r["counts"]["done"], 1, "{r}");
+    assert_eq!(r["counts"]["skipped"], 4, "{r}");
+    assert_eq!(r["details"]["republished"], 1, "{r}");
+    assert_eq!(r["details"]["refresh_checks"], 5, "{r}");
+    // Listing pages, then the changed file's CHECKSUM and zip: no CHECKSUM of the others.
+    let objects: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|q| !q.path.is_empty())
+        .map(|q| q.path)
+        .collect();
+    assert_eq!(
+        objects.iter().collect::<BTreeSet<_>>(),
+        [changed.checksum_key(), changed.key()]
+            .iter()
+            .collect::<BTreeSet<_>>(),
+        "{objects:?}"
+    );
+    let bytes = std::fs::read(dir.path().join(changed.raw_path())).unwrap();
+    assert_eq!(
+        bytes,
+        sim.archive()
+            .zip_bytes(&changed.key())
+            .unwrap()
+            .unwrap()
+            .as_ref()
+    );
+    // Downstream recomputes that file alone.
+    let again = common::run_ok("extract", dir.path(), &range).await;
+    assert_eq!(again["counts"]["done"], 1, "{again} ({store})");
+    assert_eq!(again["counts"]["skipped"], 4, "{again}");
+}
