@@ -41,6 +41,24 @@ pub struct CommonArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub symbols: Vec<String>,
 
+    /// With `--symbols all`: only these contract kinds (perpetual, delivery, spot, option).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub contract: Vec<crate::instruments::Contract>,
+
+    /// With `--symbols all`: only symbols quoted in these assets (USDT, USDC, BTC, …).
+    #[arg(long, value_delimiter = ',')]
+    pub quote: Vec<String>,
+
+    /// With `--symbols all`: leave out symbols matching these patterns (`*` and `?` wildcards
+    /// over the whole symbol, e.g. `*UP*,*DOWN*`).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// With `--symbols all`: only symbols with archive data on at least one day of FIRST..LAST
+    /// (`2021-01-01..2021-12-31`), delisted ones included.
+    #[arg(long)]
+    pub listed_between: Option<String>,
+
     /// First day, inclusive: YYYY-MM-DD, or relative: today, yesterday, -7d, month-start.
     #[arg(long, allow_hyphen_values = true)]
     pub start: String,
@@ -130,6 +148,8 @@ pub struct CommonSpec {
     pub market: Market,
     pub datasets: Vec<Dataset>,
     pub symbols: SymbolSelection,
+    /// Filters on `--symbols all`.
+    pub select: crate::instruments::Selection,
     pub range: DateRange,
     pub shard: (usize, usize),
     pub concurrency: usize,
@@ -279,6 +299,18 @@ impl CommonArgs {
             v.dedup();
             SymbolSelection::List(v)
         };
+        let select = crate::instruments::Selection::parse(
+            self.contract.clone(),
+            &self.quote,
+            self.exclude.clone(),
+            self.listed_between.as_deref(),
+        )?;
+        if !select.is_empty() && symbols != SymbolSelection::All {
+            return Err(Error::usage(
+                "--contract, --quote, --exclude and --listed-between select from `--symbols all`; \
+                 a list of symbols is taken as it is",
+            ));
+        }
         let range = DateRange::new(
             resolve_date(&self.start, today)?,
             resolve_date(&self.end, today)?,
@@ -322,6 +354,7 @@ impl CommonArgs {
             market,
             datasets,
             symbols,
+            select,
             range,
             shard: parse_shard(&self.shard)?,
             concurrency: self.concurrency,

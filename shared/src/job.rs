@@ -37,9 +37,11 @@ impl JobName {
     pub const BARS: JobName = JobName("bars");
     pub const BUILD_PANEL: JobName = JobName("build-panel");
     pub const TAIL: JobName = JobName("tail");
+    pub const INSTRUMENTS: JobName = JobName("instruments");
 
     /// Every job binary a DAG can run, in pipeline order.
-    pub const ALL: [JobName; 9] = [
+    pub const ALL: [JobName; 10] = [
+        JobName::INSTRUMENTS,
         JobName::DOWNLOAD,
         JobName::EXTRACT,
         JobName::CONVERT,
@@ -387,6 +389,7 @@ impl<'a> Planner<'a> {
             upstreams,
             scope,
             &self.common.symbols,
+            &self.common.select,
             &mut self.tally,
         )
         .await?;
@@ -803,6 +806,7 @@ mod tests {
             market: Market::Um,
             datasets: Vec::new(),
             symbols: SymbolSelection::All,
+            select: Default::default(),
             range: DateRange::new(day, day).unwrap(),
             shard: (0, 1),
             concurrency: 2,

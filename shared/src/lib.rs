@@ -11,6 +11,7 @@ pub mod exec;
 pub mod formats;
 pub mod http;
 pub mod hygiene;
+pub mod instruments;
 pub mod job;
 pub mod jobmain;
 pub mod lease;

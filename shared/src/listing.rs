@@ -217,6 +217,137 @@ pub async fn list_until(
     }
 }
 
+/// The first and last day the archive's files of (`dataset`, `symbol`) cover, from its
+/// folders' listings, and the pages asked for. With `after`, only files after that day are
+/// listed (a registry brought up to date: one page for a symbol that grew by less than 500 files).
+/// A day is that of a daily file where the type has them, else its monthly file's whole month.
+pub async fn listed_span(
+    client: &reqwest::Client,
+    listing_url: &str,
+    dataset: &Dataset,
+    symbol: &str,
+    after: Option<chrono::NaiveDate>,
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<(Option<(chrono::NaiveDate, chrono::NaiveDate)>, usize)> {
+    use crate::paths::{ArchiveFile, FileDate, Period};
+    let periods = dataset.data_type.periods(dataset.market);
+    let has_daily =
+        periods.contains(&Period::Daily) && dataset.interval.is_none_or(|i| i.has_daily_files());
+    let has_monthly = periods.contains(&Period::Monthly);
+    let day0 = FileDate::Day(chrono::NaiveDate::MIN);
+    let month0 = FileDate::Month {
+        year: 2000,
+        month: 1,
+    };
+    let folder_of = |date: FileDate| {
+        let probe = ArchiveFile::new(*dataset, symbol, date);
+        let name = probe.file_name();
+        let prefix = name
+            .strip_suffix(&format!("{date}.zip"))
+            .unwrap_or(&name)
+            .to_string();
+        (probe.folder(), prefix)
+    };
+    let mut pages = 0;
+    let mut span: Option<(chrono::NaiveDate, chrono::NaiveDate)> = None;
+    let zips = |v: Vec<ListedObject>| -> Vec<ListedObject> {
+        v.into_iter().filter(|o| o.key.ends_with(".zip")).collect()
+    };
+    let list = |folder: String, marker: Option<String>, stop: Option<String>| async move {
+        list_until(
+            client,
+            listing_url,
+            &folder,
+            marker.as_deref(),
+            |k| stop.as_deref().is_some_and(|s| k > s),
+            policy,
+            cancel,
+        )
+        .await
+    };
+    if has_daily {
+        let (folder, prefix) = folder_of(day0);
+        if let Some(after) = after {
+            let marker = format!("{folder}{prefix}{after}.zip.CHECKSUM");
+            let (v, n) = list(folder, Some(marker), None).await?;
+            pages += n;
+            widen(&mut span, &zips(v));
+        } else if has_monthly {
+            // The monthly folder is short; the daily one is read at its first month and from its
+            // last month on.
+            let (mfolder, _) = folder_of(month0);
+            let (months, n) = list(mfolder, None, None).await?;
+            pages += n;
+            let months: Vec<FileDate> = zips(months)
+                .iter()
+                .filter_map(|o| ArchiveFile::parse_key(&o.key).ok().map(|f| f.date))
+                .collect();
+            match (months.first(), months.last()) {
+                (Some(first), Some(last)) => {
+                    let (v, n) = list(
+                        folder.clone(),
+                        Some(format!("{folder}{prefix}{}", first.first_day())),
+                        Some(format!("{folder}{prefix}{}.zip.CHECKSUM", first.last_day())),
+                    )
+                    .await?;
+                    pages += n;
+                    let v = zips(v);
+                    if v.is_empty() {
+                        widen_month(&mut span, *first);
+                    }
+                    widen(&mut span, &v);
+                    let (v, n) = list(
+                        folder.clone(),
+                        Some(format!("{folder}{prefix}{}", last.first_day())),
+                        None,
+                    )
+                    .await?;
+                    pages += n;
+                    let v = zips(v);
+                    if v.is_empty() {
+                        widen_month(&mut span, *last);
+                    }
+                    widen(&mut span, &v);
+                }
+                _ => {
+                    let (v, n) = list(folder, None, None).await?;
+                    pages += n;
+                    widen(&mut span, &zips(v));
+                }
+            }
+        } else {
+            let (v, n) = list(folder, None, None).await?;
+            pages += n;
+            widen(&mut span, &zips(v));
+        }
+    } else if has_monthly {
+        let (folder, prefix) = folder_of(month0);
+        let marker = after.map(|d| format!("{folder}{prefix}{}", FileDate::month_of(d)));
+        let (v, n) = list(folder, marker, None).await?;
+        pages += n;
+        widen(&mut span, &zips(v));
+    }
+    Ok((span, pages))
+}
+
+fn widen(span: &mut Option<(chrono::NaiveDate, chrono::NaiveDate)>, keys: &[ListedObject]) {
+    for o in keys {
+        if let Ok(f) = crate::paths::ArchiveFile::parse_key(&o.key) {
+            widen_month(span, f.date);
+        }
+    }
+}
+
+/// Widen `span` by a file's period (a day, or a month).
+fn widen_month(
+    span: &mut Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    m: crate::paths::FileDate,
+) {
+    let (a, b) = (m.first_day(), m.last_day());
+    *span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+}
+
 /// Every symbol the archive has for a dataset, over all the periods it is published in,
 /// delisted symbols included. Sorted.
 pub async fn discover_symbols(

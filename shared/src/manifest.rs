@@ -711,6 +711,7 @@ pub async fn select_symbols(
     upstreams: &[JobName],
     scope: &str,
     selection: &crate::cli::SymbolSelection,
+    filters: &crate::instruments::Selection,
     tally: &mut crate::exec::Tally,
 ) -> Result<Vec<String>> {
     let mut known: Vec<String> = Vec::new();
@@ -729,6 +730,15 @@ pub async fn select_symbols(
         .join(" or ");
     match selection {
         crate::cli::SymbolSelection::All => {
+            // By name only: the span of `--listed-between` is the archive's, applied where
+            // `all` is read from it (`download`); downstream follows what was downloaded.
+            let market = scope
+                .split('/')
+                .next()
+                .and_then(crate::paths::Market::from_storage_name);
+            if let Some(m) = market {
+                known.retain(|s| filters.admits_name(m, s));
+            }
             if known.is_empty() {
                 tally.warn(format!(
                     "{scope}: {names} has recorded no symbol yet; nothing to do"

@@ -280,9 +280,16 @@ impl Job for BuildPanel {
             (UniverseSpec::List(v), _) => v.clone(),
             (UniverseSpec::All, _) => manifest_symbols(&ctx.store, UPSTREAM, &scope).await?,
             (_, selection) => {
-                let tally = &mut p.tally;
-                shared::manifest::select_symbols(&ctx.store, &[UPSTREAM], &scope, selection, tally)
-                    .await?
+                let (filters, tally) = (&spec.common.select, &mut p.tally);
+                shared::manifest::select_symbols(
+                    &ctx.store,
+                    &[UPSTREAM],
+                    &scope,
+                    selection,
+                    filters,
+                    tally,
+                )
+                .await?
             }
         };
         let years = year_of_us(spec.read_from())..=spec.common.range.end.year();

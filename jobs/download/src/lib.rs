@@ -236,6 +236,20 @@ impl Job for Download {
                     )
                     .await?;
                     tracing::info!(dataset = %ds.scope(), symbols = s.len(), "discovered symbols from the bucket listing");
+                    let select = &spec.common.select;
+                    let mut s: Vec<String> = s
+                        .into_iter()
+                        .filter(|sym| select.admits_name(ds.market, sym))
+                        .collect();
+                    if let Some((a, b)) = select.listed_between {
+                        s = listed::listed_between(self, ctx, ds, s, a, b).await?;
+                    }
+                    if s.is_empty() {
+                        p.tally.warn(format!(
+                            "{}: no symbol of the bucket listing passes the selection",
+                            ds.scope()
+                        ));
+                    }
                     s
                 }
             };

@@ -361,6 +361,46 @@ pub async fn plan_listed(
     Ok(out)
 }
 
+/// The symbols of `symbols` with a file of `ds` covering a day of `a..=b`, from listings of that
+/// range (concurrently): `--listed-between`.
+pub async fn listed_between(
+    job: &Download,
+    ctx: &shared::Context,
+    ds: &Dataset,
+    symbols: Vec<String>,
+    a: NaiveDate,
+    b: NaiveDate,
+) -> Result<Vec<String>> {
+    let spec = &job.spec;
+    let lister = Lister {
+        http: &job.http,
+        url: &spec.listing_url,
+        retry: &spec.retry,
+        cancel: &ctx.cancel,
+    };
+    let range = DateRange::new(a, b)?;
+    let at = ctx.clock.now();
+    let lister = &lister;
+    let spans: Vec<(String, Result<Listed>)> = futures::stream::iter(symbols)
+        .map(|sym| async move {
+            let r = lister.target(ds, &sym, range, at).await;
+            (sym, r)
+        })
+        .buffered(LISTING_CONCURRENCY)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for (sym, r) in spans {
+        let l = r?;
+        Stats::add(&job.stats.listing_pages, l.pages as u64);
+        let span = l.coverage.first.zip(l.coverage.last);
+        if spec.common.select.admits_span(span) {
+            out.push(sym);
+        }
+    }
+    Ok(out)
+}
+
 /// Keep of a target's plan what the listing shows; returns the entries recording the holes.
 fn settle(
     job: &Download,

@@ -324,6 +324,7 @@ mod tests {
                     market: Market::Um,
                     datasets: vec![ds],
                     symbols: shared::cli::SymbolSelection::All,
+                    select: Default::default(),
                     range: DateRange::new(good.date.first_day(), swapped.date.first_day()).unwrap(),
                     shard: (0, 1),
                     concurrency: 2,

@@ -65,6 +65,10 @@ pub const COMMON: &[ArgSpec] = &[
     l("data-type"),
     v("interval"),
     l("symbols"),
+    l("contract"),
+    l("quote"),
+    l("exclude"),
+    v("listed-between"),
     v("start"),
     v("end"),
     v("shard"),
@@ -135,11 +139,27 @@ impl JobSpec {
 /// Every job the runner can run, in pipeline order.
 pub const JOBS: &[JobSpec] = &[
     JobSpec {
+        name: JobName::INSTRUMENTS.as_str(),
+        args: &[
+            v("source"),
+            v("listing-url"),
+            v("rest-url"),
+            s("full"),
+            v("retries"),
+        ],
+        resources: Resources {
+            cpu: "500m",
+            memory: "512Mi",
+        },
+    },
+    JobSpec {
         name: JobName::DOWNLOAD.as_str(),
         args: &[
             v("source"),
             v("listing-url"),
+            v("plan-from"),
             s("refresh"),
+            s("strict-checksum"),
             s("verify"),
             s("retry-missing"),
             v("retries"),

@@ -359,3 +359,165 @@ async fn refresh_finds_a_republished_file_from_the_listing_alone() {
     assert_eq!(again["counts"]["done"], 1, "{again} ({store})");
     assert_eq!(again["counts"]["skipped"], 4, "{again}");
 }
+
+/// The registry's column as text per row (dates as YYYY-MM-DD, nulls as "").
+fn texts(df: &frames::polars::prelude::DataFrame, c: &str) -> Vec<String> {
+    use frames::polars::prelude::DataType as T;
+    let s = df.column(c).unwrap().cast(&T::String).unwrap();
+    let ca = s.str().unwrap();
+    (0..ca.len())
+        .map(|i| ca.get(i).unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_equals_the_universe_and_selections_select_exactly() {
+    let universe = SimConfig::universe();
+    let sim = start(universe.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for market in ["um", "cm", "spot"] {
+        let types = if market == "spot" {
+            "klines"
+        } else {
+            "klines,fundingRate"
+        };
+        let mut c = job("instruments");
+        c.args(["--store", dir.path().to_str().unwrap()])
+            .args(["--source", &sim.base_url(), "--rest-url", &sim.base_url()])
+            .args(["--market", market, "--symbols", "all", "--data-type", types])
+            .args(["--start", "2024-10-01", "--end", "2025-01-31"]);
+        let r = run_ok(tokio::process::Command::from(c)).await;
+        assert_eq!(r["counts"]["done"], 1, "{r}");
+    }
+    for (market, name) in [
+        (Market::Um, "futures-um"),
+        (Market::Cm, "futures-cm"),
+        (Market::Spot, "spot"),
+    ] {
+        let df = common::read(
+            &dir.path()
+                .join(format!("reference/{name}/instruments.parquet")),
+        );
+        let symbols = texts(&df, "symbol");
+        let want: Vec<&archive_sim::SymbolSpec> = {
+            let mut v: Vec<_> = universe
+                .symbols
+                .iter()
+                .filter(|s| s.market == market)
+                .collect();
+            v.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            v
+        };
+        assert_eq!(
+            symbols,
+            want.iter().map(|s| s.symbol.clone()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let (first, last) = (texts(&df, "first_day"), texts(&df, "last_day"));
+        let (kfirst, klast) = (texts(&df, "klines_1m_first"), texts(&df, "klines_1m_last"));
+        let (contract, quote) = (texts(&df, "contract_type"), texts(&df, "quote_asset"));
+        let (delivery, status) = (texts(&df, "delivery_date"), texts(&df, "status"));
+        let onboard = texts(&df, "onboard_date");
+        for (i, s) in want.iter().enumerate() {
+            // The archive has daily klines from the listing (or the coverage's start) to the
+            // delisting (or its end).
+            let f = s.listed.max(universe.start).to_string();
+            let l = s
+                .delisted
+                .map_or(universe.end, |d| d.min(universe.end))
+                .to_string();
+            assert_eq!((&kfirst[i], &klast[i]), (&f, &l), "{name} {}", s.symbol);
+            assert!(first[i] <= f && last[i] >= l, "{name} {}", s.symbol);
+            let delivered = s.symbol.split_once('_').is_some_and(|(_, d)| d != "PERP");
+            let kind = match market {
+                Market::Spot => "spot",
+                _ if delivered => "delivery",
+                _ => "perpetual",
+            };
+            assert_eq!(contract[i], kind, "{}", s.symbol);
+            if delivered {
+                let yymmdd = s.symbol.split_once('_').unwrap().1;
+                let d = NaiveDate::parse_from_str(yymmdd, "%y%m%d").unwrap();
+                assert_eq!(delivery[i], d.to_string(), "{}", s.symbol);
+            } else {
+                assert_eq!(delivery[i], "", "{}", s.symbol);
+            }
+            // exchangeInfo at the simulator's clock (the coverage's end + 1 day).
+            let trading = s.delisted.is_none();
+            assert_eq!(
+                status[i],
+                if trading { "trading" } else { "delisted" },
+                "{}",
+                s.symbol
+            );
+            if s.listed <= universe.end {
+                assert_eq!(onboard[i], s.listed.to_string(), "{}", s.symbol);
+            }
+        }
+        if market == Market::Um {
+            let q = |sym: &str| quote[symbols.iter().position(|s| s == sym).unwrap()].clone();
+            assert_eq!(q("BTCUSDC"), "USDC");
+            assert_eq!(q("1000PEPEUSDT"), "USDT");
+            assert_eq!(q("BTCUSDT_241227"), "USDT");
+        }
+    }
+
+    // Selections: USDT perpetuals with data in December 2024, not the OLD* names.
+    let args = [
+        "--symbols",
+        "all",
+        "--data-type",
+        "fundingRate",
+        "--contract",
+        "perpetual",
+        "--quote",
+        "USDT",
+        "--exclude",
+        "OLD*,DOGE?SDT",
+        "--listed-between",
+        "2024-12-01..2024-12-31",
+        "--start",
+        "2024-12-01",
+        "--end",
+        "2024-12-31",
+    ];
+    let r = run_ok(download(&sim, dir.path(), &args)).await;
+    let got: BTreeSet<String> = raw_files(dir.path())
+        .keys()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let dec = (
+        NaiveDate::from_ymd_opt(2024, 12, 1).unwrap(),
+        NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
+    );
+    let want: BTreeSet<String> = universe
+        .symbols
+        .iter()
+        .filter(|s| s.market == Market::Um && s.data_types().contains(&DataType::FundingRate))
+        .filter(|s| !s.symbol.contains('_') && s.symbol.ends_with("USDT"))
+        .filter(|s| !s.symbol.starts_with("OLD") && s.symbol != "DOGEUSDT")
+        .filter(|s| s.listed <= dec.1 && s.delisted.is_none_or(|d| d >= dec.0))
+        .map(|s| s.symbol.clone())
+        .collect();
+    assert_eq!(got, want, "{r}");
+    assert!(!want.contains("FTTUSDT") && want.contains("SOLUSDT") && !want.contains("NEWUSDT"));
+
+    // A selection with a list of symbols is refused: it would be ignored.
+    let mut c = download(
+        &sim,
+        dir.path(),
+        &[
+            "--symbols",
+            "BTCUSDT",
+            "--quote",
+            "USDT",
+            "--start",
+            "2024-12-01",
+            "--end",
+            "2024-12-01",
+        ],
+    );
+    let out = c.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--symbols all"), "{}", stderr(&out));
+}
