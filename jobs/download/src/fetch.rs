@@ -37,6 +37,10 @@ const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 
 /// Process one unit.
 pub async fn process(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
+    Box::pin(process_unit(run, unit)).await
+}
+
+async fn process_unit(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome> {
     let file = &unit.file;
     let key = file.key();
     let result = process_inner(run, unit).await;
@@ -129,7 +133,13 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
         }
         let body = fetch_zip(run, file).await?;
         if body.sha256 == expected {
-            return store_verified(run, unit, body, &expected, None).await;
+            let held = match &body.data {
+                BodyData::Memory(b) => Some(b.clone()),
+                BodyData::Staged(_) => None,
+            };
+            let outcome = store_verified(run, unit, body, &expected, None).await?;
+            crate::holes::repair_month(run, unit, held).await?;
+            return Ok(outcome);
         }
         Stats::add(&run.stats.checksum_mismatches, 1);
         // The same bytes twice (or no second download allowed): ask the ETag for a second
@@ -139,7 +149,13 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
         if settled && let Some(etag) = erratum(run, unit, &body).await? {
             tracing::warn!(file = %file, published = %expected, actual = %body.sha256, "checksum erratum: the CHECKSUM is wrong, the bytes are good (their MD5 is the bucket's ETag and the zip's CRCs pass); accepted as verified_by=etag");
             lock(&run.stats.checksum_errata).push(file.key());
-            return store_verified(run, unit, body, &expected, Some(etag)).await;
+            let held = match &body.data {
+                BodyData::Memory(b) => Some(b.clone()),
+                BodyData::Staged(_) => None,
+            };
+            let outcome = store_verified(run, unit, body, &expected, Some(etag)).await?;
+            crate::holes::repair_month(run, unit, held).await?;
+            return Ok(outcome);
         }
         last_sha = Some(body.sha256.clone());
         let mismatch = Error::ChecksumMismatch {

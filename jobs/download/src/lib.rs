@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+mod days;
 mod fetch;
+mod holes;
 mod listed;
 mod plan;
 
@@ -110,6 +112,8 @@ pub struct Stats {
     pub republished: AtomicU64,
     pub monthly_fallbacks: AtomicU64,
     pub refresh_checks: AtomicU64,
+    /// Monthly files found lacking days, and the daily files fetched for them.
+    pub monthly_holes: Mutex<Vec<holes::MonthlyHole>>,
     /// Files accepted on the ETag's word although their CHECKSUM names other bytes.
     pub checksum_errata: Mutex<Vec<String>>,
     /// Listing pages asked for to plan, and the targets planned from them.
@@ -432,6 +436,7 @@ impl Job for Download {
             "adopted": Stats::get(&s.adopted),
             "republished": Stats::get(&s.republished),
             "refresh_checks": Stats::get(&s.refresh_checks),
+            "monthly_holes": s.monthly_holes.lock().map(|v| serde_json::to_value(&*v).unwrap_or_default()).unwrap_or_default(),
             "checksum_errata": s.checksum_errata.lock().map(|v| { let mut v = v.clone(); v.sort(); v }).unwrap_or_default(),
             "monthly_fallbacks": Stats::get(&s.monthly_fallbacks),
             "plan_from": self.spec.plan_from,

@@ -192,6 +192,22 @@ impl Lister<'_> {
         Ok(pages)
     }
 
+    /// The daily files of (`ds`, `symbol`) from `a` to `b`: a monthly file's days checked
+    /// against what the archive has for them.
+    pub async fn daily(
+        &self,
+        ds: &Dataset,
+        symbol: &str,
+        range: DateRange,
+        at: DateTime<Utc>,
+    ) -> Result<Listed> {
+        let (a, b) = (FileDate::Day(range.start), FileDate::Day(range.end));
+        let probe = ArchiveFile::new(*ds, symbol, a);
+        let mut objs = Vec::new();
+        let pages = self.folder(&probe, a, b, &mut objs).await?;
+        Ok(collect(objs, pages, range, at))
+    }
+
     /// List the files of (`ds`, `symbol`) that cover `range`: the monthly folder over the
     /// range's months, then the daily folder over each run of months that need daily files (a
     /// month the range covers in part, or whose monthly file is not listed).

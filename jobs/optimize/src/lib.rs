@@ -222,9 +222,13 @@ impl Job for Spec {
             }));
         }
         for c in m.choices {
-            tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, "day present in both a daily and a monthly archive");
+            if c.identical() {
+                tracing::info!(unit = %key, day = %c.date, "day present in both a daily and a monthly archive: identical");
+            } else {
+                tracing::warn!(unit = %key, day = %c.date, daily_rows = c.daily_rows, monthly_rows = c.monthly_rows, kept = ?c.kept, rows_only_daily = c.rows_only_daily, rows_only_monthly = c.rows_only_monthly, cells = ?c.cells_differ, "day present in both a daily and a monthly archive, and they differ");
+            }
             t.both_sources
-                .push(serde_json::json!({"unit": key, "choice": c}));
+                .push(serde_json::json!({"unit": key, "identical": c.identical(), "choice": c}));
         }
         Finished::Done
     }

@@ -17,13 +17,24 @@ use shared::{Context, Error, Result};
 
 use crate::{DayInput, MonthUnit, Spec};
 
-/// A day present in both a daily and a monthly archive, and which one was kept.
+/// A day present in both a daily and a monthly archive, which one was kept, and how they differ
+/// value by value (by the dataset's key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceChoice {
     pub date: NaiveDate,
     pub daily_rows: u64,
     pub monthly_rows: u64,
     pub kept: Source,
+    pub rows_only_daily: u64,
+    pub rows_only_monthly: u64,
+    /// Column → rows (present in both) whose value differs.
+    pub cells_differ: BTreeMap<String, u64>,
+}
+
+impl SourceChoice {
+    pub fn identical(&self) -> bool {
+        self.rows_only_daily == 0 && self.rows_only_monthly == 0 && self.cells_differ.is_empty()
+    }
 }
 
 /// What REST had for a day that the archive now covers, compared over the interval the REST
@@ -81,6 +92,9 @@ pub fn choose_sources(inputs: &[DayInput]) -> (BTreeMap<NaiveDate, DayInput>, Ve
                     daily_rows: d.rows,
                     monthly_rows: m.rows,
                     kept: kept.source,
+                    rows_only_daily: 0,
+                    rows_only_monthly: 0,
+                    cells_differ: BTreeMap::new(),
                 });
                 kept
             }
@@ -183,6 +197,20 @@ pub(crate) async fn optimize(
         source: std::io::Error::other(e.to_string()),
     })??;
     res.choices = choices;
+    for c in &mut res.choices {
+        let input = |source| {
+            u.inputs
+                .iter()
+                .find(|i| i.date == c.date && i.source == source)
+        };
+        if let (Some(d), Some(m)) = (input(Source::Daily), input(Source::Monthly)) {
+            let (df_d, df_m) = (read_input(ctx, d).await?, read_input(ctx, m).await?);
+            let diff = compare_frames(format, (&df_d, &d.path), (&df_m, &m.path))?;
+            c.rows_only_daily = diff.0;
+            c.rows_only_monthly = diff.1;
+            c.cells_differ = diff.2;
+        }
+    }
     res.rest_days = chosen_days
         .iter()
         .filter(|(d, i)| i.source == Source::Rest && u.month.days().any(|m| m == **d))
@@ -240,6 +268,14 @@ pub(crate) async fn optimize(
     Ok(res)
 }
 
+/// A day partition, read whole.
+async fn read_input(ctx: &Context, i: &DayInput) -> Result<DataFrame> {
+    frames::read_parquet(&ctx.store, &i.path)
+        .await
+        .map_err(Error::from)?
+        .ok_or_else(|| Error::upstream_missing(&i.path, crate::UPSTREAM))
+}
+
 /// Compare a day's REST partition with the archive's over the interval REST holds.
 async fn compare_rest(
     ctx: &Context,
@@ -247,19 +283,10 @@ async fn compare_rest(
     rest: &DayInput,
     archive: &[&DayInput],
 ) -> Result<RestVsArchive> {
-    let read = |i: &DayInput| {
-        let path = i.path.clone();
-        async move {
-            frames::read_parquet(&ctx.store, &path)
-                .await
-                .map_err(Error::from)?
-                .ok_or_else(|| Error::upstream_missing(&path, crate::UPSTREAM))
-        }
-    };
-    let r = read(rest).await?;
+    let r = read_input(ctx, rest).await?;
     let mut a: Option<DataFrame> = None;
     for i in archive {
-        let df = read(i).await?;
+        let df = read_input(ctx, i).await?;
         match &mut a {
             None => a = Some(df),
             Some(acc) => {
@@ -284,7 +311,26 @@ async fn compare_rest(
         .collect()
         .ctx(|| format!("{archive_path}: rows REST covers"))
         .map_err(Error::from)?;
-    let key = format.key.first().copied().unwrap_or(t);
+    let (only_rest, only_archive, cells_differ) =
+        compare_frames(format, (&r, &rest.path), (&a, archive_path))?;
+    Ok(RestVsArchive {
+        date: rest.date,
+        rest_rows: r.height() as u64,
+        rows_only_rest: only_rest,
+        rows_only_archive: only_archive,
+        cells_differ,
+    })
+}
+
+/// Two sources of the same rows compared by the dataset's key (its first column, else the time):
+/// rows only the first has, rows only the second has, and per column the rows present in both
+/// whose values differ.
+fn compare_frames(
+    format: &shared::formats::Format,
+    (x, x_path): (&DataFrame, &str),
+    (y, y_path): (&DataFrame, &str),
+) -> Result<(u64, u64, BTreeMap<String, u64>)> {
+    let key = format.key.first().copied().unwrap_or(format.time_field);
     let keys = |df: &DataFrame, path: &str| -> Result<Vec<i64>> {
         let c = df
             .column(key)
@@ -296,45 +342,40 @@ async fn compare_rest(
             .map(|i| ca.get(i).unwrap_or(i64::MIN))
             .collect())
     };
-    let (rk, ak) = (keys(&r, &rest.path)?, keys(&a, archive_path)?);
-    let archive_at: std::collections::HashMap<i64, usize> =
-        ak.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    let rest_keys: std::collections::HashSet<i64> = rk.iter().copied().collect();
-    let mut out = RestVsArchive {
-        date: rest.date,
-        rest_rows: r.height() as u64,
-        rows_only_rest: 0,
-        rows_only_archive: ak.iter().filter(|k| !rest_keys.contains(k)).count() as u64,
-        cells_differ: BTreeMap::new(),
-    };
-    let pairs: Vec<(usize, usize)> = rk
+    let (xk, yk) = (keys(x, x_path)?, keys(y, y_path)?);
+    let y_at: std::collections::HashMap<i64, usize> =
+        yk.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let x_keys: std::collections::HashSet<i64> = xk.iter().copied().collect();
+    let only_y = yk.iter().filter(|k| !x_keys.contains(k)).count() as u64;
+    let mut only_x = 0;
+    let pairs: Vec<(usize, usize)> = xk
         .iter()
         .enumerate()
-        .filter_map(|(i, k)| match archive_at.get(k) {
+        .filter_map(|(i, k)| match y_at.get(k) {
             Some(j) => Some((i, *j)),
             None => {
-                out.rows_only_rest += 1;
+                only_x += 1;
                 None
             }
         })
         .collect();
-    for c in r.columns() {
+    let mut cells = BTreeMap::new();
+    for c in x.columns() {
         let name = c.name().as_str();
-        let Ok(other) = a.column(name) else {
-            out.cells_differ
-                .insert(name.to_string(), pairs.len() as u64);
+        let Ok(other) = y.column(name) else {
+            cells.insert(name.to_string(), pairs.len() as u64);
             continue;
         };
-        let (rs, os) = (c.as_materialized_series(), other.as_materialized_series());
+        let (xs, ys) = (c.as_materialized_series(), other.as_materialized_series());
         let n = pairs
             .iter()
-            .filter(|(i, j)| rs.get(*i).ok() != os.get(*j).ok())
+            .filter(|(i, j)| xs.get(*i).ok() != ys.get(*j).ok())
             .count() as u64;
         if n > 0 {
-            out.cells_differ.insert(name.to_string(), n);
+            cells.insert(name.to_string(), n);
         }
     }
-    Ok(out)
+    Ok((only_x, only_y, cells))
 }
 
 /// The month's days gathered into row groups of `row_group_rows` rows (the last one shorter), so
@@ -518,6 +559,24 @@ fn day_bounds_us(day: NaiveDate) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_compare_value_by_value_on_the_key() {
+        let frame =
+            |times: &[i64], closes: &[f64]| df!("open_time" => times, "close" => closes).unwrap();
+        let daily = frame(&[0, 60, 120, 180], &[1.0, 2.0, 3.0, 4.0]);
+        let monthly = frame(&[0, 60, 120, 240], &[1.0, 2.5, 3.0, 5.0]);
+        let klines = &shared::formats::KLINES;
+        let (only_d, only_m, cells) =
+            compare_frames(klines, (&daily, "d"), (&monthly, "m")).unwrap();
+        assert_eq!((only_d, only_m), (1, 1));
+        assert_eq!(
+            cells.into_iter().collect::<Vec<_>>(),
+            vec![("close".to_string(), 1)]
+        );
+        let (a, b, c) = compare_frames(klines, (&daily, "d"), (&daily, "d")).unwrap();
+        assert_eq!((a, b, c.len()), (0, 0, 0));
+    }
 
     fn input(day: u32, source: Source, rows: u64) -> DayInput {
         DayInput {

@@ -33,8 +33,9 @@ struct Args {
     /// Seed of the generated data (overrides the config's).
     #[arg(long)]
     seed: Option<u64>,
-    /// A JSON SimConfig (fields not given take the demo defaults).
-    #[arg(long)]
+    /// A JSON SimConfig (fields not given take the demo defaults). The variable lets a test
+    /// give the demo DAG's simulator its defects.
+    #[arg(long, env = "ARCHIVE_SIM_CONFIG")]
     config: Option<PathBuf>,
     /// First day of coverage (YYYY-MM-DD).
     #[arg(long)]

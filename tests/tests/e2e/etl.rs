@@ -396,6 +396,10 @@ async fn a_day_in_both_archives_keeps_the_more_complete_and_is_reported() {
     assert_eq!(choice["daily_rows"], 1440);
     assert_eq!(choice["monthly_rows"], 0);
     assert_eq!(choice["kept"], "daily");
+    // Compared value by value: the daily file's rows are the ones the monthly file lacks.
+    assert_eq!(choice["rows_only_daily"], 1440, "{last}");
+    assert_eq!(choice["rows_only_monthly"], 0, "{last}");
+    assert_eq!(both[0]["identical"], false, "{last}");
     // The month is complete.
     let df = read(store, &ds.optimized_partition("BTCUSDT", 2025, 1));
     assert_eq!(df.height(), 31 * 1440);

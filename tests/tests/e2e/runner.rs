@@ -1071,3 +1071,66 @@ fn k8s_manifests_validate_against_the_schemas() {
     }
     assert!(out.contains("namespace-rbac.yaml: ok"), "{out}");
 }
+
+/// A monthly file that lacks a day (binance-archive.md: #186, #220, #253): one run of the demo
+/// DAG ends with the month complete — `download` counts the monthly file's days, finds the hole,
+/// fetches that day's daily file from the listing, and `optimize` takes the day from it — and
+/// the repair is in `download`'s report.
+#[test]
+fn a_monthly_file_missing_a_day_is_repaired_in_one_run() {
+    let store = tempfile::tempdir().unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let monthly = "data/futures/um/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-12.zip";
+    let config = cfg_dir.path().join("sim.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({ "monthly_missing_day": [[monthly, "2024-12-15"]] }).to_string(),
+    )
+    .unwrap();
+    let o = demo(
+        store.path(),
+        &["--steps", "validate-um", "--symbols", "BTCUSDT"],
+    )
+    .env("ARCHIVE_SIM_CONFIG", &config)
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = summary(&o);
+    assert_eq!(s["outcome"], "ok", "{s}");
+
+    // The month is complete: every minute of December once.
+    let month = store
+        .path()
+        .join("optimized/futures-um/klines-1m/symbol=BTCUSDT/year=2024/month=12/part-0.parquet");
+    let df = common::read(&month);
+    let times: BTreeSet<i64> = common::i64s(&df, "open_time").into_iter().collect();
+    assert_eq!(df.height(), 31 * 1440);
+    assert_eq!(times.len(), 31 * 1440);
+    let dec15 = 1_734_220_800_000_000i64;
+    assert!(times.contains(&dec15) && times.contains(&(dec15 + 86_399 * 1_000_000 - 59_000_000)));
+
+    // The repair is reported by the download that made it.
+    let dl = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["step"] == "download-um")
+        .expect("a download-um shard");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.path().join(dl["report"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let holes = &report["details"]["monthly_holes"];
+    assert_eq!(holes[0]["file"], monthly, "{report}");
+    assert_eq!(
+        holes[0]["repaired"],
+        serde_json::json!(["2024-12-15"]),
+        "{report}"
+    );
+    assert!(
+        store
+            .path()
+            .join("raw/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-12-15.zip")
+            .exists()
+    );
+}
