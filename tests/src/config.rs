@@ -62,6 +62,13 @@ pub struct SimConfig {
     pub now: Option<NaiveDateTime>,
     /// The REST API's rate limits (Binance's defaults).
     pub rest: RestLimits,
+    /// Kline intervals the archive has (default: every interval). A market of hundreds of
+    /// symbols over years holds tens of millions of keys with all of them.
+    pub intervals: Option<Vec<shared::paths::Interval>>,
+    /// Kline files hold one row per day of their period instead of every candle: a listing of
+    /// a whole market (every listed file's MD5 is computed from its bytes) and a mirror of it
+    /// then cost what their requests cost. Other types are generated as usual.
+    pub tiny_files: bool,
 }
 
 impl Default for SimConfig {
@@ -110,6 +117,8 @@ impl SimConfig {
             cache_bytes: 512 << 20,
             now: None,
             rest: RestLimits::default(),
+            intervals: None,
+            tiny_files: false,
         }
     }
 
