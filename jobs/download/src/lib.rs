@@ -410,9 +410,38 @@ impl Job for Download {
                 .lock()
                 .map(|f| f.clone())
                 .unwrap_or_default();
-            for tg in &targets {
-                if !t.found.contains(tg) && !at_plan.contains(tg) && !t.failed.contains(tg) {
-                    let (ds, sym) = tg;
+            let empty: Vec<&(Dataset, String)> = targets
+                .iter()
+                .filter(|tg| {
+                    !t.found.contains(tg) && !at_plan.contains(tg) && !t.failed.contains(tg)
+                })
+                .collect();
+            if self.spec.common.symbols == SymbolSelection::All {
+                // Symbols of the listing outside the range are expected with `all`: one line
+                // per dataset, naming a few.
+                let mut by_ds: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+                for (ds, sym) in &empty {
+                    by_ds.entry(ds.scope()).or_default().push(sym);
+                }
+                for (scope, syms) in by_ds {
+                    let shown: Vec<&str> = syms.iter().take(10).copied().collect();
+                    let more = syms.len().saturating_sub(shown.len());
+                    end.tally.warn(format!(
+                        "{} symbols of the listing have no {scope} file from {} to {} (listed \
+                         after it or delisted before it): {}{}",
+                        syms.len(),
+                        range.start,
+                        range.end,
+                        shown.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                }
+            } else {
+                for (ds, sym) in empty {
                     end.tally.warn(format!(
                         "{sym}: the archive has no {} file from {} to {} (not listed yet in that \
                          range, or delisted before it)",

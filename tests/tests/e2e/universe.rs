@@ -502,6 +502,54 @@ async fn the_registry_equals_the_universe_and_selections_select_exactly() {
     assert_eq!(got, want, "{r}");
     assert!(!want.contains("FTTUSDT") && want.contains("SOLUSDT") && !want.contains("NEWUSDT"));
 
+    // Without a selection, the symbols of the listing that have no file in the range are one
+    // warning, not one each.
+    let args = [
+        "--symbols",
+        "all",
+        "--data-type",
+        "fundingRate",
+        "--start",
+        "2025-01-01",
+        "--end",
+        "2025-01-31",
+    ];
+    let r = run_ok(download(&sim, dir.path(), &args)).await;
+    let w = common::warnings(&r);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("2 symbols of the listing have no futures-um/fundingRate file")
+            && w[0].ends_with(": FTTUSDT, OLDUSDT"),
+        "{w:?}"
+    );
+
+    // The registry again: every symbol's files ended long before the job's clock, so none is
+    // listed again.
+    let mut c = job("instruments");
+    c.args(["--store", dir.path().to_str().unwrap()])
+        .args(["--source", &sim.base_url()])
+        .args([
+            "--market",
+            "um",
+            "--symbols",
+            "all",
+            "--data-type",
+            "klines,fundingRate",
+        ])
+        .args(["--start", "2024-10-01", "--end", "2025-01-31"]);
+    let again = run_ok(tokio::process::Command::from(c)).await;
+    assert_eq!(again["details"]["listed"], 0, "{again}");
+    assert_eq!(again["details"]["pages"], 0, "{again}");
+    let df = common::read(&dir.path().join("reference/futures-um/instruments.parquet"));
+    assert_eq!(
+        texts(&df, "klines_1m_first").len(),
+        universe
+            .symbols
+            .iter()
+            .filter(|s| s.market == Market::Um)
+            .count()
+    );
+
     // A selection with a list of symbols is refused: it would be ignored.
     let mut c = download(
         &sim,
