@@ -38,9 +38,10 @@ impl JobName {
     pub const BUILD_PANEL: JobName = JobName("build-panel");
     pub const TAIL: JobName = JobName("tail");
     pub const INSTRUMENTS: JobName = JobName("instruments");
+    pub const LOAD: JobName = JobName("load");
 
     /// Every job binary a DAG can run, in pipeline order.
-    pub const ALL: [JobName; 10] = [
+    pub const ALL: [JobName; 11] = [
         JobName::INSTRUMENTS,
         JobName::DOWNLOAD,
         JobName::EXTRACT,
@@ -51,6 +52,7 @@ impl JobName {
         JobName::AGGREGATE,
         JobName::BARS,
         JobName::BUILD_PANEL,
+        JobName::LOAD,
     ];
 
     pub const fn as_str(self) -> &'static str {

@@ -283,6 +283,14 @@ pub const JOBS: &[JobSpec] = &[
             memory: "4Gi",
         },
     },
+    JobSpec {
+        name: JobName::LOAD.as_str(),
+        args: &[v("database-url"), v("schema"), s("optional")],
+        resources: Resources {
+            cpu: "1",
+            memory: "1Gi",
+        },
+    },
 ];
 
 /// Binaries of this workspace besides the jobs that a DAG may start as services; the runner

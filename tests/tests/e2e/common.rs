@@ -308,3 +308,160 @@ pub fn read_all(dir: &Path) -> DataFrame {
     }
     out.expect("files")
 }
+
+/// A PostgreSQL server of its own: a cluster initialised in a temp folder, listening on a free
+/// loopback port, stopped on drop. The superuser `postgres` has a password over TCP
+/// (scram-sha-256), so that a wrong one is refused.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    run_as: Option<String>,
+    pub port: u16,
+}
+
+pub const PG_PASSWORD: &str = "s3cret-pw";
+
+impl Postgres {
+    /// `None` (with a message) where PostgreSQL is not installed, unless `CI` is set: CI must
+    /// run the database tests (`.ci/run` installs it).
+    pub fn start() -> Option<Postgres> {
+        let bin = [
+            "/usr/lib/postgresql/17/bin",
+            "/usr/lib/postgresql/16/bin",
+            "/usr/lib/postgresql/15/bin",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("initdb").exists());
+        let Some(bin) = bin else {
+            if std::env::var_os("CI").is_some() {
+                panic!("PostgreSQL (initdb, pg_ctl) is required under CI: .ci/run installs it");
+            }
+            eprintln!(
+                "SKIPPED: PostgreSQL not found; `apt-get install postgresql` to run the load tests"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // initdb and pg_ctl refuse to run as root: as root, the cluster belongs to `postgres`.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let run_as = root.then(|| "postgres".to_string());
+        if root {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown the cluster folder to postgres");
+        }
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, PG_PASSWORD).unwrap();
+        if root {
+            Command::new("chown")
+                .args(["postgres:postgres", pw.to_str().unwrap()])
+                .status()
+                .unwrap();
+        }
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            bin,
+            run_as,
+        };
+        let data = pg.dir.path().join("data");
+        let out = pg
+            .cmd("initdb")
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "-E", "UTF8"])
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+            ])
+            .args(["--pwfile", pw.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let log = pg.dir.path().join("log");
+        let out = pg
+            .cmd("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+            ])
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Some(pg)
+    }
+
+    fn cmd(&self, name: &str) -> Command {
+        let exe = self.bin.join(name);
+        let mut c = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        c.current_dir(self.dir.path()).stdin(Stdio::null());
+        c
+    }
+
+    /// The URL of database `postgres` with the superuser's password.
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// A client connection (tokio-postgres) for the test's own queries.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .cmd("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}

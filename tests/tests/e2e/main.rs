@@ -13,6 +13,7 @@ mod download;
 mod etl;
 mod extract;
 mod hygiene;
+mod load;
 mod runner;
 mod store;
 mod tail;

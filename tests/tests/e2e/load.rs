@@ -1,0 +1,314 @@
+//! End-to-end tests of `load` against a real PostgreSQL (started in a temp folder): the demo's
+//! optimized datasets in their tables equal to the Parquet (row counts, per-column sums, min and
+//! max, timestamps to the microsecond), a rerun that loads nothing, a rewritten month that
+//! replaces only its rows, a mismatched table refused by column, and a wrong password refused
+//! without being printed.
+
+use crate::common;
+
+use std::path::Path;
+
+use archive_sim::{SimConfig, SimServer};
+use common::{Postgres, job, report, stderr};
+use frames::polars::prelude::*;
+
+const RANGE: [&str; 4] = ["--start", "2024-12-30", "--end", "2025-01-02"];
+const TYPES: &str = "klines,aggTrades,fundingRate,metrics";
+
+/// download → extract → convert → optimize of the demo's two UM symbols over `RANGE`.
+async fn optimized(store: &Path, source: &str, extra: &[&str]) {
+    for name in ["download", "extract", "convert", "optimize"] {
+        let mut args = vec!["--symbols", "BTCUSDT,ETHUSDT", "--data-type", TYPES];
+        args.extend(RANGE);
+        if name == "download" {
+            args.extend(["--source", source, "--listing-url", source]);
+            args.extend(extra);
+        }
+        common::run_ok(name, store, &args).await;
+    }
+}
+
+fn load(store: &Path, url: &str, extra: &[&str]) -> std::process::Command {
+    let mut c = job("load");
+    c.args(["--store", store.to_str().unwrap()])
+        .args(["--symbols", "BTCUSDT,ETHUSDT", "--data-type", TYPES])
+        .args(RANGE)
+        .args(["--database-url", url])
+        .args(extra);
+    c
+}
+
+fn run_load(store: &Path, url: &str, extra: &[&str]) -> serde_json::Value {
+    let out = load(store, url, extra).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    report(&out)
+}
+
+/// Every optimized month of a dataset folder, stacked, with its symbol.
+fn parquet_rows(store: &Path, dataset: &str) -> DataFrame {
+    let mut all: Option<DataFrame> = None;
+    for p in common::walk(&store.join("optimized/futures-um").join(dataset)) {
+        let sym = p
+            .components()
+            .find_map(|c| c.as_os_str().to_str()?.strip_prefix("symbol="))
+            .unwrap()
+            .to_string();
+        let mut df = common::read(&p);
+        let n = df.height();
+        df.with_column(Column::new("symbol".into(), vec![sym; n]))
+            .unwrap();
+        match &mut all {
+            None => all = Some(df),
+            Some(a) => {
+                a.vstack_mut_owned(df).unwrap();
+            }
+        }
+    }
+    all.unwrap_or_else(|| panic!("no optimized {dataset}"))
+}
+
+/// For each numeric or time column: the Parquet's (count, sum, min, max) and the table's, as
+/// text that compares exactly (floats by their shortest round-trip form, times in µs).
+async fn compare(client: &tokio_postgres::Client, table: &str, df: &DataFrame) {
+    let n: i64 = client
+        .query_one(&format!("SELECT count(*) FROM binance.{table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, df.height(), "{table}: rows");
+    for c in df.columns() {
+        let name = c.name().as_str();
+        let (pg_expr, ours): (String, Option<(String, String, String)>) = match c.dtype() {
+            DataType::Datetime(..) => {
+                let v = c.cast(&DataType::Int64).unwrap();
+                let ca = v.i64().unwrap().clone();
+                (
+                    format!(
+                        "(sum((extract(epoch from \"{name}\") * 1000000)::numeric))::numeric(40, 0)::text, \
+                         ((extract(epoch from min(\"{name}\")) * 1000000)::bigint)::text, \
+                         ((extract(epoch from max(\"{name}\")) * 1000000)::bigint)::text"
+                    ),
+                    Some((
+                        (0..ca.len())
+                            .filter_map(|i| ca.get(i))
+                            .map(i128::from)
+                            .sum::<i128>()
+                            .to_string(),
+                        ca.min().unwrap().to_string(),
+                        ca.max().unwrap().to_string(),
+                    )),
+                )
+            }
+            DataType::Int64 => {
+                let ca = c.i64().unwrap().clone();
+                (
+                    format!("sum(\"{name}\")::text, min(\"{name}\")::text, max(\"{name}\")::text"),
+                    Some((
+                        (0..ca.len())
+                            .filter_map(|i| ca.get(i))
+                            .map(i128::from)
+                            .sum::<i128>()
+                            .to_string(),
+                        ca.min().unwrap().to_string(),
+                        ca.max().unwrap().to_string(),
+                    )),
+                )
+            }
+            DataType::Float64 => {
+                // Summed in the same order on both sides would still differ in the last bit:
+                // compare min and max exactly and the sum to 1e-9 relative.
+                let ca = c.f64().unwrap().clone();
+                let (lo, hi) = (ca.min(), ca.max());
+                let sum: f64 = (0..ca.len()).filter_map(|i| ca.get(i)).sum();
+                let row = client
+                    .query_one(
+                        &format!(
+                            "SELECT coalesce(sum(\"{name}\"), 0), min(\"{name}\"), max(\"{name}\") \
+                             FROM binance.{table}"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let (s, mi, ma): (f64, Option<f64>, Option<f64>) =
+                    (row.get(0), row.get(1), row.get(2));
+                assert!(
+                    (s - sum).abs() <= 1e-9 * sum.abs().max(1.0),
+                    "{table}.{name}: sum {s} vs {sum}"
+                );
+                assert_eq!((mi, ma), (lo, hi), "{table}.{name}: min/max");
+                continue;
+            }
+            _ => continue,
+        };
+        let (sum, min, max) = ours.unwrap();
+        let row = client
+            .query_one(&format!("SELECT {pg_expr} FROM binance.{table}"), &[])
+            .await
+            .unwrap();
+        let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(got, (sum, min, max), "{table}.{name}: sum, min, max");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    optimized(store, &sim.base_url(), &[]).await;
+
+    let r = run_load(store, &pg.url(), &[]);
+    assert_eq!(r["counts"]["failed"], 0, "{r}");
+    assert!(r["counts"]["done"].as_u64().unwrap() >= 8, "{r}");
+    // The password is in no report.
+    assert!(!r.to_string().contains(common::PG_PASSWORD), "{r}");
+    assert_eq!(
+        r["params"]["database"],
+        format!("postgres@127.0.0.1:{}/postgres", pg.port)
+    );
+
+    let client = pg.client().await;
+    for (table, dataset) in [
+        ("um_klines_1m", "klines-1m"),
+        ("um_agg_trades", "aggTrades"),
+        ("um_funding_rate", "fundingRate"),
+        ("um_metrics", "metrics"),
+    ] {
+        compare(&client, table, &parquet_rows(store, dataset)).await;
+    }
+    // The timestamps are the Parquet's to the microsecond: one row read back whole.
+    let df = parquet_rows(store, "klines-1m");
+    let first = df
+        .column("open_time")
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .min()
+        .unwrap();
+    let got: i64 = client
+        .query_one(
+            "SELECT (extract(epoch from min(open_time)) * 1000000)::bigint FROM binance.um_klines_1m",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, first);
+    // Seed-style query: the latest candles of a symbol.
+    let rows = client
+        .query(
+            "SELECT open_time, close FROM binance.um_klines_1m WHERE symbol = 'BTCUSDT' \
+             ORDER BY open_time DESC LIMIT 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+
+    // The seed's hourly open interest against price: every hour of klines, with the hour's last
+    // open-interest snapshot where metrics have one.
+    let hours: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT symbol, date_trunc('hour', open_time) \
+             FROM binance.um_klines_1m) h",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(open_interest) FROM binance.oi_price_1h",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, with_oi): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(n, hours);
+    assert!(with_oi > 0 && with_oi <= n, "{with_oi} of {n}");
+    // The gap query with LAG: consecutive candles one minute apart, except across a gap.
+    let gaps: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT open_time - lag(open_time) OVER \
+             (PARTITION BY symbol ORDER BY open_time) AS step FROM binance.um_klines_1m) s \
+             WHERE step > interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gaps, 0, "the demo's four days have no missing minute");
+
+    // A rerun: nothing to load, no connection made.
+    let again = run_load(store, &pg.url(), &[]);
+    assert_eq!(again["counts"]["skipped"], r["counts"]["done"], "{again}");
+    assert_eq!(again["counts"]["done"], 0, "{again}");
+    assert_eq!(again["details"]["rows"], 0, "{again}");
+
+    // A month rewritten upstream (the archive republished a day): only its rows are replaced.
+    let before: i64 = client
+        .query_one(
+            "SELECT count(*) FROM binance.um_klines_1m WHERE symbol = 'ETHUSDT'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    sim.republish("data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-01.zip");
+    optimized(store, &sim.base_url(), &["--refresh"]).await;
+    let third = run_load(store, &pg.url(), &[]);
+    assert_eq!(third["counts"]["done"], 1, "{third}");
+    compare(&client, "um_klines_1m", &parquet_rows(store, "klines-1m")).await;
+    let after: i64 = client
+        .query_one(
+            "SELECT count(*) FROM binance.um_klines_1m WHERE symbol = 'ETHUSDT'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_table_and_a_wrong_password_are_refused_by_name() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    optimized(store, &sim.base_url(), &[]).await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA binance; CREATE TABLE binance.um_funding_rate \
+             (symbol text, calc_time timestamptz, funding_interval_hours integer, \
+              last_funding_rate double precision)",
+        )
+        .await
+        .unwrap();
+    let out = load(store, &pg.url(), &[]).output().unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("funding_interval_hours") && err.contains("integer"),
+        "{err}"
+    );
+
+    let wrong = pg.url().replace(common::PG_PASSWORD, "not-the-password");
+    let out = load(store, &wrong, &["--schema", "other"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("password"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("not-the-password"));
+}
