@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use futures::SinkExt;
 use serde::Serialize;
 use shared::cli::CommonSpec;
@@ -292,6 +292,46 @@ impl Load {
         Ok(())
     }
 
+    /// TimescaleDB where the server has it (installed once by this job), else native monthly
+    /// partitions. Hypertable chunks: a week for trade-level data, a month otherwise.
+    async fn layout(&self, client: &tokio_postgres::Client, table: &Table) -> Result<pg::Layout> {
+        let db = |e: tokio_postgres::Error| sql_error("pg_available_extensions", &e);
+        let available = client
+            .query_opt(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .is_some();
+        if !available {
+            return Ok(pg::Layout::Native);
+        }
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await
+            .map_err(db)?;
+        let trades = table.name.contains("trades");
+        Ok(pg::Layout::Timescale {
+            chunk_days: if trades { 7 } else { 30 },
+            compress_after_days: 30,
+        })
+    }
+
+    /// Whether `table` is natively partitioned (its months need partitions).
+    async fn partitioned(&self, client: &tokio_postgres::Client, table: &Table) -> Result<bool> {
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .map_err(|e| sql_error(&table.qualified(), &e))?;
+        Ok(row.is_some())
+    }
+
     /// Create the table on first use, or check the existing one against the dataset.
     async fn ensure(&self, client: &tokio_postgres::Client, table: &Table) -> Result<()> {
         let mut ready = self.ready.lock().await;
@@ -309,10 +349,11 @@ impl Load {
             .await
             .map_err(db)?;
         if existing.is_empty() {
-            for stmt in table.ddl() {
+            let layout = self.layout(client, table).await?;
+            for stmt in table.ddl(layout) {
                 client.batch_execute(&stmt).await.map_err(db)?;
             }
-            tracing::info!(table = %q, "created");
+            tracing::info!(table = %q, layout = ?layout, "created");
         } else {
             let cols: Vec<(String, String)> =
                 existing.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -331,8 +372,24 @@ impl Load {
             .ok_or_else(|| Error::upstream_missing(&u.path, UPSTREAM))?;
         let q = table.qualified();
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
-        let tx = client.transaction().await.map_err(db)?;
         let (from, until) = month_bounds(u.month);
+        if self.partitioned(&client, table).await? {
+            // One creator at a time per table: concurrent `IF NOT EXISTS` can still collide.
+            let yyyymm = format!(
+                "{:04}{:02}",
+                u.month.first_day().year(),
+                u.month.first_day().month()
+            );
+            let tx = client.transaction().await.map_err(db)?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&q])
+                .await
+                .map_err(db)?;
+            tx.batch_execute(&table.partition_ddl(&from, &until, &yyyymm))
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+        }
+        let tx = client.transaction().await.map_err(db)?;
         let deleted = tx
             .execute(&table.delete_statement(), &[&u.symbol, &from, &until])
             .await

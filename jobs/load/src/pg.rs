@@ -119,6 +119,18 @@ impl Col {
     }
 }
 
+/// How a table is laid out in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Declarative range partitioning by month.
+    Native,
+    /// A TimescaleDB hypertable, its older chunks compressed.
+    Timescale {
+        chunk_days: u32,
+        compress_after_days: u32,
+    },
+}
+
 /// A dataset's table: `<schema>.<market>_<dataset>`, `symbol` first, then the dataset's
 /// normalized columns; the key is (`symbol`, the dataset's key).
 #[derive(Debug, Clone)]
@@ -161,8 +173,21 @@ impl Table {
         format!("{}.{}", ident(&self.schema), ident(&self.name))
     }
 
-    /// The statements that create the schema, the table and its time index when absent.
-    pub fn ddl(&self) -> Vec<String> {
+    /// The primary key: (`symbol`, the dataset's key), with the time column added where the key
+    /// lacks it — a partitioned table's key must hold its partition column.
+    fn primary_key(&self) -> Vec<String> {
+        let mut k = self.key.clone();
+        if !k.contains(&self.time) {
+            k.push(self.time.clone());
+        }
+        k
+    }
+
+    /// The statements that create the schema, the table and its (`symbol`, time) index when
+    /// absent. `Native` partitions the table by month on its time column (a unit adds its
+    /// month's partition, [`Table::partition_ddl`]); `Timescale` makes it a hypertable with
+    /// chunks of `chunk_days` and compresses chunks older than `compress_after_days`.
+    pub fn ddl(&self, layout: Layout) -> Vec<String> {
         let cols: Vec<String> = self
             .cols
             .iter()
@@ -176,32 +201,57 @@ impl Table {
             })
             .collect();
         let pk = if self.key.len() > 1 {
-            format!(
-                ", PRIMARY KEY ({})",
-                self.key
-                    .iter()
-                    .map(|k| ident(k))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            let k: Vec<String> = self.primary_key().iter().map(|k| ident(k)).collect();
+            format!(", PRIMARY KEY ({})", k.join(", "))
         } else {
             String::new()
         };
-        vec![
+        let q = self.qualified();
+        let partition = match layout {
+            Layout::Native => format!(" PARTITION BY RANGE ({})", ident(&self.time)),
+            Layout::Timescale { .. } => String::new(),
+        };
+        let mut out = vec![
             format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&self.schema)),
             format!(
-                "CREATE TABLE IF NOT EXISTS {} ({}{pk})",
-                self.qualified(),
+                "CREATE TABLE IF NOT EXISTS {q} ({}{pk}){partition}",
                 cols.join(", ")
             ),
-            format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {} ({}, {})",
-                ident(&format!("{}_symbol_time", self.name)),
-                self.qualified(),
-                ident("symbol"),
-                ident(&self.time)
-            ),
-        ]
+        ];
+        if let Layout::Timescale {
+            chunk_days,
+            compress_after_days,
+        } = layout
+        {
+            let lit = q.replace('\'', "''");
+            out.push(format!(
+                "SELECT create_hypertable('{lit}', '{}', chunk_time_interval => interval '{chunk_days} days', if_not_exists => true)",
+                self.time
+            ));
+            out.push(format!(
+                "ALTER TABLE {q} SET (timescaledb.compress, timescaledb.compress_segmentby = 'symbol')"
+            ));
+            out.push(format!(
+                "SELECT add_compression_policy('{lit}', interval '{compress_after_days} days', if_not_exists => true)"
+            ));
+        }
+        out.push(format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {q} ({}, {})",
+            ident(&format!("{}_symbol_time", self.name)),
+            ident("symbol"),
+            ident(&self.time)
+        ));
+        out
+    }
+
+    /// The month's partition of a natively partitioned table: `<table>_pYYYYMM`.
+    pub fn partition_ddl(&self, from: &str, until: &str, yyyymm: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {} FOR VALUES FROM ('{from}') TO ('{until}')",
+            ident(&self.schema),
+            ident(&format!("{}_p{yyyymm}", self.name)),
+            self.qualified()
+        )
     }
 
     /// Compare an existing table's columns (name, `information_schema` type, in order) with
@@ -394,8 +444,25 @@ mod tests {
         let t = Table::of("binance", &ds);
         assert_eq!(t.qualified(), "\"binance\".\"um_klines_1m\"");
         assert_eq!(t.key, vec!["symbol", "open_time"]);
-        assert!(t.ddl()[1].contains("\"open_time\" timestamp with time zone NOT NULL"));
-        assert!(t.ddl()[1].contains("PRIMARY KEY (\"symbol\", \"open_time\")"));
+        let ddl = t.ddl(Layout::Native);
+        assert!(ddl[1].contains("\"open_time\" timestamp with time zone NOT NULL"));
+        assert!(ddl[1].contains("PRIMARY KEY (\"symbol\", \"open_time\")"));
+        assert!(ddl[1].ends_with("PARTITION BY RANGE (\"open_time\")"));
+        // A key without the time column gets it: a partitioned table's key holds it.
+        let agg = Table::of(
+            "b",
+            &Dataset::new(Market::Um, DataType::AggTrades, None).unwrap(),
+        );
+        assert!(
+            agg.ddl(Layout::Native)[1]
+                .contains("PRIMARY KEY (\"symbol\", \"agg_trade_id\", \"transact_time\")")
+        );
+        let ts = t.ddl(Layout::Timescale {
+            chunk_days: 7,
+            compress_after_days: 30,
+        });
+        assert!(ts.iter().any(|q| q.contains("create_hypertable")), "{ts:?}");
+        assert!(!ts[1].contains("PARTITION BY"));
         let mut existing: Vec<(String, String)> = t
             .cols
             .iter()

@@ -172,6 +172,16 @@ async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
     );
 
     let client = pg.client().await;
+    // Natively partitioned by month: December and January.
+    let parts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'binance.um_klines_1m'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 2);
     for (table, dataset) in [
         ("um_klines_1m", "klines-1m"),
         ("um_agg_trades", "aggTrades"),
@@ -311,4 +321,98 @@ async fn a_mismatched_table_and_a_wrong_password_are_refused_by_name() {
     assert!(err.contains("password"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("not-the-password"));
+}
+
+/// SIGKILL in the middle of a COPY: every (symbol, month) holds either none or all of its
+/// file's rows — the killed unit's transaction left nothing — and the rerun completes the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_mid_copy_leaves_whole_months_and_the_rerun_completes() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let mut config = SimConfig::demo();
+    // Trade-level months big enough for a COPY to be caught in flight.
+    config.trades_per_minute = (60, 100);
+    let sim = SimServer::start(config, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let mut args = vec!["--symbols", "BTCUSDT", "--data-type", "aggTrades"];
+    args.extend(RANGE);
+    let source = sim.base_url();
+    for name in ["download", "extract", "convert", "optimize"] {
+        let mut a = args.clone();
+        if name == "download" {
+            a.extend(["--source", source.as_str()]);
+        }
+        common::run_ok(name, store, &a).await;
+    }
+    let client = pg.client().await;
+    let mut c = job("load");
+    c.args(["--store", store.to_str().unwrap()])
+        .args(&args)
+        .args(["--database-url", &pg.url(), "--concurrency", "1"]);
+    let mut child = c.spawn().unwrap();
+    // Wait until a COPY has rows in flight, then kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no COPY seen in flight"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "load ended before a COPY was seen"
+        );
+        let row = client
+            .query_opt(
+                "SELECT tuples_processed FROM pg_stat_progress_copy WHERE tuples_processed > 0",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Whole months only: each (symbol, month) has 0 rows or its file's count.
+    let df = parquet_rows(store, "aggTrades");
+    let months = df
+        .clone()
+        .lazy()
+        .group_by([col("transact_time").dt().month().alias("m")])
+        .agg([len().alias("n")])
+        .collect()
+        .unwrap();
+    let want: std::collections::BTreeMap<i64, i64> = {
+        let m = months.column("m").unwrap().cast(&DataType::Int64).unwrap();
+        let n = months.column("n").unwrap().cast(&DataType::Int64).unwrap();
+        let (m, n) = (m.i64().unwrap().clone(), n.i64().unwrap().clone());
+        (0..m.len())
+            .map(|i| (m.get(i).unwrap(), n.get(i).unwrap()))
+            .collect()
+    };
+    let rows = client
+        .query(
+            "SELECT extract(month from transact_time)::bigint, count(*) FROM binance.um_agg_trades GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    for r in rows {
+        let (m, n): (i64, i64) = (r.get(0), r.get(1));
+        assert_eq!(
+            Some(&n),
+            want.get(&m),
+            "month {m}: a partial COPY is visible"
+        );
+    }
+
+    // The rerun completes it.
+    let r = run_load(store, &pg.url(), &[]);
+    assert_eq!(r["counts"]["failed"], 0, "{r}");
+    compare(&client, "um_agg_trades", &df).await;
 }
