@@ -10,7 +10,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::http::{RetryPolicy, get_small};
-use crate::paths::{Dataset, encode_key};
+use crate::paths::{ArchiveFile, Dataset, FileDate, encode_key};
+
+/// The real archive's download base.
+pub const DEFAULT_SOURCE: &str = "https://data.binance.vision";
+/// The real archive bucket's S3 ListObjects endpoint.
+pub const DEFAULT_LISTING_URL: &str = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision";
+
+/// The listing endpoint: `given`, else the bucket's own endpoint for the real archive, else
+/// `source` (a mirror or the simulator serves its listing at its root). Both must be http(s)
+/// URLs with a host: a malformed one is a usage error, not a network failure to retry.
+pub fn listing_url_for(source: &str, given: Option<&str>) -> Result<String> {
+    let check = crate::cli::check_http_url;
+    check("--source", source)?;
+    let listing = match given {
+        Some(u) => u.to_string(),
+        None if source.trim_end_matches('/') == DEFAULT_SOURCE => DEFAULT_LISTING_URL.to_string(),
+        None => source.to_string(),
+    };
+    check("--listing-url", &listing)?;
+    Ok(listing)
+}
 
 /// One `<Contents>` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -130,16 +150,18 @@ pub fn page_url(listing_url: &str, prefix: &str, marker: Option<&str>) -> String
     u
 }
 
-/// List everything directly under `prefix` (one folder level), following pagination.
-pub async fn list_all(
+/// Ask for the pages under `prefix` after `marker`, one after another, handing each to `take`
+/// until it returns `false` or the listing ends. Returns the pages asked for.
+async fn walk(
     client: &reqwest::Client,
     listing_url: &str,
     prefix: &str,
+    marker: Option<&str>,
     policy: &RetryPolicy,
     cancel: &CancellationToken,
-) -> Result<ListPage> {
-    let mut all = ListPage::default();
-    let mut marker: Option<String> = None;
+    mut take: impl FnMut(ListPage) -> bool,
+) -> Result<usize> {
+    let mut marker = marker.map(str::to_string);
     let mut pages = 0usize;
     loop {
         let url = page_url(listing_url, prefix, marker.as_deref());
@@ -150,8 +172,9 @@ pub async fn list_all(
         let page = parse_page(&url, &body)?;
         pages += 1;
         let next = page.marker();
-        all.objects.extend(page.objects);
-        all.common_prefixes.extend(page.common_prefixes);
+        if !take(page) {
+            return Ok(pages);
+        }
         match next {
             Some(m) if Some(&m) != marker.as_ref() => marker = Some(m),
             Some(_) => {
@@ -160,9 +183,26 @@ pub async fn list_all(
                     reason: "pagination marker did not advance".into(),
                 });
             }
-            None => break,
+            None => return Ok(pages),
         }
     }
+}
+
+/// List everything directly under `prefix` (one folder level), following pagination.
+pub async fn list_all(
+    client: &reqwest::Client,
+    listing_url: &str,
+    prefix: &str,
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+) -> Result<ListPage> {
+    let mut all = ListPage::default();
+    let pages = walk(client, listing_url, prefix, None, policy, cancel, |page| {
+        all.objects.extend(page.objects);
+        all.common_prefixes.extend(page.common_prefixes);
+        true
+    })
+    .await?;
     tracing::debug!(
         prefix,
         pages,
@@ -187,34 +227,33 @@ pub async fn list_until(
     cancel: &CancellationToken,
 ) -> Result<(Vec<ListedObject>, usize)> {
     let mut out = Vec::new();
-    let mut marker = marker.map(str::to_string);
-    let mut pages = 0usize;
-    loop {
-        let url = page_url(listing_url, prefix, marker.as_deref());
-        let body = get_small(client, &url, policy, cancel, |n, e, d| {
-            tracing::warn!(url = %url, attempt = n, delay_ms = d.as_millis() as u64, error = %e, "retrying listing");
-        })
-        .await?;
-        let page = parse_page(&url, &body)?;
-        pages += 1;
-        let next = page.marker();
-        for o in page.objects {
-            if past(&o.key) {
-                return Ok((out, pages));
+    let pages = walk(
+        client,
+        listing_url,
+        prefix,
+        marker,
+        policy,
+        cancel,
+        |page| {
+            for o in page.objects {
+                if past(&o.key) {
+                    return false;
+                }
+                out.push(o);
             }
-            out.push(o);
-        }
-        match next {
-            Some(m) if Some(&m) != marker.as_ref() => marker = Some(m),
-            Some(_) => {
-                return Err(Error::Listing {
-                    url,
-                    reason: "pagination marker did not advance".into(),
-                });
-            }
-            None => return Ok((out, pages)),
-        }
-    }
+            true
+        },
+    )
+    .await?;
+    Ok((out, pages))
+}
+
+/// The listing marker just before `file`'s zip: its key without `.zip`. S3 lists the keys after
+/// the marker, so a listing from it starts at that file; the last key of a file is its
+/// [`ArchiveFile::checksum_key`].
+pub fn marker_before(file: &ArchiveFile) -> String {
+    let key = file.key();
+    key.strip_suffix(".zip").unwrap_or(&key).to_string()
 }
 
 /// The first and last day the archive's files of (`dataset`, `symbol`) cover, from its
@@ -230,25 +269,10 @@ pub async fn listed_span(
     policy: &RetryPolicy,
     cancel: &CancellationToken,
 ) -> Result<(Option<(chrono::NaiveDate, chrono::NaiveDate)>, usize)> {
-    use crate::paths::{ArchiveFile, FileDate, Period};
-    let periods = dataset.data_type.periods(dataset.market);
-    let has_daily =
-        periods.contains(&Period::Daily) && dataset.interval.is_none_or(|i| i.has_daily_files());
-    let has_monthly = periods.contains(&Period::Monthly);
-    let day0 = FileDate::Day(chrono::NaiveDate::MIN);
-    let month0 = FileDate::Month {
-        year: 2000,
-        month: 1,
-    };
-    let folder_of = |date: FileDate| {
-        let probe = ArchiveFile::new(*dataset, symbol, date);
-        let name = probe.file_name();
-        let prefix = name
-            .strip_suffix(&format!("{date}.zip"))
-            .unwrap_or(&name)
-            .to_string();
-        (probe.folder(), prefix)
-    };
+    let (has_daily, has_monthly) = (dataset.has_daily_files(), dataset.has_monthly_files());
+    let file = |date: FileDate| ArchiveFile::new(*dataset, symbol, date);
+    let day = |d: chrono::NaiveDate| file(FileDate::Day(d));
+    let daily_folder = day(chrono::NaiveDate::MIN).folder();
     let mut pages = 0;
     let mut span: Option<(chrono::NaiveDate, chrono::NaiveDate)> = None;
     let zips = |v: Vec<ListedObject>| -> Vec<ListedObject> {
@@ -267,16 +291,19 @@ pub async fn listed_span(
         .await
     };
     if has_daily {
-        let (folder, prefix) = folder_of(day0);
         if let Some(after) = after {
-            let marker = format!("{folder}{prefix}{after}.zip.CHECKSUM");
-            let (v, n) = list(folder, Some(marker), None).await?;
+            let marker = day(after).checksum_key();
+            let (v, n) = list(daily_folder, Some(marker), None).await?;
             pages += n;
             widen(&mut span, &zips(v));
         } else if has_monthly {
             // The monthly folder is short; the daily one is read at its first month and from its
             // last month on.
-            let (mfolder, _) = folder_of(month0);
+            let mfolder = file(FileDate::Month {
+                year: 2000,
+                month: 1,
+            })
+            .folder();
             let (months, n) = list(mfolder, None, None).await?;
             pages += n;
             let months: Vec<FileDate> = zips(months)
@@ -286,9 +313,9 @@ pub async fn listed_span(
             match (months.first(), months.last()) {
                 (Some(first), Some(last)) => {
                     let (v, n) = list(
-                        folder.clone(),
-                        Some(format!("{folder}{prefix}{}", first.first_day())),
-                        Some(format!("{folder}{prefix}{}.zip.CHECKSUM", first.last_day())),
+                        daily_folder.clone(),
+                        Some(marker_before(&day(first.first_day()))),
+                        Some(day(first.last_day()).checksum_key()),
                     )
                     .await?;
                     pages += n;
@@ -298,8 +325,8 @@ pub async fn listed_span(
                     }
                     widen(&mut span, &v);
                     let (v, n) = list(
-                        folder.clone(),
-                        Some(format!("{folder}{prefix}{}", last.first_day())),
+                        daily_folder.clone(),
+                        Some(marker_before(&day(last.first_day()))),
                         None,
                     )
                     .await?;
@@ -311,19 +338,24 @@ pub async fn listed_span(
                     widen(&mut span, &v);
                 }
                 _ => {
-                    let (v, n) = list(folder, None, None).await?;
+                    let (v, n) = list(daily_folder, None, None).await?;
                     pages += n;
                     widen(&mut span, &zips(v));
                 }
             }
         } else {
-            let (v, n) = list(folder, None, None).await?;
+            let (v, n) = list(daily_folder, None, None).await?;
             pages += n;
             widen(&mut span, &zips(v));
         }
     } else if has_monthly {
-        let (folder, prefix) = folder_of(month0);
-        let marker = after.map(|d| format!("{folder}{prefix}{}", FileDate::month_of(d)));
+        let month = |d: chrono::NaiveDate| file(FileDate::month_of(d));
+        let folder = file(FileDate::Month {
+            year: 2000,
+            month: 1,
+        })
+        .folder();
+        let marker = after.map(|d| marker_before(&month(d)));
         let (v, n) = list(folder, marker, None).await?;
         pages += n;
         widen(&mut span, &zips(v));
@@ -333,17 +365,14 @@ pub async fn listed_span(
 
 fn widen(span: &mut Option<(chrono::NaiveDate, chrono::NaiveDate)>, keys: &[ListedObject]) {
     for o in keys {
-        if let Ok(f) = crate::paths::ArchiveFile::parse_key(&o.key) {
+        if let Ok(f) = ArchiveFile::parse_key(&o.key) {
             widen_month(span, f.date);
         }
     }
 }
 
 /// Widen `span` by a file's period (a day, or a month).
-fn widen_month(
-    span: &mut Option<(chrono::NaiveDate, chrono::NaiveDate)>,
-    m: crate::paths::FileDate,
-) {
+fn widen_month(span: &mut Option<(chrono::NaiveDate, chrono::NaiveDate)>, m: FileDate) {
     let (a, b) = (m.first_day(), m.last_day());
     *span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
 }
@@ -377,6 +406,27 @@ pub async fn discover_symbols(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_url_follows_the_source() {
+        assert_eq!(
+            listing_url_for(DEFAULT_SOURCE, None).unwrap(),
+            DEFAULT_LISTING_URL
+        );
+        assert_eq!(
+            listing_url_for("http://127.0.0.1:8765", None).unwrap(),
+            "http://127.0.0.1:8765"
+        );
+        assert_eq!(
+            listing_url_for("http://127.0.0.1:8765", Some("http://h/b")).unwrap(),
+            "http://h/b"
+        );
+        for bad in ["127.0.0.1:8765", "ftp://x", "http//x", "https://"] {
+            let e = listing_url_for(bad, None).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::USAGE, "{bad}: {e}");
+        }
+        assert!(listing_url_for(DEFAULT_SOURCE, Some("nope")).is_err());
+    }
 
     const PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">

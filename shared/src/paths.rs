@@ -562,6 +562,18 @@ impl Dataset {
         format!("{}/{}", self.market.storage_name(), self.name())
     }
 
+    /// Whether the archive publishes daily files of this dataset: its type has them, and its
+    /// kline interval (if any) is one with daily files.
+    pub fn has_daily_files(&self) -> bool {
+        self.data_type.has_period(self.market, Period::Daily)
+            && self.interval.is_none_or(|i| i.has_daily_files())
+    }
+
+    /// Whether the archive publishes monthly files of this dataset.
+    pub fn has_monthly_files(&self) -> bool {
+        self.data_type.has_period(self.market, Period::Monthly)
+    }
+
     /// Archive prefix whose sub-folders are the symbols, e.g. `data/futures/um/daily/klines/`.
     pub fn symbols_prefix(&self, period: Period) -> String {
         format!(

@@ -7,7 +7,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::paths::{ArchiveFile, Dataset, FileDate, Period};
+use crate::paths::{ArchiveFile, Dataset, FileDate};
 
 /// An inclusive range of UTC days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,10 +79,7 @@ pub fn resolve_date(s: &str, today: NaiveDate) -> Result<NaiveDate> {
 
 /// The archive files that cover `range` for one symbol of `dataset`.
 pub fn plan_symbol(dataset: &Dataset, symbol: &str, range: DateRange) -> Vec<ArchiveFile> {
-    let periods = dataset.data_type.periods(dataset.market);
-    let has_daily =
-        periods.contains(&Period::Daily) && dataset.interval.is_none_or(|i| i.has_daily_files());
-    let has_monthly = periods.contains(&Period::Monthly);
+    let (has_daily, has_monthly) = (dataset.has_daily_files(), dataset.has_monthly_files());
     let mut out = Vec::new();
     for month in range.months() {
         let full = range.start <= month.first_day() && month.last_day() <= range.end;
@@ -112,10 +109,8 @@ pub fn plan_files(dataset: &Dataset, symbols: &[String], range: DateRange) -> Ve
 /// `range`, if the data type has daily files at all (otherwise nothing can replace it).
 pub fn monthly_fallback(file: &ArchiveFile, range: DateRange) -> Vec<ArchiveFile> {
     let ds = &file.dataset;
-    let has_daily = ds.data_type.has_period(ds.market, Period::Daily)
-        && ds.interval.is_none_or(|i| i.has_daily_files());
     match file.date {
-        FileDate::Month { .. } if has_daily => file
+        FileDate::Month { .. } if ds.has_daily_files() => file
             .date
             .days()
             .filter(|d| range.contains(*d))
@@ -142,6 +137,7 @@ pub fn shard_symbols(symbols: &[String], index: usize, count: usize) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::Period;
     use crate::paths::{DataType, Interval, Market};
 
     fn d(s: &str) -> NaiveDate {

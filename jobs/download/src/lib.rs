@@ -49,23 +49,7 @@ pub enum PlanFrom {
 
 /// Bump when the meaning of a verified file changes, so manifests recompute.
 pub const JOB_VERSION: &str = "1";
-pub const DEFAULT_SOURCE: &str = "https://data.binance.vision";
-pub const DEFAULT_LISTING_URL: &str = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision";
-
-/// The listing endpoint: `given`, else the bucket's own endpoint for the real archive, else
-/// `source` (a mirror or the simulator serves its listing at its root). Both must be http(s)
-/// URLs with a host: a malformed one is a usage error, not a network failure to retry.
-pub fn listing_url_for(source: &str, given: Option<&str>) -> Result<String> {
-    let check = shared::cli::check_http_url;
-    check("--source", source)?;
-    let listing = match given {
-        Some(u) => u.to_string(),
-        None if source.trim_end_matches('/') == DEFAULT_SOURCE => DEFAULT_LISTING_URL.to_string(),
-        None => source.to_string(),
-    };
-    check("--listing-url", &listing)?;
-    Ok(listing)
-}
+pub use shared::listing::{DEFAULT_LISTING_URL, DEFAULT_SOURCE, listing_url_for};
 
 /// Everything `download` needs besides the common arguments.
 #[derive(Debug, Clone, Serialize)]
@@ -575,30 +559,4 @@ pub(crate) fn entry(
 /// Record into a unit's manifest.
 pub(crate) async fn record(writer: &ManifestWriter, e: Entry) -> Result<()> {
     writer.record(e).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listing_url_follows_the_source() {
-        assert_eq!(
-            listing_url_for(DEFAULT_SOURCE, None).unwrap(),
-            DEFAULT_LISTING_URL
-        );
-        assert_eq!(
-            listing_url_for("http://127.0.0.1:8765", None).unwrap(),
-            "http://127.0.0.1:8765"
-        );
-        assert_eq!(
-            listing_url_for("http://127.0.0.1:8765", Some("http://h/b")).unwrap(),
-            "http://h/b"
-        );
-        for bad in ["127.0.0.1:8765", "ftp://x", "http//x", "https://"] {
-            let e = listing_url_for(bad, None).unwrap_err();
-            assert_eq!(e.exit_code(), shared::error::exit::USAGE, "{bad}: {e}");
-        }
-        assert!(listing_url_for(DEFAULT_SOURCE, Some("nope")).is_err());
-    }
 }

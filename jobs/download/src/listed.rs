@@ -11,9 +11,9 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::StreamExt;
 use shared::http::RetryPolicy;
 use shared::job::{Planner, Stamp};
-use shared::listing::{ListedObject, list_until};
+use shared::listing::{ListedObject, list_until, marker_before};
 use shared::manifest::{Entry, Manifest, ManifestWriter, UnitStatus};
-use shared::paths::{ArchiveFile, Dataset, FileDate, Period};
+use shared::paths::{ArchiveFile, Dataset, FileDate};
 use shared::plan::{DateRange, monthly_fallback};
 use shared::{Error, Result};
 use tokio_util::sync::CancellationToken;
@@ -144,21 +144,15 @@ impl Coverage {
     }
 }
 
-/// `BTCUSDT-1m-` of `BTCUSDT-1m-2024-12-01.zip`: a file name without its date.
-fn name_prefix(probe: &ArchiveFile) -> String {
-    let name = probe.file_name();
-    let date = format!("{}.zip", probe.date);
-    name.strip_suffix(&date).unwrap_or(&name).to_string()
-}
-
-/// Where the listing asks for a folder's files from `first` to `last` (dates as in the file
-/// names): the marker just before the first file, and the last key that belongs.
+/// Where the listing asks for a folder's files from `first` to `last`: the folder, the marker
+/// just before the first file, and the last key that belongs (the last file's CHECKSUM).
 fn bounds(probe: &ArchiveFile, first: FileDate, last: FileDate) -> (String, String, String) {
-    let folder = probe.folder();
-    let prefix = name_prefix(probe);
-    let marker = format!("{folder}{prefix}{first}");
-    let stop = format!("{folder}{prefix}{last}.zip.CHECKSUM");
-    (folder, marker, stop)
+    let file = |date| ArchiveFile::new(probe.dataset, probe.symbol.clone(), date);
+    (
+        probe.folder(),
+        marker_before(&file(first)),
+        file(last).checksum_key(),
+    )
 }
 
 /// The listing endpoint and how to ask it.
@@ -218,10 +212,7 @@ impl Lister<'_> {
         range: DateRange,
         at: DateTime<Utc>,
     ) -> Result<Listed> {
-        let periods = ds.data_type.periods(ds.market);
-        let has_daily =
-            periods.contains(&Period::Daily) && ds.interval.is_none_or(|i| i.has_daily_files());
-        let has_monthly = periods.contains(&Period::Monthly);
+        let (has_daily, has_monthly) = (ds.has_daily_files(), ds.has_monthly_files());
         let months = range.months();
         let mut objs = Vec::new();
         let mut pages = 0;

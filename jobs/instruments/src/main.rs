@@ -21,11 +21,7 @@ struct Cli {
     common: CommonArgs,
 
     /// Archive base URL; its listing is read unless --listing-url is given.
-    #[arg(
-        long,
-        env = "PIPELINE_SOURCE",
-        default_value = "https://data.binance.vision"
-    )]
+    #[arg(long, env = "PIPELINE_SOURCE", default_value = shared::listing::DEFAULT_SOURCE)]
     source: String,
 
     /// S3 ListObjects endpoint of the archive bucket (default: the real bucket's endpoint for
@@ -50,18 +46,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     shared::job::main(cli.common, |common| {
-        let check = shared::cli::check_http_url;
-        check("--source", &cli.source)?;
-        let listing_url = match cli.listing_url {
-            Some(u) => u,
-            None if cli.source.trim_end_matches('/') == "https://data.binance.vision" => {
-                "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision".to_string()
-            }
-            None => cli.source.clone(),
-        };
-        check("--listing-url", &listing_url)?;
+        let listing_url =
+            shared::listing::listing_url_for(&cli.source, cli.listing_url.as_deref())?;
         if let Some(u) = &cli.rest_url {
-            check("--rest-url", u)?;
+            shared::cli::check_http_url("--rest-url", u)?;
         }
         if cli.retries == 0 {
             return Err(shared::Error::usage("--retries must be at least 1").into());
