@@ -11,7 +11,7 @@ use md5::Digest as _;
 use object_store::PutPayload;
 use shared::checksum::{Hasher, parse_checksum};
 use shared::http::{get_small, status_error, transport_error, with_retry};
-use shared::manifest::{Output, UnitStatus};
+use shared::manifest::{Entry, Output, UnitStatus};
 use shared::paths::ArchiveFile;
 use shared::{Error, Result};
 
@@ -101,21 +101,8 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
                 if unit.recorded_sha.as_deref() == Some(expected.as_str()) {
                     if let Some(l) = &unit.listed {
                         // Recorded with the listing's ETag, the next refresh asks for nothing.
-                        let out = Output {
-                            path: file.raw_path(),
-                            size: l.size,
-                            sha256: expected.clone(),
-                            rows: None,
-                            time_span: None,
-                        };
-                        let mut e = entry(
-                            run,
-                            &file.key(),
-                            UnitStatus::Done,
-                            Some(&expected),
-                            Some(out),
-                            None,
-                        );
+                        let sha = expected.clone();
+                        let mut e = verified_entry(run, file, &expected, l.size, sha, None);
                         e.inputs.extend(provenance(unit, None));
                         record(&unit.writer, e).await?;
                     }
@@ -133,13 +120,7 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
         }
         let body = fetch_zip(run, file).await?;
         if body.sha256 == expected {
-            let held = match &body.data {
-                BodyData::Memory(b) => Some(b.clone()),
-                BodyData::Staged(_) => None,
-            };
-            let outcome = store_verified(run, unit, body, &expected, None).await?;
-            crate::holes::repair_month(run, unit, held).await?;
-            return Ok(outcome);
+            return store_verified(run, unit, body, &expected, None).await;
         }
         Stats::add(&run.stats.checksum_mismatches, 1);
         // The same bytes twice (or no second download allowed): ask the ETag for a second
@@ -149,13 +130,7 @@ async fn process_inner(run: &Run<'_>, unit: &PlannedUnit) -> Result<FetchOutcome
         if settled && let Some(etag) = erratum(run, unit, &body).await? {
             tracing::warn!(file = %file, published = %expected, actual = %body.sha256, "checksum erratum: the CHECKSUM is wrong, the bytes are good (their MD5 is the bucket's ETag and the zip's CRCs pass); accepted as verified_by=etag");
             lock(&run.stats.checksum_errata).push(file.key());
-            let held = match &body.data {
-                BodyData::Memory(b) => Some(b.clone()),
-                BodyData::Staged(_) => None,
-            };
-            let outcome = store_verified(run, unit, body, &expected, Some(etag)).await?;
-            crate::holes::repair_month(run, unit, held).await?;
-            return Ok(outcome);
+            return store_verified(run, unit, body, &expected, Some(etag)).await;
         }
         last_sha = Some(body.sha256.clone());
         let mismatch = Error::ChecksumMismatch {
@@ -433,7 +408,8 @@ async fn start_staging(
 }
 
 /// The hash matched (or an erratum was accepted on the ETag's word): check it is a zip, put it
-/// under its final name, record it with what the listing or the response said of it.
+/// under its final name, record it with what the listing or the response said of it, and, for
+/// a monthly file, fetch the daily files of the days it lacks.
 async fn store_verified(
     run: &Run<'_>,
     unit: &PlannedUnit,
@@ -450,6 +426,11 @@ async fn store_verified(
     }
     let size = body.size;
     let sha = body.sha256.clone();
+    // Kept to count a monthly file's days without reading it back (a staged one is read back).
+    let held = match &body.data {
+        BodyData::Memory(b) => Some(b.clone()),
+        BodyData::Staged(_) => None,
+    };
     let mut inputs = provenance(unit, body.etag.as_deref());
     let detail = erratum.map(|etag| {
         inputs.insert("verified_by".into(), "etag".into());
@@ -471,25 +452,39 @@ async fn store_verified(
     if was_quarantined {
         run.ctx.store.delete(&q).await?;
     }
+    let mut e = verified_entry(run, file, published, size, sha, detail);
+    e.inputs.extend(inputs);
+    record(&unit.writer, e).await?;
+    tracing::debug!(file = %file, bytes = size, "verified");
+    crate::holes::repair_month(run, unit, held).await?;
+    Ok(FetchOutcome::Verified { size })
+}
+
+/// The manifest entry of a verified file: the CHECKSUM it was checked against, and its zip
+/// under `raw/`, `size` bytes that hash to `sha`.
+fn verified_entry(
+    run: &Run<'_>,
+    file: &ArchiveFile,
+    published: &str,
+    size: u64,
+    sha: String,
+    detail: Option<String>,
+) -> Entry {
     let out = Output {
-        path: raw,
+        path: file.raw_path(),
         size,
         sha256: sha,
         rows: None,
         time_span: None,
     };
-    let mut e = entry(
+    entry(
         run,
         &file.key(),
         UnitStatus::Done,
         Some(published),
         Some(out),
         detail,
-    );
-    e.inputs.extend(inputs);
-    record(&unit.writer, e).await?;
-    tracing::debug!(file = %file, bytes = size, "verified");
-    Ok(FetchOutcome::Verified { size })
+    )
 }
 
 /// The ETag and LastModified a verified file had, so that `--refresh` can compare them with the
@@ -606,25 +601,8 @@ async fn adopt(run: &Run<'_>, unit: &PlannedUnit, expected: &str) -> Result<Opti
         tracing::info!(file = %file, "stored copy does not match the CHECKSUM: downloading again");
         return Ok(None);
     }
-    let out = Output {
-        path: raw,
-        size,
-        sha256: expected.to_string(),
-        rows: None,
-        time_span: None,
-    };
-    record(
-        &unit.writer,
-        entry(
-            run,
-            &file.key(),
-            UnitStatus::Done,
-            Some(expected),
-            Some(out),
-            None,
-        ),
-    )
-    .await?;
+    let e = verified_entry(run, file, expected, size, expected.to_string(), None);
+    record(&unit.writer, e).await?;
     Stats::add(&run.stats.adopted, 1);
     Ok(Some(size))
 }

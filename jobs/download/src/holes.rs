@@ -70,12 +70,7 @@ pub async fn repair_month(run: &Run<'_>, unit: &PlannedUnit, held: Option<Bytes>
     };
     // The archive's daily files of those days, from one listing of the month's stretch: days
     // before a listing or after a delisting have none, and cost no request.
-    let lister = Lister {
-        http: run.http,
-        url: &run.spec.listing_url,
-        retry: &run.spec.retry,
-        cancel: &run.ctx.cancel,
-    };
+    let lister = Lister::of(run.spec, run.http, &run.ctx.cancel);
     let stretch = DateRange::new(*first, *last)?;
     let listed = match lister
         .daily(&ds, &file.symbol, stretch, run.ctx.clock.now())

@@ -19,7 +19,7 @@ use shared::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Action, PlannedUnit};
-use crate::{Download, LISTING_CONCURRENCY, PlanFrom, Stats};
+use crate::{Download, LISTING_CONCURRENCY, PlanFrom, Spec, Stats};
 
 /// The unit key of the manifest entry that records what a listing found over a range. It is no
 /// archive key, so the jobs reading `download`'s manifest pass it by.
@@ -161,6 +161,18 @@ pub struct Lister<'a> {
     pub url: &'a str,
     pub retry: &'a RetryPolicy,
     pub cancel: &'a CancellationToken,
+}
+
+impl<'a> Lister<'a> {
+    /// The run's listing endpoint, asked with its retry policy.
+    pub fn of(spec: &'a Spec, http: &'a reqwest::Client, cancel: &'a CancellationToken) -> Self {
+        Lister {
+            http,
+            url: &spec.listing_url,
+            retry: &spec.retry,
+            cancel,
+        }
+    }
 }
 
 impl Lister<'_> {
@@ -316,12 +328,7 @@ pub async fn plan_listed(
 ) -> Result<Vec<PlannedUnit>> {
     let spec = &job.spec;
     let ctx = p.ctx;
-    let lister = Lister {
-        http: &job.http,
-        url: &spec.listing_url,
-        retry: &spec.retry,
-        cancel: &ctx.cancel,
-    };
+    let lister = Lister::of(spec, &job.http, &ctx.cancel);
     let range = spec.common.range;
     let at = ctx.clock.now();
     let lister = &lister;
@@ -379,12 +386,7 @@ pub async fn listed_between(
     b: NaiveDate,
 ) -> Result<Vec<String>> {
     let spec = &job.spec;
-    let lister = Lister {
-        http: &job.http,
-        url: &spec.listing_url,
-        retry: &spec.retry,
-        cancel: &ctx.cancel,
-    };
+    let lister = Lister::of(spec, &job.http, &ctx.cancel);
     let range = DateRange::new(a, b)?;
     let at = ctx.clock.now();
     let lister = &lister;

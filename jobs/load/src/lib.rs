@@ -10,7 +10,7 @@
 
 pub mod pg;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -52,16 +52,16 @@ pub struct Spec {
 pub struct Load {
     #[serde(flatten)]
     spec: Spec,
-    /// Tables created or checked by this run.
+    /// Tables created or checked by this run, and whether each is natively partitioned.
     #[serde(skip)]
-    ready: tokio::sync::Mutex<HashSet<String>>,
+    ready: tokio::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl Load {
     pub fn new(spec: Spec) -> Load {
         Load {
             spec,
-            ready: tokio::sync::Mutex::new(HashSet::new()),
+            ready: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -332,12 +332,13 @@ impl Load {
         Ok(row.is_some())
     }
 
-    /// Create the table on first use, or check the existing one against the dataset.
-    async fn ensure(&self, client: &tokio_postgres::Client, table: &Table) -> Result<()> {
+    /// Create the table on first use, or check the existing one against the dataset, once per
+    /// run. Returns whether it is natively partitioned (its months need partitions).
+    async fn ensure(&self, client: &tokio_postgres::Client, table: &Table) -> Result<bool> {
         let mut ready = self.ready.lock().await;
         let q = table.qualified();
-        if ready.contains(&q) {
-            return Ok(());
+        if let Some(partitioned) = ready.get(&q) {
+            return Ok(*partitioned);
         }
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
         let existing = client
@@ -359,21 +360,22 @@ impl Load {
                 existing.iter().map(|r| (r.get(0), r.get(1))).collect();
             table.check(&cols)?;
         }
-        ready.insert(q);
-        Ok(())
+        let partitioned = self.partitioned(client, table).await?;
+        ready.insert(q, partitioned);
+        Ok(partitioned)
     }
 
     /// Replace one month's rows of one symbol by the file's, in one transaction.
     async fn load_month(&self, ctx: &Context, table: &Table, u: &MonthFile) -> Result<(u64, u64)> {
         let mut client = self.connect(ctx).await?;
-        self.ensure(&client, table).await?;
+        let partitioned = self.ensure(&client, table).await?;
         let local = frames::file::LocalCopy::fetch(&ctx.store, &u.path)
             .await?
             .ok_or_else(|| Error::upstream_missing(&u.path, UPSTREAM))?;
         let q = table.qualified();
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
         let (from, until) = month_bounds(u.month);
-        if self.partitioned(&client, table).await? {
+        if partitioned {
             // One creator at a time per table: concurrent `IF NOT EXISTS` can still collide.
             let yyyymm = format!(
                 "{:04}{:02}",

@@ -79,44 +79,63 @@ struct Run {
     report: serde_json::Value,
 }
 
-fn download(
-    bin: &std::path::Path,
-    store: &str,
-    base: &str,
-    args: &Args,
-    extra: &[&str],
-) -> anyhow::Result<Run> {
-    let cfg_start = config(args).start.to_string();
-    let end = args.end.to_string();
-    let t = Instant::now();
-    let out = Command::new(bin)
-        .args(["--store", store, "--source", base, "--listing-url", base])
-        .args([
-            "--market",
-            "um",
-            "--symbols",
-            "all",
-            "--data-type",
-            "klines",
-        ])
-        .args(["--start", &cfg_start, "--end", &end])
-        .args(["--concurrency", &args.concurrency.to_string(), "--json"])
-        .args(extra)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("running download")?;
-    let secs = t.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("download {extra:?} exited {:?}", out.status.code());
+/// The release `download` over the whole market, `--symbols all`, with the archive's range.
+#[derive(Clone)]
+struct Download {
+    bin: std::path::PathBuf,
+    base: String,
+    start: String,
+    end: String,
+    concurrency: String,
+}
+
+impl Download {
+    /// One run into `store` with `extra` flags, timed, off the async runtime (the simulator
+    /// serves from it meanwhile).
+    async fn run(&self, store: &str, extra: &[&str]) -> anyhow::Result<Run> {
+        let (me, store) = (self.clone(), store.to_string());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || me.run_blocking(&store, &extra)).await?
     }
-    let line = stdout.lines().last().context("no report")?;
-    Ok(Run {
-        secs,
-        report: serde_json::from_str(line)?,
-    })
+
+    fn run_blocking(&self, store: &str, extra: &[String]) -> anyhow::Result<Run> {
+        let t = Instant::now();
+        let out = Command::new(&self.bin)
+            .args([
+                "--store",
+                store,
+                "--source",
+                &self.base,
+                "--listing-url",
+                &self.base,
+            ])
+            .args([
+                "--market",
+                "um",
+                "--symbols",
+                "all",
+                "--data-type",
+                "klines",
+            ])
+            .args(["--start", &self.start, "--end", &self.end])
+            .args(["--concurrency", &self.concurrency, "--json"])
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .context("running download")?;
+        let secs = t.elapsed().as_secs_f64();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!("download {extra:?} exited {:?}", out.status.code());
+        }
+        let line = stdout.lines().last().context("no report")?;
+        Ok(Run {
+            secs,
+            report: serde_json::from_str(line)?,
+        })
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -148,23 +167,18 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
     let store = store.to_str().context("store path")?.to_string();
-    let base = sim.base_url();
+    let download = Download {
+        bin,
+        base: sim.base_url(),
+        start: cfg.start.to_string(),
+        end: cfg.end.to_string(),
+        concurrency: args.concurrency.to_string(),
+    };
 
     // Planning alone: a dry run lists every target's range and prints the plan.
-    let blocking = {
-        let (bin, store, base) = (bin.clone(), store.clone(), base.clone());
-        let a = Args::parse();
-        tokio::task::spawn_blocking(move || {
-            download(
-                &bin,
-                &store,
-                &base,
-                &a,
-                &["--plan-from", "listing", "--dry-run"],
-            )
-        })
-    };
-    let plan = blocking.await??;
+    let plan = download
+        .run(&store, &["--plan-from", "listing", "--dry-run"])
+        .await?;
     let planned = plan.report["counts"]["planned"].as_u64().unwrap_or(0);
     let plan_pages = sim.count(|r| r.path.is_empty());
     println!(
@@ -173,14 +187,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     sim.clear_log();
-    let blocking = {
-        let (bin, store, base) = (bin.clone(), store.clone(), base.clone());
-        let a = Args::parse();
-        tokio::task::spawn_blocking(move || {
-            download(&bin, &store, &base, &a, &["--plan-from", "listing"])
-        })
-    };
-    let mirror = blocking.await??;
+    let mirror = download.run(&store, &["--plan-from", "listing"]).await?;
     let done = mirror.report["counts"]["done"].as_u64().unwrap_or(0);
     let failed = mirror.report["counts"]["failed"].as_u64().unwrap_or(0);
     let requests = sim.requests();
@@ -200,14 +207,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     sim.clear_log();
-    let blocking = {
-        let (bin, store, base) = (bin.clone(), store.clone(), base.clone());
-        let a = Args::parse();
-        tokio::task::spawn_blocking(move || {
-            download(&bin, &store, &base, &a, &["--plan-from", "listing"])
-        })
-    };
-    let rerun = blocking.await??;
+    let rerun = download.run(&store, &["--plan-from", "listing"]).await?;
     let again = sim.requests();
     println!(
         "rerun: {:.2} s, {} done, {} requests ({} listing pages)",
@@ -220,15 +220,8 @@ async fn main() -> anyhow::Result<()> {
     if args.dates_baseline {
         sim.clear_log();
         let other = tempfile::tempdir()?;
-        let blocking = {
-            let (bin, base) = (bin.clone(), base.clone());
-            let store = other.path().to_str().context("store path")?.to_string();
-            let a = Args::parse();
-            tokio::task::spawn_blocking(move || {
-                download(&bin, &store, &base, &a, &["--plan-from", "dates"])
-            })
-        };
-        let dates = blocking.await??;
+        let other = other.path().to_str().context("store path")?;
+        let dates = download.run(other, &["--plan-from", "dates"]).await?;
         let reqs = sim.requests();
         println!(
             "baseline --plan-from dates: {:.1} s, {} files verified, {} requests, {} of them 404",

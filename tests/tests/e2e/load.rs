@@ -78,42 +78,15 @@ async fn compare(client: &tokio_postgres::Client, table: &str, df: &DataFrame) {
     assert_eq!(n as usize, df.height(), "{table}: rows");
     for c in df.columns() {
         let name = c.name().as_str();
-        let (pg_expr, ours): (String, Option<(String, String, String)>) = match c.dtype() {
+        // Integers and times compare exactly, times as µs since the epoch on both sides.
+        let pg_value = match c.dtype() {
             DataType::Datetime(..) => {
-                let v = c.cast(&DataType::Int64).unwrap();
-                let ca = v.i64().unwrap().clone();
-                (
-                    format!(
-                        "(sum((extract(epoch from \"{name}\") * 1000000)::numeric))::numeric(40, 0)::text, \
-                         ((extract(epoch from min(\"{name}\")) * 1000000)::bigint)::text, \
-                         ((extract(epoch from max(\"{name}\")) * 1000000)::bigint)::text"
-                    ),
-                    Some((
-                        (0..ca.len())
-                            .filter_map(|i| ca.get(i))
-                            .map(i128::from)
-                            .sum::<i128>()
-                            .to_string(),
-                        ca.min().unwrap().to_string(),
-                        ca.max().unwrap().to_string(),
-                    )),
-                )
+                format!("((extract(epoch from \"{name}\") * 1000000)::bigint)")
             }
-            DataType::Int64 => {
-                let ca = c.i64().unwrap().clone();
-                (
-                    format!("sum(\"{name}\")::text, min(\"{name}\")::text, max(\"{name}\")::text"),
-                    Some((
-                        (0..ca.len())
-                            .filter_map(|i| ca.get(i))
-                            .map(i128::from)
-                            .sum::<i128>()
-                            .to_string(),
-                        ca.min().unwrap().to_string(),
-                        ca.max().unwrap().to_string(),
-                    )),
-                )
-            }
+            _ => format!("\"{name}\""),
+        };
+        match c.dtype() {
+            DataType::Datetime(..) | DataType::Int64 => {}
             DataType::Float64 => {
                 // Summed in the same order on both sides would still differ in the last bit:
                 // compare min and max exactly and the sum to 1e-9 relative.
@@ -140,10 +113,26 @@ async fn compare(client: &tokio_postgres::Client, table: &str, df: &DataFrame) {
                 continue;
             }
             _ => continue,
-        };
-        let (sum, min, max) = ours.unwrap();
+        }
+        let v = c.cast(&DataType::Int64).unwrap();
+        let ca = v.i64().unwrap();
+        let sum: i128 = (0..ca.len())
+            .filter_map(|i| ca.get(i))
+            .map(i128::from)
+            .sum();
+        let (sum, min, max) = (
+            sum.to_string(),
+            ca.min().unwrap().to_string(),
+            ca.max().unwrap().to_string(),
+        );
         let row = client
-            .query_one(&format!("SELECT {pg_expr} FROM binance.{table}"), &[])
+            .query_one(
+                &format!(
+                    "SELECT sum({pg_value})::numeric(40, 0)::text, min({pg_value})::text, \
+                     max({pg_value})::text FROM binance.{table}"
+                ),
+                &[],
+            )
             .await
             .unwrap();
         let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
