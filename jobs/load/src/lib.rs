@@ -1,16 +1,19 @@
-//! The `load` job: copies the optimized archive datasets into PostgreSQL, one table per dataset
-//! (`<schema>.<market>_<dataset>`, e.g. `binance.um_klines_1m`) with typed columns, `symbol` as
-//! a column and (`symbol`, the dataset's key) as the primary key. A unit is one optimized month
-//! file: in one transaction its (symbol, month) rows are deleted and the file's rows copied in
-//! with `COPY … FROM STDIN (FORMAT binary)`, one row group at a time; the manifest records the
-//! file's sha256, so a rerun loads nothing, a rewritten month replaces only its rows, and a
+//! The `load` job: copies the store's datasets into PostgreSQL, one table per dataset with
+//! typed columns and the dataset's key as the primary key — the optimized archive datasets
+//! (`<schema>.<market>_<dataset>`, e.g. `binance.um_klines_1m`), aggregate's features
+//! (`um_features_1h`), the bars of every spec (`um_bars`, the spec a column) and build-panel's
+//! panels (`panel_<name>`). A unit is one upstream file (a symbol-month, a symbol-year, a
+//! panel): in one transaction its rows are deleted and the file's rows copied in with
+//! `COPY … FROM STDIN (FORMAT binary)`, one row group at a time; the manifest records the
+//! file's sha256, so a rerun loads nothing, a rewritten file replaces only its rows, and a
 //! killed load leaves the table as it was before that unit.
 
 #![forbid(unsafe_code)]
 
 pub mod pg;
+pub mod tls;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -19,15 +22,13 @@ use futures::SinkExt;
 use serde::Serialize;
 use shared::cli::CommonSpec;
 use shared::job::{End, Finished, Job, JobName, Planner, Stamp};
-use shared::manifest::{ManifestWriter, UnitStatus};
-use shared::paths::{Dataset, FileDate};
+use shared::manifest::{Entry, ManifestWriter, UnitStatus};
+use shared::paths::{Dataset, FileDate, Market};
 use shared::{Context, Error, Result};
 
-use pg::{HEADER, TRAILER, Table, Target};
+use pg::{HEADER, Partitioning, TRAILER, Table, Target};
 
 pub const JOB_VERSION: &str = "1";
-/// The job whose manifest lists the month files.
-pub const UPSTREAM: JobName = JobName::OPTIMIZE;
 
 /// Units loading at once: each holds a connection and a transaction.
 const MAX_CONNECTIONS: usize = 4;
@@ -35,9 +36,29 @@ const MAX_CONNECTIONS: usize = 4;
 /// Bytes of COPY data sent at a time.
 const CHUNK: usize = 1 << 20;
 
+/// The manifest scope of build-panel's panels.
+const PANEL_SCOPE: &str = "final";
+
+/// Which bar specs to load.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bars {
+    /// Every spec the bars job has recorded for the market.
+    All,
+    Specs(Vec<String>),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
     pub common: CommonSpec,
+    /// Whether the archive datasets of `--data-type` are loaded (they are unless only derived
+    /// datasets were asked for).
+    pub archive: bool,
+    /// Aggregate's bar lengths to load (`1h`).
+    pub features: Vec<String>,
+    pub bars: Bars,
+    /// Build-panel's panels to load, by name.
+    pub panels: Vec<String>,
     /// The PostgreSQL schema the tables live in.
     pub schema: String,
     /// Where to connect (shown without its password); `None` with `--optional` and no database
@@ -48,13 +69,19 @@ pub struct Spec {
     pub target: Option<Target>,
 }
 
+/// A table settled for this run: created or checked, and whether it is natively partitioned.
+struct Ready {
+    table: Table,
+    partitioned: bool,
+}
+
 #[derive(Serialize)]
 pub struct Load {
     #[serde(flatten)]
     spec: Spec,
-    /// Tables created or checked by this run, and whether each is natively partitioned.
+    /// Tables created or checked by this run, by name.
     #[serde(skip)]
-    ready: tokio::sync::Mutex<HashMap<String, bool>>,
+    ready: tokio::sync::Mutex<HashMap<String, Arc<Ready>>>,
 }
 
 impl Load {
@@ -66,19 +93,145 @@ impl Load {
     }
 }
 
-/// One optimized month file.
-pub struct MonthFile {
-    pub dataset: Dataset,
+/// What a unit's file is, which says its table and the rows it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An optimized symbol-month of an archive dataset.
+    Archive(Dataset),
+    /// A symbol-year of aggregate's features at one bar length.
+    Features(String),
+    /// A symbol-year of one bar spec's bars.
+    Bars(String),
+    /// A whole panel.
+    Panel(String),
+}
+
+impl Source {
+    /// The job whose manifest lists the files.
+    fn upstream(&self) -> JobName {
+        match self {
+            Source::Archive(_) => JobName::OPTIMIZE,
+            Source::Features(_) => JobName::AGGREGATE,
+            Source::Bars(_) => JobName::BARS,
+            Source::Panel(_) => JobName::BUILD_PANEL,
+        }
+    }
+
+    /// The upstream manifest's scope.
+    fn upstream_scope(&self, market: Market) -> String {
+        match self {
+            Source::Archive(ds) => ds.scope(),
+            Source::Features(freq) => format!("{}/{freq}", market.storage_name()),
+            Source::Bars(spec) => format!("{}/{spec}", market.storage_name()),
+            Source::Panel(_) => PANEL_SCOPE.to_string(),
+        }
+    }
+
+    /// This job's manifest scope for the source's units.
+    fn scope(&self, market: Market) -> String {
+        match self {
+            Source::Archive(ds) => ds.scope(),
+            Source::Features(freq) => format!("{}/features-{freq}", market.storage_name()),
+            Source::Bars(spec) => format!("{}/bars-{spec}", market.storage_name()),
+            Source::Panel(_) => PANEL_SCOPE.to_string(),
+        }
+    }
+
+    /// The table's leading columns that hold the unit's constants.
+    fn const_names(&self) -> &'static [&'static str] {
+        match self {
+            Source::Bars(_) => &["symbol", "spec"],
+            Source::Panel(_) => &[],
+            _ => &["symbol"],
+        }
+    }
+
+    /// The column a unit's period is a range of.
+    fn time_column(&self) -> String {
+        match self {
+            Source::Archive(ds) => shared::formats::format_of(ds).time_field.to_string(),
+            Source::Bars(_) => "close_time".into(),
+            _ => "open_time".into(),
+        }
+    }
+
+    /// The table's name in the schema.
+    fn table_name(&self, market: Market) -> String {
+        let clean = |s: &str| -> String {
+            pg::snake(s)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        match self {
+            Source::Archive(ds) => Table::of("", ds).name,
+            Source::Features(freq) => format!("{}_features_{}", market.cli_name(), clean(freq)),
+            Source::Bars(_) => format!("{}_bars", market.cli_name()),
+            Source::Panel(name) => format!("panel_{}", clean(name)),
+        }
+    }
+}
+
+/// One upstream file to load (or, when the upstream recorded none, a unit whose rows are only
+/// deleted: a period whose rows all belong elsewhere now).
+pub struct FileUnit {
+    pub source: Source,
+    /// The symbol, or the panel's name: the slot of this job's manifest.
     pub symbol: String,
-    pub month: FileDate,
-    pub path: String,
+    /// The manifest entry's unit: `SYMBOL/YYYY-MM`, `SYMBOL/YYYY` or the panel's name.
+    pub key: String,
+    /// The period the file holds, `[from, until)` as RFC 3339 instants, and its partition's
+    /// suffix; `None` for a panel (its file is the whole table).
+    pub period: Option<Period>,
+    pub path: Option<String>,
     pub sha256: String,
+    /// This job's manifest scope.
+    pub scope: String,
+    pub table: String,
     pub writer: Arc<ManifestWriter>,
 }
 
-impl MonthFile {
-    fn key(&self) -> String {
-        format!("{}/{}", self.symbol, self.month)
+#[derive(Debug, Clone)]
+pub struct Period {
+    pub from: String,
+    pub until: String,
+    pub suffix: String,
+}
+
+impl Period {
+    fn month(m: FileDate) -> Period {
+        let first = m.first_day();
+        let next = m.last_day().succ_opt().unwrap_or(NaiveDate::MAX);
+        Period {
+            from: format!("{first}T00:00:00Z"),
+            until: format!("{next}T00:00:00Z"),
+            suffix: format!("{:04}{:02}", first.year(), first.month()),
+        }
+    }
+
+    fn year(y: i32) -> Period {
+        Period {
+            from: format!("{y:04}-01-01T00:00:00Z"),
+            until: format!("{:04}-01-01T00:00:00Z", y + 1),
+            suffix: format!("{y:04}"),
+        }
+    }
+}
+
+impl FileUnit {
+    /// The unit's constant columns: the symbol, and the spec for bars; none for a panel.
+    fn consts(&self) -> Vec<&str> {
+        match &self.source {
+            Source::Bars(spec) => vec![self.symbol.as_str(), spec.as_str()],
+            Source::Panel(_) => Vec::new(),
+            _ => vec![self.symbol.as_str()],
+        }
     }
 }
 
@@ -92,8 +245,8 @@ pub struct Totals {
 impl Job for Load {
     const NAME: JobName = JobName::LOAD;
     const VERSION: &'static str = JOB_VERSION;
-    const UNITS: &'static str = "months";
-    type Unit = MonthFile;
+    const UNITS: &'static str = "files";
+    type Unit = FileUnit;
     type Done = (String, u64, u64);
     type Totals = Totals;
 
@@ -110,94 +263,58 @@ impl Job for Load {
         self.spec.common.concurrency.min(MAX_CONNECTIONS)
     }
 
-    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<MonthFile>> {
+    async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<FileUnit>> {
         if self.spec.target.is_none() {
             p.tally.warn(
                 "no database configured (--database-url, DATABASE_URL or PGHOST): nothing loaded",
             );
             return Ok(Vec::new());
         }
-        let range = self.spec.common.range;
         let mut units = Vec::new();
-        for ds in self.spec.common.datasets.clone() {
-            let scope = ds.scope();
-            let symbols = p.symbols(UPSTREAM, &scope).await?;
-            p.load_ahead(&[UPSTREAM], &scope, &symbols);
-            for sym in symbols {
-                let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
-                let (writer, own) = p.manifest(&scope, &sym).await?;
-                for e in upstream.entries().filter(|e| e.status == UnitStatus::Done) {
-                    let Some(month) = e
-                        .unit
-                        .rsplit_once('/')
-                        .and_then(|(_, m)| m.parse::<FileDate>().ok())
-                    else {
-                        continue;
-                    };
-                    if month.last_day() < range.start || month.first_day() > range.end {
-                        continue;
-                    }
-                    // A month whose rows all belong elsewhere has no file.
-                    let Some(out) = e.outputs.first() else {
-                        continue;
-                    };
-                    let sha = &out.sha256;
-                    if p.is_current_with(own.get(&e.unit), |prev| {
-                        prev.inputs.get("sha256") == Some(sha)
-                    }) {
-                        continue;
-                    }
-                    units.push(MonthFile {
-                        dataset: ds,
-                        symbol: sym.clone(),
-                        month,
-                        path: out.path.clone(),
-                        sha256: out.sha256.clone(),
-                        writer: writer.clone(),
-                    });
-                }
-            }
+        for source in self.sources(p).await? {
+            self.plan_source(p, &source, &mut units).await?;
         }
         // Reach the database and settle its tables before any unit: a refused password or a
         // mismatched table stops the run here (exit 2), not once per unit.
         if !units.is_empty() && !self.spec.common.dry_run {
             let client = self.connect(p.ctx).await?;
-            let mut seen = HashSet::new();
+            let mut first: BTreeMap<&str, &FileUnit> = BTreeMap::new();
             for u in &units {
-                if seen.insert(u.dataset) {
-                    self.ensure(&client, &Table::of(&self.spec.schema, &u.dataset))
-                        .await?;
+                first.entry(u.table.as_str()).or_insert(u);
+            }
+            for u in first.into_values() {
+                if let Some(table) = self.table_of(p.ctx, u).await? {
+                    self.ensure(&client, table).await?;
                 }
             }
         }
         Ok(units)
     }
 
-    fn unit_key(u: &MonthFile) -> String {
-        u.key()
+    fn unit_key(u: &FileUnit) -> String {
+        format!("{}/{}", u.scope, u.key)
     }
 
-    fn dry_run_line(&self, u: &MonthFile) -> String {
-        let t = Table::of(&self.spec.schema, &u.dataset);
-        format!("load       {} → {}", u.path, t.qualified())
+    fn dry_run_line(&self, u: &FileUnit) -> String {
+        let from = u.path.as_deref().unwrap_or("(no file: rows deleted)");
+        format!("load       {from} → {}.{}", self.spec.schema, u.table)
     }
 
     async fn execute(
         job: Arc<Self>,
         ctx: Context,
         stamp: Stamp,
-        u: MonthFile,
+        u: FileUnit,
     ) -> Result<Self::Done> {
-        let table = Table::of(&job.spec.schema, &u.dataset);
-        let (rows, bytes) = job.load_month(&ctx, &table, &u).await?;
+        let (rows, bytes) = job.load_file(&ctx, &u).await?;
         let mut e = stamp.entry(
-            u.key(),
+            u.key.clone(),
             UnitStatus::Done,
             [
                 ("sha256".to_string(), u.sha256.clone()),
                 (
                     "table".to_string(),
-                    format!("{}.{}", table.schema, table.name),
+                    format!("{}.{}", job.spec.schema, u.table),
                 ),
             ]
             .into(),
@@ -205,7 +322,7 @@ impl Job for Load {
         );
         e.detail = Some(format!("rows={rows}"));
         u.writer.record(e).await?;
-        Ok((table.name, rows, bytes))
+        Ok((u.table, rows, bytes))
     }
 
     fn absorb(
@@ -213,7 +330,7 @@ impl Job for Load {
         t: &mut Totals,
         _key: &str,
         (table, rows, bytes): Self::Done,
-    ) -> Finished<MonthFile> {
+    ) -> Finished<FileUnit> {
         t.rows += rows;
         t.bytes += bytes;
         *t.tables
@@ -246,23 +363,205 @@ impl Job for Load {
 }
 
 impl Load {
+    /// What this run loads: the archive datasets, the features at each bar length, the bar
+    /// specs (`all`: every spec bars recorded for the market) and the panels — a panel in the
+    /// first shard only, since it is one unit.
+    async fn sources(&self, p: &mut Planner<'_>) -> Result<Vec<Source>> {
+        let spec = &self.spec;
+        let market = spec.common.market;
+        let mut out = Vec::new();
+        if spec.archive {
+            out.extend(spec.common.datasets.iter().map(|d| Source::Archive(*d)));
+        }
+        out.extend(spec.features.iter().cloned().map(Source::Features));
+        let recorded = if spec.bars == Bars::Specs(Vec::new()) {
+            Vec::new()
+        } else {
+            shared::manifest::manifest_symbols(&p.ctx.store, JobName::BARS, market.storage_name())
+                .await?
+        };
+        match &spec.bars {
+            Bars::All if recorded.is_empty() => p.tally.warn(format!(
+                "--bars all: the bars job has recorded no spec for {} in this store",
+                market.cli_name()
+            )),
+            Bars::All => out.extend(recorded.into_iter().map(Source::Bars)),
+            Bars::Specs(specs) => {
+                for s in specs {
+                    if !recorded.contains(s) {
+                        p.tally.warn(format!(
+                            "--bars {s}: the bars job has recorded no such spec for {} (recorded: {})",
+                            market.cli_name(),
+                            if recorded.is_empty() { "none".to_string() } else { recorded.join(", ") }
+                        ));
+                    } else {
+                        out.push(Source::Bars(s.clone()));
+                    }
+                }
+            }
+        }
+        if spec.common.shard.0 == 0 {
+            out.extend(spec.panels.iter().cloned().map(Source::Panel));
+        }
+        Ok(out)
+    }
+
+    /// The units of one source: the upstream's done files that this job has not loaded as they
+    /// are now.
+    async fn plan_source(
+        &self,
+        p: &mut Planner<'_>,
+        source: &Source,
+        units: &mut Vec<FileUnit>,
+    ) -> Result<()> {
+        let market = self.spec.common.market;
+        let up_scope = source.upstream_scope(market);
+        let scope = source.scope(market);
+        let table = source.table_name(market);
+        let upstream_job = source.upstream();
+        if let Source::Panel(name) = source {
+            let m = p.upstream(upstream_job, &up_scope, name).await?;
+            let out = m
+                .get(name)
+                .filter(|e| e.status == UnitStatus::Done)
+                .and_then(|e| {
+                    e.outputs
+                        .iter()
+                        .find(|o| o.path.ends_with("/panel.parquet"))
+                });
+            let Some(out) = out else {
+                p.tally.warn(format!(
+                    "--panel {name}: build-panel has no finished panel of that name in this store"
+                ));
+                p.tally.miss(format!("panel {name}"));
+                return Ok(());
+            };
+            let (writer, own) = p.manifest(&scope, name).await?;
+            if p.is_current_with(own.get(name), |prev| {
+                prev.inputs.get("sha256") == Some(&out.sha256)
+            }) {
+                return Ok(());
+            }
+            units.push(FileUnit {
+                source: source.clone(),
+                symbol: name.clone(),
+                key: name.clone(),
+                period: None,
+                path: Some(out.path.clone()),
+                sha256: out.sha256.clone(),
+                scope,
+                table,
+                writer,
+            });
+            return Ok(());
+        }
+        let symbols = p.symbols(upstream_job, &up_scope).await?;
+        if up_scope == scope {
+            p.load_ahead(&[upstream_job], &scope, &symbols);
+        }
+        for sym in symbols {
+            let upstream = p.upstream(upstream_job, &up_scope, &sym).await?;
+            let (writer, own) = p.manifest(&scope, &sym).await?;
+            for e in upstream.entries().filter(|e| e.status == UnitStatus::Done) {
+                let Some(period) = self.period_of(source, e) else {
+                    continue;
+                };
+                let out = e.outputs.first();
+                let sha = out.map(|o| o.sha256.clone()).unwrap_or_default();
+                let previous = own.get(&e.unit);
+                // No file now and nothing loaded before: nothing to replace.
+                if out.is_none() && previous.is_none() {
+                    continue;
+                }
+                if p.is_current_with(previous, |prev| prev.inputs.get("sha256") == Some(&sha)) {
+                    continue;
+                }
+                units.push(FileUnit {
+                    source: source.clone(),
+                    symbol: sym.clone(),
+                    key: e.unit.clone(),
+                    period: Some(period),
+                    path: out.map(|o| o.path.clone()),
+                    sha256: sha,
+                    scope: scope.clone(),
+                    table: table.clone(),
+                    writer: writer.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The period an upstream entry (`SYMBOL/YYYY-MM`, `SYMBOL/YYYY`) holds, if it lies in the
+    /// run's range.
+    fn period_of(&self, source: &Source, e: &Entry) -> Option<Period> {
+        let range = self.spec.common.range;
+        let (_, when) = e.unit.rsplit_once('/')?;
+        match source {
+            Source::Archive(_) => {
+                let month = when.parse::<FileDate>().ok()?;
+                (month.last_day() >= range.start && month.first_day() <= range.end)
+                    .then(|| Period::month(month))
+            }
+            _ => {
+                let year = when.parse::<i32>().ok()?;
+                (range.start.year() <= year && year <= range.end.year()).then(|| Period::year(year))
+            }
+        }
+    }
+
+    /// A unit's table: the registry's for an archive dataset; for a derived one, its file's
+    /// columns (`None` without a file).
+    async fn table_of(&self, ctx: &Context, u: &FileUnit) -> Result<Option<Table>> {
+        if let Source::Archive(ds) = &u.source {
+            return Ok(Some(Table::of(&self.spec.schema, ds)));
+        }
+        let Some(path) = &u.path else {
+            return Ok(None);
+        };
+        let local = frames::file::LocalCopy::fetch(&ctx.store, path)
+            .await?
+            .ok_or_else(|| Error::upstream_missing(path, u.source.upstream()))?;
+        let file = frames::file::ParquetFile::open(local.path(), path)?;
+        self.derived_table(u, &file.columns(), path).map(Some)
+    }
+
+    /// A derived dataset's table from its file's columns.
+    fn derived_table(
+        &self,
+        u: &FileUnit,
+        columns: &[(String, frames::polars::prelude::DataType)],
+        path: &str,
+    ) -> Result<Table> {
+        let schema = &self.spec.schema;
+        if let Source::Archive(ds) = &u.source {
+            return Ok(Table::of(schema, ds));
+        }
+        let time = u.source.time_column();
+        let (key, partitioning) = match &u.source {
+            Source::Bars(_) => (&["symbol", "spec", "bar"][..], Partitioning::Year),
+            Source::Panel(_) => (&["symbol", "open_time"][..], Partitioning::None),
+            _ => (&["symbol", "open_time"][..], Partitioning::Year),
+        };
+        let shape = pg::Shape {
+            consts: u.source.const_names(),
+            key,
+            time: &time,
+            partitioning,
+        };
+        Table::derived(schema, &u.table, &shape, columns, path)
+    }
+
     async fn connect(&self, ctx: &Context) -> Result<tokio_postgres::Client> {
         let target = self
             .spec
             .target
             .as_ref()
             .ok_or_else(|| Error::usage("no database configured"))?;
-        let shown = &target.shown;
-        let (client, conn) = tokio::select! {
-            r = target.config.connect(tokio_postgres::NoTls) => r.map_err(|e| connect_error(shown, &e))?,
-            _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "database connection closed");
-            }
-        });
-        Ok(client)
+        tokio::select! {
+            r = target.connect() => r,
+            _ = ctx.cancel.cancelled() => Err(Error::Interrupted),
+        }
     }
 
     /// The views over the tables this schema holds: `oi_price_1h` once USD-M 1m klines and
@@ -292,8 +591,9 @@ impl Load {
         Ok(())
     }
 
-    /// TimescaleDB where the server has it (installed once by this job), else native monthly
-    /// partitions. Hypertable chunks: a week for trade-level data, a month otherwise.
+    /// TimescaleDB where the server has it (installed once by this job), else native
+    /// partitions. Hypertable chunks: a week for trade-level data, a month for the other archive
+    /// datasets, half a year for the hourly features and the bars.
     async fn layout(&self, client: &tokio_postgres::Client, table: &Table) -> Result<pg::Layout> {
         let db = |e: tokio_postgres::Error| sql_error("pg_available_extensions", &e);
         let available = client
@@ -311,14 +611,18 @@ impl Load {
             .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await
             .map_err(db)?;
-        let trades = table.name.contains("trades");
+        let chunk_days = match table.partitioning {
+            Partitioning::Month if table.name.contains("trades") => 7,
+            Partitioning::Month => 30,
+            _ => 180,
+        };
         Ok(pg::Layout::Timescale {
-            chunk_days: if trades { 7 } else { 30 },
+            chunk_days,
             compress_after_days: 30,
         })
     }
 
-    /// Whether `table` is natively partitioned (its months need partitions).
+    /// Whether `table` is natively partitioned (its periods need partitions).
     async fn partitioned(&self, client: &tokio_postgres::Client, table: &Table) -> Result<bool> {
         let row = client
             .query_opt(
@@ -333,13 +637,13 @@ impl Load {
     }
 
     /// Create the table on first use, or check the existing one against the dataset, once per
-    /// run. Returns whether it is natively partitioned (its months need partitions).
-    async fn ensure(&self, client: &tokio_postgres::Client, table: &Table) -> Result<bool> {
+    /// run.
+    async fn ensure(&self, client: &tokio_postgres::Client, table: Table) -> Result<Arc<Ready>> {
         let mut ready = self.ready.lock().await;
-        let q = table.qualified();
-        if let Some(partitioned) = ready.get(&q) {
-            return Ok(*partitioned);
+        if let Some(r) = ready.get(&table.name) {
+            return Ok(r.clone());
         }
+        let q = table.qualified();
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
         let existing = client
             .query(
@@ -350,7 +654,7 @@ impl Load {
             .await
             .map_err(db)?;
         if existing.is_empty() {
-            let layout = self.layout(client, table).await?;
+            let layout = self.layout(client, &table).await?;
             for stmt in table.ddl(layout) {
                 client.batch_execute(&stmt).await.map_err(db)?;
             }
@@ -360,50 +664,60 @@ impl Load {
                 existing.iter().map(|r| (r.get(0), r.get(1))).collect();
             table.check(&cols)?;
         }
-        let partitioned = self.partitioned(client, table).await?;
-        ready.insert(q, partitioned);
-        Ok(partitioned)
+        let partitioned = self.partitioned(client, &table).await?;
+        let r = Arc::new(Ready { table, partitioned });
+        ready.insert(r.table.name.clone(), r.clone());
+        Ok(r)
     }
 
-    /// Replace one month's rows of one symbol by the file's, in one transaction.
-    async fn load_month(&self, ctx: &Context, table: &Table, u: &MonthFile) -> Result<(u64, u64)> {
+    /// Replace one unit's rows by its file's, in one transaction.
+    async fn load_file(&self, ctx: &Context, u: &FileUnit) -> Result<(u64, u64)> {
         let mut client = self.connect(ctx).await?;
-        let partitioned = self.ensure(&client, table).await?;
-        let local = frames::file::LocalCopy::fetch(&ctx.store, &u.path)
+        let Some(path) = &u.path else {
+            return self.delete_only(&mut client, u).await;
+        };
+        let local = frames::file::LocalCopy::fetch(&ctx.store, path)
             .await?
-            .ok_or_else(|| Error::upstream_missing(&u.path, UPSTREAM))?;
-        let q = table.qualified();
+            .ok_or_else(|| Error::upstream_missing(path, u.source.upstream()))?;
+        let (lpath, name) = (local.path().to_path_buf(), path.clone());
+        let file =
+            tokio::task::spawn_blocking(move || frames::file::ParquetFile::open(&lpath, &name))
+                .await
+                .map_err(|e| Error::Internal(format!("{path}: {e}")))??;
+        let table = match self.ready.lock().await.get(&u.table) {
+            Some(r) => r.clone(),
+            None => {
+                let t = self.derived_table(u, &file.columns(), path)?;
+                drop(client);
+                client = self.connect(ctx).await?;
+                self.ensure(&client, t).await?
+            }
+        };
+        // A derived file is checked against its table: a column added, dropped or retyped
+        // upstream is refused by name, never cast.
+        if !matches!(u.source, Source::Archive(_)) {
+            self.derived_table(u, &file.columns(), path)?
+                .check(&table.table.described())
+                .map_err(|e| Error::usage(format!("{path} does not match its table: {e}")))?;
+        }
+        let t = &table.table;
+        let q = t.qualified();
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
-        let (from, until) = month_bounds(u.month);
-        if partitioned {
+        if let (true, Some(period)) = (table.partitioned, &u.period) {
             // One creator at a time per table: concurrent `IF NOT EXISTS` can still collide.
-            let yyyymm = format!(
-                "{:04}{:02}",
-                u.month.first_day().year(),
-                u.month.first_day().month()
-            );
             let tx = client.transaction().await.map_err(db)?;
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&q])
                 .await
                 .map_err(db)?;
-            tx.batch_execute(&table.partition_ddl(&from, &until, &yyyymm))
+            tx.batch_execute(&t.partition_ddl(&period.from, &period.until, &period.suffix))
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
         }
         let tx = client.transaction().await.map_err(db)?;
-        let deleted = tx
-            .execute(&table.delete_statement(), &[&u.symbol, &from, &until])
-            .await
-            .map_err(db)?;
-        let sink = tx.copy_in(&table.copy_statement()).await.map_err(db)?;
+        let deleted = delete(&tx, &q, u).await.map_err(db)?;
+        let sink = tx.copy_in(&t.copy_statement()).await.map_err(db)?;
         futures::pin_mut!(sink);
-        let path = local.path().to_path_buf();
-        let name = u.path.clone();
-        let file =
-            tokio::task::spawn_blocking(move || frames::file::ParquetFile::open(&path, &name))
-                .await
-                .map_err(|e| Error::Internal(format!("{}: {e}", u.path)))??;
         let file = Arc::new(Mutex::new(file));
         let mut buf = BytesMut::with_capacity(CHUNK);
         buf.extend_from_slice(HEADER);
@@ -413,19 +727,21 @@ impl Load {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .num_row_groups();
+        let consts: Vec<String> = u.consts().into_iter().map(str::to_string).collect();
         for rg in 0..groups {
             if ctx.cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }
-            let (f, t, sym) = (file.clone(), table.clone(), u.symbol.clone());
+            let (f, tb, consts) = (file.clone(), table.clone(), consts.clone());
             let (chunk, n) = tokio::task::spawn_blocking(move || -> Result<(BytesMut, usize)> {
                 let df = f.lock().unwrap_or_else(|e| e.into_inner()).read_frame(rg)?;
                 let mut out = BytesMut::new();
-                pg::encode(&t, &sym, &df, &mut out)?;
+                let consts: Vec<&str> = consts.iter().map(String::as_str).collect();
+                pg::encode(&tb.table, &consts, &df, &mut out)?;
                 Ok((out, df.height()))
             })
             .await
-            .map_err(|e| Error::Internal(format!("{}: {e}", u.path)))??;
+            .map_err(|e| Error::Internal(format!("{path}: {e}")))??;
             rows += n as u64;
             buf.extend_from_slice(&chunk);
             while buf.len() >= CHUNK {
@@ -440,42 +756,63 @@ impl Load {
         let copied = sink.as_mut().finish().await.map_err(db)?;
         if copied != rows {
             return Err(Error::Internal(format!(
-                "{q}: COPY took {copied} rows of {}'s {rows}",
-                u.path
+                "{q}: COPY took {copied} rows of {path}'s {rows}"
             )));
         }
         tx.commit().await.map_err(db)?;
-        tracing::debug!(table = %q, file = %u.path, rows, deleted, "loaded");
+        tracing::debug!(table = %q, file = %path, rows, deleted, "loaded");
         Ok((rows, bytes))
     }
-}
 
-/// `[first day 00:00, next month 00:00)` of a month, as RFC 3339.
-fn month_bounds(m: FileDate) -> (String, String) {
-    let first = m.first_day();
-    let next = m.last_day().succ_opt().unwrap_or(NaiveDate::MAX);
-    (format!("{first}T00:00:00Z"), format!("{next}T00:00:00Z"))
-}
-
-/// A connection failure, naming the database without its password. A refused password or an
-/// unknown database is a configuration error (exit 2); anything else may pass (a retry).
-fn connect_error(shown: &str, e: &tokio_postgres::Error) -> Error {
-    let code = e.code().map(|c| c.code().to_string());
-    let text = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string());
-    match code.as_deref() {
-        // invalid_password, invalid_authorization_specification, invalid_catalog_name
-        Some("28P01") | Some("28000") | Some("3D000") => {
-            Error::usage(format!("database {shown}: {text}"))
+    /// A unit whose upstream recorded no file now: its period's rows are deleted (a table
+    /// never created holds none).
+    async fn delete_only(
+        &self,
+        client: &mut tokio_postgres::Client,
+        u: &FileUnit,
+    ) -> Result<(u64, u64)> {
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                &[&self.spec.schema, &u.table],
+            )
+            .await
+            .map_err(|e| sql_error(&u.table, &e))?
+            .is_some();
+        if !exists {
+            return Ok((0, 0));
         }
-        _ => Error::Transient {
-            url: format!("postgresql://{shown}"),
-            reason: text,
-            retry_after: None,
-        },
+        let q = pg::qualified(&self.spec.schema, &u.table);
+        let db = |e: tokio_postgres::Error| sql_error(&q, &e);
+        let tx = client.transaction().await.map_err(db)?;
+        let deleted = delete(&tx, &q, u).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        tracing::info!(table = %q, unit = %u.key, deleted, "no file upstream: rows deleted");
+        Ok((0, 0))
     }
+}
+
+/// Delete a unit's rows: those of its constants (symbol, spec) in its period; all of a panel's.
+async fn delete(
+    tx: &tokio_postgres::Transaction<'_>,
+    qualified: &str,
+    u: &FileUnit,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    use tokio_postgres::types::ToSql;
+    let stmt = pg::delete_statement(
+        qualified,
+        u.source.const_names(),
+        &u.source.time_column(),
+        u.period.is_some(),
+    );
+    let consts = u.consts();
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        consts.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+    if let Some(p) = &u.period {
+        params.push(&p.from);
+        params.push(&p.until);
+    }
+    tx.execute(&stmt, &params).await
 }
 
 /// A statement's failure, naming the table.

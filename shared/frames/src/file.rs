@@ -60,6 +60,14 @@ impl ParquetFile {
         self.meta.num_rows
     }
 
+    /// The file's columns and their Polars types, in the file's order.
+    pub fn columns(&self) -> Vec<(String, DataType)> {
+        self.schema
+            .iter_values()
+            .map(|f| (f.name.to_string(), DataType::from_arrow_field(f)))
+            .collect()
+    }
+
     pub fn num_row_groups(&self) -> usize {
         self.meta.row_groups.len()
     }
