@@ -325,6 +325,27 @@ impl Postgres {
     /// `None` (with a message) where PostgreSQL is not installed, unless `CI` is set: CI must
     /// run the database tests (`.ci/run` installs it).
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// [`Postgres::start`] with TLS on: a test CA (`ca.crt` here, [`Postgres::ca`]) signed the
+    /// server's certificate, valid for the name `localhost` only (not for 127.0.0.1), and every
+    /// connection is logged with whether it used TLS.
+    pub fn start_tls() -> Option<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    /// The test CA's certificate of a [`Postgres::start_tls`] server.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn start_with(tls: bool) -> Option<Postgres> {
         let bin = [
             "/usr/lib/postgresql/17/bin",
             "/usr/lib/postgresql/16/bin",
@@ -358,9 +379,12 @@ impl Postgres {
         }
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PG_PASSWORD).unwrap();
+        if tls {
+            make_certificates(dir.path());
+        }
         if root {
             Command::new("chown")
-                .args(["postgres:postgres", pw.to_str().unwrap()])
+                .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
                 .status()
                 .unwrap();
         }
@@ -387,11 +411,17 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             pg.port,
             pg.dir.path().display()
         );
+        if tls {
+            let d = pg.dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key -c log_connections=on"
+            ));
+        }
         let log = pg.dir.path().join("log");
         let out = pg
             .cmd("pg_ctl")
@@ -447,6 +477,70 @@ impl Postgres {
         });
         client
     }
+}
+
+/// A test CA and a server certificate it signed for `localhost`, with openssl, into `dir`:
+/// `ca.crt`, `server.crt`, `server.key` (mode 0600, as PostgreSQL requires).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl, to make the test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]);
+    a.extend(["-subj", "/CN=pipeline test CA"]);
+    a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    a.extend(["-subj", "/CN=localhost"]);
+    openssl(&a);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 impl Drop for Postgres {

@@ -1,8 +1,8 @@
 //! End-to-end tests of `load` against a real PostgreSQL (started in a temp folder): the demo's
-//! optimized datasets in their tables equal to the Parquet (row counts, per-column sums, min and
-//! max, timestamps to the microsecond), a rerun that loads nothing, a rewritten month that
-//! replaces only its rows, a mismatched table refused by column, and a wrong password refused
-//! without being printed.
+//! optimized datasets, features, bars and panel in their tables equal to the Parquet (row
+//! counts, per-column sums, min and max, timestamps to the microsecond), a rerun that loads
+//! nothing, a rewritten month or panel that replaces only its rows, a mismatched table refused
+//! by column, a wrong password refused without being printed, and TLS as `sslmode` says.
 
 use crate::common;
 
@@ -17,8 +17,12 @@ const TYPES: &str = "klines,aggTrades,fundingRate,metrics";
 
 /// download → extract → convert → optimize of the demo's two UM symbols over `RANGE`.
 async fn optimized(store: &Path, source: &str, extra: &[&str]) {
+    optimized_types(store, source, TYPES, extra).await
+}
+
+async fn optimized_types(store: &Path, source: &str, types: &str, extra: &[&str]) {
     for name in ["download", "extract", "convert", "optimize"] {
-        let mut args = vec!["--symbols", "BTCUSDT,ETHUSDT", "--data-type", TYPES];
+        let mut args = vec!["--symbols", "BTCUSDT,ETHUSDT", "--data-type", types];
         args.extend(RANGE);
         if name == "download" {
             args.extend(["--source", source, "--listing-url", source]);
@@ -46,8 +50,13 @@ fn run_load(store: &Path, url: &str, extra: &[&str]) -> serde_json::Value {
 
 /// Every optimized month of a dataset folder, stacked, with its symbol.
 fn parquet_rows(store: &Path, dataset: &str) -> DataFrame {
+    stacked(&store.join("optimized/futures-um").join(dataset), dataset)
+}
+
+/// Every Parquet file under `dir`, stacked, with its symbol from its `symbol=` folder.
+fn stacked(dir: &Path, dataset: &str) -> DataFrame {
     let mut all: Option<DataFrame> = None;
-    for p in common::walk(&store.join("optimized/futures-um").join(dataset)) {
+    for p in common::walk(dir) {
         let sym = p
             .components()
             .find_map(|c| c.as_os_str().to_str()?.strip_prefix("symbol="))
@@ -404,4 +413,263 @@ async fn a_load_killed_mid_copy_leaves_whole_months_and_the_rerun_completes() {
     let r = run_load(store, &pg.url(), &[]);
     assert_eq!(r["counts"]["failed"], 0, "{r}");
     compare(&client, "um_agg_trades", &df).await;
+}
+
+/// Aggregate's features, the bars of two specs and a panel, loaded alone (no archive table
+/// appears): each table equals its files; a rerun loads nothing; a rebuilt panel replaces the
+/// panel's table and nothing else; a table that no longer matches its files is refused by
+/// column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    optimized(store, &sim.base_url(), &[]).await;
+    let mut um = vec!["--symbols", "BTCUSDT,ETHUSDT"];
+    um.extend(RANGE);
+    let with = |extra: &[&'static str]| {
+        let mut a = um.clone();
+        a.extend(extra);
+        a
+    };
+    common::run_ok("aggregate", store, &with(&["--freq", "1h"])).await;
+    for (bar, threshold) in [("dollar", "5e5"), ("tick", "200")] {
+        common::run_ok(
+            "bars",
+            store,
+            &with(&["--bar", bar, "--threshold", threshold]),
+        )
+        .await;
+    }
+    // Four days of features are too few for the 168 h factors: the panel keeps their nulls.
+    let panel = common::run_ok(
+        "build-panel",
+        store,
+        &with(&["--name", "p", "--keep-nulls"]),
+    )
+    .await;
+    assert!(panel["details"]["rows"].as_u64().unwrap() > 0, "{panel}");
+
+    let derived = ["--features", "1h", "--bars", "all", "--panel", "p"];
+    let mut c = job("load");
+    c.args(["--store", store.to_str().unwrap()])
+        .args(&um)
+        .args(["--database-url", &pg.url()])
+        .args(derived);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&out);
+    // 2 symbols × 2 years of features, of each bar spec, and the panel.
+    assert_eq!(r["counts"]["done"], 4 + 8 + 1, "{r}");
+    let client = pg.client().await;
+    let archive: Option<String> = client
+        .query_one("SELECT to_regclass('binance.um_klines_1m')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(archive, None, "only derived datasets were asked for");
+
+    compare(
+        &client,
+        "um_features_1h",
+        &stacked(&store.join("features/futures-um/1h"), "features"),
+    )
+    .await;
+    // Bars: one table, the spec a column; each spec's rows are its files'.
+    let mut specs = Vec::new();
+    for d in std::fs::read_dir(store.join("bars/futures-um")).unwrap() {
+        let d = d.unwrap();
+        let spec = d.file_name().to_string_lossy().to_string();
+        let df = stacked(&d.path(), "bars");
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM binance.um_bars WHERE spec = $1",
+                &[&spec],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n as usize, df.height(), "{spec}");
+        specs.push(df);
+    }
+    assert_eq!(specs.len(), 2);
+    let mut all = specs.remove(0);
+    all.vstack_mut_owned(specs.remove(0)).unwrap();
+    compare(&client, "um_bars", &all).await;
+    let panel_path = store.join("final/p/panel.parquet");
+    compare(&client, "panel_p", &common::read(&panel_path)).await;
+    // Partitioned by year: the features of 2024 and of 2025.
+    let parts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'binance.um_features_1h'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 2);
+
+    let mut again = job("load");
+    again
+        .args(["--store", store.to_str().unwrap()])
+        .args(&um)
+        .args(["--database-url", &pg.url()])
+        .args(derived);
+    let r2 = report(&again.output().unwrap());
+    assert_eq!(r2["counts"]["done"], 0, "{r2}");
+    assert_eq!(r2["counts"]["skipped"], r["counts"]["done"], "{r2}");
+
+    // The panel rebuilt over a shorter range: its table is replaced whole, nothing else loads.
+    let bars_before: i64 = client
+        .query_one("SELECT count(*) FROM binance.um_bars", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut short = vec![
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--name",
+        "p",
+        "--keep-nulls",
+    ];
+    short.extend(["--start", "2024-12-31", "--end", "2025-01-02"]);
+    common::run_ok("build-panel", store, &short).await;
+    let mut third = job("load");
+    third
+        .args(["--store", store.to_str().unwrap()])
+        .args(&um)
+        .args(["--database-url", &pg.url()])
+        .args(derived);
+    let r3 = report(&third.output().unwrap());
+    assert_eq!(r3["counts"]["done"], 1, "{r3}");
+    compare(&client, "panel_p", &common::read(&panel_path)).await;
+    let bars_after: i64 = client
+        .query_one("SELECT count(*) FROM binance.um_bars", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bars_before, bars_after);
+
+    // A table that no longer matches its files (a column dropped by hand) is refused by name.
+    client
+        .batch_execute("ALTER TABLE binance.um_features_1h DROP COLUMN vwap_deviation")
+        .await
+        .unwrap();
+    let mut forced = job("load");
+    forced
+        .args(["--store", store.to_str().unwrap()])
+        .args(&um)
+        .args(["--database-url", &pg.url(), "--features", "1h", "--force"]);
+    let out = forced.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vwap_deviation"), "{err}");
+}
+
+/// TLS as libpq's `sslmode` says: `verify-full` against the test CA loads over TLS (the server
+/// logs it); the same by IP address, for which the certificate is not valid, is refused, while
+/// `verify-ca` (the chain only) and `require` (no check) load; a CA that did not sign the
+/// server's certificate is refused; `require` against a server without TLS is refused. Each
+/// refusal is exit 2 and prints no password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused() {
+    let (Some(pg), Some(plain)) = (Postgres::start_tls(), Postgres::start()) else {
+        return;
+    };
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    optimized_types(store, &sim.base_url(), "fundingRate", &[]).await;
+    let ca = pg.ca();
+    let ca = ca.to_str().unwrap();
+    let url = |server: &Postgres, host: &str, query: &str| {
+        format!(
+            "postgresql://postgres:{}@{host}:{}/postgres?{query}",
+            common::PG_PASSWORD,
+            server.port
+        )
+    };
+    let run = |url: String, schema: &str| {
+        let mut c = job("load");
+        c.args(["--store", store.to_str().unwrap()])
+            .args(["--symbols", "BTCUSDT,ETHUSDT", "--data-type", "fundingRate"])
+            .args(RANGE)
+            .args(["--database-url", &url, "--schema", schema]);
+        c.output().unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let r = report(&out);
+        assert!(r["counts"]["done"].as_u64().unwrap() > 0, "{r}");
+    };
+    let refused = |out: std::process::Output, why: &str| {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(!err.contains(common::PG_PASSWORD), "{err}");
+    };
+
+    ok(run(
+        url(
+            &pg,
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        "full",
+    ));
+    assert!(pg.log().contains("SSL enabled"), "{}", pg.log());
+    refused(
+        run(
+            url(
+                &pg,
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            "by_ip",
+        ),
+        "certificate",
+    );
+    ok(run(
+        url(
+            &pg,
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ),
+        "chain",
+    ));
+    ok(run(url(&pg, "127.0.0.1", "sslmode=require"), "unchecked"));
+    // Another server's CA (the plain server has none: make one) did not sign this certificate.
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-keyout", "k", "-out", "other.crt", "-subj", "/CN=other CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .current_dir(other.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = other.path().join("other.crt");
+    refused(
+        run(
+            url(
+                &pg,
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={}", wrong.display()),
+            ),
+            "wrong_ca",
+        ),
+        "certificate",
+    );
+    refused(
+        run(url(&plain, "127.0.0.1", "sslmode=require"), "plain"),
+        "TLS",
+    );
 }
