@@ -285,7 +285,14 @@ pub const JOBS: &[JobSpec] = &[
     },
     JobSpec {
         name: JobName::LOAD.as_str(),
-        args: &[v("database-url"), v("schema"), s("optional")],
+        args: &[
+            v("database-url"),
+            v("schema"),
+            v("features"),
+            v("bars"),
+            v("panel"),
+            s("optional"),
+        ],
         resources: Resources {
             cpu: "1",
             memory: "1Gi",
