@@ -278,9 +278,14 @@ impl Job for Load {
         // mismatched table stops the run here (exit 2), not once per unit.
         if !units.is_empty() && !self.spec.common.dry_run {
             let client = self.connect(p.ctx).await?;
+            // Per table, a unit with a file if it has one: a derived table takes its columns
+            // from a file.
             let mut first: BTreeMap<&str, &FileUnit> = BTreeMap::new();
             for u in &units {
-                first.entry(u.table.as_str()).or_insert(u);
+                let slot = first.entry(u.table.as_str()).or_insert(u);
+                if slot.path.is_none() && u.path.is_some() {
+                    *slot = u;
+                }
             }
             for u in first.into_values() {
                 if let Some(table) = self.table_of(p.ctx, u).await? {
@@ -684,12 +689,11 @@ impl Load {
             tokio::task::spawn_blocking(move || frames::file::ParquetFile::open(&lpath, &name))
                 .await
                 .map_err(|e| Error::Internal(format!("{path}: {e}")))??;
-        let table = match self.ready.lock().await.get(&u.table) {
-            Some(r) => r.clone(),
+        let ready = self.ready.lock().await.get(&u.table).cloned();
+        let table = match ready {
+            Some(r) => r,
             None => {
                 let t = self.derived_table(u, &file.columns(), path)?;
-                drop(client);
-                client = self.connect(ctx).await?;
                 self.ensure(&client, t).await?
             }
         };
