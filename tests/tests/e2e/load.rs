@@ -454,12 +454,16 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
     assert!(panel["details"]["rows"].as_u64().unwrap() > 0, "{panel}");
 
     let derived = ["--features", "1h", "--bars", "all", "--panel", "p"];
-    let mut c = job("load");
-    c.args(["--store", store.to_str().unwrap()])
-        .args(&um)
-        .args(["--database-url", &pg.url()])
-        .args(derived);
-    let out = c.output().unwrap();
+    let load_derived = |extra: &[&str]| {
+        job("load")
+            .args(["--store", store.to_str().unwrap()])
+            .args(&um)
+            .args(["--database-url", &pg.url()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = load_derived(&derived);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = report(&out);
     // 2 symbols × 2 years of features, of each bar spec, and the panel.
@@ -512,13 +516,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
         .get(0);
     assert_eq!(parts, 2);
 
-    let mut again = job("load");
-    again
-        .args(["--store", store.to_str().unwrap()])
-        .args(&um)
-        .args(["--database-url", &pg.url()])
-        .args(derived);
-    let r2 = report(&again.output().unwrap());
+    let r2 = report(&load_derived(&derived));
     assert_eq!(r2["counts"]["done"], 0, "{r2}");
     assert_eq!(r2["counts"]["skipped"], r["counts"]["done"], "{r2}");
 
@@ -537,13 +535,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
     ];
     short.extend(["--start", "2024-12-31", "--end", "2025-01-02"]);
     common::run_ok("build-panel", store, &short).await;
-    let mut third = job("load");
-    third
-        .args(["--store", store.to_str().unwrap()])
-        .args(&um)
-        .args(["--database-url", &pg.url()])
-        .args(derived);
-    let r3 = report(&third.output().unwrap());
+    let r3 = report(&load_derived(&derived));
     assert_eq!(r3["counts"]["done"], 1, "{r3}");
     compare(&client, "panel_p", &common::read(&panel_path)).await;
     let bars_after: i64 = client
@@ -558,12 +550,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
         .batch_execute("ALTER TABLE binance.um_features_1h DROP COLUMN vwap_deviation")
         .await
         .unwrap();
-    let mut forced = job("load");
-    forced
-        .args(["--store", store.to_str().unwrap()])
-        .args(&um)
-        .args(["--database-url", &pg.url(), "--features", "1h", "--force"]);
-    let out = forced.output().unwrap();
+    let out = load_derived(&["--features", "1h", "--force"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("vwap_deviation"), "{err}");
