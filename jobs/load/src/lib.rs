@@ -82,6 +82,11 @@ pub struct Load {
     /// Tables created or checked by this run, by name.
     #[serde(skip)]
     ready: tokio::sync::Mutex<HashMap<String, Arc<Ready>>>,
+    /// Connections between units: a unit takes one (or opens one) and gives it back when it
+    /// ends well. A small unit (a funding month, a symbol-year of features) costs less than the
+    /// connection's handshake, TLS and SCRAM.
+    #[serde(skip)]
+    idle: Mutex<Vec<tokio_postgres::Client>>,
 }
 
 impl Load {
@@ -89,6 +94,7 @@ impl Load {
         Load {
             spec,
             ready: tokio::sync::Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
         }
     }
 }
@@ -277,7 +283,7 @@ impl Job for Load {
         // Reach the database and settle its tables before any unit: a refused password or a
         // mismatched table stops the run here (exit 2), not once per unit.
         if !units.is_empty() && !self.spec.common.dry_run {
-            let client = self.connect(p.ctx).await?;
+            let client = self.client(p.ctx).await?;
             // Per table, a unit with a file if it has one: a derived table takes its columns
             // from a file.
             let mut first: BTreeMap<&str, &FileUnit> = BTreeMap::new();
@@ -292,6 +298,7 @@ impl Job for Load {
                     self.ensure(&client, table).await?;
                 }
             }
+            self.give_back(client);
         }
         Ok(units)
     }
@@ -557,6 +564,28 @@ impl Load {
         Table::derived(schema, &u.table, &shape, columns, path)
     }
 
+    /// An idle connection of this run, else a new one.
+    async fn client(&self, ctx: &Context) -> Result<tokio_postgres::Client> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match idle {
+                Some(c) if !c.is_closed() => return Ok(c),
+                Some(_) => continue,
+                None => return self.connect(ctx).await,
+            }
+        }
+    }
+
+    /// A connection whose work ended well, for the next unit.
+    fn give_back(&self, client: tokio_postgres::Client) {
+        if !client.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(client);
+        }
+    }
+
     async fn connect(&self, ctx: &Context) -> Result<tokio_postgres::Client> {
         let target = self
             .spec
@@ -572,7 +601,7 @@ impl Load {
     /// The views over the tables this schema holds: `oi_price_1h` once USD-M 1m klines and
     /// metrics are both there.
     async fn views(&self, ctx: &Context) -> Result<()> {
-        let client = self.connect(ctx).await?;
+        let client = self.client(ctx).await?;
         let schema = &self.spec.schema;
         let have = |t: &'static str| {
             let client = &client;
@@ -675,16 +704,31 @@ impl Load {
         Ok(r)
     }
 
-    /// Replace one unit's rows by its file's, in one transaction.
+    /// Replace one unit's rows by its file's, in one transaction, on a connection of the
+    /// run's (given back if the unit ends well; one that failed mid-transaction is closed).
     async fn load_file(&self, ctx: &Context, u: &FileUnit) -> Result<(u64, u64)> {
-        let mut client = self.connect(ctx).await?;
-        let Some(path) = &u.path else {
-            return self.delete_only(&mut client, u).await;
+        let mut client = self.client(ctx).await?;
+        let done = match &u.path {
+            None => self.delete_only(&mut client, u).await,
+            Some(path) => self.copy_file(ctx, &mut client, u, path).await,
         };
+        if done.is_ok() {
+            self.give_back(client);
+        }
+        done
+    }
+
+    async fn copy_file(
+        &self,
+        ctx: &Context,
+        client: &mut tokio_postgres::Client,
+        u: &FileUnit,
+        path: &str,
+    ) -> Result<(u64, u64)> {
         let local = frames::file::LocalCopy::fetch(&ctx.store, path)
             .await?
             .ok_or_else(|| Error::upstream_missing(path, u.source.upstream()))?;
-        let (lpath, name) = (local.path().to_path_buf(), path.clone());
+        let (lpath, name) = (local.path().to_path_buf(), path.to_string());
         let file =
             tokio::task::spawn_blocking(move || frames::file::ParquetFile::open(&lpath, &name))
                 .await
@@ -694,7 +738,7 @@ impl Load {
             Some(r) => r,
             None => {
                 let t = self.derived_table(u, &file.columns(), path)?;
-                self.ensure(&client, t).await?
+                self.ensure(client, t).await?
             }
         };
         // A derived file is checked against its table: a column added, dropped or retyped

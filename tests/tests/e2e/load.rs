@@ -557,7 +557,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
 }
 
 /// TLS as libpq's `sslmode` says: `verify-full` against the test CA loads over TLS (the server
-/// logs it); the same by IP address, for which the certificate is not valid, is refused, while
+/// logs it, and one connection serves the whole run); the same by IP address, for which the certificate is not valid, is refused, while
 /// `verify-ca` (the chain only) and `require` (no check) load; a CA that did not sign the
 /// server's certificate is refused; `require` against a server without TLS is refused. Each
 /// refusal is exit 2 and prints no password.
@@ -584,7 +584,8 @@ async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused()
         c.args(["--store", store.to_str().unwrap()])
             .args(["--symbols", "BTCUSDT,ETHUSDT", "--data-type", "fundingRate"])
             .args(RANGE)
-            .args(["--database-url", &url, "--schema", schema]);
+            .args(["--database-url", &url, "--schema", schema])
+            .args(["--concurrency", "1"]);
         c.output().unwrap()
     };
     let ok = |out: std::process::Output| {
@@ -608,6 +609,10 @@ async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused()
         "full",
     ));
     assert!(pg.log().contains("SSL enabled"), "{}", pg.log());
+    // One connection served the plan, the four month files and the views: a unit reuses the
+    // connection the one before it gave back.
+    let connections = pg.log().matches("connection authorized").count();
+    assert_eq!(connections, 1, "{}", pg.log());
     refused(
         run(
             url(
