@@ -260,9 +260,11 @@ impl Job for Load {
         &self.spec.common
     }
 
-    /// The schema shapes where rows go: another schema loads everything again.
+    /// Where rows go: the database (host, port and name, not the user) and the schema. Another
+    /// database or schema loads everything again — a manifest says what one database holds.
     fn params_hash(&self) -> String {
-        self.spec.schema.clone()
+        let database = self.spec.target.as_ref().map(pg::Target::database);
+        shared::manifest::params_hash(&(&self.spec.schema, database))
     }
 
     fn concurrency(&self) -> usize {

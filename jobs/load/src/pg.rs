@@ -14,6 +14,8 @@ pub struct Target {
     pub config: tokio_postgres::Config,
     /// `user@host:port/dbname`: what logs and reports show.
     pub shown: String,
+    /// `host:port/dbname`.
+    database: String,
     pub tls: crate::tls::Settings,
     connector: Option<crate::tls::Connector>,
 }
@@ -138,19 +140,25 @@ impl Target {
             })
             .unwrap_or_else(|| "localhost".into());
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let shown = format!(
-            "{}@{host}:{port}/{}",
-            config.get_user().unwrap_or("?"),
+        let database = format!(
+            "{host}:{port}/{}",
             config
                 .get_dbname()
                 .unwrap_or(config.get_user().unwrap_or("?"))
         );
+        let shown = format!("{}@{database}", config.get_user().unwrap_or("?"));
         Ok(Target {
             config,
             shown,
+            database,
             tls,
             connector,
         })
+    }
+
+    /// The database's identity: `host:port/dbname`, whoever connects.
+    pub fn database(&self) -> &str {
+        &self.database
     }
 
     /// A connection, its I/O driven by a task of its own.

@@ -560,7 +560,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
 /// logs it, and one connection serves the whole run); the same by IP address, for which the certificate is not valid, is refused, while
 /// `verify-ca` (the chain only) and `require` (no check) load; a CA that did not sign the
 /// server's certificate is refused; `require` against a server without TLS is refused. Each
-/// refusal is exit 2 and prints no password.
+/// refusal is exit 2 and prints no password. Another database loads everything again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused() {
     let (Some(pg), Some(plain)) = (Postgres::start_tls(), Postgres::start()) else {
@@ -664,4 +664,10 @@ async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused()
         run(url(&plain, "127.0.0.1", "sslmode=require"), "plain"),
         "TLS",
     );
+    // Another database, the same schema as the last load: the store's files all load again
+    // there (a manifest says what one database holds).
+    ok(run(
+        url(&plain, "127.0.0.1", "sslmode=disable"),
+        "unchecked",
+    ));
 }
