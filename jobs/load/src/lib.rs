@@ -13,7 +13,7 @@
 pub mod pg;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -87,6 +87,9 @@ pub struct Load {
     /// connection's handshake, TLS and SCRAM.
     #[serde(skip)]
     idle: Mutex<Vec<tokio_postgres::Client>>,
+    /// Partitions this run has made or found, `<table>_p<suffix>`.
+    #[serde(skip)]
+    partitions: Mutex<HashSet<String>>,
 }
 
 impl Load {
@@ -95,6 +98,7 @@ impl Load {
             spec,
             ready: tokio::sync::Mutex::new(HashMap::new()),
             idle: Mutex::new(Vec::new()),
+            partitions: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -566,6 +570,15 @@ impl Load {
         Table::derived(schema, &u.table, &shape, columns, path)
     }
 
+    /// Whether this run made (or found) the partition `<table>_p<suffix>` already: the units of
+    /// a month after the first skip its DDL transaction.
+    fn partitions_made(&self, table: &str, suffix: &str) -> bool {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&format!("{table}_p{suffix}"))
+    }
+
     /// An idle connection of this run, else a new one.
     async fn client(&self, ctx: &Context) -> Result<tokio_postgres::Client> {
         loop {
@@ -753,7 +766,12 @@ impl Load {
         let t = &table.table;
         let q = t.qualified();
         let db = |e: tokio_postgres::Error| sql_error(&q, &e);
-        if let (true, Some(period)) = (table.partitioned, &u.period) {
+        let partition = u
+            .period
+            .as_ref()
+            .filter(|_| table.partitioned)
+            .filter(|p| !self.partitions_made(&t.name, &p.suffix));
+        if let Some(period) = partition {
             // One creator at a time per table: concurrent `IF NOT EXISTS` can still collide.
             let tx = client.transaction().await.map_err(db)?;
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&q])
@@ -763,6 +781,10 @@ impl Load {
                 .await
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
+            self.partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(format!("{}_p{}", t.name, period.suffix));
         }
         let tx = client.transaction().await.map_err(db)?;
         let deleted = delete(&tx, &q, u).await.map_err(db)?;

@@ -329,8 +329,8 @@ impl Postgres {
     }
 
     /// [`Postgres::start`] with TLS on: a test CA (`ca.crt` here, [`Postgres::ca`]) signed the
-    /// server's certificate, valid for the name `localhost` only (not for 127.0.0.1), and every
-    /// connection is logged with whether it used TLS.
+    /// server's certificate, valid for the name `localhost` only (not for 127.0.0.1); every
+    /// connection is logged with whether it used TLS, and every DDL statement.
     pub fn start_tls() -> Option<Postgres> {
         Postgres::start_with(true)
     }
@@ -419,7 +419,7 @@ impl Postgres {
         if tls {
             let d = pg.dir.path().display();
             opts.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key -c log_connections=on"
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key -c log_connections=on -c log_statement=ddl"
             ));
         }
         let log = pg.dir.path().join("log");

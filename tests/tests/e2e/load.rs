@@ -557,7 +557,7 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
 }
 
 /// TLS as libpq's `sslmode` says: `verify-full` against the test CA loads over TLS (the server
-/// logs it, and one connection serves the whole run); the same by IP address, for which the certificate is not valid, is refused, while
+/// logs it; one connection serves the whole run, and a month's partition is made once); the same by IP address, for which the certificate is not valid, is refused, while
 /// `verify-ca` (the chain only) and `require` (no check) load; a CA that did not sign the
 /// server's certificate is refused; `require` against a server without TLS is refused. Each
 /// refusal is exit 2 and prints no password. Another database loads everything again.
@@ -613,6 +613,9 @@ async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused()
     // connection the one before it gave back.
     let connections = pg.log().matches("connection authorized").count();
     assert_eq!(connections, 1, "{}", pg.log());
+    // Each month's partition is made once, not once per symbol.
+    let partitions = pg.log().matches("PARTITION OF").count();
+    assert_eq!(partitions, 2, "{}", pg.log());
     refused(
         run(
             url(
