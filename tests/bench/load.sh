@@ -25,7 +25,16 @@ python="${PIPELINE_TEST_PYTHON:-$PWD/.venv-ci/bin/python}"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d)
 chmod 755 "$work"
-[ -n "$keep" ] || trap 'kill $sim_pid 2>/dev/null; runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1; rm -rf "$work"' EXIT
+sim_pid=""
+# Every step of the cleanup runs whatever the one before did (no `set -e` here): a simulator that
+# already exited must not leave the cluster running and the store on disk.
+cleanup() {
+  set +e
+  [ -z "$sim_pid" ] || kill "$sim_pid" 2>/dev/null
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1
+  rm -rf "$work"
+}
+[ -n "$keep" ] || trap cleanup EXIT
 [ -z "$keep" ] || echo "work folder: $work"
 
 cat > "$work/sim.json" <<EOF
