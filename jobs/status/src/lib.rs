@@ -1,8 +1,8 @@
 //! What the store holds and how fresh it is, read from the manifests alone (no data file is
 //! opened): per (market, dataset, symbol) the first and last day with rows, the last day the
 //! archive gave, the last minute REST gave, the staleness against now, the optimized rows and
-//! bytes, and the latest validation verdict counts; rendered as a table, JSON or a Prometheus
-//! textfile-collector file.
+//! bytes, the latest validation verdict counts, and the optimized months `load` has yet to copy
+//! into PostgreSQL; rendered as a table, JSON or a Prometheus textfile-collector file.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +39,9 @@ pub struct SymbolStatus {
     pub months: u64,
     /// Latest validation verdict per day, counted by status.
     pub verdicts: BTreeMap<DayStatus, u64>,
+    /// Optimized months `load` has not copied as they are now (into the database it loaded
+    /// last); `None` when `load` never ran for this dataset and symbol.
+    pub db_pending_months: Option<u64>,
 }
 
 /// One dataset, summed over its symbols.
@@ -164,6 +167,18 @@ pub async fn collect(
                     months += 1;
                 }
             }
+            let loaded =
+                Manifest::load(store, &ManifestKey::new(JobName::LOAD, &scope, &sym)).await?;
+            let db_pending_months = loaded.entries().next().is_some().then(|| {
+                optimized
+                    .entries()
+                    .filter(|e| e.status == UnitStatus::Done)
+                    .filter_map(|e| Some((e, e.outputs.first()?)))
+                    .filter(|(e, o)| {
+                        loaded.get(&e.unit).and_then(|l| l.inputs.get("sha256")) != Some(&o.sha256)
+                    })
+                    .count() as u64
+            });
             let until = reach.until_us().and_then(DateTime::from_timestamp_micros);
             let staleness = until.map(|u| (now - u).num_seconds());
             let s = SymbolStatus {
@@ -184,6 +199,7 @@ pub async fn collect(
                 bytes,
                 months,
                 verdicts: verdicts.counts(&sym),
+                db_pending_months,
             };
             sum.symbols += 1;
             sum.rows += rows;
@@ -220,7 +236,7 @@ impl Status {
 
     /// A table for a terminal.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 9]> = vec![[
+        let mut rows: Vec<[String; 10]> = vec![[
             "dataset".into(),
             "symbol".into(),
             "first".into(),
@@ -230,6 +246,7 @@ impl Status {
             "stale".into(),
             "rows".into(),
             "verdicts".into(),
+            "to load".into(),
         ]];
         let day = |d: Option<NaiveDate>| d.map_or("-".into(), |d| d.to_string());
         for s in &self.symbols {
@@ -248,9 +265,10 @@ impl Status {
                     .map(|(k, v)| format!("{}={v}", k.as_str()))
                     .collect::<Vec<_>>()
                     .join(" "),
+                s.db_pending_months.map_or("-".into(), |n| n.to_string()),
             ]);
         }
-        let mut widths = [0usize; 9];
+        let mut widths = [0usize; 10];
         for r in &rows {
             for (w, c) in widths.iter_mut().zip(r) {
                 *w = (*w).max(c.chars().count());
@@ -283,7 +301,7 @@ impl Status {
             )
         };
         type Gauge = (&'static str, &'static str, fn(&SymbolStatus) -> Option<f64>);
-        let metrics: [Gauge; 4] = [
+        let metrics: [Gauge; 5] = [
             (
                 "pipeline_staleness_seconds",
                 "Seconds from the end of the data the store holds to now.",
@@ -300,6 +318,11 @@ impl Status {
             ("pipeline_bytes", "Bytes of the optimized months.", |s| {
                 Some(s.bytes as f64)
             }),
+            (
+                "pipeline_load_pending_months",
+                "Optimized months load has not copied into PostgreSQL as they are now.",
+                |s| s.db_pending_months.map(|v| v as f64),
+            ),
         ];
         for (name, help, f) in metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");

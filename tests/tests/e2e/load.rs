@@ -259,6 +259,28 @@ async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
     assert_eq!(again["counts"]["done"], 0, "{again}");
     assert_eq!(again["details"]["rows"], 0, "{again}");
 
+    // `status` says the database holds every optimized month as it is.
+    let pending = |store: &Path| -> std::collections::BTreeMap<String, u64> {
+        let out = job("status")
+            .args(["--store", store.to_str().unwrap(), "--format", "json"])
+            .args(["--data-type", "klines-1m"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let n = s["db_pending_months"].as_u64().expect("load ran: a count");
+                (s["symbol"].as_str().unwrap().to_string(), n)
+            })
+            .collect()
+    };
+    let zero = [("BTCUSDT".to_string(), 0), ("ETHUSDT".to_string(), 0)].into();
+    assert_eq!(pending(store), zero);
+
     // A month rewritten upstream (the archive republished a day): only its rows are replaced.
     let before: i64 = client
         .query_one(
@@ -270,6 +292,9 @@ async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
         .get(0);
     sim.republish("data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-01.zip");
     optimized(store, &sim.base_url(), &["--refresh"]).await;
+    // Until `load` runs, `status` counts January of BTCUSDT as not in the database as it is.
+    let behind = [("BTCUSDT".to_string(), 1), ("ETHUSDT".to_string(), 0)].into();
+    assert_eq!(pending(store), behind);
     let third = run_load(store, &pg.url(), &[]);
     assert_eq!(third["counts"]["done"], 1, "{third}");
     compare(&client, "um_klines_1m", &parquet_rows(store, "klines-1m")).await;
@@ -282,6 +307,7 @@ async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(before, after);
+    assert_eq!(pending(store), zero);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
