@@ -87,7 +87,7 @@ pub struct Load {
     /// connection's handshake, TLS and SCRAM.
     #[serde(skip)]
     idle: Mutex<Vec<tokio_postgres::Client>>,
-    /// Partitions this run has made or found, `<table>_p<suffix>`.
+    /// Partitions this run has made or found, by name ([`Table::partition_name`]).
     #[serde(skip)]
     partitions: Mutex<HashSet<String>>,
 }
@@ -180,7 +180,7 @@ impl Source {
                 .collect()
         };
         match self {
-            Source::Archive(ds) => Table::of("", ds).name,
+            Source::Archive(ds) => Table::archive_name(ds),
             Source::Features(freq) => format!("{}_features_{}", market.cli_name(), clean(freq)),
             Source::Bars(_) => format!("{}_bars", market.cli_name()),
             Source::Panel(name) => format!("panel_{}", clean(name)),
@@ -249,7 +249,7 @@ impl FileUnit {
 pub struct Totals {
     rows: u64,
     bytes: u64,
-    tables: Mutex<BTreeMap<String, u64>>,
+    tables: BTreeMap<String, u64>,
 }
 
 impl Job for Load {
@@ -351,11 +351,7 @@ impl Job for Load {
     ) -> Finished<FileUnit> {
         t.rows += rows;
         t.bytes += bytes;
-        *t.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(table)
-            .or_default() += rows;
+        *t.tables.entry(table).or_default() += rows;
         Finished::Done
     }
 
@@ -368,12 +364,11 @@ impl Job for Load {
             self.views(ctx).await?;
         }
         let secs = end.seconds;
-        let tables = t.tables.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(serde_json::json!({
             "database": self.spec.target_shown,
             "schema": self.spec.schema,
             "rows": t.rows,
-            "rows_by_table": tables,
+            "rows_by_table": t.tables,
             "seconds": secs,
             "rows_per_sec": t.rows as f64 / secs,
         }))
@@ -541,11 +536,12 @@ impl Load {
             .await?
             .ok_or_else(|| Error::upstream_missing(path, u.source.upstream()))?;
         let file = frames::file::ParquetFile::open(local.path(), path)?;
-        self.derived_table(u, &file.columns(), path).map(Some)
+        self.table_for(u, &file.columns(), path).map(Some)
     }
 
-    /// A derived dataset's table from its file's columns.
-    fn derived_table(
+    /// The table a unit's file goes to: the registry's for an archive dataset, else the one
+    /// its file's columns make.
+    fn table_for(
         &self,
         u: &FileUnit,
         columns: &[(String, frames::polars::prelude::DataType)],
@@ -570,13 +566,13 @@ impl Load {
         Table::derived(schema, &u.table, &shape, columns, path)
     }
 
-    /// Whether this run made (or found) the partition `<table>_p<suffix>` already: the units of
-    /// a month after the first skip its DDL transaction.
-    fn partitions_made(&self, table: &str, suffix: &str) -> bool {
+    /// Whether this run made (or found) the partition already: the units of a month after the
+    /// first skip its DDL transaction.
+    fn partition_made(&self, name: &str) -> bool {
         self.partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&format!("{table}_p{suffix}"))
+            .contains(name)
     }
 
     /// An idle connection of this run, else a new one.
@@ -748,18 +744,16 @@ impl Load {
             tokio::task::spawn_blocking(move || frames::file::ParquetFile::open(&lpath, &name))
                 .await
                 .map_err(|e| Error::Internal(format!("{path}: {e}")))??;
+        let file_table = self.table_for(u, &file.columns(), path)?;
         let ready = self.ready.lock().await.get(&u.table).cloned();
         let table = match ready {
             Some(r) => r,
-            None => {
-                let t = self.derived_table(u, &file.columns(), path)?;
-                self.ensure(client, t).await?
-            }
+            None => self.ensure(client, file_table.clone()).await?,
         };
         // A derived file is checked against its table: a column added, dropped or retyped
         // upstream is refused by name, never cast.
         if !matches!(u.source, Source::Archive(_)) {
-            self.derived_table(u, &file.columns(), path)?
+            file_table
                 .check(&table.table.described())
                 .map_err(|e| Error::usage(format!("{path} does not match its table: {e}")))?;
         }
@@ -770,7 +764,7 @@ impl Load {
             .period
             .as_ref()
             .filter(|_| table.partitioned)
-            .filter(|p| !self.partitions_made(&t.name, &p.suffix));
+            .filter(|p| !self.partition_made(&t.partition_name(&p.suffix)));
         if let Some(period) = partition {
             // One creator at a time per table: concurrent `IF NOT EXISTS` can still collide.
             let tx = client.transaction().await.map_err(db)?;
@@ -784,7 +778,7 @@ impl Load {
             self.partitions
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(format!("{}_p{}", t.name, period.suffix));
+                .insert(t.partition_name(&period.suffix));
         }
         let tx = client.transaction().await.map_err(db)?;
         let deleted = delete(&tx, &q, u).await.map_err(db)?;

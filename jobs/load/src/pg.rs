@@ -163,26 +163,23 @@ impl Target {
 
     /// A connection, its I/O driven by a task of its own.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
-        let client = match &self.connector {
-            None => {
-                let (client, conn) = self
-                    .config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.connect_error(&e))?;
-                tokio::spawn(drive(conn));
-                client
-            }
-            Some(tls) => {
-                let (client, conn) = self
-                    .config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(|e| self.connect_error(&e))?;
-                tokio::spawn(drive(conn));
-                client
-            }
-        };
+        match &self.connector {
+            None => self.connect_with(tokio_postgres::NoTls).await,
+            Some(tls) => self.connect_with(tls.clone()).await,
+        }
+    }
+
+    async fn connect_with<T>(&self, tls: T) -> Result<tokio_postgres::Client>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, conn) = self
+            .config
+            .connect(tls)
+            .await
+            .map_err(|e| self.connect_error(&e))?;
+        tokio::spawn(drive(conn));
         Ok(client)
     }
 
@@ -367,13 +364,18 @@ impl Table {
         key.extend(f.key.iter().map(|k| k.to_string()));
         Table {
             schema: schema.to_string(),
-            name: format!("{}_{}", ds.market.cli_name(), snake(&ds.name())),
+            name: Table::archive_name(ds),
             cols,
             consts: 1,
             key,
             time: f.time_field.to_string(),
             partitioning: Partitioning::Month,
         }
+    }
+
+    /// An archive dataset's table name: `<market>_<dataset>` in snake case.
+    pub fn archive_name(ds: &Dataset) -> String {
+        format!("{}_{}", ds.market.cli_name(), snake(&ds.name()))
     }
 
     /// A derived dataset's table (features, bars, a panel): `shape`'s text constants, then
@@ -525,13 +527,18 @@ impl Table {
         out
     }
 
-    /// A natively partitioned table's partition for `[from, until)`: `<table>_p<suffix>`
-    /// (`_p202412` for a month, `_p2024` for a year).
+    /// The name of a natively partitioned table's partition: `<table>_p<suffix>` (`_p202412`
+    /// for a month, `_p2024` for a year).
+    pub fn partition_name(&self, suffix: &str) -> String {
+        format!("{}_p{suffix}", self.name)
+    }
+
+    /// The partition [`Table::partition_name`] for `[from, until)`.
     pub fn partition_ddl(&self, from: &str, until: &str, suffix: &str) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {} FOR VALUES FROM ('{from}') TO ('{until}')",
             ident(&self.schema),
-            ident(&format!("{}_p{suffix}", self.name)),
+            ident(&self.partition_name(suffix)),
             self.qualified()
         )
     }
