@@ -8,21 +8,26 @@ use crate::common;
 
 use std::path::Path;
 
-use archive_sim::{SimConfig, SimServer};
+use archive_sim::{SimConfig, SimHandle, SimServer};
 use common::{Postgres, job, report, stderr};
 use frames::polars::prelude::*;
 
 const RANGE: [&str; 4] = ["--start", "2024-12-30", "--end", "2025-01-02"];
 const TYPES: &str = "klines,aggTrades,fundingRate,metrics";
 
+/// The demo's two UM symbols.
+const SYMBOLS: &str = "BTCUSDT,ETHUSDT";
+
 /// download → extract → convert → optimize of the demo's two UM symbols over `RANGE`.
 async fn optimized(store: &Path, source: &str, extra: &[&str]) {
-    optimized_types(store, source, TYPES, extra).await
+    optimized_of(store, source, SYMBOLS, TYPES, extra).await
 }
 
-async fn optimized_types(store: &Path, source: &str, types: &str, extra: &[&str]) {
+/// download → extract → convert → optimize of `symbols`' `types` over `RANGE`; `extra` goes to
+/// download.
+async fn optimized_of(store: &Path, source: &str, symbols: &str, types: &str, extra: &[&str]) {
     for name in ["download", "extract", "convert", "optimize"] {
-        let mut args = vec!["--symbols", "BTCUSDT,ETHUSDT", "--data-type", types];
+        let mut args = vec!["--symbols", symbols, "--data-type", types];
         args.extend(RANGE);
         if name == "download" {
             args.extend(["--source", source, "--listing-url", source]);
@@ -32,10 +37,18 @@ async fn optimized_types(store: &Path, source: &str, types: &str, extra: &[&str]
     }
 }
 
+/// The simulator serving `config`, and a temp store holding `symbols`' `types` optimized.
+async fn staged(config: SimConfig, symbols: &str, types: &str) -> (SimHandle, tempfile::TempDir) {
+    let sim = SimServer::start(config, 0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    optimized_of(dir.path(), &sim.base_url(), symbols, types, &[]).await;
+    (sim, dir)
+}
+
 fn load(store: &Path, url: &str, extra: &[&str]) -> std::process::Command {
     let mut c = job("load");
     c.args(["--store", store.to_str().unwrap()])
-        .args(["--symbols", "BTCUSDT,ETHUSDT", "--data-type", TYPES])
+        .args(["--symbols", SYMBOLS, "--data-type", TYPES])
         .args(RANGE)
         .args(["--database-url", url])
         .args(extra);
@@ -154,10 +167,8 @@ async fn the_demo_datasets_load_exactly_and_a_rerun_loads_nothing() {
     let Some(pg) = Postgres::start() else {
         return;
     };
-    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (sim, dir) = staged(SimConfig::demo(), SYMBOLS, TYPES).await;
     let store = dir.path();
-    optimized(store, &sim.base_url(), &[]).await;
 
     let r = run_load(store, &pg.url(), &[]);
     assert_eq!(r["counts"]["failed"], 0, "{r}");
@@ -315,10 +326,8 @@ async fn a_mismatched_table_and_a_wrong_password_are_refused_by_name() {
     let Some(pg) = Postgres::start() else {
         return;
     };
-    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_sim, dir) = staged(SimConfig::demo(), SYMBOLS, TYPES).await;
     let store = dir.path();
-    optimized(store, &sim.base_url(), &[]).await;
     let client = pg.client().await;
     client
         .batch_execute(
@@ -357,19 +366,10 @@ async fn a_load_killed_mid_copy_leaves_whole_months_and_the_rerun_completes() {
     let mut config = SimConfig::demo();
     // Trade-level months big enough for a COPY to be caught in flight.
     config.trades_per_minute = (60, 100);
-    let sim = SimServer::start(config, 0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_sim, dir) = staged(config, "BTCUSDT", "aggTrades").await;
     let store = dir.path();
     let mut args = vec!["--symbols", "BTCUSDT", "--data-type", "aggTrades"];
     args.extend(RANGE);
-    let source = sim.base_url();
-    for name in ["download", "extract", "convert", "optimize"] {
-        let mut a = args.clone();
-        if name == "download" {
-            a.extend(["--source", source.as_str()]);
-        }
-        common::run_ok(name, store, &a).await;
-    }
     let client = pg.client().await;
     let mut c = job("load");
     c.args(["--store", store.to_str().unwrap()])
@@ -450,10 +450,8 @@ async fn features_bars_and_a_panel_load_exactly_and_follow_their_files() {
     let Some(pg) = Postgres::start() else {
         return;
     };
-    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_sim, dir) = staged(SimConfig::demo(), SYMBOLS, TYPES).await;
     let store = dir.path();
-    optimized(store, &sim.base_url(), &[]).await;
     let mut um = vec!["--symbols", "BTCUSDT,ETHUSDT"];
     um.extend(RANGE);
     let with = |extra: &[&'static str]| {
@@ -592,10 +590,8 @@ async fn tls_follows_sslmode_and_a_certificate_that_does_not_verify_is_refused()
     let (Some(pg), Some(plain)) = (Postgres::start_tls(), Postgres::start()) else {
         return;
     };
-    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (_sim, dir) = staged(SimConfig::demo(), SYMBOLS, "fundingRate").await;
     let store = dir.path();
-    optimized_types(store, &sim.base_url(), "fundingRate", &[]).await;
     let ca = pg.ca();
     let ca = ca.to_str().unwrap();
     let url = |server: &Postgres, host: &str, query: &str| {
