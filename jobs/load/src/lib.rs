@@ -61,12 +61,14 @@ pub struct Spec {
     pub panels: Vec<String>,
     /// The PostgreSQL schema the tables live in.
     pub schema: String,
-    /// Where to connect (shown without its password); `None` with `--optional` and no database
-    /// configured.
-    #[serde(rename = "database")]
-    pub target_shown: Option<String>,
-    #[serde(skip)]
+    /// Where to connect; the report shows it without its password (`user@host:port/dbname`).
+    /// `None` with `--optional` and no database configured.
+    #[serde(rename = "database", serialize_with = "shown")]
     pub target: Option<Target>,
+}
+
+fn shown<S: serde::Serializer>(t: &Option<Target>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    t.as_ref().map(|t| &t.shown).serialize(s)
 }
 
 /// A table settled for this run: created or checked, and whether it is natively partitioned.
@@ -365,7 +367,7 @@ impl Job for Load {
         }
         let secs = end.seconds;
         Ok(serde_json::json!({
-            "database": self.spec.target_shown,
+            "database": self.spec.target.as_ref().map(|t| &t.shown),
             "schema": self.spec.schema,
             "rows": t.rows,
             "rows_by_table": t.tables,

@@ -94,7 +94,6 @@ fn main() -> ExitCode {
             bars,
             panels: cli.panel,
             schema: cli.schema,
-            target_shown: target.as_ref().map(|t| t.shown.clone()),
             target,
         };
         Ok(load::Load::new(spec))
