@@ -16,7 +16,7 @@
 //! Entries merge last-writer-wins per unit on `(recorded_at, version)`, which makes the merge
 //! independent of the order in which objects are read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex as StdMutex;
 
 use bytes::Bytes;
@@ -241,17 +241,6 @@ fn parse_json<T: for<'de> Deserialize<'de>>(path: &str, bytes: &[u8]) -> Result<
     })
 }
 
-/// The object at `path` parsed, and its size.
-async fn read_json<T: for<'de> Deserialize<'de>>(
-    store: &Store,
-    path: &str,
-) -> Result<Option<(T, u64)>> {
-    match store.get_opt(path).await? {
-        None => Ok(None),
-        Some(b) => parse_json(path, &b).map(|d| Some((d, b.len() as u64))),
-    }
-}
-
 /// A load in progress: what the listing showed, then the newest checkpoint and the deltas it
 /// does not cover merged in. Shared by the remote and the local-folder paths.
 struct Loading {
@@ -264,7 +253,7 @@ struct Loading {
 }
 
 /// Loads of one manifest before giving up on a log that keeps changing under the reader.
-const LOAD_ATTEMPTS: usize = 5;
+const LOAD_ATTEMPTS: usize = 12;
 
 impl Loading {
     fn listed<'a>(prefix: &str, paths: impl Iterator<Item = &'a str>) -> Loading {
@@ -348,29 +337,52 @@ impl Loading {
     }
 }
 
+/// Objects read by earlier attempts of one load, by path. Log objects are immutable once
+/// written (each is created with a conditional put), so a load done again after a concurrent
+/// compaction fetches only what appeared since: its window for a new race is one listing and a
+/// checkpoint, not the whole log.
+type Seen = HashMap<String, Bytes>;
+
 /// Load a manifest; a load that saw an object vanish (a writer compacting the log between the
 /// listing and the read) is done again, so no entry is ever missed.
 async fn load_view(store: &Store, prefix: &str) -> Result<(Manifest, LogView)> {
-    for _ in 1..LOAD_ATTEMPTS {
-        let (l, vanished) = load_view_once(store, prefix).await?;
+    let mut seen = Seen::new();
+    for attempt in 0..LOAD_ATTEMPTS {
+        let (l, vanished, s) = load_view_once(store, prefix, seen).await?;
         if !vanished {
             return Ok(l);
         }
+        seen = s;
+        // A compaction deletes what its checkpoint covers one object at a time: a short wait
+        // lets it finish instead of listing into the middle of it again.
+        tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(6))).await;
     }
-    let (l, vanished) = load_view_once(store, prefix).await?;
-    if vanished {
-        return Err(Error::Manifest {
-            path: prefix.to_string(),
-            reason: format!("its objects kept vanishing while read ({LOAD_ATTEMPTS} loads)"),
-        });
-    }
-    Ok(l)
+    Err(Error::Manifest {
+        path: prefix.to_string(),
+        reason: format!("its objects kept vanishing while read ({LOAD_ATTEMPTS} loads)"),
+    })
 }
 
-async fn load_view_once(store: &Store, prefix: &str) -> Result<((Manifest, LogView), bool)> {
+/// The object at `path`, from `seen` or the store (and then kept in `seen`).
+async fn read_seen(store: &Store, path: &str, seen: &mut Seen) -> Result<Option<Bytes>> {
+    if let Some(b) = seen.get(path) {
+        return Ok(Some(b.clone()));
+    }
+    let got = store.get_opt(path).await?;
+    if let Some(b) = &got {
+        seen.insert(path.to_string(), b.clone());
+    }
+    Ok(got)
+}
+
+async fn load_view_once(
+    store: &Store,
+    prefix: &str,
+    mut seen: Seen,
+) -> Result<((Manifest, LogView), bool, Seen)> {
     if let Some(dir) = store.local_path(prefix) {
         let owned = prefix.to_string();
-        return tokio::task::spawn_blocking(move || load_view_local(&dir, &owned))
+        return tokio::task::spawn_blocking(move || load_view_local(&dir, &owned, seen))
             .await
             .map_err(|e| Error::Manifest {
                 path: prefix.to_string(),
@@ -380,33 +392,55 @@ async fn load_view_once(store: &Store, prefix: &str) -> Result<((Manifest, LogVi
     let listing = store.list(prefix).await?;
     let mut l = Loading::listed(prefix, listing.iter().map(|(p, _)| p.as_str()));
     for cv in l.checkpoints_newest_first() {
-        if let Some((doc, bytes)) = read_json(store, &checkpoint_path(prefix, cv)).await? {
-            l.use_checkpoint(cv, doc, bytes);
+        let path = checkpoint_path(prefix, cv);
+        if let Some(b) = read_seen(store, &path, &mut seen).await? {
+            l.use_checkpoint(cv, parse_json(&path, &b)?, b.len() as u64);
             break;
         }
         l.vanished = true;
     }
-    // The uncovered deltas are fetched 16 at a time (each is a round trip to the store) and
-    // merged in version order.
+    // The uncovered deltas not read before are fetched 16 at a time (each is a round trip to
+    // the store) and merged in version order.
     use futures::StreamExt;
     let mut docs = futures::stream::iter(l.uncovered())
-        .map(|v| async move {
-            read_json::<DeltaDoc>(store, &delta_path(prefix, v))
-                .await
-                .map(|d| (v, d))
+        .map(|v| {
+            let path = delta_path(prefix, v);
+            let known = seen.get(&path).cloned();
+            async move {
+                let b = match known {
+                    Some(b) => Some(b),
+                    None => store.get_opt(&path).await?,
+                };
+                Ok::<_, Error>((v, path, b))
+            }
         })
         .buffered(16);
+    let mut read = Vec::new();
     while let Some(got) = docs.next().await {
-        let (v, doc) = got?;
-        l.add_delta(v, doc);
+        read.push(got?);
     }
-    Ok(((l.manifest, l.view), l.vanished))
+    drop(docs);
+    for (v, path, b) in read {
+        let doc = match &b {
+            Some(b) => Some((parse_json::<DeltaDoc>(&path, b)?, b.len() as u64)),
+            None => None,
+        };
+        l.add_delta(v, doc);
+        if let Some(b) = b {
+            seen.insert(path, b);
+        }
+    }
+    Ok(((l.manifest, l.view), l.vanished, seen))
 }
 
 /// [`load_view`] on a local folder: the listing and every read on one blocking thread, instead
 /// of a blocking-pool hop per object (a manifest is a few small files; the hops were most of
 /// the time a job spent planning).
-fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<((Manifest, LogView), bool)> {
+fn load_view_local(
+    dir: &std::path::Path,
+    prefix: &str,
+    mut seen: Seen,
+) -> Result<((Manifest, LogView), bool, Seen)> {
     let io = |path: &str, e: std::io::Error| Error::Io {
         context: format!("reading manifest {path}"),
         source: e,
@@ -421,10 +455,17 @@ fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<((Manifest, Lo
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(prefix, e)),
     };
-    let read = |path: &str| -> Result<Option<Vec<u8>>> {
+    let mut read = |path: &str| -> Result<Option<Bytes>> {
+        if let Some(b) = seen.get(path) {
+            return Ok(Some(b.clone()));
+        }
         let file = dir.join(path.strip_prefix(prefix).unwrap_or(path));
         match std::fs::read(file) {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => {
+                let b = Bytes::from(b);
+                seen.insert(path.to_string(), b.clone());
+                Ok(Some(b))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(path, e)),
         }
@@ -445,7 +486,7 @@ fn load_view_local(dir: &std::path::Path, prefix: &str) -> Result<((Manifest, Lo
             .transpose()?;
         l.add_delta(v, doc);
     }
-    Ok(((l.manifest, l.view), l.vanished))
+    Ok(((l.manifest, l.view), l.vanished, seen))
 }
 
 impl Manifest {
