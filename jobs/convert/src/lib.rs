@@ -1,4 +1,4 @@
-//! The `convert` job: staged archive CSVs → normalized Parquet (zstd), one file per symbol-day and
+//! The `convert` job: staged archive CSVs → normalized Parquet, one file per symbol-day and
 //! source period (`parquet/<market>/<dataset>/symbol=S/date=D/part-<daily|monthly>.parquet`).
 //! Units are the CSVs the `extract` manifest records; a unit is redone only when its CSV's
 //! fingerprint, this job's version or its parameters change. Monthly archives are split into
@@ -30,7 +30,7 @@ pub struct Spec {
     pub row_group_rows: usize,
     /// Bytes parsed from a CSV at a time.
     pub read_chunk: usize,
-    /// zstd level of the Parquet pages.
+    /// zstd level of the Parquet pages other than floats' (those are fast LZ4).
     pub zstd_level: i32,
     /// Parser threads per file, and partition-writer threads per monthly file (a daily file
     /// has one writer).

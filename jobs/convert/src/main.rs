@@ -21,8 +21,9 @@ struct Cli {
     #[arg(long, default_value_t = 8)]
     read_chunk_mib: usize,
 
-    /// zstd level of the Parquet pages (1-22). 1 compresses these columns within a few percent
-    /// of 3 at about twice the speed; `optimize` recompresses the compacted months anyway.
+    /// zstd level of the Parquet pages other than floats' (1-22; float pages are fast LZ4). 1
+    /// compresses these columns within a few percent of 3 at about twice the speed; `optimize`
+    /// recompresses the compacted months anyway.
     #[arg(long, default_value_t = 1)]
     zstd_level: i32,
 

@@ -216,7 +216,9 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
         .map_err(|r| refused(archive, r))?;
 
     let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; 256 << 10];
+    // Sized by the entry's declared size (plus one, so a read past it is seen), at most
+    // 256 KiB: a daily CSV of a few KiB gets a buffer of its size.
+    let mut buf = vec![0u8; (declared.min(256 << 10) as usize + 1).max(4 << 10)];
     let (mut size, mut newlines, mut last) = (0u64, 0u64, b'\n');
     loop {
         if cancelled() {

@@ -959,7 +959,7 @@ mod tests {
                         for col in cols {
                             assert!(has(col, Encoding::Plain), "{col} {n}");
                             assert!(!has(col, Encoding::ByteStreamSplit), "{col} {n}");
-                            assert_eq!(codec(&bytes, col), Compression::Zstd, "{col} {n}");
+                            assert_eq!(codec(&bytes, col), Compression::Lz4Raw, "{col} {n}");
                         }
                     }
                     FloatEncoding::Chosen | FloatEncoding::ChosenLz4 if n >= 10_000 => {

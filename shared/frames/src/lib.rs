@@ -141,8 +141,11 @@ pub enum FloatEncoding {
     /// (`aggregate`'s year files), where the LZ4 trial and its high-compression mode would cost
     /// more than the reads they save.
     ChosenLz4,
-    /// Always PLAIN: no choosing pass, for files written once and soon re-encoded (`convert`'s
-    /// daily partitions, which `optimize` merges).
+    /// Always PLAIN, compressed LZ4_RAW in its fast mode: no choosing pass, for files written
+    /// once and soon re-encoded (`convert`'s and `tail`'s daily partitions, which `optimize`
+    /// merges). zstd on these pages was a third of convert's CPU on klines, and inflating them
+    /// in Polars' reader (a zstd context per page) a sixth of optimize's; LZ4 costs a fraction
+    /// of both for files about a quarter larger.
     Plain,
 }
 
@@ -361,6 +364,8 @@ enum ColumnEncoding {
     ChosenFloat {
         lz4: bool,
     },
+    /// PLAIN pages in fast LZ4 ([`FloatEncoding::Plain`]).
+    PlainLz4,
 }
 
 impl PageEncoder {
@@ -383,9 +388,8 @@ impl PageEncoder {
                             lz4: opts.floats == FloatEncoding::ChosenLz4,
                         }
                     }
-                    DataType::Float64 | DataType::Boolean => {
-                        ColumnEncoding::Fixed(pq::Encoding::Plain)
-                    }
+                    DataType::Float64 => ColumnEncoding::PlainLz4,
+                    DataType::Boolean => ColumnEncoding::Fixed(pq::Encoding::Plain),
                     _ => ColumnEncoding::Fixed(pq::Encoding::RleDictionary),
                 };
                 (t, enc)
@@ -415,6 +419,10 @@ impl PageEncoder {
         let dict;
         let (array, enc) = match enc {
             ColumnEncoding::Fixed(e) => (array, *e),
+            ColumnEncoding::PlainLz4 => {
+                codec = PageCodec::Lz4Fast;
+                (array, pq::Encoding::Plain)
+            }
             ColumnEncoding::ChosenFloat { lz4 } => {
                 let values = array
                     .as_any()
@@ -565,12 +573,18 @@ pub(crate) fn lz4_compress(src: &[u8]) -> std::io::Result<Vec<u8>> {
     )
 }
 
-/// How one column chunk's pages are compressed: with the file's codec, or LZ4 for the float
-/// pages [`floats::choose`] gave it.
+/// `src` as one LZ4 block in LZ4's fast mode.
+fn lz4_compress_fast(src: &[u8]) -> std::io::Result<Vec<u8>> {
+    lz4::block::compress(src, Some(lz4::block::CompressionMode::DEFAULT), false)
+}
+
+/// How one column chunk's pages are compressed: with the file's codec, LZ4 for the float
+/// pages [`floats::choose`] gave it, or fast LZ4 ([`FloatEncoding::Plain`]).
 #[derive(Clone, Copy)]
 enum PageCodec {
     File(pq::CompressionOptions),
     Lz4,
+    Lz4Fast,
 }
 
 /// A page compressed with this thread's zstd context ([`zstd_compress`]), or as one LZ4 block:
@@ -582,22 +596,22 @@ fn compress_page(page: pq::Page, codec: PageCodec) -> PolarsResult<pq::Compresse
     use polars_parquet::parquet::CowBuffer;
     use polars_parquet::parquet::compression::Compression;
     use polars_parquet::parquet::page::{CompressedDataPage, CompressedDictPage, DataPageHeader};
-    // The zstd level, or `None` for LZ4.
-    let (options, compression, zstd_level) = match codec {
-        PageCodec::File(o @ pq::CompressionOptions::Zstd(level)) => (
-            o,
-            Compression::Zstd,
-            Some(level.map(|v| v.compression_level()).unwrap_or_default()),
-        ),
+    let lz4 = (pq::CompressionOptions::Lz4Raw, Compression::Lz4Raw);
+    let (options, compression) = match codec {
+        PageCodec::File(o @ pq::CompressionOptions::Zstd(_)) => (o, Compression::Zstd),
         PageCodec::File(o) => return Ok(pq::compress(page, Vec::new(), o)?),
-        PageCodec::Lz4 => (pq::CompressionOptions::Lz4Raw, Compression::Lz4Raw, None),
+        PageCodec::Lz4 | PageCodec::Lz4Fast => lz4,
     };
     let compress = |src: &[u8]| -> PolarsResult<Vec<u8>> {
-        match zstd_level {
-            Some(level) => {
+        match codec {
+            PageCodec::File(pq::CompressionOptions::Zstd(level)) => {
+                let level = level.map(|v| v.compression_level()).unwrap_or_default();
                 zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
             }
-            None => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
+            PageCodec::Lz4Fast => {
+                lz4_compress_fast(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}"))
+            }
+            _ => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
         }
     };
     match page {
