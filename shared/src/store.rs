@@ -186,36 +186,74 @@ impl Store {
         Ok(Some(dir.join(format!("{:016x}", fastrand::u64(..)))))
     }
 
-    /// Write `bytes` to the staged local file and [`Store::place`] it; nothing stays staged.
-    async fn write_staged(
+    /// A local store's write of `path`, on the calling thread (which may block): `Ok(None)`
+    /// when the store is not local or not written by a run. In this run's own staging folder
+    /// the file is written where it goes (nothing reads it but the run, after the write
+    /// returned, and a dead run's is swept); elsewhere it is staged and [`Store::place`]d,
+    /// replacing what is there (`replace`) or only if nothing is (`Some(false)` then).
+    fn put_local(&self, path: &str, bytes: &PutPayload, replace: bool) -> Result<Option<bool>> {
+        fn write(file: &std::path::Path, bytes: &PutPayload) -> Result<()> {
+            use std::io::Write;
+            let io = |e: std::io::Error| Error::Io {
+                context: format!("writing {}", file.display()),
+                source: e,
+            };
+            let mut f = std::fs::File::create(file).map_err(io)?;
+            for chunk in bytes.iter() {
+                f.write_all(chunk).map_err(io)?;
+            }
+            Ok(())
+        }
+        if let Some(target) = self.own_staging(path).filter(|_| replace) {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                    context: format!("creating {}", dir.display()),
+                    source: e,
+                })?;
+            }
+            return write(&target, bytes).map(|()| Some(true));
+        }
+        let Some(staged) = self.local_stage()? else {
+            return Ok(None);
+        };
+        let r = write(&staged, bytes).and_then(|()| self.place(&staged, path, replace));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
+        r.map(Some)
+    }
+
+    /// [`Store::put`] on the calling thread when the store is local (`Ok(false)`: it is not,
+    /// use `put`). For code already on a blocking thread that writes many small files: `put`
+    /// is a hop to the blocking pool and back per file, whose wake-ups cost more than writing
+    /// a daily partition of a few KiB.
+    pub fn put_blocking(&self, path: &str, bytes: &Bytes) -> Result<bool> {
+        if self.local_root.is_none() || self.run.is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .put_local(path, &PutPayload::from(bytes.clone()), true)?
+            .is_some())
+    }
+
+    /// [`Store::put_local`] on the blocking pool: one hop for the whole write (tokio's file
+    /// operations would each be one).
+    async fn put_local_async(
         &self,
-        staged: &std::path::Path,
         path: &str,
         bytes: PutPayload,
         replace: bool,
-    ) -> Result<bool> {
-        let r = match self.stage_bytes(staged, bytes).await {
-            Ok(()) => self.place(staged, path, replace),
-            Err(e) => Err(e),
-        };
-        if r.is_err() {
-            let _ = std::fs::remove_file(staged);
+    ) -> Result<Option<bool>> {
+        if self.local_root.is_none() || self.run.is_none() {
+            return Ok(None);
         }
-        r
-    }
-
-    /// Write `bytes` to a staged local file.
-    async fn stage_bytes(&self, staged: &std::path::Path, bytes: PutPayload) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let io = |e: std::io::Error| Error::Io {
-            context: format!("writing {}", staged.display()),
-            source: e,
-        };
-        let mut f = tokio::fs::File::create(staged).await.map_err(io)?;
-        for chunk in bytes.iter() {
-            f.write_all(chunk).await.map_err(io)?;
-        }
-        f.flush().await.map_err(io)
+        let (store, owned) = (self.clone(), path.to_string());
+        tokio::task::spawn_blocking(move || store.put_local(&owned, &bytes, replace))
+            .await
+            .map_err(|e| Error::Io {
+                context: format!("writing {path}"),
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 
     /// Move a staged local file to `path` in the store: replacing what is there (`replace`) or
@@ -319,29 +357,16 @@ impl Store {
 
     /// Atomic whole-object write: readers see the old object or the new one, never a part.
     pub async fn put(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<()> {
-        if let Some(target) = self.own_staging(path) {
-            // Nothing reads this run's staging folder but the run, after the write returned,
-            // and a dead run's is swept: the file is written where it goes, without a second
-            // staged copy and a rename.
-            let bytes: PutPayload = bytes.into();
-            if let Some(dir) = target.parent() {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| Error::Io {
-                        context: format!("creating {}", dir.display()),
-                        source: e,
-                    })?;
-            }
-            return self.stage_bytes(&target, bytes).await;
-        }
-        if let Some(staged) = self.local_stage()? {
-            return self
-                .write_staged(&staged, path, bytes.into(), true)
-                .await
-                .map(|_| ());
+        let bytes: PutPayload = bytes.into();
+        if self
+            .put_local_async(path, bytes.clone(), true)
+            .await?
+            .is_some()
+        {
+            return Ok(());
         }
         self.inner
-            .put(&Path::from(path), bytes.into())
+            .put(&Path::from(path), bytes)
             .await
             .map(|_| ())
             .map_err(|e| Error::store(path, e))
@@ -349,18 +374,15 @@ impl Store {
 
     /// Create an object only if it does not exist. `Ok(false)` when it already exists.
     pub async fn put_if_absent(&self, path: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
-        if let Some(staged) = self.local_stage()? {
-            return self.write_staged(&staged, path, bytes.into(), false).await;
+        let bytes: PutPayload = bytes.into();
+        if let Some(made) = self.put_local_async(path, bytes.clone(), false).await? {
+            return Ok(made);
         }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .inner
-            .put_opts(&Path::from(path), bytes.into(), opts)
-            .await
-        {
+        match self.inner.put_opts(&Path::from(path), bytes, opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(Error::store(path, e)),
@@ -614,6 +636,48 @@ mod tests {
             .unwrap()
             .collect();
         assert!(staged.is_empty(), "{staged:?}");
+    }
+
+    /// `put_blocking` writes a run's local store on the calling thread, as `put` would (replacing,
+    /// in place in the run's own staging folder); any other store is left to `put`.
+    #[test]
+    fn blocking_puts_write_a_local_run_store_and_decline_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let store = local.for_run("r1");
+        let b = |v: &'static [u8]| Bytes::from_static(v);
+        assert!(
+            store
+                .put_blocking("p/date=1/part.parquet", &b(b"1"))
+                .unwrap()
+        );
+        assert!(
+            store
+                .put_blocking("p/date=1/part.parquet", &b(b"22"))
+                .unwrap()
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("p/date=1/part.parquet")).unwrap(),
+            b"22"
+        );
+        assert!(
+            store
+                .put_blocking("_staging/r1/convert/d.parquet", &b(b"s"))
+                .unwrap()
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("_staging/r1/convert/d.parquet")).unwrap(),
+            b"s"
+        );
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join("_staging/r1/.w"))
+            .unwrap()
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        // Without a run (no staging folder to write through) and off the local disk: `put`.
+        assert!(!local.put_blocking("q.json", &b(b"x")).unwrap());
+        assert!(!dir.path().join("q.json").exists());
+        let memory = Store::open("memory://").unwrap().for_run("r1");
+        assert!(!memory.put_blocking("q.json", &b(b"x")).unwrap());
     }
 
     #[test]

@@ -304,7 +304,11 @@ fn write_partitions(
                     None => ParquetBuffer::new(schema, &env.opts).map_err(Error::from)?,
                 };
                 let (bytes, mut output) = buf.finish(&at).map_err(Error::from)?;
-                env.handle.block_on(env.store.put(&at, bytes))?;
+                // A writer thread may block: a local store is written here, without a hop to
+                // the runtime's blocking pool and back for each of a month's 30 partitions.
+                if !env.store.put_blocking(&at, &bytes)? {
+                    env.handle.block_on(env.store.put(&at, bytes))?;
+                }
                 output.path = final_path;
                 done.push(Written {
                     day,

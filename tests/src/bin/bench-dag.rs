@@ -33,20 +33,33 @@ struct Args {
     #[arg(long)]
     store: Option<PathBuf>,
     /// With `--store` of an earlier run of the same size: keep its downloaded zips and the
-    /// download manifest, remove everything else, so the steps after download run afresh
+    /// download manifest, move everything else aside (deleted after the run), so the steps
+    /// after download run afresh
     /// without waiting for the simulator (download then has nothing to fetch).
     #[arg(long, requires = "store")]
     reuse_download: bool,
 }
 
-/// Remove every object of `store` but the mirrored archive and download's manifest.
-fn keep_download_only(store: &Path) -> anyhow::Result<()> {
+/// Move every object of `store` but the mirrored archive and download's manifest aside, into
+/// a folder beside it that is deleted once the run is measured; returns that folder. Deleting
+/// them first would charge the deletion to the steps: ext4 does not reuse an inode for a minute
+/// after its file is deleted (six while its table block is dirty), and every file or folder
+/// created meanwhile scans past all of those inodes, which made extract's and convert's system
+/// time several times their user time after a cleanup of a 25-symbol store.
+fn keep_download_only(store: &Path) -> anyhow::Result<PathBuf> {
     if !store.join("raw").is_dir() || !store.join("_manifest/download").is_dir() {
         bail!(
             "--reuse-download: {} holds no download (raw/ and _manifest/download/)",
             store.display()
         );
     }
+    let name = store
+        .file_name()
+        .context("--store names no folder")?
+        .to_string_lossy();
+    let aside = store.with_file_name(format!(".{name}.previous-{}", std::process::id()));
+    std::fs::create_dir(&aside)?;
+    std::fs::create_dir(aside.join("_manifest"))?;
     for e in std::fs::read_dir(store)? {
         let e = e?;
         let name = e.file_name();
@@ -57,18 +70,14 @@ fn keep_download_only(store: &Path) -> anyhow::Result<()> {
             for m in std::fs::read_dir(e.path())? {
                 let m = m?;
                 if m.file_name() != "download" {
-                    std::fs::remove_dir_all(m.path())?;
+                    std::fs::rename(m.path(), aside.join("_manifest").join(m.file_name()))?;
                 }
             }
             continue;
         }
-        if e.file_type()?.is_dir() {
-            std::fs::remove_dir_all(e.path())?;
-        } else {
-            std::fs::remove_file(e.path())?;
-        }
+        std::fs::rename(e.path(), aside.join(&name))?;
     }
-    Ok(())
+    Ok(aside)
 }
 
 fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -330,9 +339,11 @@ fn main() -> anyhow::Result<()> {
     let (mut sim, url) = start_sim(&config(a.symbols, start, extra_day), tmp.path())?;
     let sim_pid = sim.id();
     let store = a.store.clone().unwrap_or_else(|| tmp.path().join("store"));
-    if a.reuse_download {
-        keep_download_only(&store)?;
-    }
+    let aside = if a.reuse_download {
+        Some(keep_download_only(&store)?)
+    } else {
+        None
+    };
     let dag_path = tmp.path().join("bench.yaml");
     std::fs::write(&dag_path, dag(&url, &store, a.symbols, start, end))?;
     let conc = a.concurrency.to_string();
@@ -465,5 +476,13 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = sim.kill();
     let _ = sim.wait();
+    if let Some(aside) = aside {
+        std::fs::remove_dir_all(&aside)
+            .with_context(|| format!("removing the previous outputs in {}", aside.display()))?;
+        println!(
+            "removed the previous outputs ({}); a run within six minutes pays for their inodes",
+            aside.display()
+        );
+    }
     Ok(())
 }
