@@ -134,6 +134,7 @@ pub async fn sweep(store: &Store, own_run_id: &str, temp_bases: &[PathBuf]) -> R
             swept.run_leases += 1;
         }
     }
+    swept.run_leases += lease::sweep_unplaced_run_locks(store);
     for base in temp_bases {
         swept.temp_dirs += sweep_temp(base) as u64;
     }
@@ -172,6 +173,32 @@ mod tests {
     use crate::lease::{Holder, Lease};
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
+
+    /// A run killed between creating its lock under a private name and renaming it into place
+    /// leaves that file: the next sweep removes it, but not one of a live process.
+    #[tokio::test]
+    async fn a_lock_file_a_killed_run_never_placed_goes_and_a_live_ones_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let runs = dir.path().join("_leases/runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_file = runs.join(format!(".new-{dead}-7"));
+        let live_file = runs.join(format!(".new-{}-8", std::process::id()));
+        std::fs::write(&dead_file, b"{}").unwrap();
+        std::fs::write(&live_file, b"{}").unwrap();
+        let swept = sweep(&store, "me", &[]).await.unwrap();
+        assert_eq!(swept.run_leases, 1);
+        assert!(!dead_file.exists());
+        assert!(live_file.exists());
+        // A file whose lock is held stays even when its pid is gone.
+        let held = std::fs::File::create(&dead_file).unwrap();
+        held.lock().unwrap();
+        assert_eq!(sweep(&store, "me", &[]).await.unwrap().run_leases, 0);
+        assert!(dead_file.exists());
+    }
 
     #[tokio::test]
     async fn a_dead_runs_staging_goes_and_a_live_ones_stays() {

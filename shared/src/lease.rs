@@ -570,6 +570,38 @@ pub async fn run_alive(store: &Store, run_id: &str) -> Result<bool> {
     Ok(alive)
 }
 
+/// Remove the private files of run locks that never reached their name (`.new-<pid>-<n>` in the
+/// run leases' folder of a local store): what a process killed between creating one and renaming
+/// it into place leaves. A file goes only when no process on this host has its pid and nobody
+/// holds its lock, so a run still setting its lock up keeps it. Returns how many went.
+pub fn sweep_unplaced_run_locks(store: &Store) -> u64 {
+    let Some(root) = store.local_path("") else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(root.join(PREFIX).join("runs")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".new-")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let unlocked = std::fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
+        if unlocked && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The run ids that have (or had) a liveness lease in the store.
 pub async fn run_ids(store: &Store) -> Result<Vec<String>> {
     let folder = format!("{PREFIX}/runs");
