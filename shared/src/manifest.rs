@@ -400,36 +400,33 @@ async fn load_view_once(
         l.vanished = true;
     }
     // The uncovered deltas not read before are fetched 16 at a time (each is a round trip to
-    // the store) and merged in version order.
+    // the store) and merged in version order; what was fetched joins `seen` once all are in.
     use futures::StreamExt;
-    let mut docs = futures::stream::iter(l.uncovered())
-        .map(|v| {
-            let path = delta_path(prefix, v);
-            let known = seen.get(&path).cloned();
-            async move {
-                let b = match known {
-                    Some(b) => Some(b),
-                    None => store.get_opt(&path).await?,
-                };
-                Ok::<_, Error>((v, path, b))
+    let mut fetched = Vec::new();
+    {
+        let seen = &seen;
+        let mut docs = futures::stream::iter(l.uncovered())
+            .map(|v| async move {
+                let path = delta_path(prefix, v);
+                match seen.get(&path) {
+                    Some(b) => Ok::<_, Error>((v, path, Some(b.clone()), true)),
+                    None => Ok((v, path.clone(), store.get_opt(&path).await?, false)),
+                }
+            })
+            .buffered(16);
+        while let Some(got) = docs.next().await {
+            let (v, path, bytes, known) = got?;
+            let doc = bytes
+                .as_ref()
+                .map(|b| parse_json::<DeltaDoc>(&path, b).map(|d| (d, b.len() as u64)))
+                .transpose()?;
+            l.add_delta(v, doc);
+            if let (Some(b), false) = (bytes, known) {
+                fetched.push((path, b));
             }
-        })
-        .buffered(16);
-    let mut read = Vec::new();
-    while let Some(got) = docs.next().await {
-        read.push(got?);
-    }
-    drop(docs);
-    for (v, path, b) in read {
-        let doc = match &b {
-            Some(b) => Some((parse_json::<DeltaDoc>(&path, b)?, b.len() as u64)),
-            None => None,
-        };
-        l.add_delta(v, doc);
-        if let Some(b) = b {
-            seen.insert(path, b);
         }
     }
+    seen.extend(fetched);
     Ok(((l.manifest, l.view), l.vanished, seen))
 }
 

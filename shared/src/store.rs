@@ -223,12 +223,18 @@ impl Store {
         r.map(Some)
     }
 
+    /// Whether writes go through a local staging folder ([`Store::put_local`]): the store is
+    /// local and written by a run.
+    fn writes_staged(&self) -> bool {
+        self.local_root.is_some() && self.run.is_some()
+    }
+
     /// [`Store::put`] on the calling thread when the store is local (`Ok(false)`: it is not,
     /// use `put`). For code already on a blocking thread that writes many small files: `put`
     /// is a hop to the blocking pool and back per file, whose wake-ups cost more than writing
     /// a daily partition of a few KiB.
     pub fn put_blocking(&self, path: &str, bytes: &Bytes) -> Result<bool> {
-        if self.local_root.is_none() || self.run.is_none() {
+        if !self.writes_staged() {
             return Ok(false);
         }
         Ok(self
@@ -244,7 +250,7 @@ impl Store {
         bytes: PutPayload,
         replace: bool,
     ) -> Result<Option<bool>> {
-        if self.local_root.is_none() || self.run.is_none() {
+        if !self.writes_staged() {
             return Ok(None);
         }
         let (store, owned) = (self.clone(), path.to_string());

@@ -34,8 +34,8 @@ struct Args {
     store: Option<PathBuf>,
     /// With `--store` of an earlier run of the same size: keep its downloaded zips and the
     /// download manifest, move everything else aside (deleted after the run), so the steps
-    /// after download run afresh
-    /// without waiting for the simulator (download then has nothing to fetch).
+    /// after download run afresh without waiting for the simulator (download then has nothing
+    /// to fetch).
     #[arg(long, requires = "store")]
     reuse_download: bool,
 }
