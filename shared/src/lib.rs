@@ -24,6 +24,7 @@ pub mod progress;
 pub mod report;
 pub mod store;
 pub mod time;
+pub mod unzip;
 pub mod validation;
 
 pub use context::{Clock, Context};

@@ -1,8 +1,10 @@
-//! The `convert` job: staged archive CSVs → normalized Parquet, one file per symbol-day and
-//! source period (`parquet/<market>/<dataset>/symbol=S/date=D/part-<daily|monthly>.parquet`).
-//! Units are the CSVs the `extract` manifest records; a unit is redone only when its CSV's
-//! fingerprint, this job's version or its parameters change. Monthly archives are split into
-//! daily partitions as they stream, so a month never has to fit in memory.
+//! The `convert` job: archive CSVs → normalized Parquet, one file per symbol-day and source
+//! period (`parquet/<market>/<dataset>/symbol=S/date=D/part-<daily|monthly>.parquet`). Units are
+//! the staged CSVs the `extract` manifest records (`--from csv`), or the zips the `download`
+//! manifest records (`--from raw`: each zip's CSV is inflated into memory, or a temp file when
+//! large, and parsed without staging); a unit is redone only when its input's fingerprint, this
+//! job's version or its parameters change. Monthly archives are split into daily partitions as
+//! they stream, so a month never has to fit in memory.
 
 mod unit;
 
@@ -15,13 +17,39 @@ use shared::manifest::{ManifestWriter, UnitStatus};
 use shared::paths::ArchiveFile;
 use shared::{Context, Result};
 
+pub use shared::unzip::Limits;
 pub use unit::UnitResult;
 
 /// Bump when the output of a unit changes for the same input. 3: metrics and BVOLIndex no longer
 /// repeat the folder's `symbol` in the file; EOHSummary's contract column is `contract`.
 pub const JOB_VERSION: &str = "3";
-/// The job whose manifest lists the inputs.
-pub const UPSTREAM: JobName = JobName::EXTRACT;
+/// Where a unit's CSV comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The staging CSVs `extract` wrote (`csv/`), listed by its manifest.
+    Csv,
+    /// The downloaded zips (`raw/`), listed by the `download` manifest: no staging.
+    Raw,
+}
+
+impl Source {
+    /// The job whose manifest lists the inputs.
+    pub fn upstream(self) -> JobName {
+        match self {
+            Source::Csv => JobName::EXTRACT,
+            Source::Raw => JobName::DOWNLOAD,
+        }
+    }
+
+    /// The key of the input's fingerprint in a unit's manifest entry.
+    pub fn input_key(self) -> &'static str {
+        match self {
+            Source::Csv => "csv",
+            Source::Raw => "zip",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
@@ -35,13 +63,20 @@ pub struct Spec {
     /// Parser threads per file, and partition-writer threads per monthly file (a daily file
     /// has one writer).
     pub threads: usize,
+    /// Staged CSVs or the zips themselves.
+    pub from: Source,
+    /// What a zip may hold (`--from raw`).
+    pub limits: Limits,
 }
 
 /// One unit to convert.
 pub struct Unit {
     pub file: ArchiveFile,
-    pub csv_path: String,
-    pub csv_sha: String,
+    pub from: Source,
+    /// The staged CSV, or the zip.
+    pub input_path: String,
+    /// The input's sha256 as its upstream manifest records it.
+    pub input_sha: String,
     pub writer: Arc<ManifestWriter>,
     /// Outputs of the previous conversion, to delete those no longer produced.
     pub previous: Vec<String>,
@@ -75,12 +110,13 @@ impl Job for Spec {
 
     async fn plan(&self, p: &mut Planner<'_>) -> Result<Vec<Unit>> {
         let mut units = Vec::new();
+        let up = self.from.upstream();
         for ds in &self.common.datasets {
             let scope = ds.scope();
-            let symbols = p.symbols(UPSTREAM, &scope).await?;
-            p.load_ahead(&[UPSTREAM], &scope, &symbols);
+            let symbols = p.symbols(up, &scope).await?;
+            p.load_ahead(&[up], &scope, &symbols);
             for sym in symbols {
-                let upstream = p.upstream(UPSTREAM, &scope, &sym).await?;
+                let upstream = p.upstream(up, &scope, &sym).await?;
                 let (writer, mine) = p.manifest(&scope, &sym).await?;
                 for e in upstream.entries() {
                     if e.status != UnitStatus::Done {
@@ -93,17 +129,21 @@ impl Job for Spec {
                     if file.date.last_day() < r.start || file.date.first_day() > r.end {
                         continue;
                     }
-                    let Some(csv) = e.outputs.first() else {
+                    if file.dataset != *ds || file.symbol != sym {
+                        continue;
+                    }
+                    let Some(input) = e.outputs.first() else {
                         continue;
                     };
                     let prev = mine.get(&e.unit);
-                    if p.is_current(prev, &unit::inputs(&csv.sha256)) {
+                    if p.is_current(prev, &unit::inputs(self.from, &input.sha256)) {
                         continue;
                     }
                     units.push(Unit {
                         file,
-                        csv_path: csv.path.clone(),
-                        csv_sha: csv.sha256.clone(),
+                        from: self.from,
+                        input_path: input.path.clone(),
+                        input_sha: input.sha256.clone(),
                         writer: writer.clone(),
                         previous: prev
                             .map(|p| p.outputs.iter().map(|o| o.path.clone()).collect())
@@ -122,7 +162,7 @@ impl Job for Spec {
     fn dry_run_line(&self, u: &Unit) -> String {
         format!(
             "convert {} -> {}",
-            u.csv_path,
+            u.input_path,
             u.file.dataset.parquet_symbol_dir(&u.file.symbol)
         )
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use shared::cli::CommonArgs;
 
-/// Convert staged archive CSVs (from `extract`) into normalized Parquet partitions.
+/// Convert archive CSVs into normalized Parquet partitions: the staged CSVs `extract` wrote, or
+/// (`--from raw`) the downloaded zips directly.
 #[derive(Parser, Debug)]
 #[command(name = shared::job::JobName::CONVERT.as_str(), version)]
 struct Cli {
@@ -31,11 +32,22 @@ struct Cli {
     /// number of cores). Files are also converted `--concurrency` at a time.
     #[arg(long)]
     threads: Option<usize>,
+
+    /// Read the staged CSVs `extract` wrote (`csv`), or the downloaded zips without staging
+    /// (`raw`: each zip is checked against the download manifest and its CSV inflated into
+    /// memory, or a temp file when large).
+    #[arg(long, value_enum, default_value_t = convert::Source::Csv)]
+    from: convert::Source,
+
+    /// The zip limits of `--from raw`.
+    #[command(flatten)]
+    limits: shared::unzip::LimitArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     shared::job::main(cli.common, |common| {
+        let limits = cli.limits.limits()?;
         if cli.row_group_rows == 0 || cli.read_chunk_mib == 0 || cli.threads == Some(0) {
             return Err(shared::Error::usage(
                 "--row-group-rows, --read-chunk-mib and --threads must be positive",
@@ -53,6 +65,8 @@ fn main() -> ExitCode {
             threads: cli
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            from: cli.from,
+            limits,
         })
     })
 }

@@ -1,4 +1,5 @@
-//! Converting one staged CSV: parse the memory-mapped file on a blocking thread, route rows to
+//! Converting one CSV — a staged file, memory-mapped, or a zip's entry inflated into memory (a
+//! temp file when large) — on a blocking thread: parse it, route rows to
 //! their day partitions (a daily archive is one partition; a monthly archive is split by each
 //! row's UTC day and a day is closed once the stream has moved past it), and stream row groups
 //! to partition-writer threads that encode, compress and hash them while parsing goes on. Only
@@ -16,7 +17,7 @@ use shared::manifest::{Output, UnitStatus};
 use shared::paths::FileDate;
 use shared::{Context, Error, Result};
 
-use crate::{Spec, Unit};
+use crate::{Source, Spec, Unit};
 
 /// What a converted unit produced.
 #[derive(Debug, Clone, Default)]
@@ -27,10 +28,18 @@ pub struct UnitResult {
     pub bytes: u64,
 }
 
-/// A unit's inputs as its manifest entry records them: the staged CSV's hash.
-pub(crate) fn inputs(csv_sha: &str) -> BTreeMap<String, String> {
-    [("csv".to_string(), csv_sha.to_string())].into()
+/// A unit's inputs as its manifest entry records them: the staged CSV's or the zip's hash.
+pub(crate) fn inputs(from: Source, sha: &str) -> BTreeMap<String, String> {
+    [(from.input_key().to_string(), sha.to_string())].into()
 }
+
+/// A CSV inflated from a zip stays in memory up to this size; a larger one (a liquid symbol's
+/// month of trades) goes to a temp file and is parsed memory-mapped like a staged CSV.
+const IN_MEMORY_CSV: usize = 256 << 20;
+
+/// CSVs below this size are encoded and written on the parser's thread, larger ones by writer
+/// threads while parsing goes on (a month of a symbol's 1m klines is ≈ 6 MiB).
+const INLINE_BELOW: u64 = 16 << 20;
 
 pub(crate) async fn convert(
     spec: &Spec,
@@ -49,7 +58,8 @@ pub(crate) async fn convert(
                     ctx.store.delete(old).await?;
                 }
             }
-            let mut entry = stamp.entry(key, UnitStatus::Done, inputs(&u.csv_sha), outputs);
+            let mut entry =
+                stamp.entry(key, UnitStatus::Done, inputs(u.from, &u.input_sha), outputs);
             entry.detail = Some(format!(
                 "rows={} dropped_invalid={}",
                 res.rows, res.dropped_invalid
@@ -59,7 +69,12 @@ pub(crate) async fn convert(
         }
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Err(e) => {
-            let mut entry = stamp.entry(key, UnitStatus::Failed, inputs(&u.csv_sha), vec![]);
+            let mut entry = stamp.entry(
+                key,
+                UnitStatus::Failed,
+                inputs(u.from, &u.input_sha),
+                vec![],
+            );
             entry.detail = Some(e.to_string());
             u.writer.record(entry).await?;
             Err(e)
@@ -68,23 +83,18 @@ pub(crate) async fn convert(
 }
 
 async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Output>, UnitResult)> {
-    // A local store is read in place; anything else is copied to a temp file first.
-    let (path, _tmp) = match ctx.store.local_path(&u.csv_path) {
-        Some(p) => (p, None),
-        None => {
-            let tmp =
-                tempfile::NamedTempFile::new_in(shared::hygiene::temp_dir()).map_err(|e| {
-                    Error::Io {
-                        context: "creating a temp file".into(),
-                        source: e,
-                    }
-                })?;
-            ctx.store
-                .download_to(&u.csv_path, tmp.path())
-                .await?
-                .ok_or_else(|| missing_csv(&u.csv_path))?;
-            (tmp.path().to_path_buf(), Some(tmp))
-        }
+    let source = match u.from {
+        Source::Csv => csv_source(ctx, &u.input_path).await?,
+        Source::Raw => Acquired::Zip(
+            shared::unzip::LocalZip::open(
+                &ctx.store,
+                &u.input_path,
+                &u.input_sha,
+                &shared::hygiene::temp_dir(),
+                &ctx.cancel,
+            )
+            .await?,
+        ),
     };
     // This unit's own staging folder: one folder per unit, not one per day (each folder is an
     // inode to create and remove), and a failed unit clears only its own staged days.
@@ -106,25 +116,30 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
         },
         row_group_rows: spec.row_group_rows,
         staging: staging.clone(),
+        inline_below: INLINE_BELOW,
     };
     let cancel = ctx.cancel.clone();
     let file = u.file.clone();
-    let csv_path = u.csv_path.clone();
+    let input_path = u.input_path.clone();
+    let input_sha = u.input_sha.clone();
     let chunk = spec.read_chunk;
     let threads = spec.threads;
+    let limits = spec.limits;
     let result = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => missing_csv(&csv_path),
-            _ => Error::Io {
-                context: format!("opening {csv_path}"),
-                source: e,
-            },
-        })?;
-        convert_file(&env, &file, &csv_path, f, chunk, threads, &cancel)
+        let input = source.open(&input_path, &input_sha, &limits, &cancel)?;
+        convert_file(
+            &env,
+            &file,
+            &input_path,
+            input.view(),
+            chunk,
+            threads,
+            &cancel,
+        )
     })
     .await
     .map_err(|e| Error::Io {
-        context: format!("converting {}", u.csv_path),
+        context: format!("converting {}", u.input_path),
         source: std::io::Error::other(e.to_string()),
     })?;
     let (written, res) = match result {
@@ -148,6 +163,161 @@ async fn convert_inner(spec: &Spec, ctx: &Context, u: &Unit) -> Result<(Vec<Outp
     Ok((outputs, res))
 }
 
+/// A unit's input, local and seekable, before it is opened on the blocking thread.
+enum Acquired {
+    /// A staged CSV file (in place on a local store, else a temp copy).
+    Csv(std::path::PathBuf, Option<tempfile::NamedTempFile>),
+    Zip(shared::unzip::LocalZip),
+}
+
+/// An opened CSV: a file to map (with the temp file to delete after, if it is one), or bytes
+/// in memory.
+enum Opened {
+    File {
+        file: std::fs::File,
+        _tmp: Option<tempfile::NamedTempFile>,
+    },
+    Mem(Vec<u8>),
+}
+
+impl Opened {
+    fn view(&self) -> Input<'_> {
+        match self {
+            Opened::File { file, .. } => Input::File(file),
+            Opened::Mem(v) => Input::Mem(v),
+        }
+    }
+}
+
+/// A staged CSV as a local file: in place on a local store, copied to a temp file otherwise.
+async fn csv_source(ctx: &Context, csv_path: &str) -> Result<Acquired> {
+    if let Some(p) = ctx.store.local_path(csv_path) {
+        return Ok(Acquired::Csv(p, None));
+    }
+    let tmp =
+        tempfile::NamedTempFile::new_in(shared::hygiene::temp_dir()).map_err(|e| Error::Io {
+            context: "creating a temp file".into(),
+            source: e,
+        })?;
+    ctx.store
+        .download_to(csv_path, tmp.path())
+        .await?
+        .ok_or_else(|| missing_csv(csv_path))?;
+    Ok(Acquired::Csv(tmp.path().to_path_buf(), Some(tmp)))
+}
+
+impl Acquired {
+    /// Open the CSV (blocking): a staged file as it is; a zip checked against its recorded
+    /// sha256 and its entry inflated within `limits`.
+    fn open(
+        self,
+        path: &str,
+        sha: &str,
+        limits: &shared::unzip::Limits,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Opened> {
+        match self {
+            Acquired::Csv(local, tmp) => {
+                let f = std::fs::File::open(&local).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => missing_csv(path),
+                    _ => Error::Io {
+                        context: format!("opening {path}"),
+                        source: e,
+                    },
+                })?;
+                Ok(Opened::File { file: f, _tmp: tmp })
+            }
+            Acquired::Zip(zip) => {
+                zip.verify(path, sha)?;
+                let io = |e: std::io::Error| Error::Io {
+                    context: format!("reading {path}"),
+                    source: e,
+                };
+                let f = std::fs::File::open(&zip.path).map_err(io)?;
+                let len = f.metadata().map_err(io)?.len();
+                // CSVs inflate to about ten times their zip.
+                let mut out = shared::unzip::Spill::new(
+                    IN_MEMORY_CSV,
+                    (len.saturating_mul(12)).min(IN_MEMORY_CSV as u64) as usize,
+                    shared::hygiene::temp_dir(),
+                );
+                shared::unzip::extract_csv(
+                    std::io::BufReader::with_capacity(shared::unzip::buffer_for(len), f),
+                    path,
+                    limits,
+                    &mut out,
+                    false,
+                    &|| cancel.is_cancelled(),
+                )?;
+                match out.finish().map_err(|e| Error::Io {
+                    context: format!("inflating {path} into a temp file"),
+                    source: e,
+                })? {
+                    shared::unzip::Inflated::Mem(v) => Ok(Opened::Mem(v)),
+                    shared::unzip::Inflated::File(tmp) => {
+                        let f = tmp.reopen().map_err(io)?;
+                        Ok(Opened::File {
+                            file: f,
+                            _tmp: Some(tmp),
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The CSV's bytes as the parser reads them.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    File(&'a std::fs::File),
+    Mem(&'a [u8]),
+}
+
+/// A window of an [`Input`].
+enum View<'a> {
+    Map(memmap2::Mmap),
+    Mem(&'a [u8]),
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            View::Map(m) => m,
+            View::Mem(b) => b,
+        }
+    }
+}
+
+impl<'a> Input<'a> {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Input::File(f) => Ok(f.metadata()?.len()),
+            Input::Mem(b) => Ok(b.len() as u64),
+        }
+    }
+
+    /// Bytes `start..end`.
+    fn view(&self, start: u64, end: u64) -> std::io::Result<View<'a>> {
+        match *self {
+            Input::File(f) => {
+                // SAFETY: the CSV is a staged or temp file this job only reads; were something
+                // to truncate it meanwhile, reading the mapping could fault.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(start)
+                        .len((end - start) as usize)
+                        .map(f)
+                }?;
+                let _ = map.advise(memmap2::Advice::Sequential);
+                Ok(View::Map(map))
+            }
+            Input::Mem(b) => Ok(View::Mem(&b[start as usize..end as usize])),
+        }
+    }
+}
+
 fn missing_csv(path: &str) -> Error {
     Error::UpstreamMissing {
         path: path.to_string(),
@@ -169,6 +339,8 @@ struct Env {
     opts: ParquetOptions,
     row_group_rows: usize,
     staging: String,
+    /// CSVs smaller than this are written on the parser's thread.
+    inline_below: u64,
 }
 
 /// One partition written: where it is now (`at`), and its output with the final path.
@@ -200,7 +372,7 @@ fn convert_file(
     env: &Env,
     file: &shared::paths::ArchiveFile,
     csv_path: &str,
-    f: std::fs::File,
+    f: Input<'_>,
     chunk: usize,
     threads: usize,
     cancel: &tokio_util::sync::CancellationToken,
@@ -209,9 +381,20 @@ fn convert_file(
     let empty = frames::to_frame(Columns::new(format)).map_err(Error::from)?;
     let schema = empty.schema().as_ref().clone();
     let parse_threads = threads.max(1);
-    let writers = match file.date {
-        FileDate::Day(_) => 1,
-        FileDate::Month { .. } => threads.max(1),
+    let len = f.len().map_err(|e| Error::Io {
+        context: format!("reading {csv_path}"),
+        source: e,
+    })?;
+    // A small file is written on this thread: a writer thread per unit, and a wake-up per
+    // message, cost more than its encoding (a day of metrics is 288 rows; a month of funding,
+    // 90). The job converts files `--concurrency` at a time on every core anyway.
+    let writers = if len < env.inline_below {
+        0
+    } else {
+        match file.date {
+            FileDate::Day(_) => 1,
+            FileDate::Month { .. } => threads.max(1),
+        }
     };
     std::thread::scope(|scope| {
         let mut txs = Vec::with_capacity(writers);
@@ -223,25 +406,36 @@ fn convert_file(
             let schema = &schema;
             joins.push(scope.spawn(move || write_partitions(env, schema, rx)));
         }
+        let sink = if writers == 0 {
+            Sink::Inline(PartitionWriter::new(env, &schema))
+        } else {
+            Sink::Threads(txs)
+        };
         let mut router = Router {
             file,
             csv_path,
             format,
             env,
-            txs,
+            sink,
             open: BTreeMap::new(),
             closed: BTreeMap::new(),
             late: BTreeMap::new(),
             rows: 0,
         };
         let parsed = router
-            .parse(&f, chunk, parse_threads, cancel)
+            .parse(f, chunk, parse_threads, cancel)
             .and_then(|stats| router.finish().map(|()| stats));
         let late = std::mem::take(&mut router.late);
         let closed = std::mem::take(&mut router.closed);
         let rows = router.rows;
-        drop(router); // closes the channels: writers finish and return
-        let mut written = Vec::new();
+        let mut written = match router.sink {
+            Sink::Inline(w) => w.done,
+            // Closing the channels lets the writers finish and return.
+            Sink::Threads(txs) => {
+                drop(txs);
+                Vec::new()
+            }
+        };
         let mut writer_err = None;
         for j in joins {
             match j.join() {
@@ -274,18 +468,30 @@ fn convert_file(
     })
 }
 
-/// A partition writer thread: one in-memory Parquet file per open day.
-fn write_partitions(
-    env: &Env,
-    schema: &frames::polars::prelude::Schema,
-    rx: std::sync::mpsc::Receiver<Msg>,
-) -> Result<Vec<Written>> {
-    let mut open: BTreeMap<NaiveDate, ParquetBuffer> = BTreeMap::new();
-    let mut done = Vec::new();
-    for msg in rx {
+/// What writes a unit's partitions: one in-memory Parquet file per open day, finished and
+/// put into the store when its day closes. Runs on its own thread, or inline on the parser's.
+struct PartitionWriter<'a> {
+    env: &'a Env,
+    schema: &'a frames::polars::prelude::Schema,
+    open: BTreeMap<NaiveDate, ParquetBuffer>,
+    done: Vec<Written>,
+}
+
+impl<'a> PartitionWriter<'a> {
+    fn new(env: &'a Env, schema: &'a frames::polars::prelude::Schema) -> Self {
+        PartitionWriter {
+            env,
+            schema,
+            open: BTreeMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<()> {
+        let (env, schema) = (self.env, self.schema);
         match msg {
             Msg::Rows(day, df) => {
-                let buf = match open.entry(day) {
+                let buf = match self.open.entry(day) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(ParquetBuffer::new(schema, &env.opts).map_err(Error::from)?)
@@ -299,18 +505,18 @@ fn write_partitions(
                 final_path,
                 time_span,
             } => {
-                let buf = match open.remove(&day) {
+                let buf = match self.open.remove(&day) {
                     Some(b) => b,
                     None => ParquetBuffer::new(schema, &env.opts).map_err(Error::from)?,
                 };
                 let (bytes, mut output) = buf.finish(&at).map_err(Error::from)?;
-                // A writer thread may block: a local store is written here, without a hop to
-                // the runtime's blocking pool and back for each of a month's 30 partitions.
+                // A writer may block: a local store is written here, without a hop to the
+                // runtime's blocking pool and back for each of a month's 30 partitions.
                 if !env.store.put_blocking(&at, &bytes)? {
                     env.handle.block_on(env.store.put(&at, bytes))?;
                 }
                 output.path = final_path;
-                done.push(Written {
+                self.done.push(Written {
                     day,
                     at,
                     output,
@@ -318,8 +524,21 @@ fn write_partitions(
                 });
             }
         }
+        Ok(())
     }
-    Ok(done)
+}
+
+/// A partition writer thread.
+fn write_partitions(
+    env: &Env,
+    schema: &frames::polars::prelude::Schema,
+    rx: std::sync::mpsc::Receiver<Msg>,
+) -> Result<Vec<Written>> {
+    let mut w = PartitionWriter::new(env, schema);
+    for msg in rx {
+        w.handle(msg)?;
+    }
+    Ok(w.done)
 }
 
 /// Rows of one day not yet handed to its writer.
@@ -328,13 +547,21 @@ struct OpenDay {
     span: Option<[i64; 2]>,
 }
 
+/// Where the parser's messages go.
+enum Sink<'a> {
+    /// Writer threads, a day always to the same one.
+    Threads(Vec<std::sync::mpsc::SyncSender<Msg>>),
+    /// This thread.
+    Inline(PartitionWriter<'a>),
+}
+
 /// The parser side: routes rows to days and feeds the writers.
 struct Router<'a> {
     file: &'a shared::paths::ArchiveFile,
     csv_path: &'a str,
     format: &'static shared::formats::Format,
     env: &'a Env,
-    txs: Vec<std::sync::mpsc::SyncSender<Msg>>,
+    sink: Sink<'a>,
     open: BTreeMap<NaiveDate, OpenDay>,
     /// Days whose file is finished → their time span.
     closed: BTreeMap<NaiveDate, Option<[i64; 2]>>,
@@ -349,18 +576,15 @@ impl Router<'_> {
     /// results are routed in file order, so outputs do not depend on thread timing.
     fn parse(
         &mut self,
-        f: &std::fs::File,
+        f: Input<'_>,
         chunk: usize,
         threads: usize,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<shared::formats::ParseStats> {
-        let len = f
-            .metadata()
-            .map_err(|e| Error::Io {
-                context: format!("reading {}", self.csv_path),
-                source: e,
-            })?
-            .len();
+        let len = f.len().map_err(|e| Error::Io {
+            context: format!("reading {}", self.csv_path),
+            source: e,
+        })?;
         // Page-aligned window starts.
         let window = (chunk.max(1 << 16) >> 16 << 16) as u64;
         let windows = len.div_ceil(window).max(1);
@@ -539,18 +763,19 @@ impl Router<'_> {
         Ok(())
     }
 
-    fn writer_of(&self, day: NaiveDate) -> &std::sync::mpsc::SyncSender<Msg> {
-        &self.txs[day.num_days_from_ce() as usize % self.txs.len()]
+    fn send(&mut self, day: NaiveDate, msg: Msg) -> Result<()> {
+        match &mut self.sink {
+            Sink::Inline(w) => w.handle(msg),
+            // A closed channel means its writer failed; the caller reports the writer's error.
+            Sink::Threads(txs) => txs[day.num_days_from_ce() as usize % txs.len()]
+                .send(msg)
+                .map_err(|_| {
+                    Error::internal(format!("{}: a partition writer stopped", self.csv_path))
+                }),
+        }
     }
 
-    fn send(&self, day: NaiveDate, msg: Msg) -> Result<()> {
-        // A closed channel means its writer failed; the caller reports the writer's error.
-        self.writer_of(day)
-            .send(msg)
-            .map_err(|_| Error::internal(format!("{}: a partition writer stopped", self.csv_path)))
-    }
-
-    fn send_rows(&self, day: NaiveDate, cols: Columns) -> Result<()> {
+    fn send_rows(&mut self, day: NaiveDate, cols: Columns) -> Result<()> {
         let df = frames::to_frame(cols).map_err(Error::from)?;
         self.send(day, Msg::Rows(day, df))
     }
@@ -599,7 +824,7 @@ impl Router<'_> {
 fn parse_window(
     csv_path: &str,
     format: &Format,
-    f: &std::fs::File,
+    f: Input<'_>,
     parser: &mut Parser,
     start: u64,
     window: u64,
@@ -620,16 +845,7 @@ fn parse_window(
     let mut over = 1u64 << 16;
     loop {
         let map_end = (end + over).min(len);
-        // SAFETY: the CSV is a staged file this job only reads; were something to truncate it
-        // meanwhile, reading the mapping could fault.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(map_start)
-                .len((map_end - map_start) as usize)
-                .map(f)
-        }
-        .map_err(io)?;
-        let _ = map.advise(memmap2::Advice::Sequential);
+        let map = f.view(map_start, map_end).map_err(io)?;
         let at = |pos: u64| (pos - map_start) as usize;
         // The first line starting at or after `pos`, if the mapping shows it.
         let line_start = |pos: u64| -> Option<usize> {
@@ -733,8 +949,8 @@ mod tests {
     use super::*;
     use shared::paths::{ArchiveFile, DataType, Dataset, Market};
 
-    /// Converts `csv` as `file` on a local store with `writers` writer threads and small row
-    /// groups, so that days span several row groups and writers.
+    /// Converts `csv` as `file` on a local store with `writers` writer threads (0: on the
+    /// parser's thread) and small row groups, so that days span several row groups and writers.
     fn run_local(
         file: &ArchiveFile,
         csv: &str,
@@ -759,10 +975,19 @@ mod tests {
             },
             row_group_rows: 2,
             staging: "_staging/t/convert".into(),
+            inline_below: if writers == 0 { u64::MAX } else { 0 },
         };
         let f = std::fs::File::open(&csv_path).unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let r = convert_file(&env, file, "in.csv", f, 1 << 16, writers, &cancel);
+        let r = convert_file(
+            &env,
+            file,
+            "in.csv",
+            Input::File(&f),
+            1 << 16,
+            writers.max(1),
+            &cancel,
+        );
         (dir, r)
     }
 
@@ -802,7 +1027,7 @@ mod tests {
             csv.push_str(&agg_row(id, ms));
         }
         let file = agg_month();
-        for writers in [1, 2, 3] {
+        for writers in [0, 1, 2, 3] {
             let (dir, r) = run_local(&file, &csv, writers);
             let (written, res) = r.unwrap();
             assert_eq!(res.rows, 7);
@@ -873,6 +1098,7 @@ mod tests {
         assert_eq!(one.len(), 29);
         assert_eq!(one.iter().map(|o| o.2.unwrap()).sum::<u64>(), 20_000);
         assert_eq!(outputs(3), one, "same bytes whatever the threads");
+        assert_eq!(outputs(0), one, "same bytes written on the parser's thread");
     }
 
     #[test]
@@ -882,7 +1108,7 @@ mod tests {
         // Break the row on line 15,001 (the header is line 1).
         let start = csv.match_indices('\n').nth(14_999).unwrap().0 + 1;
         csv.replace_range(start..start + 1, "x");
-        for threads in [1, 2] {
+        for threads in [0, 1, 2] {
             let (_dir, r) = run_local(&file, &csv, threads);
             let e = r.err().expect("fails").to_string();
             assert!(e.contains("in.csv:15001: column agg_trade_id"), "{e}");

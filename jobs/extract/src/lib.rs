@@ -3,14 +3,13 @@
 //! `extract` manifest has it done from the same zip (sha256) and its CSV is in place, otherwise
 //! its single CSV entry is checked (entry count, safe name, zip-bomb limits, CRC) and streamed into
 //! `csv/<archive path>.csv` atomically. `--prune-converted` then deletes the CSVs `convert` has
-//! recorded as consumed. The zip handling itself is [`unzip`]; planning is [`plan`].
+//! recorded as consumed. The zip handling itself is `shared::unzip`; planning is [`plan`].
 
 #![forbid(unsafe_code)]
 
 mod plan;
 mod prune;
 mod unit;
-pub mod unzip;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,7 +22,7 @@ use shared::report::RunReport;
 use shared::{Context, Error, Result};
 
 pub use plan::{Action, Unit};
-pub use unzip::{CsvStats, Limits};
+pub use shared::unzip::{CsvStats, Limits};
 
 pub const JOB: JobName = JobName::EXTRACT;
 /// Bump when the meaning of an extracted CSV changes, so manifests recompute.

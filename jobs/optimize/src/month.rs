@@ -147,8 +147,7 @@ pub(crate) async fn optimize(
                         continue;
                     }
                     if let Some(input) = chosen.get(&d) {
-                        let df = handle
-                            .block_on(frames::read_parquet(&store, &input.path))
+                        let df = frames::read_parquet_blocking(&handle, &store, &input.path)
                             .map_err(Error::from)?
                             .ok_or_else(|| Error::upstream_missing(&input.path, crate::UPSTREAM))?;
                         window.insert(d, df);

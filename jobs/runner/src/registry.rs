@@ -196,6 +196,10 @@ pub const JOBS: &[JobSpec] = &[
             v("read-chunk-mib"),
             v("zstd-level"),
             v("threads"),
+            v("from"),
+            v("expect-entries"),
+            v("max-uncompressed-gib"),
+            v("max-ratio"),
         ],
         resources: Resources {
             cpu: "2",

@@ -38,6 +38,10 @@ struct Args {
     /// to fetch).
     #[arg(long, requires = "store")]
     reuse_download: bool,
+    /// Stage the CSVs with `extract` and convert those (`convert --from csv`), instead of
+    /// converting the zips directly (`--from raw`, as the production DAGs do).
+    #[arg(long)]
+    staged_csv: bool,
 }
 
 /// Move every object of `store` but the mirrored archive and download's manifest aside, into
@@ -119,27 +123,48 @@ fn config(n: usize, start: NaiveDate, end: NaiveDate) -> SimConfig {
     c
 }
 
-const STEPS: [&str; 7] = [
-    "download",
-    "extract",
-    "convert",
-    "optimize",
-    "validate",
-    "aggregate",
-    "build-panel",
-];
+/// The DAG's steps, in order.
+fn steps(staged_csv: bool) -> Vec<&'static str> {
+    let mut s = vec!["download"];
+    if staged_csv {
+        s.push("extract");
+    }
+    s.extend([
+        "convert",
+        "optimize",
+        "validate",
+        "aggregate",
+        "build-panel",
+    ]);
+    s
+}
 
-fn dag(url: &str, store: &Path, n: usize, start: NaiveDate, end: NaiveDate) -> String {
+fn dag(
+    url: &str,
+    store: &Path,
+    n: usize,
+    (start, end): (NaiveDate, NaiveDate),
+    staged_csv: bool,
+) -> String {
     let types = "[klines, fundingRate, metrics]";
     let syms = symbols(n).join(", ");
+    let convert = if staged_csv {
+        format!(
+            "- {{name: extract, job: extract, needs: [download], args: {{market: um, data-type: {types}, prune-converted: false}}, shard_by: symbol, parallelism: 2}}\n\
+             - {{name: convert, job: convert, needs: [extract], args: {{market: um, data-type: {types}}}, shard_by: symbol, parallelism: 2}}\n"
+        )
+    } else {
+        format!(
+            "- {{name: convert, job: convert, needs: [download], args: {{market: um, data-type: {types}, from: raw}}, shard_by: symbol, parallelism: 2}}\n"
+        )
+    };
     format!(
         "name: bench\n\
          defaults:\n  store: {store}\n  source: {url}\n  listing-url: {url}\n  symbols: [{syms}]\n  \
          start: {start}\n  end: {end}\n  interval: 1m\n\
          steps:\n\
          - {{name: download, job: download, args: {{market: um, data-type: {types}}}, shard_by: symbol, parallelism: 2}}\n\
-         - {{name: extract, job: extract, needs: [download], args: {{market: um, data-type: {types}, prune-converted: false}}, shard_by: symbol, parallelism: 2}}\n\
-         - {{name: convert, job: convert, needs: [extract], args: {{market: um, data-type: {types}}}, shard_by: symbol, parallelism: 2}}\n\
+         {convert}\
          - {{name: optimize, job: optimize, needs: [convert], args: {{market: um, data-type: {types}}}, shard_by: symbol, parallelism: 2}}\n\
          - {{name: validate, job: validate, needs: [optimize], args: {{market: um, data-type: {types}}}}}\n\
          - {{name: aggregate, job: aggregate, needs: [validate], args: {{market: um, freq: 1h}}, shard_by: symbol, parallelism: 2}}\n\
@@ -345,7 +370,10 @@ fn main() -> anyhow::Result<()> {
         None
     };
     let dag_path = tmp.path().join("bench.yaml");
-    std::fs::write(&dag_path, dag(&url, &store, a.symbols, start, end))?;
+    std::fs::write(
+        &dag_path,
+        dag(&url, &store, a.symbols, (start, end), a.staged_csv),
+    )?;
     let conc = a.concurrency.to_string();
     println!(
         "bench-dag: {} USD-M symbols x {} year(s) ({start}..{end}), 1m klines + fundingRate + metrics, runner --concurrency {conc}",
@@ -376,7 +404,7 @@ fn main() -> anyhow::Result<()> {
         "man. MiB"
     );
     let mut after_download = 0.0;
-    for step in STEPS {
+    for step in steps(a.staged_csv) {
         let before = scan(&store);
         let sim_cpu0 = cpu_of(sim_pid);
         let steal0 = steal_secs();

@@ -339,6 +339,120 @@ async fn reruns_do_nothing_and_a_republished_file_recomputes_only_what_it_affect
     }
 }
 
+/// Every file below `store/parquet`, by its path there, with its bytes.
+fn partitions(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let root = store.join("parquet");
+    common::walk(&root)
+        .into_iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convert_from_the_zips_writes_the_staged_route_s_partitions_and_follows_its_zips() {
+    let sim = SimServer::start(SimConfig::demo(), 0).await.unwrap();
+    let (staged, direct) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let types = "klines,aggTrades,fundingRate,metrics";
+    for name in ["download", "extract", "convert"] {
+        step(name, &sim, staged.path(), "um", types, "BTCUSDT", &[]).await;
+    }
+    step("download", &sim, direct.path(), "um", types, "BTCUSDT", &[]).await;
+    let raw = ["--from", "raw"];
+    let r = step("convert", &sim, direct.path(), "um", types, "BTCUSDT", &raw).await;
+    assert_eq!(r["counts"]["failed"], 0, "{r}");
+    // The same partitions, byte for byte, and nothing staged.
+    let (a, b) = (partitions(staged.path()), partitions(direct.path()));
+    assert!(a.len() > 100, "{} partitions", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (path, bytes) in &a {
+        assert!(b[path] == *bytes, "{path} differs between the two routes");
+    }
+    assert!(
+        !direct.path().join("csv").exists(),
+        "--from raw staged CSVs"
+    );
+    // A rerun has nothing to do.
+    let r = step("convert", &sim, direct.path(), "um", types, "BTCUSDT", &raw).await;
+    assert_eq!(r["counts"]["done"], 0, "{r}");
+
+    // A republished zip is converted again, alone.
+    let ds = Dataset::new(Market::Um, Dt::Klines, Some(Interval::M1)).unwrap();
+    let changed = ArchiveFile::new(ds, "BTCUSDT", FileDate::Day(d("2024-12-31")));
+    sim.republish(&changed.key());
+    step(
+        "download",
+        &sim,
+        direct.path(),
+        "um",
+        "klines",
+        "BTCUSDT",
+        &["--refresh"],
+    )
+    .await;
+    let r = step("convert", &sim, direct.path(), "um", types, "BTCUSDT", &raw).await;
+    assert_eq!(r["counts"]["done"], 1, "{r}");
+
+    // A zip that is not the one download verified fails its unit, named, with both hashes.
+    let zip = direct.path().join(changed.raw_path());
+    std::fs::write(&zip, b"PK not the archive's zip").unwrap();
+    let mut c = job("convert");
+    c.args(["--store", direct.path().to_str().unwrap()])
+        .args([
+            "--market",
+            "um",
+            "--data-type",
+            "klines",
+            "--symbols",
+            "BTCUSDT",
+        ])
+        .args(["--start", "2024-12-31", "--end", "2024-12-31", "--force"])
+        .args(raw);
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&changed.raw_path()) && err.contains("download --verify"),
+        "{err}"
+    );
+
+    // The zip limits apply as in extract: a bomb is refused, naming the zip.
+    let month = ArchiveFile::new(
+        ds,
+        "BTCUSDT",
+        FileDate::Month {
+            year: 2025,
+            month: 1,
+        },
+    );
+    let mut c = job("convert");
+    c.args(["--store", direct.path().to_str().unwrap()])
+        .args([
+            "--market",
+            "um",
+            "--data-type",
+            "klines",
+            "--symbols",
+            "BTCUSDT",
+        ])
+        .args(["--start", "2025-01-01", "--end", "2025-01-31", "--force"])
+        .args(raw)
+        .args(["--max-uncompressed-gib", "0.0001"]);
+    let out = tokio::process::Command::from(c).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&month.raw_path()) && err.contains("zip bomb refused"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_in_both_archives_keeps_the_more_complete_and_is_reported() {
     // The January monthly file lacks the 2025-01-10 rows (a real archive quirk); the daily file

@@ -1,14 +1,20 @@
-//! Reading one archive zip safely, with no store I/O: the entry checks (how many entries, which one
-//! is the CSV, names that could escape a target folder, declared sizes and ratio), then the
-//! streaming inflate that enforces the same limits on the bytes actually produced (a header can
-//! lie), reads the entry to its end so the zip crate verifies the CRC, and hashes, counts lines and
-//! writes the CSV as it goes. Synchronous: the job runs it in `spawn_blocking`.
+//! Opening archive zips safely, for `extract` (which stages the CSV) and `convert --from raw`
+//! (which parses it unstaged): the zip as a local file checked against the download manifest's
+//! sha256 ([`LocalZip`]); the entry checks (how many entries, which one is the CSV, names that
+//! could escape a target folder, declared sizes and ratio); the streaming inflate that enforces
+//! the same limits on the bytes actually produced (a header can lie), reads the entry to its end
+//! so the zip crate verifies the CRC, and counts lines (and hashes) as it goes; and where the CSV
+//! goes ([`Spill`]: memory, or a temp file when large). The inflate is synchronous: jobs run it in
+//! `spawn_blocking`.
 
 use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 
-use shared::checksum::Hasher;
-use shared::report::human_bytes;
-use shared::{Error, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::checksum::Hasher;
+use crate::report::human_bytes;
+use crate::{Error, Result, Store};
 
 /// The ratio limit applies only past this many bytes: a tiny file cannot be a bomb, and a short
 /// header-only CSV may compress unusually well.
@@ -141,12 +147,14 @@ pub fn refused(archive: &str, reason: impl Into<String>) -> Error {
 }
 
 /// Check a zip and stream its CSV entry into `out`. `archive` names the zip in every error;
-/// `cancelled` is polled between reads so an interrupted run stops promptly.
+/// `cancelled` is polled between reads so an interrupted run stops promptly. The CSV's sha256 is
+/// computed when `hash` (the staged CSV's fingerprint); otherwise [`CsvStats::sha256`] is empty.
 pub fn extract_csv<R: Read + Seek, W: Write>(
     zip: R,
     archive: &str,
     limits: &Limits,
     out: &mut W,
+    hash: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<CsvStats> {
     let mut z = ::zip::ZipArchive::new(zip)
@@ -235,7 +243,9 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
             .check_produced(&name, size, compressed)
             .map_err(|r| refused(archive, r))?;
         let chunk = &buf[..n];
-        hasher.update(chunk);
+        if hash {
+            hasher.update(chunk);
+        }
         newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
         last = chunk[n - 1];
         out.write_all(chunk).map_err(|e| Error::Io {
@@ -257,7 +267,11 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
     Ok(CsvStats {
         entry: name,
         size,
-        sha256: hasher.finish_hex(),
+        sha256: if hash {
+            hasher.finish_hex()
+        } else {
+            String::new()
+        },
         rows,
         compressed,
     })
@@ -282,6 +296,270 @@ fn read_failure(name: &str, e: &io::Error) -> String {
     }
 }
 
+/// The zip limits as command-line flags, shared by every job that opens archive zips.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Entries each zip must hold; exactly one of them must be the `.csv`.
+    #[arg(long, default_value_t = 1)]
+    pub expect_entries: usize,
+
+    /// Refuse an entry larger than this many GiB uncompressed (declared or actually inflated).
+    #[arg(long, default_value_t = 64.0)]
+    pub max_uncompressed_gib: f64,
+
+    /// Refuse an entry whose uncompressed/compressed ratio exceeds this (entries over 1 MiB).
+    #[arg(long, default_value_t = 200.0)]
+    pub max_ratio: f64,
+}
+
+impl LimitArgs {
+    /// The limits, or a usage error naming the flag that is out of range.
+    pub fn limits(&self) -> Result<Limits> {
+        if self.expect_entries == 0 {
+            return Err(Error::usage("--expect-entries must be at least 1"));
+        }
+        if !(self.max_uncompressed_gib.is_finite() && self.max_uncompressed_gib > 0.0) {
+            return Err(Error::usage(
+                "--max-uncompressed-gib must be a positive number",
+            ));
+        }
+        if !(self.max_ratio.is_finite() && self.max_ratio >= 1.0) {
+            return Err(Error::usage("--max-ratio must be at least 1"));
+        }
+        Ok(Limits {
+            expect_entries: self.expect_entries,
+            max_uncompressed: (self.max_uncompressed_gib * (1u64 << 30) as f64) as u64,
+            max_ratio: self.max_ratio,
+        })
+    }
+}
+
+fn io_err(context: String) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// A read buffer for a file of `len` bytes: the file's size up to 1 MiB. Most archive files
+/// are daily zips of a few KiB, and a buffer of the largest file's size, allocated and zeroed
+/// for each of them, was a tenth of extract's CPU on daily data.
+pub fn buffer_for(len: u64) -> usize {
+    (len.max(1) as usize).min(1 << 20) + 1
+}
+
+/// The download manifest records a zip the store does not hold.
+pub fn absent(raw: &str) -> Error {
+    Error::Io {
+        context: format!("reading {raw}"),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            "the download manifest records this zip but the store does not hold it: run download again",
+        ),
+    }
+}
+
+fn mismatch(raw: &str, want: &str, got: &str) -> Error {
+    Error::ChecksumMismatch {
+        path: format!(
+            "{raw} (the stored zip changed since download verified it; `download --verify` over its days downloads it again)"
+        ),
+        expected: want.to_string(),
+        actual: got.to_string(),
+    }
+}
+
+/// Hash a local zip and compare it with the download manifest's fingerprint, so no manifest
+/// records an output as coming from a zip it did not come from.
+pub fn verify_local(path: &Path, raw: &str, want: &str) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let len = f
+        .metadata()
+        .map_err(io_err(format!("reading {}", path.display())))?
+        .len();
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; buffer_for(len)];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let got = h.finish_hex();
+    if got != want {
+        return Err(mismatch(raw, want, &got));
+    }
+    Ok(())
+}
+
+/// A zip as a seekable local file: the store's own file on a local store (not yet hashed:
+/// [`LocalZip::verify`] does that off the async threads), or a temp copy of a remote object,
+/// hashed while it streamed in.
+pub struct LocalZip {
+    pub path: PathBuf,
+    verified: bool,
+    _tmp: Option<tempfile::NamedTempFile>,
+}
+
+impl LocalZip {
+    /// Open `raw`, the zip whose sha256 the download manifest recorded as `want`.
+    pub async fn open(
+        store: &Store,
+        raw: &str,
+        want: &str,
+        tmp_dir: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<LocalZip> {
+        if let Some(path) = store.local_path(raw) {
+            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                return Err(absent(raw));
+            }
+            return Ok(LocalZip {
+                path,
+                verified: false,
+                _tmp: None,
+            });
+        }
+        let tmp = fetch_to_temp(store, raw, want, tmp_dir, cancel).await?;
+        Ok(LocalZip {
+            path: tmp.path().to_path_buf(),
+            verified: true,
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// Check the zip is the one recorded (blocking: it reads the whole file once).
+    pub fn verify(&self, raw: &str, want: &str) -> Result<()> {
+        if self.verified {
+            return Ok(());
+        }
+        verify_local(&self.path, raw, want)
+    }
+}
+
+/// Stream a zip from a remote store into a temp file (never into memory: they reach GBs),
+/// hashing it on the way and comparing with the recorded fingerprint.
+async fn fetch_to_temp(
+    store: &Store,
+    raw: &str,
+    want: &str,
+    tmp_dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<tempfile::NamedTempFile> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::Builder::new()
+        .prefix(".zip-")
+        .suffix(".zip")
+        .tempfile_in(tmp_dir)
+        .map_err(io_err(format!(
+            "creating a temp file in {}",
+            tmp_dir.display()
+        )))?;
+    let get = store
+        .object_store()
+        .get(&object_store::path::Path::from(raw))
+        .await;
+    let r = match get {
+        Ok(r) => r,
+        Err(object_store::Error::NotFound { .. }) => return Err(absent(raw)),
+        Err(e) => return Err(Error::store(raw, e)),
+    };
+    let mut file = tokio::fs::File::from_std(
+        tmp.reopen()
+            .map_err(io_err(format!("opening {}", tmp.path().display())))?,
+    );
+    let mut h = Hasher::new();
+    let mut stream = r.into_stream();
+    while let Some(chunk) = stream.try_next().await.map_err(|e| Error::store(raw, e))? {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        h.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(io_err(format!("writing {}", tmp.path().display())))?;
+    }
+    file.flush()
+        .await
+        .map_err(io_err(format!("writing {}", tmp.path().display())))?;
+    let got = h.finish_hex();
+    if got != want {
+        return Err(mismatch(raw, want, &got));
+    }
+    Ok(tmp)
+}
+
+/// Where an inflated CSV went: memory while it is small, a temp file once it outgrows
+/// `limit` (a month of a liquid symbol's trades inflates to gigabytes).
+pub struct Spill {
+    state: SpillState,
+    limit: usize,
+    dir: PathBuf,
+}
+
+enum SpillState {
+    Mem(Vec<u8>),
+    File(io::BufWriter<std::fs::File>, tempfile::NamedTempFile),
+}
+
+/// The finished CSV of a [`Spill`].
+pub enum Inflated {
+    Mem(Vec<u8>),
+    File(tempfile::NamedTempFile),
+}
+
+impl Spill {
+    /// Hold up to `limit` bytes in memory (`capacity` reserved), spill past it into `dir`.
+    pub fn new(limit: usize, capacity: usize, dir: PathBuf) -> Spill {
+        Spill {
+            state: SpillState::Mem(Vec::with_capacity(capacity.min(limit))),
+            limit,
+            dir,
+        }
+    }
+
+    pub fn finish(self) -> io::Result<Inflated> {
+        match self.state {
+            SpillState::Mem(v) => Ok(Inflated::Mem(v)),
+            SpillState::File(w, tmp) => {
+                w.into_inner().map_err(|e| e.into_error())?;
+                Ok(Inflated::File(tmp))
+            }
+        }
+    }
+}
+
+impl Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let SpillState::Mem(v) = &mut self.state {
+            if v.len() + buf.len() <= self.limit {
+                v.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            let tmp = tempfile::Builder::new()
+                .prefix(".csv-")
+                .suffix(".csv")
+                .tempfile_in(&self.dir)?;
+            let mut w = io::BufWriter::with_capacity(1 << 20, tmp.reopen()?);
+            w.write_all(v)?;
+            self.state = SpillState::File(w, tmp);
+        }
+        match &mut self.state {
+            SpillState::File(w, _) => w.write(buf),
+            SpillState::Mem(_) => unreachable!("spilled above"),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.state {
+            SpillState::Mem(_) => Ok(()),
+            SpillState::File(w, _) => w.flush(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,7 +581,14 @@ mod tests {
 
     fn run(zip: Vec<u8>, limits: &Limits) -> Result<(CsvStats, Vec<u8>)> {
         let mut out = Vec::new();
-        let s = extract_csv(Cursor::new(zip), "raw/x.zip", limits, &mut out, &|| false)?;
+        let s = extract_csv(
+            Cursor::new(zip),
+            "raw/x.zip",
+            limits,
+            &mut out,
+            true,
+            &|| false,
+        )?;
         Ok((s, out))
     }
 
@@ -369,7 +654,7 @@ mod tests {
         assert_eq!(out, body);
         assert_eq!(s.entry, "BTCUSDT-x.csv");
         assert_eq!((s.size, s.rows), (body.len() as u64, 3));
-        assert_eq!(s.sha256, shared::checksum::sha256_hex(body));
+        assert_eq!(s.sha256, crate::checksum::sha256_hex(body));
         let (s, _) = run(deflated(&[("e.csv", b"a\nb\n")]), &Limits::default()).unwrap();
         assert_eq!(s.rows, 2);
         let (s, _) = run(deflated(&[("e.csv", b"")]), &Limits::default()).unwrap();
@@ -481,7 +766,14 @@ mod tests {
     fn cancellation_stops_the_copy() {
         let z = deflated(&[("a.csv", b"1\n")]);
         let mut out = Vec::new();
-        let e = extract_csv(Cursor::new(z), "x", &Limits::default(), &mut out, &|| true);
+        let e = extract_csv(
+            Cursor::new(z),
+            "x",
+            &Limits::default(),
+            &mut out,
+            true,
+            &|| true,
+        );
         assert!(matches!(e, Err(Error::Interrupted)));
     }
 
@@ -489,5 +781,25 @@ mod tests {
     fn garbage_is_not_a_zip() {
         let e = err(b"<html>404</html>".to_vec(), &Limits::default());
         assert!(e.contains("not a readable zip"), "{e}");
+    }
+
+    #[test]
+    fn a_spill_stays_in_memory_up_to_its_limit_and_moves_to_a_file_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut small = Spill::new(8, 4, dir.path().to_path_buf());
+        small.write_all(b"abcd").unwrap();
+        small.write_all(b"efgh").unwrap();
+        match small.finish().unwrap() {
+            Inflated::Mem(v) => assert_eq!(v, b"abcdefgh"),
+            Inflated::File(_) => panic!("8 bytes fit a limit of 8"),
+        }
+        let mut big = Spill::new(8, 4, dir.path().to_path_buf());
+        big.write_all(b"abcdef").unwrap();
+        big.write_all(b"ghij").unwrap();
+        big.write_all(b"kl").unwrap();
+        match big.finish().unwrap() {
+            Inflated::File(f) => assert_eq!(std::fs::read(f.path()).unwrap(), b"abcdefghijkl"),
+            Inflated::Mem(_) => panic!("12 bytes do not fit a limit of 8"),
+        }
     }
 }
