@@ -147,8 +147,9 @@ pub fn refused(archive: &str, reason: impl Into<String>) -> Error {
 }
 
 /// Check a zip and stream its CSV entry into `out`. `archive` names the zip in every error;
-/// `cancelled` is polled between reads so an interrupted run stops promptly. The CSV's sha256 is
-/// computed when `hash` (the staged CSV's fingerprint); otherwise [`CsvStats::sha256`] is empty.
+/// `cancelled` is polled between reads so an interrupted run stops promptly. The CSV's sha256 and
+/// lines are counted when `hash` (a staged CSV's fingerprint); otherwise [`CsvStats::sha256`] is
+/// empty and [`CsvStats::rows`] 0.
 pub fn extract_csv<R: Read + Seek, W: Write>(
     zip: R,
     archive: &str,
@@ -159,6 +160,83 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
 ) -> Result<CsvStats> {
     let mut z = ::zip::ZipArchive::new(zip)
         .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
+    let (index, name) = csv_entry(&mut z, archive, limits)?;
+    let mut entry = z
+        .by_index(index)
+        .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
+    if entry.encrypted() {
+        return Err(refused(archive, format!("entry `{name}` is encrypted")));
+    }
+    let declared = entry.size();
+    let compressed = entry.compressed_size();
+    limits
+        .check_declared(&name, declared, compressed)
+        .map_err(|r| refused(archive, r))?;
+
+    let mut hasher = Hasher::new();
+    // Sized by the entry's declared size (plus one, so a read past it is seen), at most
+    // 256 KiB: a daily CSV of a few KiB gets a buffer of its size.
+    let mut buf = vec![0u8; (declared.min(256 << 10) as usize + 1).max(4 << 10)];
+    let (mut size, mut newlines, mut last) = (0u64, 0u64, b'\n');
+    loop {
+        if cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(refused(archive, read_failure(&name, &e))),
+        };
+        size += n as u64;
+        limits
+            .check_produced(&name, size, compressed)
+            .map_err(|r| refused(archive, r))?;
+        let chunk = &buf[..n];
+        if hash {
+            hasher.update(chunk);
+            newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        last = chunk[n - 1];
+        out.write_all(chunk).map_err(|e| Error::Io {
+            context: format!("writing the CSV of {archive}"),
+            source: e,
+        })?;
+    }
+    if size != declared {
+        return Err(refused(
+            archive,
+            format!("entry `{name}` inflates to {size} bytes but declares {declared}"),
+        ));
+    }
+    out.flush().map_err(|e| Error::Io {
+        context: format!("writing the CSV of {archive}"),
+        source: e,
+    })?;
+    let rows = if hash {
+        newlines + u64::from(size > 0 && last != b'\n')
+    } else {
+        0
+    };
+    Ok(CsvStats {
+        entry: name,
+        size,
+        sha256: if hash {
+            hasher.finish_hex()
+        } else {
+            String::new()
+        },
+        rows,
+        compressed,
+    })
+}
+
+/// The zip's checked entries, and the index and name of its one CSV.
+fn csv_entry<R: Read + Seek>(
+    z: &mut ::zip::ZipArchive<R>,
+    archive: &str,
+    limits: &Limits,
+) -> Result<(usize, String)> {
     let mut names = Vec::with_capacity(z.len());
     for i in 0..z.len() {
         let f = z
@@ -210,9 +288,24 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
             ));
         }
     };
-    let name = names[index].clone();
+    Ok((index, names[index].clone()))
+}
+
+/// Check a zip as [`extract_csv`] does and, when its CSV entry is deflated (or stored) and
+/// declares at most `max_bytes`, inflate it into memory whole with libdeflate (twice the speed
+/// of the streaming inflate here) and check its CRC. `None` when the entry is larger or
+/// compressed otherwise: the caller streams it with [`extract_csv`].
+pub fn inflate_csv<R: Read + Seek>(
+    zip: R,
+    archive: &str,
+    limits: &Limits,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>> {
+    let mut z = ::zip::ZipArchive::new(zip)
+        .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
+    let (index, name) = csv_entry(&mut z, archive, limits)?;
     let mut entry = z
-        .by_index(index)
+        .by_index_raw(index)
         .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
     if entry.encrypted() {
         return Err(refused(archive, format!("entry `{name}` is encrypted")));
@@ -222,59 +315,64 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
     limits
         .check_declared(&name, declared, compressed)
         .map_err(|r| refused(archive, r))?;
-
-    let mut hasher = Hasher::new();
-    // Sized by the entry's declared size (plus one, so a read past it is seen), at most
-    // 256 KiB: a daily CSV of a few KiB gets a buffer of its size.
-    let mut buf = vec![0u8; (declared.min(256 << 10) as usize + 1).max(4 << 10)];
-    let (mut size, mut newlines, mut last) = (0u64, 0u64, b'\n');
-    loop {
-        if cancelled() {
-            return Err(Error::Interrupted);
-        }
-        let n = match entry.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(refused(archive, read_failure(&name, &e))),
-        };
-        size += n as u64;
-        limits
-            .check_produced(&name, size, compressed)
-            .map_err(|r| refused(archive, r))?;
-        let chunk = &buf[..n];
-        if hash {
-            hasher.update(chunk);
-        }
-        newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-        last = chunk[n - 1];
-        out.write_all(chunk).map_err(|e| Error::Io {
-            context: format!("writing the CSV of {archive}"),
-            source: e,
-        })?;
+    let method = entry.compression();
+    let deflated = method == ::zip::CompressionMethod::Deflated;
+    if declared > max_bytes || !(deflated || method == ::zip::CompressionMethod::Stored) {
+        return Ok(None);
     }
-    if size != declared {
+    let corrupt = |what: String| {
+        refused(
+            archive,
+            format!(
+                "{what}: the zip is corrupt (`download --verify` over its days downloads it again)"
+            ),
+        )
+    };
+    let mut raw = Vec::with_capacity(compressed as usize);
+    entry
+        .read_to_end(&mut raw)
+        .map_err(|e| corrupt(format!("entry `{name}` cannot be read: {e}")))?;
+    let out = if deflated {
+        let mut out = vec![0u8; declared as usize];
+        match libdeflater::Decompressor::new().deflate_decompress(&raw, &mut out) {
+            Ok(n) if n as u64 == declared => out,
+            Ok(n) => {
+                return Err(refused(
+                    archive,
+                    format!("entry `{name}` inflates to {n} bytes but declares {declared}"),
+                ));
+            }
+            // A damaged deflate stream does this as well as a forged header: not called a bomb.
+            Err(libdeflater::DecompressionError::InsufficientSpace) => {
+                return Err(refused(
+                    archive,
+                    format!(
+                        "entry `{name}` inflates past its declared size: the zip is corrupt or forged (`download --verify` over its days downloads it again)"
+                    ),
+                ));
+            }
+            Err(e) => return Err(corrupt(format!("entry `{name}` does not inflate: {e}"))),
+        }
+    } else if raw.len() as u64 == declared {
+        raw
+    } else {
         return Err(refused(
             archive,
-            format!("entry `{name}` inflates to {size} bytes but declares {declared}"),
+            format!(
+                "entry `{name}` is stored as {} bytes but declares {declared}",
+                raw.len()
+            ),
+        ));
+    };
+    if libdeflater::crc32(&out) != entry.crc32() {
+        return Err(refused(
+            archive,
+            format!(
+                "CRC mismatch in entry `{name}`: the zip is corrupt (`download --verify` over its days downloads it again)"
+            ),
         ));
     }
-    out.flush().map_err(|e| Error::Io {
-        context: format!("writing the CSV of {archive}"),
-        source: e,
-    })?;
-    let rows = newlines + u64::from(size > 0 && last != b'\n');
-    Ok(CsvStats {
-        entry: name,
-        size,
-        sha256: if hash {
-            hasher.finish_hex()
-        } else {
-            String::new()
-        },
-        rows,
-        compressed,
-    })
+    Ok(Some(out))
 }
 
 /// Say what a read error from the zip crate means.

@@ -33,8 +33,9 @@ pub(crate) fn inputs(from: Source, sha: &str) -> BTreeMap<String, String> {
     [(from.input_key().to_string(), sha.to_string())].into()
 }
 
-/// A CSV inflated from a zip stays in memory up to this size; a larger one (a liquid symbol's
-/// month of trades) goes to a temp file and is parsed memory-mapped like a staged CSV.
+/// A CSV inflated from a zip is inflated whole into memory up to this size; a larger one (a
+/// liquid symbol's month of trades) is streamed into a temp file and parsed memory-mapped like
+/// a staged CSV.
 const IN_MEMORY_CSV: usize = 256 << 20;
 
 /// CSVs below this size are encoded and written on the parser's thread, larger ones by writer
@@ -233,22 +234,23 @@ impl Acquired {
                     context: format!("reading {path}"),
                     source: e,
                 };
-                let f = std::fs::File::open(&zip.path).map_err(io)?;
+                let open = || std::fs::File::open(&zip.path).map_err(io);
+                let f = open()?;
                 let len = f.metadata().map_err(io)?.len();
-                // CSVs inflate to about ten times their zip.
-                let mut out = shared::unzip::Spill::new(
-                    IN_MEMORY_CSV,
-                    (len.saturating_mul(12)).min(IN_MEMORY_CSV as u64) as usize,
-                    shared::hygiene::temp_dir(),
-                );
-                shared::unzip::extract_csv(
-                    std::io::BufReader::with_capacity(shared::unzip::buffer_for(len), f),
-                    path,
-                    limits,
-                    &mut out,
-                    false,
-                    &|| cancel.is_cancelled(),
-                )?;
+                let reader =
+                    |f| std::io::BufReader::with_capacity(shared::unzip::buffer_for(len), f);
+                if let Some(csv) =
+                    shared::unzip::inflate_csv(reader(f), path, limits, IN_MEMORY_CSV as u64)?
+                {
+                    return Ok(Opened::Mem(csv));
+                }
+                // Too large for memory: streamed into a temp file.
+                let f = open()?;
+                let mut out =
+                    shared::unzip::Spill::new(IN_MEMORY_CSV, 1 << 20, shared::hygiene::temp_dir());
+                shared::unzip::extract_csv(reader(f), path, limits, &mut out, false, &|| {
+                    cancel.is_cancelled()
+                })?;
                 match out.finish().map_err(|e| Error::Io {
                     context: format!("inflating {path} into a temp file"),
                     source: e,
