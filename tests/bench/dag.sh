@@ -3,7 +3,8 @@
 # (1m klines, funding, metrics) served in-process, one step at a time from download to
 # build-panel: per step wall, user/sys CPU, peak RSS, units, rows, rows/s, files and bytes
 # written, manifest objects and bytes; then a no-op rerun and a one-day incremental run.
-# Usage: tests/bench/dag.sh [--symbols 25] [--years 1] [--concurrency 2] [--store DIR [--reuse-download]]
+# The DAG converts the zips directly; --staged-csv runs extract and converts its CSVs instead.
+# Usage: tests/bench/dag.sh [--symbols 25] [--years 1] [--concurrency 2] [--store DIR [--reuse-download]] [--staged-csv]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # The package set every bench script builds (one feature resolution: Polars compiles once),

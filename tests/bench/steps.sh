@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Per-step costs by data type: on a store the whole-DAG benchmark kept (`dag.sh --store DIR`),
-# runs the release extract, convert and optimize alone with --force, once per data type (klines,
-# fundingRate, metrics) at --concurrency 2, and prints wall, CPU per unit and per row, rows/s
-# and peak RSS from each job's report and wait4. The jobs rewrite what they redo in place, so
-# the store stays a valid bench store.
-# Usage: tests/bench/steps.sh DIR [JOB...]   (JOB: extract, convert, optimize; default all three)
+# runs the release convert (from the zips, as the DAGs do) and optimize alone with --force, once
+# per data type (klines, fundingRate, metrics) at --concurrency 2, and prints wall, CPU per unit
+# and per row, rows/s and peak RSS from each job's report and wait4. The jobs rewrite what they
+# redo in place, so the store stays a valid bench store. `extract` (staging CSVs, which the DAGs
+# no longer do) can be asked for by name.
+# Usage: tests/bench/steps.sh DIR [JOB...]   (JOB: extract, convert, optimize; default convert optimize)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store=${1:?usage: tests/bench/steps.sh DIR [JOB...]}
 shift
 jobs=("$@")
-[ ${#jobs[@]} -eq 0 ] && jobs=(extract convert optimize)
+[ ${#jobs[@]} -eq 0 ] && jobs=(convert optimize)
 symbols_dir="$store/optimized/futures-um/metrics"
 [ -d "$symbols_dir" ] || { echo "$store: no optimized metrics; run tests/bench/dag.sh --store $store first" >&2; exit 2; }
 symbols=$(ls "$symbols_dir" | sed 's/^symbol=//' | paste -sd,)
@@ -23,10 +24,12 @@ trap 'rm -f "$timing" "$report"' EXIT
 printf '%-9s %-12s %8s %8s %7s %7s %10s %12s %10s %9s %8s\n' \
   job "data type" "wall s" "user s" "sys s" units rows "CPU/unit ms" "CPU/row us" "M rows/s" "RSS MiB"
 for job in "${jobs[@]}"; do
+  from=()
+  [ "$job" = convert ] && from=(--from raw)
   for dt in klines fundingRate metrics; do
     /usr/bin/time -f "%e %U %S %M" -o "$timing" "target/release/$job" --store "$store" \
       --data-type "$dt" --symbols "$symbols" --start 2023-01-01 --end "$last_year-12-31" \
-      --force --concurrency 2 >"$report" 2>/dev/null
+      --force --concurrency 2 "${from[@]}" >"$report" 2>/dev/null
     python3 - "$job" "$dt" "$timing" "$report" <<'PY'
 import json, sys
 job, dt, timing, report = sys.argv[1:]
