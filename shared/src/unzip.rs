@@ -160,18 +160,15 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
 ) -> Result<CsvStats> {
     let mut z = ::zip::ZipArchive::new(zip)
         .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
-    let (index, name) = csv_entry(&mut z, archive, limits)?;
+    let CsvEntry {
+        index,
+        name,
+        declared,
+        compressed,
+    } = csv_entry(&mut z, archive, limits)?;
     let mut entry = z
         .by_index(index)
         .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
-    if entry.encrypted() {
-        return Err(refused(archive, format!("entry `{name}` is encrypted")));
-    }
-    let declared = entry.size();
-    let compressed = entry.compressed_size();
-    limits
-        .check_declared(&name, declared, compressed)
-        .map_err(|r| refused(archive, r))?;
 
     let mut hasher = Hasher::new();
     // Sized by the entry's declared size (plus one, so a read past it is seen), at most
@@ -231,12 +228,21 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
     })
 }
 
-/// The zip's checked entries, and the index and name of its one CSV.
+/// A zip's one CSV entry, its header checked: not encrypted, and the size it declares within
+/// the limits.
+struct CsvEntry {
+    index: usize,
+    name: String,
+    declared: u64,
+    compressed: u64,
+}
+
+/// Check the zip's entries and find its one CSV.
 fn csv_entry<R: Read + Seek>(
     z: &mut ::zip::ZipArchive<R>,
     archive: &str,
     limits: &Limits,
-) -> Result<(usize, String)> {
+) -> Result<CsvEntry> {
     let mut names = Vec::with_capacity(z.len());
     for i in 0..z.len() {
         let f = z
@@ -288,7 +294,24 @@ fn csv_entry<R: Read + Seek>(
             ));
         }
     };
-    Ok((index, names[index].clone()))
+    let name = names[index].clone();
+    let entry = z
+        .by_index_raw(index)
+        .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
+    if entry.encrypted() {
+        return Err(refused(archive, format!("entry `{name}` is encrypted")));
+    }
+    let (declared, compressed) = (entry.size(), entry.compressed_size());
+    limits
+        .check_declared(&name, declared, compressed)
+        .map_err(|r| refused(archive, r))?;
+    drop(entry);
+    Ok(CsvEntry {
+        index,
+        name,
+        declared,
+        compressed,
+    })
 }
 
 /// Check a zip as [`extract_csv`] does and, when its CSV entry is deflated (or stored) and
@@ -303,21 +326,21 @@ pub fn inflate_csv<R: Read + Seek>(
 ) -> Result<Option<Vec<u8>>> {
     let mut z = ::zip::ZipArchive::new(zip)
         .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
-    let (index, name) = csv_entry(&mut z, archive, limits)?;
+    let CsvEntry {
+        index,
+        name,
+        declared,
+        compressed,
+    } = csv_entry(&mut z, archive, limits)?;
+    if declared > max_bytes {
+        return Ok(None);
+    }
     let mut entry = z
         .by_index_raw(index)
         .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
-    if entry.encrypted() {
-        return Err(refused(archive, format!("entry `{name}` is encrypted")));
-    }
-    let declared = entry.size();
-    let compressed = entry.compressed_size();
-    limits
-        .check_declared(&name, declared, compressed)
-        .map_err(|r| refused(archive, r))?;
     let method = entry.compression();
     let deflated = method == ::zip::CompressionMethod::Deflated;
-    if declared > max_bytes || !(deflated || method == ::zip::CompressionMethod::Stored) {
+    if !(deflated || method == ::zip::CompressionMethod::Stored) {
         return Ok(None);
     }
     let corrupt = |what: String| {

@@ -399,24 +399,25 @@ async fn convert_from_the_zips_writes_the_staged_route_s_partitions_and_follows_
     let r = step("convert", &sim, direct.path(), "um", types, "BTCUSDT", &raw).await;
     assert_eq!(r["counts"]["done"], 1, "{r}");
 
+    // One convert of BTCUSDT klines from the zips that must fail: its stderr.
+    let failing = |start: &'static str, end: &'static str, extra: &'static [&'static str]| {
+        let mut c = job("convert");
+        c.args(["--store", direct.path().to_str().unwrap(), "--market", "um"])
+            .args(["--data-type", "klines", "--symbols", "BTCUSDT", "--force"])
+            .args(["--start", start, "--end", end])
+            .args(raw)
+            .args(extra);
+        async move {
+            let out = tokio::process::Command::from(c).output().await.unwrap();
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            stderr(&out)
+        }
+    };
+
     // A zip that is not the one download verified fails its unit, named, with both hashes.
     let zip = direct.path().join(changed.raw_path());
     std::fs::write(&zip, b"PK not the archive's zip").unwrap();
-    let mut c = job("convert");
-    c.args(["--store", direct.path().to_str().unwrap()])
-        .args([
-            "--market",
-            "um",
-            "--data-type",
-            "klines",
-            "--symbols",
-            "BTCUSDT",
-        ])
-        .args(["--start", "2024-12-31", "--end", "2024-12-31", "--force"])
-        .args(raw);
-    let out = tokio::process::Command::from(c).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
+    let err = failing("2024-12-31", "2024-12-31", &[]).await;
     assert!(
         err.contains(&changed.raw_path()) && err.contains("download --verify"),
         "{err}"
@@ -431,22 +432,12 @@ async fn convert_from_the_zips_writes_the_staged_route_s_partitions_and_follows_
             month: 1,
         },
     );
-    let mut c = job("convert");
-    c.args(["--store", direct.path().to_str().unwrap()])
-        .args([
-            "--market",
-            "um",
-            "--data-type",
-            "klines",
-            "--symbols",
-            "BTCUSDT",
-        ])
-        .args(["--start", "2025-01-01", "--end", "2025-01-31", "--force"])
-        .args(raw)
-        .args(["--max-uncompressed-gib", "0.0001"]);
-    let out = tokio::process::Command::from(c).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
+    let err = failing(
+        "2025-01-01",
+        "2025-01-31",
+        &["--max-uncompressed-gib", "0.0001"],
+    )
+    .await;
     assert!(
         err.contains(&month.raw_path()) && err.contains("zip bomb refused"),
         "{err}"
