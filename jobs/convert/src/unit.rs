@@ -1,8 +1,9 @@
 //! Converting one CSV — a staged file, memory-mapped, or a zip's entry inflated into memory (a
 //! temp file when large) — on a blocking thread: parse it, route rows to
 //! their day partitions (a daily archive is one partition; a monthly archive is split by each
-//! row's UTC day and a day is closed once the stream has moved past it), and stream row groups
-//! to partition-writer threads that encode, compress and hash them while parsing goes on. Only
+//! row's UTC day and a day is closed once the stream has moved past it), and encode, compress and
+//! hash each day's row groups (on the parser's thread for a small file, else on partition-writer
+//! threads while parsing goes on). Only
 //! when the whole file parsed do partitions appear at their final paths and the unit get
 //! recorded: a malformed row fails the unit and leaves what was converted before untouched.
 
@@ -366,10 +367,10 @@ enum Msg {
     },
 }
 
-/// The blocking half: parse on this thread in `chunk`-sized slices of the memory-mapped CSV,
-/// route rows to their days, and hand row groups to `writers` partition-writer threads (a day
-/// always to the same one), which encode, compress and hash them while parsing goes on. Days of
-/// a monthly archive are written in parallel; a daily archive overlaps parsing and writing.
+/// The blocking half: parse on this thread in `chunk`-sized slices of the CSV, route rows to
+/// their days, and encode, compress and hash their row groups: on this thread for a CSV under
+/// `env.inline_below`, else on partition-writer threads (a day always to the same one) while
+/// parsing goes on, a monthly archive's days in parallel.
 fn convert_file(
     env: &Env,
     file: &shared::paths::ArchiveFile,
@@ -915,9 +916,7 @@ fn merge_late(
         .iter_mut()
         .find(|w| w.day == day)
         .ok_or_else(|| Error::internal(format!("late rows for {day}, which was never written")))?;
-    let mut prev = env
-        .handle
-        .block_on(frames::read_parquet(&env.store, &w.at))
+    let mut prev = frames::read_parquet_blocking(&env.handle, &env.store, &w.at)
         .map_err(Error::from)?
         .ok_or_else(|| Error::internal(format!("staged partition {} vanished", w.at)))?;
     let df = frames::to_frame(late).map_err(Error::from)?;
