@@ -468,17 +468,19 @@ fn day_rows(
     for p in parts {
         let times = p.column(t)?.cast(&DataType::Int64)?;
         let times = times.i64()?;
-        let inside = times
-            .iter()
-            .all(|v| v.is_some_and(|v| (start..end).contains(&v)));
-        let rows = if inside {
+        let is_inside = |v: Option<i64>| v.is_some_and(|v| (start..end).contains(&v));
+        let inside = times.iter().filter(|v| is_inside(*v)).count();
+        // Most parts are wholly inside (the day's own) or wholly outside (its neighbours, read
+        // for their late or early rows): neither needs a filter. A day's rows are a few
+        // thousand, so a partial filter runs on this thread: Polars' parallel filter would wake
+        // its pool for each of a store's 100 k daily files.
+        let rows = if inside == p.height() {
             (*p).clone()
+        } else if inside == 0 {
+            continue;
         } else {
-            let mask: BooleanChunked = times
-                .iter()
-                .map(|v| v.is_some_and(|v| (start..end).contains(&v)))
-                .collect();
-            p.filter(&mask)?
+            let mask: BooleanChunked = times.iter().map(is_inside).collect();
+            p.filter_seq(&mask)?
         };
         match &mut all {
             None => all = Some(rows),
@@ -487,7 +489,11 @@ fn day_rows(
             }
         }
     }
-    let all = all.unwrap_or_default();
+    // No row inside: an empty day, with the parts' columns.
+    let all = match all {
+        Some(all) => all,
+        None => parts.first().map(|p| p.clear()).unwrap_or_default(),
+    };
     if let Some(unique) = in_order(format, &all)? {
         return Ok(DayRows { rows: all, unique });
     }
@@ -660,6 +666,21 @@ mod tests {
             times(&got.rows),
             vec![start, start + M, start + 2 * M, end - M]
         );
+    }
+
+    #[test]
+    fn a_day_whose_parts_hold_no_row_of_it_is_empty_with_their_columns() {
+        let k = &shared::formats::KLINES;
+        let (start, end) = (1_000 * M, 1_000 * M + 1_440 * M);
+        let before = klines(&[start - 2 * M, start - M]);
+        let after = klines(&[end, end + M]);
+        let got = day_rows(k, &[&before, &after], start, end).unwrap();
+        assert_eq!(got.rows.height(), 0);
+        assert_eq!(got.rows.schema(), before.schema());
+        // Only the neighbours' rows outside the day are cut, whichever part they are in.
+        let mixed = klines(&[start - M, start + M]);
+        let got = day_rows(k, &[&mixed, &after], start, end).unwrap();
+        assert_eq!(times(&got.rows), vec![start + M]);
     }
 
     #[test]

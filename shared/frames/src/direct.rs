@@ -961,6 +961,10 @@ mod tests {
                             assert!(!has(col, Encoding::ByteStreamSplit), "{col} {n}");
                             assert_eq!(codec(&bytes, col), Compression::Lz4Raw, "{col} {n}");
                         }
+                        // Integers, times and flags too: no zstd page in a daily file.
+                        for col in ["t", "ids", "flags"] {
+                            assert_eq!(codec(&bytes, col), Compression::Lz4Raw, "{col} {n}");
+                        }
                     }
                     FloatEncoding::Chosen | FloatEncoding::ChosenLz4 if n >= 10_000 => {
                         // 7 distinct values; 20% nulls and distinct values; noise.

@@ -141,11 +141,13 @@ pub enum FloatEncoding {
     /// (`aggregate`'s year files), where the LZ4 trial and its high-compression mode would cost
     /// more than the reads they save.
     ChosenLz4,
-    /// Always PLAIN, compressed LZ4_RAW in its fast mode: no choosing pass, for files written
-    /// once and soon re-encoded (`convert`'s and `tail`'s daily partitions, which `optimize`
-    /// merges). zstd on these pages was a third of convert's CPU on klines, and inflating them
-    /// in Polars' reader (a zstd context per page) a sixth of optimize's; LZ4 costs a fraction
-    /// of both for files about a quarter larger.
+    /// Always PLAIN, compressed LZ4_RAW in its fast mode, as are the file's integer, time and
+    /// boolean pages (text stays zstd): no choosing pass, for files written once and soon
+    /// re-encoded (`convert`'s and `tail`'s daily partitions, which `optimize` merges). zstd on
+    /// the float pages was a third of convert's CPU on klines, and inflating them in Polars'
+    /// reader (a zstd context per page) a sixth of optimize's; LZ4 costs a fraction of both for
+    /// files about a quarter larger. Delta-packed integers hardly compress either way, but a
+    /// zstd page of them still cost optimize a fresh context per page of each of 110 k files.
     Plain,
 }
 
@@ -284,6 +286,11 @@ fn read_with<R: polars::io::mmap::MmapBytesReader>(
         .ctx(|| format!("reading Parquet {p}"))
 }
 
+/// Local files up to this size are read into memory whole. Polars maps a file (twice: for its
+/// footer, then for its pages), and mapping and unmapping a day partition of a few KiB cost more
+/// than reading it, the unmap with a TLB flush on every core.
+const SMALL_FILE_BYTES: u64 = 1 << 20;
+
 /// Read a local file; `None` when it does not exist.
 fn read_local(
     local: &std::path::Path,
@@ -297,9 +304,15 @@ fn read_local(
         })
     };
     match std::fs::File::open(local) {
-        Ok(f) => {
+        Ok(mut f) => {
             let len = f.metadata().map_err(io)?.len();
-            read_with(ParquetReader::new(f), len, columns, p).map(Some)
+            if len > SMALL_FILE_BYTES {
+                return read_with(ParquetReader::new(f), len, columns, p).map(Some);
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut f, &mut bytes).map_err(io)?;
+            let cursor = std::io::Cursor::new(bytes);
+            read_with(ParquetReader::new(cursor), len, columns, p).map(Some)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(e)),
@@ -408,8 +421,8 @@ enum ColumnEncoding {
     ChosenFloat {
         lz4: bool,
     },
-    /// PLAIN pages in fast LZ4 ([`FloatEncoding::Plain`]).
-    PlainLz4,
+    /// Pages in fast LZ4 ([`FloatEncoding::Plain`]'s files).
+    Lz4Fast(pq::Encoding),
 }
 
 impl PageEncoder {
@@ -423,17 +436,23 @@ impl PageEncoder {
             .into_iter()
             .zip(schema.iter_values())
             .map(|(t, dtype)| {
+                // Files written to be re-encoded soon: numbers and flags in fast LZ4 (see
+                // `FloatEncoding::Plain`), text in zstd, whose dictionaries it shrinks well.
+                let fixed = |e| match opts.floats {
+                    FloatEncoding::Plain => ColumnEncoding::Lz4Fast(e),
+                    _ => ColumnEncoding::Fixed(e),
+                };
                 let enc = match dtype {
                     DataType::Int64 | DataType::Datetime(_, _) => {
-                        ColumnEncoding::Fixed(pq::Encoding::DeltaBinaryPacked)
+                        fixed(pq::Encoding::DeltaBinaryPacked)
                     }
                     DataType::Float64 if opts.floats != FloatEncoding::Plain => {
                         ColumnEncoding::ChosenFloat {
                             lz4: opts.floats == FloatEncoding::ChosenLz4,
                         }
                     }
-                    DataType::Float64 => ColumnEncoding::PlainLz4,
-                    DataType::Boolean => ColumnEncoding::Fixed(pq::Encoding::Plain),
+                    DataType::Float64 => fixed(pq::Encoding::Plain),
+                    DataType::Boolean => fixed(pq::Encoding::Plain),
                     _ => ColumnEncoding::Fixed(pq::Encoding::RleDictionary),
                 };
                 (t, enc)
@@ -463,9 +482,9 @@ impl PageEncoder {
         let dict;
         let (array, enc) = match enc {
             ColumnEncoding::Fixed(e) => (array, *e),
-            ColumnEncoding::PlainLz4 => {
+            ColumnEncoding::Lz4Fast(e) => {
                 codec = PageCodec::Lz4Fast;
-                (array, pq::Encoding::Plain)
+                (array, *e)
             }
             ColumnEncoding::ChosenFloat { lz4 } => {
                 let values = array
