@@ -148,6 +148,8 @@ struct Prev {
 /// One symbol's checks in progress.
 pub struct Checker {
     p: Profile,
+    /// `p.key_check()`, looked up once: each row needs it.
+    key_check: KeyCheck,
     range_start: i64,
     range_end: i64,
     threshold: f64,
@@ -165,6 +167,7 @@ impl Checker {
         let range_start = day_start_us(range.start);
         Checker {
             p,
+            key_check: p.key_check(),
             range_start,
             range_end: day_start_us(range.end) + DAY_US,
             threshold: price_jump_threshold,
@@ -221,7 +224,7 @@ impl Checker {
     pub fn push(&mut self, df: &DataFrame) -> Result<()> {
         let f = self.p.format;
         let time = i64s(df, f.time_field)?;
-        let key = match self.p.key_check() {
+        let key = match self.key_check {
             KeyCheck::Column { name, .. } => Some(i64s(df, name)?),
             KeyCheck::Time | KeyCheck::None => None,
         };
@@ -277,7 +280,7 @@ impl Checker {
         // Keys unique and increasing; time in order where it leads the sort.
         if let Some(p) = prev {
             let f = self.p.format;
-            let (name, is_time) = match self.p.key_check() {
+            let (name, is_time) = match self.key_check {
                 KeyCheck::Time => (Some(f.time_field), true),
                 KeyCheck::Column { name, is_time } => (Some(name), is_time),
                 KeyCheck::None => (None, true),
