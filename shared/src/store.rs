@@ -242,6 +242,24 @@ impl Store {
             .is_some())
     }
 
+    /// [`Store::rename`] on the calling thread when the store is local (`Ok(false)`: it is not,
+    /// use `rename`). For code already on a blocking thread that moves many small files, such as
+    /// a month's 30 staged partitions: `rename` is a hop to the blocking pool and back per file.
+    pub fn rename_blocking(&self, from: &str, to: &str) -> Result<bool> {
+        let (Some(src), Some(dst)) = (self.local_path(from), self.local_path(to)) else {
+            return Ok(false);
+        };
+        let io = |e: std::io::Error| Error::Io {
+            context: format!("moving {} to {}", src.display(), dst.display()),
+            source: e,
+        };
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::rename(&src, &dst).map_err(io)?;
+        Ok(true)
+    }
+
     /// [`Store::put_local`] on the blocking pool: one hop for the whole write (tokio's file
     /// operations would each be one).
     async fn put_local_async(
@@ -581,6 +599,28 @@ mod tests {
         for made in ["s3:", "s3:bucket", "file:", "memory:", "data:2024"] {
             assert!(!std::path::Path::new(made).exists(), "{made}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_blocking_rename_moves_a_local_file_into_new_folders_and_leaves_other_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        store
+            .put("_staging/r/a.parquet", b"day".to_vec())
+            .await
+            .unwrap();
+        let to = "parquet/x/symbol=S/date=2024-01-02/part-monthly.parquet";
+        assert!(store.rename_blocking("_staging/r/a.parquet", to).unwrap());
+        assert_eq!(store.get_opt(to).await.unwrap().unwrap().as_ref(), b"day");
+        assert_eq!(store.get_opt("_staging/r/a.parquet").await.unwrap(), None);
+        // A missing source is an error naming it, not a silent no-op.
+        let e = store.rename_blocking("_staging/r/gone", to).unwrap_err();
+        assert!(e.to_string().contains("gone"), "{e}");
+        // A store that is not a folder is left to the async rename.
+        let mem = Store::open("memory://").unwrap();
+        mem.put("a", b"x".to_vec()).await.unwrap();
+        assert!(!mem.rename_blocking("a", "b").unwrap());
+        assert!(mem.get_opt("a").await.unwrap().is_some());
     }
 
     /// A run's local writes pass through its staging folder: nothing else appears beside the
