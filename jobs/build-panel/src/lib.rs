@@ -598,11 +598,8 @@ pub fn compute(
     params: &Params,
 ) -> (Vec<Series>, Vec<panel::Factors>, panel::Panel) {
     // Each input is freed once filled: the two copies of the whole history never coexist.
-    let series: Vec<Series> = real
-        .into_iter()
-        .map(|s| panel::forward_fill(&s, params.max_ffill_hours))
-        .collect();
-    let factors: Vec<_> = series.iter().map(panel::ts_factors).collect();
+    let series: Vec<Series> = par_map(real, |s| panel::forward_fill(&s, params.max_ffill_hours));
+    let factors: Vec<_> = par_map(series.iter().collect(), panel::ts_factors);
     let universe = match funding {
         None => Universe::Static,
         Some((n, f)) => {
@@ -612,6 +609,36 @@ pub fn compute(
     };
     let p = panel::build(&series, &factors, &universe, from, to, params);
     (series, factors, p)
+}
+
+/// `f` over `items` on every core, the results in the items' order. Thread `k` of `n` takes items
+/// `k, k + n, …`, so symbols of very different lengths still share the work evenly.
+fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let n = frames::cores().min(items.len()).max(1);
+    let mut shares: Vec<Vec<(usize, T)>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % n].push((i, item));
+    }
+    let f = &f;
+    let mut done: Vec<(usize, U)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || {
+                    share
+                        .into_iter()
+                        .map(|(i, item)| (i, f(item)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, u)| u).collect()
 }
 
 async fn build_panel(
@@ -686,34 +713,38 @@ async fn build_panel(
     ctx.store.delete(&marker).await?;
 
     // The panel, in row groups, through a local temp file (the encoded panel is not held in
-    // memory), uploaded whole.
-    let mut out = {
-        let mut sink = frames::ParquetSink::new(
-            frame::panel_frame(&panel, &series, &factors, 0..0)?.schema(),
-            &frames::ParquetOptions {
-                row_group_rows: Some(ROW_GROUP),
-                ..frames::ParquetOptions::default()
-            },
-        )
-        .map_err(Error::from)?;
-        let mut k = 0;
-        while k < panel.rows.len() {
-            let e = (k + ROW_GROUP).min(panel.rows.len());
-            sink.write(&frame::panel_frame(&panel, &series, &factors, k..e)?)
-                .map_err(Error::from)?;
-            k = e;
-        }
-        sink.finish(&ctx.store, &paths.panel)
-            .await
-            .map_err(Error::from)?
+    // memory), uploaded whole. Its row groups are encoded on a blocking thread while the Qlib
+    // export below is written from the same arrays: the two take about as long.
+    let data = Arc::new((series, factors, panel));
+    let encoding = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || -> Result<frames::ParquetSink> {
+            let (series, factors, panel) = &*data;
+            let mut sink = frames::ParquetSink::new(
+                frame::panel_frame(panel, series, factors, 0..0)?.schema(),
+                &frames::ParquetOptions {
+                    row_group_rows: Some(ROW_GROUP),
+                    ..frames::ParquetOptions::default()
+                },
+            )
+            .map_err(Error::from)?;
+            let mut k = 0;
+            while k < panel.rows.len() {
+                let e = (k + ROW_GROUP).min(panel.rows.len());
+                sink.write(&frame::panel_frame(panel, series, factors, k..e)?)
+                    .map_err(Error::from)?;
+                k = e;
+            }
+            Ok(sink)
+        })
     };
+    let (series, factors, panel) = &*data;
     let time = |k: usize| {
         let (s, r) = panel.rows[k];
         series[s as usize].open_time[r as usize]
     };
     let span = (!panel.rows.is_empty()).then(|| (time(0), time(panel.rows.len() - 1)));
-    out.time_span = span.map(|(a, b)| [a, b + HOUR_US - 1000]);
-    let mut bytes = out.size;
+    let mut bytes = 0;
 
     // Rows of each symbol, in time order.
     let mut by_symbol: Vec<Vec<usize>> = vec![Vec::new(); series.len()];
@@ -737,7 +768,7 @@ async fn build_panel(
         .map(|(p, _)| p)
         .collect();
     let mut written: BTreeSet<String> = BTreeSet::new();
-    let mut outputs = vec![out.clone()];
+    let mut outputs = Vec::new();
     if let (true, Some((first, last))) = (spec.qlib, span) {
         {
             let q = &paths.qlib;
@@ -765,7 +796,7 @@ async fn build_panel(
                     return Err(Error::Interrupted);
                 }
                 let dir = format!("{q}features/{}/", series[s].symbol.to_lowercase());
-                let files = qlib::symbol_files(&panel, &series, &factors, rows, first);
+                let files = qlib::symbol_files(panel, series, factors, rows, first);
                 let puts = files.into_iter().map(|(field, b)| {
                     let path = format!("{dir}{field}.{}.bin", qlib::FREQ);
                     written.insert(path.clone());
@@ -782,6 +813,18 @@ async fn build_panel(
             qlib_files = written.len();
         }
     }
+    let sink = encoding.await.map_err(|e| Error::Io {
+        context: format!("encoding {}", paths.panel),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let mut out = sink
+        .finish(&ctx.store, &paths.panel)
+        .await
+        .map_err(Error::from)?;
+    out.time_span = span.map(|(a, b)| [a, b + HOUR_US - 1000]);
+    bytes += out.size;
+    outputs.insert(0, out.clone());
+
     // Files of an earlier export that this one does not have (a symbol gone, --qlib false).
     for p in existing.difference(&written) {
         if !p.ends_with(qlib::MARKER) {
