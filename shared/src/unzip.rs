@@ -490,7 +490,10 @@ fn mismatch(raw: &str, want: &str, got: &str) -> Error {
 /// Hash a local zip and compare it with the download manifest's fingerprint, so no manifest
 /// records an output as coming from a zip it did not come from.
 pub fn verify_local(path: &Path, raw: &str, want: &str) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => absent(raw),
+        _ => io_err(format!("opening {}", path.display()))(e),
+    })?;
     let len = f
         .metadata()
         .map_err(io_err(format!("reading {}", path.display())))?
@@ -531,10 +534,9 @@ impl LocalZip {
         tmp_dir: &Path,
         cancel: &CancellationToken,
     ) -> Result<LocalZip> {
+        // A local zip is not looked at here (each look would be a hop to the blocking pool):
+        // `verify` opens it, and names a missing one.
         if let Some(path) = store.local_path(raw) {
-            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                return Err(absent(raw));
-            }
             return Ok(LocalZip {
                 path,
                 verified: false,
@@ -902,6 +904,19 @@ mod tests {
     fn garbage_is_not_a_zip() {
         let e = err(b"<html>404</html>".to_vec(), &Limits::default());
         assert!(e.contains("not a readable zip"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_local_zip_that_is_gone_is_named_when_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let raw = "raw/futures/um/daily/metrics/BTCUSDT/BTCUSDT-metrics-2024-01-01.zip";
+        let cancel = CancellationToken::new();
+        let zip = LocalZip::open(&store, raw, "ab", dir.path(), &cancel)
+            .await
+            .unwrap();
+        let e = zip.verify(raw, "ab").unwrap_err().to_string();
+        assert!(e.contains(raw) && e.contains("run download again"), "{e}");
     }
 
     #[test]
