@@ -159,6 +159,9 @@ pub struct Checker {
     gaps: Vec<[i64; 2]>,
     /// The current day, cached: rows arrive in time order.
     day: (i64, i64, NaiveDate),
+    /// Rows of the current day not yet added to its counts (a map lookup per row was a fifth of
+    /// the checks' time).
+    day_rows: u64,
 }
 
 impl Checker {
@@ -176,16 +179,26 @@ impl Checker {
             first_slot: None,
             gaps: Vec::new(),
             day: (0, 0, NaiveDate::MIN),
+            day_rows: 0,
         }
     }
 
     fn day(&mut self, t: i64) -> NaiveDate {
         if t < self.day.0 || t >= self.day.1 {
+            self.flush_rows();
             let d = day_of_us(t);
             let s = day_start_us(d);
             self.day = (s, s + DAY_US, d);
         }
         self.day.2
+    }
+
+    /// Add the rows counted for the current day to its counts.
+    fn flush_rows(&mut self) {
+        if self.day_rows > 0 {
+            let c = self.res.days.get_mut(&self.day.2).expect("range day");
+            c.rows += std::mem::take(&mut self.day_rows);
+        }
     }
 
     /// Every day of the range that `[a, b)` touches.
@@ -260,12 +273,13 @@ impl Checker {
             }
             self.row(t, key.as_ref().map(|k| k[i]), &cols, i);
         }
+        self.flush_rows();
         Ok(())
     }
 
     fn row(&mut self, t: i64, key: Option<i64>, cols: &Cols, i: usize) {
         let day = self.day(t);
-        self.res.days.get_mut(&day).expect("range day").rows += 1;
+        self.day_rows += 1;
         if self.res.first_data_us.is_none() {
             self.res.first_data_us = Some(t);
         }
