@@ -15,11 +15,11 @@
 //! Why LZ4 for PLAIN: those decimals are the one case where zstd is slow to read. Its output for
 //! them is a dense string of short matches, which zstd's sequence decoder inflates at ≈ 1.2 GB/s
 //! here, against ≈ 4 GB/s for LZ4 on the same bytes and memory speed for split pages (a month of
-//! kline prices: 110 kB zstd, 151 kB LZ4 level 3 and ≈ 6% more at level 2, 195 kB split;
+//! kline prices: 110 kB zstd, 151 kB LZ4 level 3 and ≈ 10% more in its fast mode, 195 kB split;
 //! tests/README.md, "Float encodings").
 //! Files read far more often than written (`optimize`'s months feed every later job
 //! and every study) ask for LZ4 ([`crate::FloatEncoding::ChosenLz4`]): their PLAIN pages are
-//! written LZ4_RAW (level [`LZ4_LEVEL`]) when that costs at most
+//! written LZ4_RAW (fast mode: see [`crate::lz4_compress`]) when that costs at most
 //! [`LZ4_MAX_GROWTH`] times zstd's bytes on the sample, and zstd otherwise. Every reader used
 //! here (Polars, PyArrow, DuckDB) reads LZ4_RAW.
 
@@ -34,7 +34,7 @@ pub(crate) enum Choice {
     Split,
     /// PLAIN values, zstd-compressed like every other page.
     Plain,
-    /// PLAIN values, compressed LZ4_RAW at [`LZ4_LEVEL`].
+    /// PLAIN values, compressed LZ4_RAW.
     PlainLz4,
 }
 
@@ -45,11 +45,6 @@ const DICT_MAX: usize = 1 << 16;
 const SAMPLE: (usize, usize) = (1024, 4096);
 /// The trial's zstd level: fast, and it ranks the two layouts as the page's level does.
 const TRIAL_LEVEL: i32 = 1;
-/// LZ4's level for PLAIN float pages: 2, liblz4's middle strategy (1.10). On the simulator's
-/// decimal kline columns it writes 5–12% fewer bytes than the fast mode at 130–260 MB/s, 2–3×
-/// the speed of level 3 (the hash-chain search proper: another 5–22% fewer bytes at 40–80 MB/s,
-/// which made it a third of `optimize`'s CPU). Every level's output inflates at the same speed.
-pub(crate) const LZ4_LEVEL: i32 = 2;
 /// How many times zstd's bytes (on the sample) a PLAIN page may take to be written LZ4 instead:
 /// reading decimals 3× faster is worth a third more bytes, not twice as many (where zstd's
 /// entropy coding does most of the work, LZ4 loses far more than that and zstd stays).
@@ -126,7 +121,7 @@ struct Trial {
     split: usize,
     /// PLAIN, zstd.
     plain: usize,
-    /// PLAIN, LZ4 at [`LZ4_LEVEL`]; measured only when PLAIN beats split.
+    /// PLAIN, LZ4; measured only when PLAIN beats split.
     lz4: Option<usize>,
 }
 

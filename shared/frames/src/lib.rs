@@ -138,8 +138,7 @@ pub enum FloatEncoding {
     /// 1.5× zstd's bytes: zstd inflates distinct decimals (kline prices and volumes) at a third of
     /// LZ4's speed (see `floats.rs`). For files read far more often than written: `optimize`'s
     /// months, which every later job reads. Not for a job's own output rewritten at every run
-    /// (`aggregate`'s year files), where the LZ4 trial and its high-compression mode would cost
-    /// more than the reads they save.
+    /// (`aggregate`'s year files), where the LZ4 trial would cost more than the reads it saves.
     ChosenLz4,
     /// Always PLAIN, compressed LZ4_RAW in its fast mode, as are the file's integer, time and
     /// boolean pages (text stays zstd): no choosing pass, for files written once and soon
@@ -421,8 +420,8 @@ enum ColumnEncoding {
     ChosenFloat {
         lz4: bool,
     },
-    /// Pages in fast LZ4 ([`FloatEncoding::Plain`]'s files).
-    Lz4Fast(pq::Encoding),
+    /// Pages in LZ4 ([`FloatEncoding::Plain`]'s files).
+    Lz4(pq::Encoding),
 }
 
 impl PageEncoder {
@@ -439,7 +438,7 @@ impl PageEncoder {
                 // Files written to be re-encoded soon: numbers and flags in fast LZ4 (see
                 // `FloatEncoding::Plain`), text in zstd, whose dictionaries it shrinks well.
                 let fixed = |e| match opts.floats {
-                    FloatEncoding::Plain => ColumnEncoding::Lz4Fast(e),
+                    FloatEncoding::Plain => ColumnEncoding::Lz4(e),
                     _ => ColumnEncoding::Fixed(e),
                 };
                 let enc = match dtype {
@@ -482,8 +481,8 @@ impl PageEncoder {
         let dict;
         let (array, enc) = match enc {
             ColumnEncoding::Fixed(e) => (array, *e),
-            ColumnEncoding::Lz4Fast(e) => {
-                codec = PageCodec::Lz4Fast;
+            ColumnEncoding::Lz4(e) => {
+                codec = PageCodec::Lz4;
                 (array, *e)
             }
             ColumnEncoding::ChosenFloat { lz4 } => {
@@ -626,28 +625,20 @@ pub(crate) fn zstd_compress(level: i32, src: &[u8]) -> std::io::Result<Vec<u8>> 
     })
 }
 
-/// `src` as one LZ4 block (the LZ4_RAW codec), high-compression mode at [`floats::LZ4_LEVEL`].
+/// `src` as one LZ4 block (the LZ4_RAW codec) in LZ4's fast mode. Its higher levels write
+/// 5–12% fewer bytes of the simulator's decimal kline columns (level 2) at half the speed or
+/// less (130–260 MB/s; level 3: 40–80 MB/s), which made them a quarter to a third of
+/// `optimize`'s CPU; every level's output inflates at the same speed.
 pub(crate) fn lz4_compress(src: &[u8]) -> std::io::Result<Vec<u8>> {
-    use lz4::block::CompressionMode;
-    lz4::block::compress(
-        src,
-        Some(CompressionMode::HIGHCOMPRESSION(floats::LZ4_LEVEL)),
-        false,
-    )
-}
-
-/// `src` as one LZ4 block in LZ4's fast mode.
-fn lz4_compress_fast(src: &[u8]) -> std::io::Result<Vec<u8>> {
     lz4::block::compress(src, Some(lz4::block::CompressionMode::DEFAULT), false)
 }
 
 /// How one column chunk's pages are compressed: with the file's codec, LZ4 for the float
-/// pages [`floats::choose`] gave it, or fast LZ4 ([`FloatEncoding::Plain`]).
+/// pages [`floats::choose`] gave it and every page of a [`FloatEncoding::Plain`] file but text.
 #[derive(Clone, Copy)]
 enum PageCodec {
     File(pq::CompressionOptions),
     Lz4,
-    Lz4Fast,
 }
 
 /// A page compressed with this thread's zstd context ([`zstd_compress`]), or as one LZ4 block:
@@ -663,16 +654,13 @@ fn compress_page(page: pq::Page, codec: PageCodec) -> PolarsResult<pq::Compresse
     let (options, compression) = match codec {
         PageCodec::File(o @ pq::CompressionOptions::Zstd(_)) => (o, Compression::Zstd),
         PageCodec::File(o) => return Ok(pq::compress(page, Vec::new(), o)?),
-        PageCodec::Lz4 | PageCodec::Lz4Fast => lz4,
+        PageCodec::Lz4 => lz4,
     };
     let compress = |src: &[u8]| -> PolarsResult<Vec<u8>> {
         match codec {
             PageCodec::File(pq::CompressionOptions::Zstd(level)) => {
                 let level = level.map(|v| v.compression_level()).unwrap_or_default();
                 zstd_compress(level, src).map_err(|e| polars_err!(ComputeError: "zstd: {e}"))
-            }
-            PageCodec::Lz4Fast => {
-                lz4_compress_fast(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}"))
             }
             _ => lz4_compress(src).map_err(|e| polars_err!(ComputeError: "lz4: {e}")),
         }
