@@ -23,7 +23,6 @@ pub fn main<F>(output: OutputOptions, name: &str, job: F) -> ExitCode
 where
     F: Future<Output = Result<(Context, RunReport), BoxError>>,
 {
-    tune_malloc();
     let log_format = output.log_format;
     crate::logging::init(log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -63,20 +62,6 @@ where
     // which took ~50 ms at the end of a 20-symbol `aggregate` run.
     rt.shutdown_background();
     ExitCode::from(code as u8)
-}
-
-/// Fixed glibc malloc thresholds: blocks under 32 MiB come from the heap, and a heap keeps up
-/// to 64 MiB free at its top. By default a thread's arena gives its free top back to the kernel
-/// once it passes 128 KiB (`madvise`) and faults it in again at the next allocation: a job that
-/// frees a row group's columns and reads the next one's (`validate`) spent a third of its CPU
-/// there. Peak RSS grows by at most the kept tops.
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
 }
 
 async fn finish(output: OutputOptions, ctx: &Context, report: &RunReport) -> i32 {
