@@ -158,14 +158,15 @@ pub fn extract_csv<R: Read + Seek, W: Write>(
     hash: bool,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<CsvStats> {
-    let mut z = ::zip::ZipArchive::new(zip)
-        .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
-    let CsvEntry {
-        index,
-        name,
-        declared,
-        compressed,
-    } = csv_entry(&mut z, archive, limits)?;
+    let (
+        mut z,
+        CsvEntry {
+            index,
+            name,
+            declared,
+            compressed,
+        },
+    ) = csv_entry(zip, archive, limits)?;
     let mut entry = z
         .by_index(index)
         .map_err(|e| refused(archive, format!("entry `{name}` cannot be opened: {e}")))?;
@@ -237,12 +238,14 @@ struct CsvEntry {
     compressed: u64,
 }
 
-/// Check the zip's entries and find its one CSV.
+/// Open the zip, check its entries and find its one CSV.
 fn csv_entry<R: Read + Seek>(
-    z: &mut ::zip::ZipArchive<R>,
+    zip: R,
     archive: &str,
     limits: &Limits,
-) -> Result<CsvEntry> {
+) -> Result<(::zip::ZipArchive<R>, CsvEntry)> {
+    let mut z = ::zip::ZipArchive::new(zip)
+        .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
     let mut names = Vec::with_capacity(z.len());
     for i in 0..z.len() {
         let f = z
@@ -306,12 +309,13 @@ fn csv_entry<R: Read + Seek>(
         .check_declared(&name, declared, compressed)
         .map_err(|r| refused(archive, r))?;
     drop(entry);
-    Ok(CsvEntry {
+    let entry = CsvEntry {
         index,
         name,
         declared,
         compressed,
-    })
+    };
+    Ok((z, entry))
 }
 
 /// Check a zip as [`extract_csv`] does and, when its CSV entry is deflated (or stored) and
@@ -324,14 +328,15 @@ pub fn inflate_csv<R: Read + Seek>(
     limits: &Limits,
     max_bytes: u64,
 ) -> Result<Option<Vec<u8>>> {
-    let mut z = ::zip::ZipArchive::new(zip)
-        .map_err(|e| refused(archive, format!("not a readable zip: {e}")))?;
-    let CsvEntry {
-        index,
-        name,
-        declared,
-        compressed,
-    } = csv_entry(&mut z, archive, limits)?;
+    let (
+        mut z,
+        CsvEntry {
+            index,
+            name,
+            declared,
+            compressed,
+        },
+    ) = csv_entry(zip, archive, limits)?;
     if declared > max_bytes {
         return Ok(None);
     }
