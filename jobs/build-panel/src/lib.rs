@@ -598,8 +598,11 @@ pub fn compute(
     params: &Params,
 ) -> (Vec<Series>, Vec<panel::Factors>, panel::Panel) {
     // Each input is freed once filled: the two copies of the whole history never coexist.
-    let series: Vec<Series> = par_map(real, |s| panel::forward_fill(&s, params.max_ffill_hours));
-    let factors: Vec<_> = par_map(series.iter().collect(), panel::ts_factors);
+    let cores = frames::cores();
+    let series: Vec<Series> = frames::par_map(real, cores, |s| {
+        panel::forward_fill(&s, params.max_ffill_hours)
+    });
+    let factors: Vec<_> = frames::par_map(series.iter().collect(), cores, panel::ts_factors);
     let universe = match funding {
         None => Universe::Static,
         Some((n, f)) => {
@@ -609,36 +612,6 @@ pub fn compute(
     };
     let p = panel::build(&series, &factors, &universe, from, to, params);
     (series, factors, p)
-}
-
-/// `f` over `items` on every core, the results in the items' order. Thread `k` of `n` takes items
-/// `k, k + n, …`, so symbols of very different lengths still share the work evenly.
-fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let n = frames::cores().min(items.len()).max(1);
-    let mut shares: Vec<Vec<(usize, T)>> = (0..n).map(|_| Vec::new()).collect();
-    for (i, item) in items.into_iter().enumerate() {
-        shares[i % n].push((i, item));
-    }
-    let f = &f;
-    let mut done: Vec<(usize, U)> = std::thread::scope(|scope| {
-        let threads: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                scope.spawn(move || {
-                    share
-                        .into_iter()
-                        .map(|(i, item)| (i, f(item)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    done.sort_unstable_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, u)| u).collect()
 }
 
 async fn build_panel(

@@ -790,19 +790,3 @@ fn listing_interval_look_ahead_is_the_spec_s_and_bounded_by_max_ffill() {
         0
     );
 }
-
-#[test]
-fn the_parallel_map_keeps_the_items_order_whatever_their_cost() {
-    // Items of very different costs, more and fewer than the cores.
-    for n in [0usize, 1, 2, 3, 17] {
-        let items: Vec<usize> = (0..n).collect();
-        let got = crate::par_map(items, |i| {
-            let spin: u64 = (0..(i as u64 % 5) * 10_000).sum();
-            (i, spin)
-        });
-        assert_eq!(
-            got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            (0..n).collect::<Vec<_>>()
-        );
-    }
-}

@@ -550,35 +550,11 @@ impl PageEncoder {
             } else {
                 1
             };
-            let per_column: Vec<Result<Vec<Vec<pq::CompressedPage>>>> = if threads > 1 {
-                let next = std::sync::atomic::AtomicUsize::new(0);
-                let work = || {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let (Some(a), Some(c)) = (arrays.get(i), self.columns.get(i)) else {
-                            return done;
-                        };
-                        done.push((i, self.column(a, c)));
-                    }
-                };
-                let mut done: Vec<_> = std::thread::scope(|scope| {
-                    let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-                    let mut done = work();
-                    for h in others {
-                        done.extend(h.join().expect("encoder thread panicked"));
-                    }
-                    done
-                });
-                done.sort_by_key(|(i, _)| *i);
-                done.into_iter().map(|(_, r)| r).collect()
-            } else {
-                arrays
-                    .iter()
-                    .zip(&self.columns)
-                    .map(|(a, c)| self.column(a, c))
-                    .collect()
-            };
+            let per_column = par_map(
+                arrays.iter().zip(&self.columns).collect(),
+                threads,
+                |(a, c)| self.column(a, c),
+            );
             let mut pages = Vec::with_capacity(self.columns.len());
             for c in per_column {
                 pages.extend(c?);
@@ -694,6 +670,41 @@ fn compress_page(page: pq::Page, codec: PageCodec) -> PolarsResult<pq::Compresse
             )))
         }
     }
+}
+
+/// `f` over `items` on up to `threads` threads (this one included), the results in the items'
+/// order. Each thread takes the next item as it finishes one, so items of very different costs
+/// still share the work evenly; an item is dropped as soon as `f` is done with it.
+pub fn par_map<T: Send, U: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().expect("not poisoned").next();
+            let Some((i, item)) = next else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut done: Vec<(usize, U)> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
+        for h in others {
+            done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, u)| u).collect()
 }
 
 /// The cores this process may use, asked once (`available_parallelism` reads cgroup files on
@@ -975,6 +986,24 @@ mod tests {
     use super::*;
     use shared::formats::format_of;
     use shared::paths::{DataType as Dt, Dataset, Market};
+
+    #[test]
+    fn the_parallel_map_keeps_the_items_order_whatever_their_cost() {
+        // Items of very different costs, more and fewer than the threads, and one thread.
+        for n in [0usize, 1, 2, 3, 17] {
+            for threads in [1, 2, 4] {
+                let items: Vec<usize> = (0..n).collect();
+                let got = par_map(items, threads, |i| {
+                    let spin: u64 = (0..(i as u64 % 5) * 10_000).sum();
+                    (i, spin)
+                });
+                assert_eq!(
+                    got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                    (0..n).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn frames_keep_the_normalized_types_through_parquet() {
